@@ -1,0 +1,28 @@
+"""LLM access: one backend interface, admission, cache and accounting. Knows nothing of GLAN."""
+
+from glan.llm.admission import AdmissionSettings
+from glan.llm.backend import Backend, Completion
+from glan.llm.client import LLMClient
+from glan.llm.errors import EndpointDown, EndpointFatal, RequestFailed
+from glan.llm.settings import BackendSettings, create_backend
+from glan.llm.types import ChatRequest, ChatResponse, Message, Usage, user
+from glan.llm.usage import Price, UsageLedger
+
+__all__ = [
+    "AdmissionSettings",
+    "Backend",
+    "BackendSettings",
+    "ChatRequest",
+    "ChatResponse",
+    "Completion",
+    "EndpointDown",
+    "EndpointFatal",
+    "LLMClient",
+    "Message",
+    "Price",
+    "RequestFailed",
+    "Usage",
+    "UsageLedger",
+    "create_backend",
+    "user",
+]

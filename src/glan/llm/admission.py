@@ -1,0 +1,151 @@
+"""Admission control, once for every backend: how many requests may be in flight, how failures
+are retried, and when an endpoint is declared down.
+
+- Concurrency is adaptive (AIMD): a 429 halves the limit, but only the first 429 of a burst
+  counts (a 429 for a request admitted before the last cut says nothing new); Retry-After pauses
+  all admissions; after `limit` successes in a row the limit climbs by one.
+- 5xx, timeouts and dropped connections are retried with exponential backoff and full jitter, a
+  bounded number of times. 429s are not counted as retries: the limiter handles them.
+- The circuit breaker opens when the endpoint has failed `breaker_failures` times in a row and
+  nothing succeeded for `breaker_window_s` seconds, or at once after `breaker_failures` straight
+  failures if nothing ever succeeded (a wrong URL should not take minutes to report).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from pydantic import BaseModel, Field
+
+from glan.llm.errors import EndpointDown
+
+
+class AdmissionSettings(BaseModel):
+    concurrency: int = Field(64, ge=1, description="upper bound on requests in flight")
+    min_concurrency: int = Field(1, ge=1)
+    max_retries: int = Field(6, ge=0, description="retries per request on 5xx/timeouts/resets")
+    backoff_base_s: float = Field(0.5, gt=0)
+    backoff_max_s: float = Field(30.0, gt=0)
+    max_rate_limit_waits: int = Field(
+        50, ge=1, description="429s one request may meet before it gives up"
+    )
+    default_retry_after_s: float = Field(
+        1.0, ge=0, description="pause after a 429 without Retry-After"
+    )
+    breaker_failures: int = Field(20, ge=1)
+    breaker_window_s: float = Field(120.0, gt=0)
+
+
+@dataclass
+class AdmissionStats:
+    retries: int = 0
+    rate_limited: int = 0
+    cuts: int = 0
+    failures: int = 0
+
+
+@dataclass
+class AdaptiveLimiter:
+    """An awaitable slot pool whose size moves: multiplicative cut, additive climb."""
+
+    settings: AdmissionSettings
+    limit: float = 0.0
+    in_flight: int = 0
+    epoch: int = 0
+    paused_until: float = 0.0
+    stats: AdmissionStats = field(default_factory=AdmissionStats)
+    _waiters: deque[asyncio.Future[None]] = field(default_factory=deque)
+    _successes: int = 0
+
+    def __post_init__(self) -> None:
+        self.limit = float(self.settings.concurrency)
+
+    async def acquire(self) -> int:
+        """Wait for a slot; returns the epoch the request was admitted in."""
+        while True:
+            delay = self.paused_until - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+                continue
+            if self.in_flight < int(self.limit) and not self._waiters:
+                self.in_flight += 1
+                return self.epoch
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiters.append(fut)
+            try:
+                await fut
+            except asyncio.CancelledError:
+                if fut in self._waiters:
+                    self._waiters.remove(fut)
+                raise
+            # Woken with a slot already reserved for us.
+            if time.monotonic() >= self.paused_until:
+                return self.epoch
+            self.release()  # a Retry-After pause began while we waited: queue again after it
+
+    def release(self) -> None:
+        self.in_flight -= 1
+        self._wake()
+
+    def _wake(self) -> None:
+        while self._waiters and self.in_flight < int(self.limit):
+            fut = self._waiters.popleft()
+            if not fut.done():
+                self.in_flight += 1
+                fut.set_result(None)
+
+    def on_success(self) -> None:
+        self._successes += 1
+        if self._successes >= self.limit and self.limit < self.settings.concurrency:
+            self._successes = 0
+            self.limit += 1
+            self._wake()
+
+    def on_rate_limited(self, admitted_epoch: int, retry_after: float | None) -> None:
+        self.stats.rate_limited += 1
+        pause = self.settings.default_retry_after_s if retry_after is None else retry_after
+        self.paused_until = max(self.paused_until, time.monotonic() + pause)
+        if admitted_epoch == self.epoch:
+            self.epoch += 1
+            self.stats.cuts += 1
+            self._successes = 0
+            self.limit = max(float(self.settings.min_concurrency), self.limit / 2)
+
+
+@dataclass
+class CircuitBreaker:
+    settings: AdmissionSettings
+    consecutive_failures: int = 0
+    ever_succeeded: bool = False
+    last_success: float = field(default_factory=time.monotonic)
+    last_error: str = ""
+
+    def on_success(self) -> None:
+        self.consecutive_failures = 0
+        self.ever_succeeded = True
+        self.last_success = time.monotonic()
+
+    def on_failure(self, error: str, endpoint: str) -> None:
+        self.consecutive_failures += 1
+        self.last_error = error
+        self.check(endpoint)
+
+    def check(self, endpoint: str) -> None:
+        if self.consecutive_failures < self.settings.breaker_failures:
+            return
+        quiet = time.monotonic() - self.last_success
+        if not self.ever_succeeded or quiet >= self.settings.breaker_window_s:
+            raise EndpointDown(
+                f"{endpoint} failed {self.consecutive_failures} times in a row "
+                f"({'never answered' if not self.ever_succeeded else f'no success for {quiet:.0f} s'}); "
+                f"last error: {self.last_error}. Finished work is kept; re-run the same command to resume."
+            )
+
+
+def backoff_delay(attempt: int, settings: AdmissionSettings) -> float:
+    """Full jitter: uniform in [0, min(cap, base * 2**attempt)]."""
+    return random.uniform(0, min(settings.backoff_max_s, settings.backoff_base_s * 2**attempt))

@@ -1,0 +1,45 @@
+"""The one interface every LLM backend implements.
+
+A backend makes a single attempt at a request and reports how it failed; retries, concurrency,
+caching, validation and accounting live once, above it, in `glan.llm.client`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+from pydantic import BaseModel
+
+from glan.llm.types import ChatRequest, Usage
+
+
+class Completion(BaseModel):
+    """One attempt's raw result, before JSON validation."""
+
+    text: str
+    finish_reason: str | None = None
+    usage: Usage = Usage()
+
+
+class Backend(ABC):
+    #: How many requests this backend can usefully serve at once.
+    max_concurrency: int = 1
+
+    @property
+    @abstractmethod
+    def endpoint_id(self) -> str:
+        """What identifies replies of this backend in the cache: kind, address, model; no secret."""
+
+    @property
+    @abstractmethod
+    def model(self) -> str: ...
+
+    async def preflight(self) -> None:  # noqa: B027 - optional hook
+        """Fail fast with a clear message when the backend cannot work at all."""
+
+    @abstractmethod
+    async def complete(self, request: ChatRequest) -> Completion:
+        """One attempt. Raises TransientError, RateLimited or EndpointFatal on failure."""
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook
+        """Release connections or models."""

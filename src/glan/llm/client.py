@@ -1,0 +1,172 @@
+"""The one way the rest of glan talks to a model: cache, admission, validation, accounting.
+
+`LLMClient.chat` returns a reply from the cache when one exists (never sending it again),
+otherwise sends it through the adaptive limiter with bounded retries, validates JSON replies
+against the request's schema, re-asks with the validation error when they do not fit, and
+records tokens and cost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from glan.llm.admission import (
+    AdaptiveLimiter,
+    AdmissionSettings,
+    CircuitBreaker,
+    backoff_delay,
+)
+from glan.llm.backend import Backend, Completion
+from glan.llm.errors import BadRequest, RateLimited, RequestFailed, TransientError
+from glan.llm.jsonreply import InvalidReply, parse_reply
+from glan.llm.types import ChatRequest, ChatResponse, Message, Usage
+from glan.llm.usage import UsageLedger
+from glan.store import ResponseCache
+
+REASK = (
+    "That reply could not be used: {error}. Reply again with only the JSON value, "
+    "complete and matching the schema."
+)
+
+
+class LLMClient:
+    def __init__(
+        self,
+        backend: Backend,
+        cache: ResponseCache | None = None,
+        admission: AdmissionSettings | None = None,
+        usage: UsageLedger | None = None,
+        max_reasks: int = 2,
+    ) -> None:
+        self.backend = backend
+        self.cache = cache
+        self.settings = admission or AdmissionSettings(concurrency=backend.max_concurrency)
+        self.limiter = AdaptiveLimiter(self.settings)
+        self.breaker = CircuitBreaker(self.settings)
+        self.usage = usage or UsageLedger()
+        self.max_reasks = max_reasks
+        self._preflighted = False
+        self._preflight_lock = asyncio.Lock()
+
+    @property
+    def stats(self):
+        return self.limiter.stats
+
+    async def ensure_ready(self) -> None:
+        async with self._preflight_lock:
+            if not self._preflighted:
+                await self.backend.preflight()
+                self._preflighted = True
+
+    def cached(self, request: ChatRequest) -> ChatResponse | None:
+        """The stored reply for this request, if any; sends nothing."""
+        if self.cache is None:
+            return None
+        body = self.cache.get(request.cache_key(self.backend.endpoint_id))
+        return None if body is None else ChatResponse(**body, cached=True)
+
+    async def chat(self, request: ChatRequest) -> ChatResponse:
+        hit = self.cached(request)
+        if hit is not None:
+            self.usage.record_cached(request.tag, self.backend.model)
+            return hit
+        await self.ensure_ready()
+        try:
+            response = await self._ask_until_valid(request)
+        except RequestFailed:
+            self.usage.record_failed(request.tag, self.backend.model)
+            self.limiter.stats.failures += 1
+            raise
+        if self.cache is not None:
+            self.cache.put(
+                request.cache_key(self.backend.endpoint_id),
+                request.tag,
+                self.backend.model,
+                response.model_dump(exclude={"cached"}),
+            )
+        return response
+
+    async def _ask_until_valid(self, request: ChatRequest) -> ChatResponse:
+        asked = request
+        prompt_tokens = completion_tokens = 0
+        for reask in range(self.max_reasks + 1):
+            completion, latency = await self._send(asked)
+            prompt_tokens += completion.usage.prompt_tokens
+            completion_tokens += completion.usage.completion_tokens
+            parsed = None
+            error = None
+            if request.json_schema is not None:
+                try:
+                    parsed = parse_reply(completion.text, request.json_schema)
+                except InvalidReply as exc:
+                    error = str(exc)
+                    if completion.finish_reason == "length":
+                        error += " (the reply was cut off by the token limit: be more concise)"
+            if error is None:
+                self.usage.record(
+                    request.tag, self.backend.model, prompt_tokens, completion_tokens, reask
+                )
+                return ChatResponse(
+                    text=completion.text,
+                    parsed=parsed,
+                    finish_reason=completion.finish_reason,
+                    usage=Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens),
+                    latency_s=latency,
+                    reasks=reask,
+                )
+            asked = request.model_copy(
+                update={
+                    "messages": (
+                        *request.messages,
+                        Message(role="assistant", content=completion.text[:4000]),
+                        Message(role="user", content=REASK.format(error=error)),
+                    )
+                }
+            )
+        self.usage.record(request.tag, self.backend.model, prompt_tokens, completion_tokens, 0)
+        raise RequestFailed(f"no schema-valid reply after {self.max_reasks} re-asks: {error}")
+
+    async def _send(self, request: ChatRequest) -> tuple[Completion, float]:
+        """One request through admission, retried on transient failures."""
+        attempt = 0
+        rate_limited = 0
+        endpoint = self.backend.endpoint_id
+        while True:
+            self.breaker.check(endpoint)
+            epoch = await self.limiter.acquire()
+            started = time.perf_counter()
+            try:
+                completion = await self.backend.complete(request)
+            except RateLimited as exc:
+                self.limiter.on_rate_limited(epoch, exc.retry_after)
+                self.limiter.release()
+                self.breaker.on_failure(str(exc), endpoint)
+                rate_limited += 1
+                if rate_limited >= self.settings.max_rate_limit_waits:
+                    raise RequestFailed(f"rate limited {rate_limited} times: {exc}") from None
+                continue
+            except TransientError as exc:
+                self.limiter.release()
+                self.breaker.on_failure(str(exc), endpoint)
+                if attempt >= self.settings.max_retries:
+                    raise RequestFailed(f"gave up after {attempt} retries: {exc}") from None
+                self.limiter.stats.retries += 1
+                await asyncio.sleep(backoff_delay(attempt, self.settings))
+                attempt += 1
+                continue
+            except BadRequest as exc:
+                self.limiter.release()
+                raise RequestFailed(str(exc)) from None
+            except BaseException:
+                self.limiter.release()
+                raise
+            self.limiter.release()
+            self.limiter.on_success()
+            self.breaker.on_success()
+            return completion, time.perf_counter() - started
+
+    async def aclose(self) -> None:
+        if self.cache is not None:
+            self.cache.flush()
+        await self.backend.aclose()

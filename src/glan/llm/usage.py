@@ -1,0 +1,68 @@
+"""Token and cost accounting per (stage tag, model)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import asdict, dataclass
+
+from pydantic import BaseModel, Field
+
+
+class Price(BaseModel):
+    """US dollars per one million tokens."""
+
+    input: float = Field(0.0, ge=0)
+    output: float = Field(0.0, ge=0)
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        return (prompt_tokens * self.input + completion_tokens * self.output) / 1e6
+
+
+@dataclass
+class UsageRow:
+    requests: int = 0
+    cached: int = 0
+    failed: int = 0
+    reasks: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+
+
+class UsageLedger:
+    """Counts what each stage spent on each model; cached replies cost nothing again."""
+
+    def __init__(self, prices: dict[str, Price] | None = None) -> None:
+        self.prices = prices or {}
+        self.rows: dict[tuple[str, str], UsageRow] = defaultdict(UsageRow)
+
+    def record(
+        self, tag: str, model: str, prompt_tokens: int, completion_tokens: int, reasks: int = 0
+    ) -> None:
+        row = self.rows[(tag, model)]
+        row.requests += 1
+        row.reasks += reasks
+        row.prompt_tokens += prompt_tokens
+        row.completion_tokens += completion_tokens
+        price = self.prices.get(model)
+        if price is not None:
+            row.cost_usd += price.cost(prompt_tokens, completion_tokens)
+
+    def record_cached(self, tag: str, model: str) -> None:
+        self.rows[(tag, model)].cached += 1
+
+    def record_failed(self, tag: str, model: str) -> None:
+        self.rows[(tag, model)].failed += 1
+
+    def total(self) -> UsageRow:
+        out = UsageRow()
+        for row in self.rows.values():
+            for name, value in asdict(row).items():
+                setattr(out, name, getattr(out, name) + value)
+        return out
+
+    def as_dict(self) -> dict[str, dict[str, dict[str, float | int]]]:
+        out: dict[str, dict[str, dict[str, float | int]]] = {}
+        for (tag, model), row in sorted(self.rows.items()):
+            out.setdefault(tag, {})[model] = asdict(row)
+        return out

@@ -1,0 +1,318 @@
+"""A scriptable fake OpenAI-compatible chat server: real HTTP on loopback, for tests and benches.
+
+It answers schema-aware (a request with a JSON schema gets a valid instance whose strings depend
+on the prompt, so different prompts get different replies), and injects faults on demand: a
+queue of one-off faults for the next requests, and random rates per fault kind.
+
+Run in a background thread (`FakeServer().start()`, tests) or as a process
+(`python -m glan.testing.fake_server --port N`, benchmarks, so the client has its own core).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import random
+import threading
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+FAULTS = (
+    "500",
+    "503",
+    "429",
+    "429_retry_after",
+    "timeout",
+    "reset",
+    "malformed",
+    "schema_invalid",
+    "length",
+    "empty",
+    "garbage",
+)
+
+Replier = Callable[[dict[str, Any]], str | dict[str, Any] | list[Any] | None]
+
+
+def request_key(body: dict[str, Any]) -> str:
+    """Identifies one logical request (messages, sampling, seed) across retries."""
+    return hashlib.sha256(
+        orjson.dumps(
+            [body.get("messages"), body.get("seed"), body.get("temperature")],
+            option=orjson.OPT_SORT_KEYS,
+        )
+    ).hexdigest()[:16]
+
+
+def instance_from_schema(schema: dict[str, Any], seed: str, path: str = "") -> Any:
+    """A value valid for a bounded JSON schema, varied by `seed` (prompt-dependent)."""
+    if "enum" in schema:
+        options = schema["enum"]
+        return options[int(hashlib.md5((seed + path).encode()).hexdigest(), 16) % len(options)]
+    kind = schema.get("type")
+    if kind == "object" or "properties" in schema:
+        props = schema.get("properties", {})
+        return {k: instance_from_schema(v, seed, f"{path}.{k}") for k, v in props.items()}
+    if kind == "array":
+        low = schema.get("minItems", 1)
+        high = schema.get("maxItems", low + 3)
+        n = max(low, min(high, low + 2))
+        return [
+            instance_from_schema(schema.get("items", {}), seed, f"{path}[{i}]") for i in range(n)
+        ]
+    if kind == "integer":
+        return int(schema.get("minimum", 1))
+    if kind == "number":
+        return float(schema.get("minimum", 1.0))
+    if kind == "boolean":
+        return True
+    digest = hashlib.sha256((seed + path).encode()).hexdigest()[:10]
+    label = path.strip(".").replace(".", " ").replace("[", " ").replace("]", "") or "text"
+    text = f"{label} {digest}"
+    low = schema.get("minLength", 0)
+    if len(text) < low:
+        text = text + " x" * low
+    high = schema.get("maxLength")
+    return text[:high] if high else text
+
+
+def default_replier(body: dict[str, Any]) -> str | dict[str, Any] | list[Any]:
+    fmt = body.get("response_format") or {}
+    last = body["messages"][-1]["content"]
+    seed = hashlib.sha256((last + str(body.get("seed"))).encode()).hexdigest()
+    if fmt.get("type") == "json_schema":
+        return instance_from_schema(fmt["json_schema"]["schema"], seed)
+    if "JSON schema:\n" in last:  # a schema given in the prompt (json_object or prompt mode)
+        schema = orjson.loads(last.rsplit("JSON schema:\n", 1)[1].strip())
+        return instance_from_schema(schema, seed)
+    return f"Reply {seed[:12]} to: {last[:80]}"
+
+
+@dataclass
+class FakeServer:
+    replier: Replier = default_replier
+    latency_s: float = 0.0
+    fault_rates: dict[str, float] = field(default_factory=dict)
+    rng_seed: int = 0
+    timeout_sleep_s: float = 3.0
+    # 400 on response_format json_schema (then on json_object too, when "both").
+    reject_response_format: str | None = None
+    api_key: str | None = None
+    models: list[str] | None = None
+    host: str = "127.0.0.1"
+    port: int = 0
+    fixed_reply: bytes | None = None  # benchmark mode: one precomputed body
+
+    def __post_init__(self) -> None:
+        unknown = set(self.fault_rates) - set(FAULTS)
+        if unknown:
+            raise ValueError(f"unknown fault kinds: {sorted(unknown)}")
+        self.queue: list[str] = []
+        self.requests = 0
+        self.by_status: Counter[str] = Counter()
+        self.answered: Counter[str] = Counter()  # request_key -> 200 replies
+        self.seen_bodies: list[dict[str, Any]] = []
+        self.record_bodies = False
+        self._rng = random.Random(self.rng_seed)
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._runner: web.AppRunner | None = None
+
+    # ---- scripting -------------------------------------------------------------------------
+    def enqueue(self, *faults: str) -> None:
+        """The next requests meet these faults, in order (then behaviour returns to normal)."""
+        for fault in faults:
+            if fault not in FAULTS:
+                raise ValueError(f"unknown fault {fault!r}")
+        with self._lock:
+            self.queue.extend(faults)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}/v1"
+
+    def _next_fault(self) -> str | None:
+        with self._lock:
+            if self.queue:
+                return self.queue.pop(0)
+            for kind, rate in self.fault_rates.items():
+                if rate and self._rng.random() < rate:
+                    return kind
+        return None
+
+    # ---- HTTP ------------------------------------------------------------------------------
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_get("/v1/models", self._models)
+        return app
+
+    async def _models(self, request: web.Request) -> web.Response:
+        if self.api_key and request.headers.get("Authorization") != f"Bearer {self.api_key}":
+            return web.json_response({"error": {"message": "invalid api key"}}, status=401)
+        data = [{"id": m, "object": "model"} for m in (self.models or ["fake-model"])]
+        return web.json_response({"object": "list", "data": data})
+
+    def _count(self, status: str) -> None:
+        self.by_status[status] += 1
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        self.requests += 1
+        if self.fixed_reply is not None:  # benchmark fast path
+            if self.latency_s:
+                await asyncio.sleep(self.latency_s)
+            return web.Response(body=self.fixed_reply, content_type="application/json")
+        body = orjson.loads(await request.read())
+        if self.record_bodies:
+            self.seen_bodies.append(body)
+        if self.api_key and request.headers.get("Authorization") != f"Bearer {self.api_key}":
+            self._count("401")
+            return web.json_response({"error": {"message": "invalid api key"}}, status=401)
+        if self.models is not None and body.get("model") not in self.models:
+            self._count("404")
+            return web.json_response({"error": {"message": "model not found"}}, status=404)
+        fmt = (body.get("response_format") or {}).get("type")
+        if self.reject_response_format and fmt in (
+            ("json_schema", "json_object")
+            if self.reject_response_format == "both"
+            else ("json_schema",)
+        ):
+            self._count("400")
+            return web.json_response(
+                {"error": {"message": f"response_format {fmt} is not supported"}}, status=400
+            )
+        if self.latency_s:
+            await asyncio.sleep(self.latency_s)
+        fault = self._next_fault()
+        if fault is not None:
+            response = await self._fault(fault, request, body)
+            if response is not None:
+                return response
+        content = self.replier(body)
+        if not isinstance(content, str):
+            content = orjson.dumps(content).decode()
+        self.answered[request_key(body)] += 1
+        self._count("200")
+        return self._completion(body, content, "stop")
+
+    def _completion(self, body: dict[str, Any], content: str, finish: str) -> web.Response:
+        prompt_chars = sum(len(m["content"]) for m in body["messages"])
+        payload = {
+            "id": "chatcmpl-fake",
+            "object": "chat.completion",
+            "model": body.get("model"),
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": content},
+                    "finish_reason": finish,
+                }
+            ],
+            "usage": {
+                "prompt_tokens": prompt_chars // 4 + 1,
+                "completion_tokens": len(content) // 4 + 1,
+                "total_tokens": prompt_chars // 4 + len(content) // 4 + 2,
+            },
+        }
+        return web.Response(body=orjson.dumps(payload), content_type="application/json")
+
+    async def _fault(
+        self, fault: str, request: web.Request, body: dict[str, Any]
+    ) -> web.StreamResponse | None:
+        self._count(fault)
+        if fault in ("500", "503"):
+            return web.json_response({"error": {"message": "server error"}}, status=int(fault))
+        if fault == "429":
+            return web.json_response({"error": {"message": "rate limited"}}, status=429)
+        if fault == "429_retry_after":
+            return web.json_response(
+                {"error": {"message": "rate limited"}}, status=429, headers={"Retry-After": "0.2"}
+            )
+        if fault == "timeout":
+            await asyncio.sleep(self.timeout_sleep_s)
+            return web.json_response({"error": {"message": "too late"}}, status=504)
+        if fault == "reset":
+            assert request.transport is not None
+            request.transport.abort()
+            return web.Response(status=500)
+        if fault == "garbage":
+            return web.Response(text="<html>upstream proxy error</html>", content_type="text/html")
+        if fault == "malformed":
+            return self._completion(body, '{"this is": not json at all', "stop")
+        if fault == "schema_invalid":
+            return self._completion(body, '{"unexpected": true}', "stop")
+        if fault == "length":
+            return self._completion(body, '{"truncated": "reply cut sho', "length")
+        if fault == "empty":
+            return self._completion(body, "", "stop")
+        return None
+
+    # ---- lifecycle -------------------------------------------------------------------------
+    def start(self) -> FakeServer:
+        ready = threading.Event()
+
+        def run() -> None:
+            loop = self._loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(loop)
+            self._runner = web.AppRunner(self.app(), access_log=None)
+            loop.run_until_complete(self._runner.setup())
+            site = web.TCPSite(self._runner, self.host, self.port, backlog=1024)
+            loop.run_until_complete(site.start())
+            self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+            ready.set()
+            loop.run_forever()
+            loop.run_until_complete(self._runner.cleanup())
+            loop.close()
+
+        self._thread = threading.Thread(target=run, name="fake-openai", daemon=True)
+        self._thread.start()
+        ready.wait(10)
+        return self
+
+    def stop(self) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        if self._thread is not None:
+            self._thread.join(10)
+
+    def __enter__(self) -> FakeServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="fake OpenAI-compatible server")
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--latency", type=float, default=0.0)
+    parser.add_argument("--fixed-reply", default=None, help="always answer this content")
+    args = parser.parse_args()
+    server = FakeServer(latency_s=args.latency, port=args.port)
+    if args.fixed_reply is not None:
+        server.fixed_reply = orjson.dumps(
+            {
+                "id": "x",
+                "object": "chat.completion",
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": args.fixed_reply},
+                        "finish_reason": "stop",
+                    }
+                ],
+                "usage": {"prompt_tokens": 20, "completion_tokens": 10, "total_tokens": 30},
+            }
+        )
+    web.run_app(server.app(), host="127.0.0.1", port=args.port, access_log=None, print=None)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,210 @@
+"""The OpenAI-compatible backend through the client: replies, faults, cache and fallbacks."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from glan.llm import ChatRequest, EndpointDown, EndpointFatal, RequestFailed, user
+from glan.llm.openai_http import OpenAIBackend
+from glan.testing.fake_server import FakeServer
+
+SCHEMA = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "maxLength": 40},
+        "tags": {"type": "array", "items": {"type": "string", "maxLength": 20}, "maxItems": 3},
+    },
+    "required": ["name", "tags"],
+}
+
+
+def ask(text: str = "hello", **kw) -> ChatRequest:
+    return ChatRequest(messages=user(text), max_tokens=64, **kw)
+
+
+async def test_plain_reply_counts_tokens(make_client):
+    client = make_client()
+    reply = await client.chat(ask("say hi"))
+    assert "say hi" in reply.text
+    assert reply.finish_reason == "stop"
+    assert reply.usage.prompt_tokens > 0 and reply.usage.completion_tokens > 0
+    assert client.usage.total().requests == 1
+
+
+async def test_schema_reply_is_parsed_and_validated(make_client, fake_server):
+    fake_server.record_bodies = True
+    reply = await make_client().chat(ask(json_schema=SCHEMA))
+    assert set(reply.parsed) == {"name", "tags"}
+    sent = fake_server.seen_bodies[-1]["response_format"]
+    assert sent["type"] == "json_schema" and sent["json_schema"]["schema"] == SCHEMA
+
+
+async def test_json_in_code_fence_with_prose_is_accepted(make_client, fake_server):
+    fake_server.replier = lambda body: 'Sure!\n```json\n{"name": "x", "tags": []}\n```\nDone.'
+    reply = await make_client().chat(ask(json_schema=SCHEMA))
+    assert reply.parsed == {"name": "x", "tags": []}
+
+
+@pytest.mark.parametrize("fault", ["schema_invalid", "malformed", "length", "empty"])
+async def test_unusable_reply_is_reasked_with_the_error(make_client, fake_server, fault):
+    fake_server.record_bodies = True
+    fake_server.enqueue(fault)
+    reply = await make_client().chat(ask(json_schema=SCHEMA))
+    assert reply.reasks == 1 and set(reply.parsed) == {"name", "tags"}
+    reask = fake_server.seen_bodies[-1]["messages"]
+    assert reask[-2]["role"] == "assistant"
+    assert "could not be used" in reask[-1]["content"]
+
+
+async def test_reasks_are_bounded(make_client, fake_server):
+    fake_server.enqueue("schema_invalid", "schema_invalid", "schema_invalid", "schema_invalid")
+    client = make_client()
+    with pytest.raises(RequestFailed, match="no schema-valid reply"):
+        await client.chat(ask(json_schema=SCHEMA))
+    assert fake_server.requests == 3  # first try + max_reasks (2)
+    assert client.usage.total().failed == 1
+
+
+@pytest.mark.parametrize("fault", ["500", "503", "reset", "garbage", "timeout"])
+async def test_transient_faults_are_retried(make_client, fake_server, fault):
+    fake_server.timeout_sleep_s = 1.0
+    fake_server.enqueue(fault, fault)
+    client = make_client(timeout_s=0.3)
+    reply = await client.chat(ask("retry me"))
+    assert "retry me" in reply.text
+    assert client.stats.retries == 2
+
+
+async def test_retries_are_bounded(make_client, fake_server):
+    fake_server.enqueue(*["500"] * 5)
+    client = make_client(max_retries=2, breaker_failures=100)
+    with pytest.raises(RequestFailed, match="gave up after 2 retries"):
+        await client.chat(ask())
+    assert fake_server.requests == 3
+
+
+async def test_first_429_of_a_burst_cuts_concurrency_once(make_client, fake_server):
+    fake_server.enqueue(*["429"] * 6)
+    fake_server.latency_s = 0.2  # all 16 are in flight before the first 429 comes back
+    # The pause outlasts the burst, so every retry is admitted after the cut.
+    client = make_client(concurrency=16, default_retry_after_s=0.5)
+    replies = await asyncio.gather(*(client.chat(ask(f"q{i}")) for i in range(16)))
+    assert len(replies) == 16
+    assert client.stats.rate_limited == 6
+    assert client.stats.cuts == 1
+    assert client.limiter.limit in (8, 9)  # halved once; +1 after the next 8 successes
+    assert client.stats.retries == 0  # 429s are not transport retries
+
+
+async def test_retry_after_pauses_admission(make_client, fake_server):
+    fake_server.enqueue("429_retry_after")
+    client = make_client()
+    started = time.monotonic()
+    await client.chat(ask())
+    assert time.monotonic() - started >= 0.2
+
+
+async def test_concurrency_climbs_back_after_a_cut(make_client):
+    client = make_client(concurrency=8)
+    client.limiter.on_rate_limited(client.limiter.epoch, 0.0)
+    assert client.limiter.limit == 4
+    for _ in range(4 + 5):
+        client.limiter.on_success()
+    assert client.limiter.limit == 6
+
+
+async def test_cached_request_is_never_sent_again(make_client, fake_server, tmp_path):
+    client = make_client()
+    first = await client.chat(ask("once"))
+    await client.aclose()  # as at the end of a run
+    again = await make_client().chat(ask("once"))  # a new client on the same cache file
+    assert again.cached and again.text == first.text
+    assert fake_server.requests == 1
+
+
+async def test_sample_index_makes_distinct_requests_and_seeds(make_client, fake_server):
+    fake_server.record_bodies = True
+    client = make_client()
+    a = await client.chat(ask("same", sample_index=0, temperature=1.0))
+    b = await client.chat(ask("same", sample_index=1, temperature=1.0))
+    assert fake_server.requests == 2 and a.text != b.text
+    seeds = {body["seed"] for body in fake_server.seen_bodies}
+    assert len(seeds) == 2
+
+
+async def test_seed_derives_from_run_seed():
+    assert ask(seed=1).effective_seed != ask(seed=2).effective_seed
+    assert ask(seed=1).effective_seed == ask(seed=1).effective_seed
+
+
+@pytest.mark.parametrize(
+    ("reject", "expected_mode"), [("json_schema", "json_object"), ("both", "prompt")]
+)
+async def test_structured_output_falls_back(make_client, fake_server, reject, expected_mode):
+    fake_server.reject_response_format = reject
+    fake_server.record_bodies = True
+    client = make_client()
+    reply = await client.chat(ask(json_schema=SCHEMA))
+    assert set(reply.parsed) == {"name", "tags"} or reply.parsed is not None
+    assert client.backend.schema_mode == expected_mode
+    assert "JSON schema" in fake_server.seen_bodies[-1]["messages"][-1]["content"]
+
+
+async def test_endpoint_that_never_recovers_opens_the_breaker(make_client, fake_server):
+    fake_server.fault_rates = {"500": 1.0}
+    client = make_client(concurrency=4, max_retries=50)
+    started = time.monotonic()
+    with pytest.raises(EndpointDown, match="failed 8 times in a row"):
+        await asyncio.gather(*(client.chat(ask(f"q{i}")) for i in range(8)))
+    assert time.monotonic() - started < 5
+
+
+async def test_wrong_key_is_fatal(make_client, fake_server, monkeypatch):
+    fake_server.api_key = "right"
+    monkeypatch.setenv("OPENAI_API_KEY", "wrong")
+    with pytest.raises(EndpointFatal, match="refused the API key"):
+        await make_client().chat(ask())
+
+
+async def test_unknown_model_is_fatal(make_client, fake_server):
+    fake_server.models = ["real-model"]
+    with pytest.raises(EndpointFatal, match="not found"):
+        await make_client(model="no-such-model").chat(ask())
+
+
+async def test_unreachable_url_is_fatal_at_once():
+    backend = OpenAIBackend(model="m", base_url="http://127.0.0.1:9/v1")
+    with pytest.raises(EndpointFatal, match="cannot reach"):
+        await backend.preflight()
+    await backend.aclose()
+
+
+def test_missing_key_variable_is_fatal(monkeypatch):
+    monkeypatch.delenv("GLAN_TEST_NO_SUCH_KEY", raising=False)
+    with pytest.raises(EndpointFatal, match="GLAN_TEST_NO_SUCH_KEY"):
+        OpenAIBackend(model="m", base_url="http://x/v1", api_key_env="GLAN_TEST_NO_SUCH_KEY")
+
+
+def test_invalid_url_is_fatal():
+    with pytest.raises(EndpointFatal, match="invalid base URL"):
+        OpenAIBackend(model="m", base_url="localhost:8000")
+
+
+async def test_api_key_never_reaches_the_cache(make_client, fake_server, monkeypatch, tmp_path):
+    marker = "sk-MARKER-7f3a9c"
+    fake_server.api_key = marker
+    monkeypatch.setenv("OPENAI_API_KEY", marker)
+    client = make_client()
+    await client.chat(ask("secret test"))
+    await client.aclose()
+    for path in tmp_path.rglob("*"):
+        if path.is_file():
+            assert marker.encode() not in path.read_bytes(), path
+
+
+def test_fake_server_rejects_unknown_faults():
+    with pytest.raises(ValueError):
+        FakeServer(fault_rates={"meteor": 0.1})
