@@ -14,7 +14,9 @@ import fastjsonschema
 import orjson
 
 _FENCE = re.compile(r"```(?:json|JSON)?\s*\n?(.*?)```", re.DOTALL)
-_decoder = json.JSONDecoder()
+# strict=False admits raw control characters inside strings: llama.cpp's JSON grammar lets
+# small models emit newlines there, and the value is still what the model meant.
+_decoder = json.JSONDecoder(strict=False)
 _validators: dict[bytes, Any] = {}
 
 

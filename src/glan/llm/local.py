@@ -83,6 +83,23 @@ def resolve_model(spec: str | None, download: Downloader = hub_download) -> Path
     )
 
 
+# llama.cpp unrolls maxLength into nested grammar rules; past a few hundred it refuses the
+# grammar or crashes. Longer bounds are left to max_tokens and to validation after the reply.
+_GRAMMAR_MAX_LENGTH = 400
+
+
+def _grammar_schema(schema: Any) -> Any:
+    if isinstance(schema, dict):
+        return {
+            k: _grammar_schema(v)
+            for k, v in schema.items()
+            if not (k == "maxLength" and isinstance(v, int) and v > _GRAMMAR_MAX_LENGTH)
+        }
+    if isinstance(schema, list):
+        return [_grammar_schema(v) for v in schema]
+    return schema
+
+
 class LocalBackend(Backend):
     max_concurrency = 1  # one model, one context: requests queue at the limiter
 
@@ -127,7 +144,7 @@ class LocalBackend(Backend):
         return self._llm
 
     def _grammar(self, schema: dict[str, Any]) -> Any:
-        key = json.dumps(schema, sort_keys=True)
+        key = json.dumps(_grammar_schema(schema), sort_keys=True)
         grammar = self._grammars.get(key)
         if grammar is None:
             from llama_cpp import LlamaGrammar

@@ -1,0 +1,192 @@
+"""The run's configuration: one YAML file, overridable from the CLI, validated with pydantic.
+
+Every stage has its own backend, model and sampling settings; unset fields fall back to the
+top-level `llm` block, so "a strong model for questions, a cheap one for answers" is two lines.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from glan.errors import UserError
+from glan.llm.settings import BackendSettings
+from glan.llm.usage import Price
+
+StageName = Literal["subjects", "syllabus", "questions", "answers"]
+STAGES: tuple[StageName, ...] = ("subjects", "syllabus", "questions", "answers")
+
+
+class StageSettings(BaseModel):
+    """Per-stage overrides; None means: take the `llm` block's value (or the stage default)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    backend: Literal["local", "openai"] | None = None
+    model: str | None = None
+    base_url: str | None = None
+    api_key_env: str | None = None
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    max_tokens: int | None = Field(None, ge=16)
+
+
+# The paper's sampling settings (GLAN.md): GPT-4 at 1.0/0.95 for the tree, 0.7/0.95 for answers.
+STAGE_DEFAULTS: dict[str, dict[str, float | int]] = {
+    "subjects": {"temperature": 1.0, "top_p": 0.95, "max_tokens": 2048},
+    "syllabus": {"temperature": 1.0, "top_p": 0.95, "max_tokens": 3072},
+    "questions": {"temperature": 1.0, "top_p": 0.95, "max_tokens": 768},
+    "answers": {"temperature": 0.7, "top_p": 0.95, "max_tokens": 1536},
+}
+# The 135M embedded model is slow and terse: smaller syllabi and replies keep a laptop run short.
+LOCAL_MAX_TOKENS = {"subjects": 1024, "syllabus": 1024, "questions": 256, "answers": 384}
+
+
+class PlanSettings(BaseModel):
+    """How the target count is spread down the tree (see glan.planner)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min_pairs_per_discipline: int = Field(
+        5, ge=1, description="small runs touch fewer disciplines, each with at least this many"
+    )
+    pairs_per_subject: int = Field(5, ge=1, description="target pairs per subject before capping")
+    max_subjects_per_discipline: int = Field(150, ge=1, description="paper: 100-200")
+    subjects_per_call: int = Field(15, ge=1, le=50, description="subjects one listing call returns")
+    max_subject_samples: int = Field(10, ge=1, description="paper: 10 queries per discipline")
+
+
+class SyllabusSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    min_sessions: int = Field(10, ge=1, description="paper: 10-30 class sessions")
+    max_sessions: int = Field(30, ge=1)
+    min_concepts: int = Field(2, ge=1)
+    max_concepts: int = Field(6, ge=1, description="paper: about 5 key concepts per session")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SyllabusSettings:
+        if self.min_sessions > self.max_sessions or self.min_concepts > self.max_concepts:
+            raise ValueError("min_sessions/min_concepts must not exceed their max")
+        return self
+
+
+class QuestionSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    multi_ratio: float = Field(
+        0.5, ge=0, le=1, description="share of questions from two sessions (the harder strategy)"
+    )
+    question_type: str | None = Field(None, description="e.g. 'multiple choice'; off by default")
+    difficulty: str | None = Field(None, description="e.g. 'challenging'; off by default")
+
+
+class GenerateConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    seed: int = 0
+    concurrency: int = Field(32, ge=1)
+    llm: BackendSettings = Field(default_factory=BackendSettings)
+    stages: dict[StageName, StageSettings] = Field(default_factory=dict)
+    subjects_mode: Literal["structured", "two_turn"] = Field(
+        "structured",
+        description="structured: one schema-constrained call; two_turn: free text, then a "
+        "formatting turn (the paper's way: format instructions can hurt the list's quality)",
+    )
+    plan: PlanSettings = Field(default_factory=PlanSettings)
+    syllabus: SyllabusSettings = Field(default_factory=SyllabusSettings)
+    questions: QuestionSettings = Field(default_factory=QuestionSettings)
+    prices: dict[str, Price] = Field(
+        default_factory=dict, description="USD per 1M tokens, by model"
+    )
+    max_retries: int = Field(6, ge=0)
+    breaker_failures: int = Field(20, ge=1)
+    breaker_window_s: float = Field(120.0, gt=0)
+
+    def backend_for(self, stage: StageName) -> BackendSettings:
+        override = self.stages.get(stage, StageSettings())
+        fields = {
+            name: getattr(override, name)
+            for name in ("backend", "model", "base_url", "api_key_env")
+            if getattr(override, name) is not None
+        }
+        return self.llm.model_copy(update=fields)
+
+    def sampling_for(self, stage: StageName) -> dict[str, float | int]:
+        override = self.stages.get(stage, StageSettings())
+        values = dict(STAGE_DEFAULTS[stage])
+        if self.backend_for(stage).backend == "local":
+            values["max_tokens"] = LOCAL_MAX_TOKENS[stage]
+        for name in ("temperature", "top_p", "max_tokens"):
+            if getattr(override, name) is not None:
+                values[name] = getattr(override, name)
+        return values
+
+    def adapted_to_local(self) -> GenerateConfig:
+        """Shrink unset syllabus sizes when every stage runs on the embedded model."""
+        if any(self.backend_for(s).backend != "local" for s in STAGES):
+            return self
+        syllabus = self.syllabus
+        if "min_sessions" not in syllabus.model_fields_set:
+            syllabus = syllabus.model_copy(update={"min_sessions": 3})
+        if "max_sessions" not in syllabus.model_fields_set:
+            syllabus = syllabus.model_copy(update={"max_sessions": 5})
+        if "max_concepts" not in syllabus.model_fields_set:
+            syllabus = syllabus.model_copy(update={"max_concepts": 4})
+        plan = self.plan
+        if "subjects_per_call" not in plan.model_fields_set:
+            plan = plan.model_copy(update={"subjects_per_call": 4})
+        return self.model_copy(update={"syllabus": syllabus, "plan": plan, "concurrency": 1})
+
+
+def _first_error(exc: ValidationError, source: str) -> str:
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    if err["type"] == "extra_forbidden":
+        return f"{source}: unknown key '{where}'"
+    return f"{source}: {where}: {err['msg']}"
+
+
+def load_yaml(path: Path) -> Any:
+    """Parse a YAML file; errors name the file and line."""
+    if not path.exists():
+        raise UserError(f"file not found: {path}")
+    if not path.is_file():
+        raise UserError(f"not a file: {path}")
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        line = f":{mark.line + 1}" if mark is not None else ""
+        raise UserError(f"{path}{line}: malformed YAML: {exc.problem}") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: malformed YAML: {exc}") from None
+
+
+def load_config(path: Path | None, overrides: dict[str, Any] | None = None) -> GenerateConfig:
+    """The config file (if any) with CLI overrides applied on top (dotted keys allowed)."""
+    data: dict[str, Any] = {}
+    source = "config"
+    if path is not None:
+        source = str(path)
+        loaded = load_yaml(path)
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise UserError(f"{path}: the config must be a mapping of keys to values")
+        data = loaded
+    for dotted, value in (overrides or {}).items():
+        if value is None:
+            continue
+        node = data
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    try:
+        return GenerateConfig.model_validate(data)
+    except ValidationError as exc:
+        raise UserError(_first_error(exc, source)) from None
