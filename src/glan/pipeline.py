@@ -21,6 +21,7 @@ from glan.aio import bounded_map
 from glan.config import STAGES, GenerateConfig, StageName
 from glan.errors import UserError
 from glan.llm import AdmissionSettings, LLMClient, RequestFailed, UsageLedger, create_backend
+from glan.llm.admission import raise_if_never_answered
 from glan.planner import DisciplinePlan, Plan, make_plan, split_evenly
 from glan.records import ChatTurn, Instruction, InstructionMeta, QuestionPlan, Subject, Syllabus
 from glan.runstate import (
@@ -287,6 +288,8 @@ class Pipeline:
                 window = max(2, conc // 8)
                 await bounded_map(self._discipline, self.plan.disciplines, window)
                 await self._top_up()
+                for client in {id(c): c for c in self.clients.values()}.values():
+                    raise_if_never_answered(client.breaker, client.backend.endpoint_id)
                 status = "complete"
             finally:
                 for client in {id(c): c for c in self.clients.values()}.values():

@@ -146,6 +146,15 @@ class CircuitBreaker:
             )
 
 
+def raise_if_never_answered(breaker: CircuitBreaker, endpoint: str) -> None:
+    """After a run: an endpoint that failed every request is reported, not a short data set."""
+    if breaker.consecutive_failures and not breaker.ever_succeeded:
+        raise EndpointDown(
+            f"{endpoint} never answered usefully ({breaker.consecutive_failures} failures); "
+            f"last error: {breaker.last_error}"
+        )
+
+
 def backoff_delay(attempt: int, settings: AdmissionSettings) -> float:
     """Full jitter: uniform in [0, min(cap, base * 2**attempt)]."""
     return random.uniform(0, min(settings.backoff_max_s, settings.backoff_base_s * 2**attempt))

@@ -1,0 +1,3 @@
+from glan.cli import main
+
+main()

@@ -1,0 +1,255 @@
+"""The CLI: bad input gets one clear line and exit 2; kill -9 and re-run loses nothing."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from glan.testing.fake_server import FakeServer
+
+
+def glan(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "glan", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def openai_args(server: FakeServer) -> list[str]:
+    return ["--backend", "openai", "--base-url", server.base_url, "--model", "fake-model"]
+
+
+def assert_one_clear_line(proc: subprocess.CompletedProcess, *needles: str) -> None:
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def test_non_positive_n(tmp_path):
+    assert_one_clear_line(glan("generate", "--out", str(tmp_path / "o"), "-n", "0"), "-n")
+
+
+def test_missing_taxonomy_file(tmp_path):
+    proc = glan("generate", "--out", str(tmp_path / "o"), "-n", "5", "--taxonomy", "nope.yaml")
+    assert_one_clear_line(proc, "nope.yaml")
+
+
+def test_malformed_yaml_names_file_and_line(tmp_path):
+    bad = tmp_path / "cfg.yaml"
+    bad.write_text("seed: 1\nllm:\n  backend: [openai\n")
+    proc = glan("generate", "--out", str(tmp_path / "o"), "-n", "5", "--config", str(bad))
+    assert_one_clear_line(proc, f"{bad}:", "malformed YAML")
+
+
+def test_unknown_config_key(tmp_path):
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("seed: 1\ntemprature: 0.5\n")
+    proc = glan("generate", "--out", str(tmp_path / "o"), "-n", "5", "--config", str(cfg))
+    assert_one_clear_line(proc, "unknown key 'temprature'")
+
+
+def test_wrong_type_in_config(tmp_path):
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("concurrency: lots\n")
+    proc = glan("generate", "--out", str(tmp_path / "o"), "-n", "5", "--config", str(cfg))
+    assert_one_clear_line(proc, "concurrency")
+
+
+def test_taxonomy_with_no_kept_discipline(tmp_path):
+    tax = tmp_path / "t.yaml"
+    tax.write_text(
+        "fields:\n- name: F\n  status: remove\n  subfields:\n  - name: S\n    disciplines:\n    - name: D\n"
+    )
+    proc = glan("generate", "--out", str(tmp_path / "o"), "-n", "5", "--taxonomy", str(tax))
+    assert_one_clear_line(proc, "no discipline")
+
+
+def test_output_path_that_is_a_file(tmp_path, fake_server):
+    target = tmp_path / "file"
+    target.write_text("keep me")
+    proc = glan("generate", "--out", str(target), "-n", "5", *openai_args(fake_server))
+    assert_one_clear_line(proc, "is a file")
+    assert target.read_text() == "keep me"
+
+
+def test_invalid_url(tmp_path):
+    proc = glan(
+        "generate",
+        "--out",
+        str(tmp_path / "o"),
+        "-n",
+        "5",
+        "--backend",
+        "openai",
+        "--base-url",
+        "localhost:1234",
+    )
+    assert_one_clear_line(proc, "invalid base URL")
+
+
+def test_unreachable_url(tmp_path):
+    proc = glan(
+        "generate",
+        "--out",
+        str(tmp_path / "o"),
+        "-n",
+        "5",
+        "--backend",
+        "openai",
+        "--base-url",
+        "http://127.0.0.1:9/v1",
+    )
+    assert_one_clear_line(proc, "cannot reach")
+
+
+def test_missing_key_variable(tmp_path, fake_server):
+    proc = glan(
+        "generate",
+        "--out",
+        str(tmp_path / "o"),
+        "-n",
+        "5",
+        *openai_args(fake_server),
+        "--api-key-env",
+        "GLAN_NO_SUCH_VAR",
+    )
+    assert_one_clear_line(proc, "GLAN_NO_SUCH_VAR")
+
+
+def test_wrong_key_and_unknown_model(tmp_path, fake_server):
+    fake_server.api_key = "right"
+    proc = glan(
+        "generate",
+        "--out",
+        str(tmp_path / "o"),
+        "-n",
+        "5",
+        *openai_args(fake_server),
+        env={"OPENAI_API_KEY": "wrong"},
+    )
+    assert_one_clear_line(proc, "refused the API key")
+    fake_server.api_key = None
+    fake_server.models = ["other"]
+    proc = glan("generate", "--out", str(tmp_path / "o2"), "-n", "5", *openai_args(fake_server))
+    assert_one_clear_line(proc, "not found")
+
+
+def test_server_answering_garbage(tmp_path, fake_server):
+    fake_server.fault_rates = {"garbage": 1.0}
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("breaker_failures: 5\nmax_retries: 2\n")
+    proc = glan(
+        "generate",
+        "--out",
+        str(tmp_path / "o"),
+        "-n",
+        "5",
+        "--config",
+        str(cfg),
+        *openai_args(fake_server),
+    )
+    assert_one_clear_line(proc, "not an OpenAI chat completion")
+
+
+def test_different_seed_in_an_existing_run_directory(tmp_path, fake_server):
+    out = str(tmp_path / "o")
+    assert (
+        glan("generate", "--out", out, "-n", "5", *openai_args(fake_server), "-q").returncode == 0
+    )
+    before = (tmp_path / "o" / "instructions.jsonl").read_bytes()
+    proc = glan("generate", "--out", out, "-n", "5", "--seed", "3", *openai_args(fake_server))
+    assert_one_clear_line(proc, "seed 0", "--seed 0")
+    assert (tmp_path / "o" / "instructions.jsonl").read_bytes() == before
+
+
+def test_dry_run_spends_nothing(tmp_path, fake_server):
+    proc = glan(
+        "generate",
+        "--out",
+        str(tmp_path / "o"),
+        "-n",
+        "1000",
+        "--dry-run",
+        *openai_args(fake_server),
+    )
+    assert proc.returncode == 0 and "answers" in proc.stdout and "1,000" in proc.stdout
+    assert fake_server.requests == 0 and not (tmp_path / "o").exists()
+
+
+def test_second_run_on_a_directory_in_use_is_refused(tmp_path, fake_server):
+    fake_server.latency_s = 1.0
+    out = str(tmp_path / "o")
+    first = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "glan",
+            "generate",
+            "--out",
+            out,
+            "-n",
+            "40",
+            *openai_args(fake_server),
+            "-q",
+        ],
+        stderr=subprocess.PIPE,
+    )
+    time.sleep(2.0)
+    proc = glan("generate", "--out", out, "-n", "10", *openai_args(fake_server))
+    assert_one_clear_line(proc, "another glan run")
+    first.kill()
+    first.wait()
+    # The killed run's lock does not block the next one.
+    fake_server.latency_s = 0.0
+    assert (
+        glan("generate", "--out", out, "-n", "10", *openai_args(fake_server), "-q").returncode == 0
+    )
+
+
+@pytest.mark.slow
+def test_kill_9_at_random_moments_then_resume_equals_an_uninterrupted_run(tmp_path, fake_server):
+    fake_server.latency_s = 0.2
+    args = ["-n", "60", *openai_args(fake_server), "-q", "--concurrency", "2"]
+    assert glan("generate", "--out", str(tmp_path / "clean"), *args).returncode == 0
+    clean_requests = fake_server.requests
+    fake_server.answered.clear()
+    out = str(tmp_path / "crashy")
+    rng = random.Random(5)
+    kills = 0
+    for _ in range(40):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "glan", "generate", "--out", out, *args],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        time.sleep(rng.uniform(0.6, 1.6))
+        if proc.poll() is not None:
+            break  # it finished between two kills
+        proc.send_signal(signal.SIGKILL)
+        kills += 1
+        proc.wait()
+    final = glan("generate", "--out", out, *args)
+    assert final.returncode == 0, final.stderr
+    assert kills >= 10
+    for name in ("instructions.jsonl", "subjects.jsonl", "syllabi.jsonl"):
+        assert (tmp_path / "crashy" / name).read_bytes() == (tmp_path / "clean" / name).read_bytes()
+    # At most the requests in flight at each kill were answered twice.
+    repeats = sum(n - 1 for n in fake_server.answered.values() if n > 1)
+    assert repeats <= kills * 8
+    import sqlite3
+
+    conn = sqlite3.connect(tmp_path / "crashy" / "glan.sqlite")
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert fake_server.requests >= clean_requests
