@@ -186,3 +186,57 @@ def test_small_run_on_the_embedded_model(tmp_path):
     assert result.instructions == 3
     for r in read_jsonl(tmp_path / "run" / "instructions.jsonl"):
         assert r["messages"][0]["content"] and r["messages"][1]["content"]
+
+
+def test_taxonomy_build_merges_differently_worded_drafts(fake_server, tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "draft.yaml"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "glan",
+            "taxonomy",
+            "build",
+            "--out",
+            str(out),
+            "--backend",
+            "openai",
+            "--base-url",
+            fake_server.base_url,
+            "--model",
+            "fake-model",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert fake_server.requests == 3  # one per prompt wording
+    tax = load_taxonomy(out)
+    assert tax.disciplines() and not tax.problems()
+
+
+def test_merge_deduplicates_by_normalised_name():
+    from glan.stages.taxonomy_build import merge
+
+    draft = {
+        "fields": [
+            {"name": "Science", "subfields": [{"name": "Physics", "disciplines": ["Optics"]}]}
+        ]
+    }
+    again = {
+        "fields": [
+            {
+                "name": "science ",
+                "subfields": [{"name": "physics", "disciplines": ["OPTICS", "Acoustics"]}],
+            }
+        ]
+    }
+    tax = merge([draft, again])
+    assert [d.path for d in tax.disciplines()] == [
+        "Science/Physics/Optics",
+        "Science/Physics/Acoustics",
+    ]

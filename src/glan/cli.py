@@ -185,6 +185,53 @@ def check(
     out.print(f"ok: {cfg.llm.backend} {cfg.llm.model or ''} answered {text.strip()[:60]!r}")
 
 
+@taxonomy_app.command("build")
+def taxonomy_build(
+    file: Annotated[Path, Opt("--out", "-o", help="where to write the draft YAML")],
+    backend: Annotated[str | None, Opt(help="local or openai")] = None,
+    model: Annotated[str | None, Opt(help="model name")] = None,
+    base_url: Annotated[str | None, Opt(help="endpoint URL")] = None,
+    api_key_env: Annotated[str | None, Opt(help="name of the env variable with the key")] = None,
+    samples: Annotated[int, Opt(help="samples per prompt wording")] = 1,
+    seed: Annotated[int, Opt(help="seed")] = 0,
+) -> None:
+    """Draft a taxonomy with the model (several prompt wordings, merged) for people to review."""
+    from glan.aio import run
+    from glan.config import load_config
+    from glan.llm import LLMClient, create_backend
+    from glan.stages.taxonomy_build import build_taxonomy
+    from glan.store import ResponseCache
+    from glan.taxonomy import save_taxonomy
+
+    cfg = load_config(
+        None,
+        {
+            "llm.backend": backend,
+            "llm.model": model,
+            "llm.base_url": base_url,
+            "llm.api_key_env": api_key_env,
+        },
+    )
+
+    async def draft():
+        cache = ResponseCache(file.parent / f".{file.name}.cache.sqlite")
+        client = LLMClient(create_backend(cfg.llm, concurrency=4), cache=cache)
+        try:
+            return await build_taxonomy(client, seed=seed, samples_per_prompt=samples)
+        finally:
+            await client.aclose()
+            cache.close()
+
+    tax = run(draft())
+    if not tax.disciplines():
+        _fail("the model produced no usable taxonomy; try a stronger model or more --samples")
+    save_taxonomy(tax, file)
+    out.print(
+        f"wrote {len(tax.disciplines())} disciplines in {len(tax.fields)} fields to {file}; "
+        "review it (votes or status per node), then: glan taxonomy validate " + str(file)
+    )
+
+
 @taxonomy_app.command("show")
 def taxonomy_show(
     path: Annotated[Path | None, typer.Argument(help="taxonomy YAML")] = None,
