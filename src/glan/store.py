@@ -37,6 +37,33 @@ def connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
+class KeyFilter:
+    """A Bloom filter over cache keys: "absent" is certain, "present" is checked in SQLite.
+
+    A fresh run asks for millions of keys that are not there; the filter answers those in about
+    a microsecond instead of a SELECT (~25 us). 2**27 bits (16 MiB) with 3 probes keep false
+    positives under 1% up to ten million keys. The probes come from the key itself (a sha256).
+    """
+
+    BITS = 1 << 27
+
+    def __init__(self) -> None:
+        self._bits = bytearray(self.BITS // 8)
+
+    def _probes(self, key: str) -> tuple[int, int, int]:
+        mask = self.BITS - 1
+        return int(key[0:8], 16) & mask, int(key[8:16], 16) & mask, int(key[16:24], 16) & mask
+
+    def add(self, key: str) -> None:
+        bits = self._bits
+        for p in self._probes(key):
+            bits[p >> 3] |= 1 << (p & 7)
+
+    def __contains__(self, key: str) -> bool:
+        bits = self._bits
+        return all(bits[p >> 3] & (1 << (p & 7)) for p in self._probes(key))
+
+
 class ResponseCache:
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
@@ -45,8 +72,13 @@ class ResponseCache:
         self._pending: list[tuple[str, str, str, bytes, float]] = []
         self._flush_scheduled = False
         self._lock = threading.Lock()
+        self._filter = KeyFilter()
+        for (key,) in self._conn.execute("SELECT key FROM responses"):
+            self._filter.add(key)
 
     def get(self, key: str) -> dict[str, Any] | None:
+        if key not in self._filter:
+            return None
         row = self._conn.execute("SELECT body FROM responses WHERE key = ?", (key,)).fetchone()
         if row is not None:
             return orjson.loads(row[0])
@@ -58,6 +90,7 @@ class ResponseCache:
     def put(self, key: str, tag: str, model: str, body: dict[str, Any]) -> None:
         """Queue a row; it is committed at the end of this event-loop turn (or now, outside one)."""
         self._pending.append((key, tag, model, orjson.dumps(body), time.time()))
+        self._filter.add(key)
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:

@@ -7,18 +7,20 @@ caching, validation and accounting live once, above it, in `glan.llm.client`.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 
-from pydantic import BaseModel
-
-from glan.llm.types import ChatRequest, Usage
+from glan.llm.types import ChatRequest
 
 
-class Completion(BaseModel):
-    """One attempt's raw result, before JSON validation."""
+@dataclass(slots=True)
+class Completion:
+    """One attempt's raw result, before JSON validation. Internal to the llm layer, built once
+    per request on the hot path: a slotted dataclass costs a fraction of a pydantic model."""
 
     text: str
     finish_reason: str | None = None
-    usage: Usage = Usage()
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
 
 
 class Backend(ABC):

@@ -64,7 +64,15 @@ class LLMClient:
         if self.cache is None:
             return None
         body = self.cache.get(key or request.cache_key(self.backend.endpoint_id))
-        return None if body is None else ChatResponse(**body, cached=True)
+        if body is None:
+            return None
+        # Only the text is stored (half the bytes written); the JSON is re-derived from it.
+        if request.json_schema is not None:
+            try:
+                body["parsed"] = parse_reply(body["text"], request.json_schema)
+            except InvalidReply:
+                return None  # the schema changed under the same key: ask again
+        return ChatResponse(**body, cached=True)
 
     async def chat(self, request: ChatRequest) -> ChatResponse:
         key = request.cache_key(self.backend.endpoint_id)
@@ -86,7 +94,6 @@ class LLMClient:
                 self.backend.model,
                 {
                     "text": response.text,
-                    "parsed": response.parsed,
                     "finish_reason": response.finish_reason,
                     "usage": {
                         "prompt_tokens": response.usage.prompt_tokens,
@@ -103,8 +110,8 @@ class LLMClient:
         prompt_tokens = completion_tokens = 0
         for reask in range(self.max_reasks + 1):
             completion, latency = await self._send(asked)
-            prompt_tokens += completion.usage.prompt_tokens
-            completion_tokens += completion.usage.completion_tokens
+            prompt_tokens += completion.prompt_tokens
+            completion_tokens += completion.completion_tokens
             parsed = None
             error = None
             if request.json_schema is not None:

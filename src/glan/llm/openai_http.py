@@ -16,7 +16,7 @@ import orjson
 
 from glan.llm.backend import Backend, Completion
 from glan.llm.errors import BadRequest, EndpointFatal, RateLimited, TransientError
-from glan.llm.types import ChatRequest, Usage
+from glan.llm.types import ChatRequest
 
 SchemaMode = Literal["json_schema", "json_object", "prompt"]
 _DOWNGRADE: dict[str, SchemaMode] = {"json_schema": "json_object", "json_object": "prompt"}
@@ -208,14 +208,11 @@ def _parse_completion(raw: bytes) -> Completion:
         choice = data["choices"][0]
         text = choice["message"].get("content") or ""
         usage = data.get("usage") or {}
-        # model_construct: the fields are checked above; validation would cost CPU per request.
-        return Completion.model_construct(
-            text=text if isinstance(text, str) else str(text),
-            finish_reason=choice.get("finish_reason"),
-            usage=Usage.model_construct(
-                prompt_tokens=int(usage.get("prompt_tokens") or 0),
-                completion_tokens=int(usage.get("completion_tokens") or 0),
-            ),
+        return Completion(
+            text if isinstance(text, str) else str(text),
+            choice.get("finish_reason"),
+            int(usage.get("prompt_tokens") or 0),
+            int(usage.get("completion_tokens") or 0),
         )
     except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, AttributeError):
         snippet = raw[:120].decode("utf-8", "replace")
