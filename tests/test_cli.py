@@ -253,3 +253,32 @@ def test_kill_9_at_random_moments_then_resume_equals_an_uninterrupted_run(tmp_pa
     conn = sqlite3.connect(tmp_path / "crashy" / "glan.sqlite")
     assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     assert fake_server.requests >= clean_requests
+
+
+def test_per_stage_settings_from_the_cli(tmp_path, fake_server):
+    fake_server.record_bodies = True
+    proc = glan(
+        "generate",
+        "--out",
+        str(tmp_path / "o"),
+        "-n",
+        "5",
+        *openai_args(fake_server),
+        "-q",
+        "--set",
+        "stages.answers.model=cheap-model",
+        "--set",
+        "stages.answers.temperature=0.2",
+    )
+    assert proc.returncode == 0, proc.stderr
+    answers = [b for b in fake_server.seen_bodies if not b.get("response_format")]
+    assert answers and all(b["model"] == "cheap-model" and b["temperature"] == 0.2 for b in answers)
+    questions = [b for b in fake_server.seen_bodies if b.get("response_format")]
+    assert all(b["model"] == "fake-model" for b in questions)
+
+
+def test_bad_set_value_is_one_clear_line(tmp_path):
+    proc = glan(
+        "generate", "--out", str(tmp_path / "o"), "-n", "5", "--set", "stages.answers.top_p=7"
+    )
+    assert_one_clear_line(proc, "stages.answers.top_p")

@@ -240,3 +240,25 @@ def test_merge_deduplicates_by_normalised_name():
         "Science/Physics/Optics",
         "Science/Physics/Acoustics",
     ]
+
+
+def test_subject_duplicates_dropped_within_a_discipline_not_across():
+    from glan.records import Subject
+
+    def subj(discipline: str, name: str, sample: int) -> Subject:
+        return Subject(
+            field="F",
+            subfield="S",
+            discipline=discipline,
+            name=name,
+            level="introductory",
+            sample_index=sample,
+        )
+
+    first = [subj("Optics", "Wave Optics", 0), subj("Optics", "Lasers", 0)]
+    second = [subj("Optics", "wave  optics", 1), subj("Optics", "Fibre Optics", 1)]
+    kept = subjects.unique_subjects([first, second])
+    assert [s.name for s in kept] == ["Wave Optics", "Lasers", "Fibre Optics"]
+    # Another discipline may hold the same subject: repetition across disciplines is signal.
+    other = subjects.unique_subjects([[subj("Acoustics", "Wave Optics", 0)]])
+    assert [s.name for s in other] == ["Wave Optics"]

@@ -54,6 +54,22 @@ def _progress_table(progress: Any) -> Table:
     return table
 
 
+def parse_sets(items: list[str]) -> dict[str, Any]:
+    """KEY=VALUE pairs; values are read as YAML scalars (numbers, true/false, null, strings)."""
+    import yaml
+
+    parsed = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--set expects KEY=VALUE, got {item!r}")
+        try:
+            parsed[key.strip()] = yaml.safe_load(value) if value.strip() else None
+        except yaml.YAMLError:
+            parsed[key.strip()] = value
+    return parsed
+
+
 @app.command()
 def generate(
     out_dir: Annotated[Path, Opt("--out", "-o", help="output directory (resumed if it exists)")],
@@ -66,6 +82,10 @@ def generate(
     api_key_env: Annotated[str | None, Opt(help="name of the env variable with the key")] = None,
     concurrency: Annotated[int | None, Opt(help="requests in flight at most")] = None,
     seed: Annotated[int | None, Opt(help="run seed")] = None,
+    set_: Annotated[
+        list[str] | None,
+        Opt("--set", help="any config key, dotted: --set stages.answers.model=gpt-4o-mini"),
+    ] = None,
     dry_run: Annotated[
         bool, Opt("--dry-run", help="show planned calls, tokens, cost; spend nothing")
     ] = False,
@@ -85,6 +105,7 @@ def generate(
         "llm.api_key_env": api_key_env,
         "concurrency": concurrency,
         "seed": seed,
+        **parse_sets(set_ or []),
     }
     cfg = load_config(config, overrides)
     tax = load_taxonomy(taxonomy)

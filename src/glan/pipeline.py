@@ -1,7 +1,9 @@
 """The GLAN pipeline: taxonomy -> subjects -> syllabi -> questions -> answers, streamed.
 
-Work flows down the tree with bounded windows at each level, so stages overlap (one subject's
-questions are asked while another's syllabus is in flight) and memory stays flat. Every call
+Work flows down the tree under run-wide bounds sized to the concurrency: open disciplines, open
+subjects (a syllabus in flight or questions being asked) and pairs in flight. Stages overlap
+(one subject's questions are asked while another's syllabus is in flight), the endpoint stays
+busy however the target is spread, and memory stays flat whatever N is. Every call
 goes through the response cache, so re-running a command after a crash replays answered
 requests for free and sends only what is missing; the run is a function of (config, taxonomy,
 seed) and the replies.
@@ -9,6 +11,7 @@ seed) and the replies.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import random
 import time
@@ -150,7 +153,11 @@ class Pipeline:
             (dp.index, s_idx, subj, q)
             for s_idx, (subj, q) in enumerate(zip(chosen, quotas, strict=True))
         ]
-        await bounded_map(self._subject, work, self.subject_window)
+        await bounded_map(self._open_subject, work, len(work))
+
+    async def _open_subject(self, item: tuple[int, int, Subject, int]) -> None:
+        async with self.subject_slots:
+            await self._subject(item)
 
     async def _subject(self, item: tuple[int, int, Subject, int]) -> None:
         d_idx, s_idx, subject, quota = item
@@ -185,9 +192,10 @@ class Pipeline:
         self, d_idx: int, s_idx: int, syl: Syllabus, plans: list[QuestionPlan]
     ) -> None:
         async def pair(plan: QuestionPlan) -> None:
-            await self._pair(d_idx, s_idx, syl, plan)
+            async with self.pair_slots:
+                await self._pair(d_idx, s_idx, syl, plan)
 
-        await bounded_map(pair, plans, self.pair_window)
+        await bounded_map(pair, plans, self.cfg.concurrency)
 
     async def _pair(self, d_idx: int, s_idx: int, syl: Syllabus, plan: QuestionPlan) -> None:
         """One question and its own answer: a failure here can never shift onto another pair."""
@@ -277,16 +285,16 @@ class Pipeline:
             self.subject_quotas: dict[tuple[int, int], int] = {}
             self.clients = self._make_clients(cache)
             conc = self.cfg.concurrency
-            self.subject_window = max(2, conc // 4)
-            self.pair_window = max(2, conc)
+            # Enough open work to fill `conc` slots at every stage, and no more (flat memory).
+            self.subject_slots = asyncio.Semaphore(max(4, 2 * conc))
+            self.pair_slots = asyncio.Semaphore(max(2, 2 * conc))
             started = time.time()
             status = "stopped"
             atomic_write_text(self.out_dir / "taxonomy.yaml", self.taxonomy.to_yaml())
             try:
                 for client in {id(c): c for c in self.clients.values()}.values():
                     await client.ensure_ready()
-                window = max(2, conc // 8)
-                await bounded_map(self._discipline, self.plan.disciplines, window)
+                await bounded_map(self._discipline, self.plan.disciplines, max(2, conc))
                 await self._top_up()
                 for client in {id(c): c for c in self.clients.values()}.values():
                     raise_if_never_answered(client.breaker, client.backend.endpoint_id)
