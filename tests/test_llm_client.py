@@ -62,7 +62,7 @@ async def test_unusable_reply_is_reasked_with_the_error(make_client, fake_server
 async def test_reasks_are_bounded(make_client, fake_server):
     fake_server.enqueue("schema_invalid", "schema_invalid", "schema_invalid", "schema_invalid")
     client = make_client()
-    with pytest.raises(RequestFailed, match="no schema-valid reply"):
+    with pytest.raises(RequestFailed, match="no usable reply"):
         await client.chat(ask(json_schema=SCHEMA))
     assert fake_server.requests == 3  # first try + max_reasks (2)
     assert client.usage.total().failed == 1
@@ -208,3 +208,18 @@ async def test_api_key_never_reaches_the_cache(make_client, fake_server, monkeyp
 def test_fake_server_rejects_unknown_faults():
     with pytest.raises(ValueError):
         FakeServer(fault_rates={"meteor": 0.1})
+
+
+async def test_empty_free_text_reply_is_reasked(make_client, fake_server):
+    fake_server.enqueue("empty")
+    fake_server.record_bodies = True
+    reply = await make_client().chat(ask("answer me"))
+    assert reply.reasks == 1 and reply.text.strip()
+    reask = fake_server.seen_bodies[-1]["messages"]
+    assert reask[0]["content"] == "answer me" and "was empty" in reask[-1]["content"]
+
+
+async def test_length_cut_free_text_is_kept_and_marked(make_client, fake_server):
+    fake_server.enqueue("length")
+    reply = await make_client().chat(ask("a long answer please"))
+    assert reply.finish_reason == "length" and reply.text

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from glan import __version__
 from glan.aio import bounded_map
 from glan.config import STAGES, GenerateConfig, StageName
@@ -310,13 +312,18 @@ class Pipeline:
             )
 
     def _finish(self, status: str, started: float) -> dict[str, Any]:
-        counts = {
-            "subjects": self.records.export_jsonl("subjects", self.out_dir / "subjects.jsonl"),
-            "syllabi": self.records.export_jsonl("syllabi", self.out_dir / "syllabi.jsonl"),
-            "instructions": self.records.export_jsonl(
-                "instructions", self.out_dir / "instructions.jsonl"
-            ),
-        }
+        """Publish the outputs and the manifest. A stopped run publishes what it staged only if
+        that is not less than what is already published: a resume that fails early (endpoint
+        still down) must not replace a good partial output with a smaller one."""
+        previous = (self.previous_manifest or {}).get("counts") or {}
+        staged = self.records.count("instructions")
+        if status == "complete" or staged >= previous.get("instructions", 0):
+            counts = {
+                table: self.records.export_jsonl(table, self.out_dir / f"{table}.jsonl")
+                for table in ("subjects", "syllabi", "instructions")
+            }
+        else:
+            counts = previous
         stats = [c.stats for c in {id(c): c for c in self.clients.values()}.values()]
         strategies = {"single": 0, "multi": 0}
         for body in self.records.iter_bodies("instructions"):
@@ -348,12 +355,11 @@ class Pipeline:
     def _check_compatible(self) -> None:
         """A directory holds one run's data; a different seed there would mix two runs."""
         path = self.out_dir / "manifest.json"
+        self.previous_manifest: dict[str, Any] | None = None
         if not path.exists():
             return
-        import orjson
-
         try:
-            previous = orjson.loads(path.read_bytes())
+            previous = self.previous_manifest = orjson.loads(path.read_bytes())
         except orjson.JSONDecodeError:
             return
         if previous.get("seed") != self.cfg.seed:

@@ -24,10 +24,11 @@ from glan.llm.types import ChatRequest, ChatResponse, Message, Usage
 from glan.llm.usage import UsageLedger
 from glan.store import ResponseCache
 
-REASK = (
+REASK_JSON = (
     "That reply could not be used: {error}. Reply again with only the JSON value, "
     "complete and matching the schema."
 )
+REASK_TEXT = "That reply could not be used: {error}. Reply again."
 
 
 class LLMClient:
@@ -114,7 +115,9 @@ class LLMClient:
             completion_tokens += completion.completion_tokens
             parsed = None
             error = None
-            if request.json_schema is not None:
+            if not completion.text.strip():
+                error = "the reply was empty"
+            elif request.json_schema is not None:
                 try:
                     parsed = parse_reply(completion.text, request.json_schema)
                 except InvalidReply as exc:
@@ -136,17 +139,18 @@ class LLMClient:
                     cached=False,
                     reasks=reask,
                 )
+            reask_template = REASK_TEXT if request.json_schema is None else REASK_JSON
             asked = request.model_copy(
                 update={
                     "messages": (
                         *request.messages,
                         Message(role="assistant", content=completion.text[:4000]),
-                        Message(role="user", content=REASK.format(error=error)),
+                        Message(role="user", content=reask_template.format(error=error)),
                     )
                 }
             )
         self.usage.record(request.tag, self.backend.model, prompt_tokens, completion_tokens, 0)
-        raise RequestFailed(f"no schema-valid reply after {self.max_reasks} re-asks: {error}")
+        raise RequestFailed(f"no usable reply after {self.max_reasks} re-asks: {error}")
 
     async def _send(self, request: ChatRequest) -> tuple[Completion, float]:
         """One request through admission, retried on transient failures."""

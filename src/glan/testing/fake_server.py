@@ -254,8 +254,11 @@ class FakeServer:
             return self._completion(body, '{"this is": not json at all', "stop")
         if fault == "schema_invalid":
             return self._completion(body, '{"unexpected": true}', "stop")
-        if fault == "length":
-            return self._completion(body, '{"truncated": "reply cut sho', "length")
+        if fault == "length":  # the real reply, cut off mid-way by the token limit
+            content = self.replier(body)
+            if not isinstance(content, str):
+                content = orjson.dumps(content).decode()
+            return self._completion(body, content[: max(1, len(content) // 2)], "length")
         if fault == "empty":
             return self._completion(body, "", "stop")
         return None
@@ -283,10 +286,13 @@ class FakeServer:
         return self
 
     def stop(self) -> None:
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._loop.stop)
+        """Stop serving (idempotent); connections are refused afterwards."""
+        loop, self._loop = self._loop, None
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(loop.stop)
         if self._thread is not None:
             self._thread.join(10)
+            self._thread = None
 
     def __enter__(self) -> FakeServer:
         return self.start()

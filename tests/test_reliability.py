@@ -1,0 +1,234 @@
+"""Faults, endpoints that never recover, crashes and secrets: nothing is lost or leaked."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+
+from glan.api import generate
+from glan.config import GenerateConfig
+from glan.errors import UserError
+from glan.llm import EndpointDown
+from glan.testing.fake_server import FakeServer, default_replier
+
+FAULTS = {
+    "500": 0.05,
+    "503": 0.05,
+    "429": 0.02,
+    "429_retry_after": 0.02,
+    "malformed": 0.025,
+    "schema_invalid": 0.025,
+    "timeout": 0.02,
+    "reset": 0.02,
+    "length": 0.02,
+    "empty": 0.02,
+}
+
+
+def config_for(server: FakeServer, **kw) -> GenerateConfig:
+    base = {
+        "llm": {
+            "backend": "openai",
+            "base_url": server.base_url,
+            "model": "fake-model",
+            "timeout_s": 0.5,
+        },
+        "concurrency": 16,
+        "max_retries": 10,
+    }
+    return GenerateConfig.model_validate({**base, **kw})
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [orjson.loads(line) for line in path.read_bytes().splitlines()]
+
+
+def answer_of(question: str) -> str:
+    return "answer-to:" + hashlib.sha256(question.encode()).hexdigest()[:12]
+
+
+def answer_by_question(body):
+    if body.get("response_format") or "JSON schema" in body["messages"][-1]["content"]:
+        return default_replier(body)
+    return answer_of(body["messages"][0]["content"])
+
+
+def test_faults_at_realistic_rates_still_give_exactly_n_correct_pairs(fake_server, tmp_path):
+    fake_server.replier = answer_by_question
+    fake_server.fault_rates = FAULTS
+    fake_server.timeout_sleep_s = 1.0
+    started = time.monotonic()
+    result = generate(tmp_path / "run", 150, config_for(fake_server))
+    assert time.monotonic() - started < 120  # nothing hangs
+    records = read_jsonl(tmp_path / "run" / "instructions.jsonl")
+    assert result.instructions == len(records) == 150
+    for r in records:
+        question, answer = r["messages"][0]["content"], r["messages"][1]["content"]
+        expected = answer_of(question)
+        if r["meta"]["answer_finish_reason"] == "length":
+            assert answer and expected.startswith(answer)  # cut short, but this question's
+        else:
+            assert answer == expected
+    manifest = result.manifest
+    injected = sum(v for k, v in fake_server.by_status.items() if k != "200")
+    assert manifest["retries"] > 0 and manifest["rate_limited"] > 0
+    assert (
+        manifest["retries"] + manifest["rate_limited"] <= injected
+    )  # bounded by what was injected
+    for stage, count in manifest["failures"].items():  # rare exhausted items are accounted for
+        assert count == 0 or manifest["failure_examples"][stage]
+
+
+@pytest.mark.parametrize("fault", ["500", "429", "refused"])
+def test_endpoint_that_never_recovers_stops_in_bounded_time_and_resumes(tmp_path, fault):
+    """The breaker opens within breaker_window_s of the last success (plus one backoff and one
+    timeout); everything finished is kept, and the same command resumes once the endpoint is back."""
+    server = FakeServer(latency_s=0.05).start()
+    cfg = config_for(server, breaker_failures=5, breaker_window_s=1.0, max_retries=3)
+
+    def break_endpoint() -> None:
+        if fault == "refused":
+            server.stop()  # connections are refused from now on
+        else:
+            server.fault_rates = {fault: 1.0}
+
+    threading.Timer(0.6, break_endpoint).start()  # mid-run
+    started = time.monotonic()
+    with pytest.raises(EndpointDown, match=r"re-run the same command|never answered"):
+        generate(tmp_path / "run", 200, cfg)
+    assert time.monotonic() - started < 30
+    manifest = orjson.loads((tmp_path / "run" / "manifest.json").read_bytes())
+    assert manifest["status"] == "stopped"
+    finished = {r["id"] for r in read_jsonl(tmp_path / "run" / "instructions.jsonl")}
+    assert 0 < len(finished) < 200  # what was done before the endpoint broke is published
+    # Resuming while the endpoint is still down must not damage what is published.
+    with pytest.raises(UserError):  # EndpointDown, or "cannot reach" when refused at start
+        generate(tmp_path / "run", 200, cfg)
+    assert {r["id"] for r in read_jsonl(tmp_path / "run" / "instructions.jsonl")} == finished
+    if fault == "refused":
+        server = FakeServer(latency_s=0.05, port=server.port).start()
+    else:
+        server.fault_rates = {}
+        # Requests in flight when the run stopped are still in the server's handlers; once the
+        # endpoint recovers it answers them into the void. Let them drain before counting.
+        time.sleep(0.5)
+        server.answered.clear()
+    try:
+        result = generate(tmp_path / "run", 200, cfg)
+        assert result.instructions == 200
+        dupes = {k: n for k, n in server.answered.items() if n > 1}
+        assert not dupes, (dupes, server.by_status)  # nothing answered was asked again
+        assert finished <= {r["id"] for r in read_jsonl(tmp_path / "run" / "instructions.jsonl")}
+    finally:
+        server.stop()
+
+
+def test_secrets_never_reach_files_or_messages(tmp_path):
+    marker = "sk-glan-SECRET-MARKER-5f1e"
+    with FakeServer(api_key=marker) as server:
+        env = {**os.environ, "MY_KEY": marker}
+        out = tmp_path / "run"
+        ok = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "glan",
+                "generate",
+                "--out",
+                str(out),
+                "-n",
+                "10",
+                "--backend",
+                "openai",
+                "--base-url",
+                server.base_url,
+                "--model",
+                "m",
+                "--api-key-env",
+                "MY_KEY",
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
+        assert ok.returncode == 0, ok.stderr
+        server.api_key = "something-else"  # now the key is refused: the error must not echo it
+        bad = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "glan",
+                "generate",
+                "--out",
+                str(tmp_path / "o2"),
+                "-n",
+                "10",
+                "--backend",
+                "openai",
+                "--base-url",
+                server.base_url,
+                "--model",
+                "m",
+                "--api-key-env",
+                "MY_KEY",
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
+        assert bad.returncode == 2
+    for proc in (ok, bad):
+        assert marker not in proc.stdout and marker not in proc.stderr
+    for path in tmp_path.rglob("*"):
+        if path.is_file():
+            assert marker.encode() not in path.read_bytes(), path
+
+
+EXPORTER = """
+import sys
+from pathlib import Path
+import asyncio
+from glan.runstate import RecordStore
+
+store = RecordStore(Path(sys.argv[1]) / "state.sqlite")
+async def fill():
+    for i in range(200_000):
+        store.add("instructions", f"{i:09d}", {"i": i, "text": "x" * 200})
+    store.flush()
+if len(sys.argv) > 2:
+    asyncio.run(fill())
+else:
+    print("ready", flush=True)
+    while True:
+        store.export_jsonl("instructions", Path(sys.argv[1]) / "out.jsonl")
+"""
+
+
+def test_kill_9_while_files_are_written_never_leaves_a_truncated_file(tmp_path):
+    script = tmp_path / "exporter.py"
+    script.write_text(EXPORTER)
+    subprocess.run([sys.executable, str(script), str(tmp_path), "fill"], check=True, timeout=120)
+    for delay in (0.3, 0.55, 0.8, 1.1, 1.4):
+        proc = subprocess.Popen(
+            [sys.executable, str(script), str(tmp_path)], stdout=subprocess.PIPE
+        )
+        assert proc.stdout is not None and proc.stdout.readline().strip() == b"ready"
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        published = tmp_path / "out.jsonl"
+        if published.exists():
+            lines = published.read_bytes().splitlines()
+            assert len(lines) == 200_000
+            orjson.loads(lines[-1])
