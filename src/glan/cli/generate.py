@@ -1,32 +1,18 @@
-"""The `glan` command: parses, calls the library, prints. Nothing here the API cannot do."""
+"""`glan generate` and `glan check`."""
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from glan.cli.app import Opt, app, console, fail, out
 from glan.errors import UserError
-
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="GLAN instruction data.")
-taxonomy_app = typer.Typer(no_args_is_help=True, help="Show, check and edit the taxonomy.")
-app.add_typer(taxonomy_app, name="taxonomy")
-console = Console(stderr=True)
-out = Console()
-
-Opt = typer.Option
-
-
-def _fail(message: str, code: int = 2) -> None:
-    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
 
 
 def _progress_table(progress: Any) -> Table:
@@ -110,7 +96,7 @@ def generate(
     cfg = load_config(config, overrides)
     tax = load_taxonomy(taxonomy)
     if n <= 0:
-        _fail(f"-n must be a positive number of pairs, got {n}")
+        fail(f"-n must be a positive number of pairs, got {n}")
     if dry_run:
         plan = make_plan(n, cfg, tax)
         table = Table(title=f"plan for {n:,} pairs over {len(plan.disciplines)} disciplines")
@@ -204,143 +190,3 @@ def check(
 
     text = run(ping())
     out.print(f"ok: {cfg.llm.backend} {cfg.llm.model or ''} answered {text.strip()[:60]!r}")
-
-
-@taxonomy_app.command("build")
-def taxonomy_build(
-    file: Annotated[Path, Opt("--out", "-o", help="where to write the draft YAML")],
-    backend: Annotated[str | None, Opt(help="local or openai")] = None,
-    model: Annotated[str | None, Opt(help="model name")] = None,
-    base_url: Annotated[str | None, Opt(help="endpoint URL")] = None,
-    api_key_env: Annotated[str | None, Opt(help="name of the env variable with the key")] = None,
-    samples: Annotated[int, Opt(help="samples per prompt wording")] = 1,
-    seed: Annotated[int, Opt(help="seed")] = 0,
-) -> None:
-    """Draft a taxonomy with the model (several prompt wordings, merged) for people to review."""
-    from glan.aio import run
-    from glan.config import load_config
-    from glan.llm import LLMClient, create_backend
-    from glan.stages.taxonomy_build import build_taxonomy
-    from glan.store import ResponseCache
-    from glan.taxonomy import save_taxonomy
-
-    cfg = load_config(
-        None,
-        {
-            "llm.backend": backend,
-            "llm.model": model,
-            "llm.base_url": base_url,
-            "llm.api_key_env": api_key_env,
-        },
-    )
-
-    async def draft():
-        cache = ResponseCache(file.parent / f".{file.name}.cache.sqlite")
-        client = LLMClient(create_backend(cfg.llm, concurrency=4), cache=cache)
-        try:
-            return await build_taxonomy(client, seed=seed, samples_per_prompt=samples)
-        finally:
-            await client.aclose()
-            cache.close()
-
-    tax = run(draft())
-    if not tax.disciplines():
-        _fail("the model produced no usable taxonomy; try a stronger model or more --samples")
-    save_taxonomy(tax, file)
-    out.print(
-        f"wrote {len(tax.disciplines())} disciplines in {len(tax.fields)} fields to {file}; "
-        "review it (votes or status per node), then: glan taxonomy validate " + str(file)
-    )
-
-
-@taxonomy_app.command("show")
-def taxonomy_show(
-    path: Annotated[Path | None, typer.Argument(help="taxonomy YAML")] = None,
-) -> None:
-    """Print the tree of kept disciplines."""
-    from rich.tree import Tree
-
-    from glan.taxonomy import load_taxonomy
-
-    tax = load_taxonomy(path)
-    root = Tree(f"taxonomy ({len(tax.disciplines())} kept disciplines)")
-    for f in tax.fields:
-        fnode = root.add(f"{f.name}" + ("" if f.kept else " [red](removed)[/]"))
-        for s in f.subfields:
-            snode = fnode.add(s.name + ("" if s.kept else " [red](removed)[/]"))
-            for d in s.disciplines:
-                snode.add(d.name + ("" if d.kept else " [red](removed)[/]"))
-    out.print(root)
-
-
-@taxonomy_app.command("validate")
-def taxonomy_validate(
-    path: Annotated[Path | None, typer.Argument(help="taxonomy YAML")] = None,
-) -> None:
-    """Check the taxonomy; exit 2 with each problem listed if it has any."""
-    from glan.taxonomy import load_taxonomy
-
-    problems = load_taxonomy(path).problems()
-    if problems:
-        for p in problems:
-            console.print(f"[red]problem:[/] {p}", highlight=False)
-        raise typer.Exit(2)
-    out.print("ok")
-
-
-@taxonomy_app.command("stats")
-def taxonomy_stats(
-    path: Annotated[Path | None, typer.Argument(help="taxonomy YAML")] = None,
-) -> None:
-    """Counts of fields, sub-fields and kept disciplines, per GLAN-Test group."""
-    from collections import Counter
-
-    from glan.taxonomy import load_taxonomy
-
-    tax = load_taxonomy(path)
-    kept = tax.disciplines()
-    out.print(
-        f"fields: {len(tax.fields)}  sub-fields: {sum(len(f.subfields) for f in tax.fields)}  "
-        f"kept disciplines: {len(kept)}"
-    )
-    for group, count in sorted(Counter(d.group or "(none)" for d in kept).items()):
-        out.print(f"  {group}: {count}")
-
-
-@taxonomy_app.command("add")
-def taxonomy_add(
-    node: Annotated[str, typer.Argument(help="FIELD/SUBFIELD/DISCIPLINE")],
-    file: Annotated[
-        Path, Opt("--file", "-f", help="taxonomy YAML to edit (created from the default)")
-    ],
-    description: Annotated[str | None, Opt(help="shown to the model")] = None,
-    weight: Annotated[float, Opt(help="share of the target count")] = 1.0,
-) -> None:
-    """Add a discipline (and any missing parents) to a taxonomy file."""
-    from glan.taxonomy import load_taxonomy, save_taxonomy
-
-    tax = load_taxonomy(file if file.exists() else None)
-    added = tax.add(node, description, weight)
-    save_taxonomy(tax, file)
-    out.print(f"added {added} to {file}")
-
-
-def main() -> None:
-    try:
-        rc = app(standalone_mode=False)
-        sys.exit(rc if isinstance(rc, int) else 0)
-    except UserError as exc:
-        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        sys.exit(exc.exit_code)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        console.print("interrupted: finished work is kept; re-run the same command to resume")
-        sys.exit(130)
-    except Exception as exc:  # click usage errors come through here in non-standalone mode
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(2)
-        raise

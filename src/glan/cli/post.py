@@ -1,0 +1,78 @@
+"""`glan clean`, `glan decontaminate`, `glan export`, `glan report`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from glan.cli.app import Opt, app, fail, out
+
+
+def _benchmark_list(text: str) -> list[str]:
+    return [b.strip() for b in text.split(",") if b.strip()]
+
+
+@app.command()
+def clean(
+    run_dir: Annotated[Path, typer.Argument(help="a run's output directory")],
+    benchmarks: Annotated[
+        str,
+        Opt(help="comma-separated: known names, files PATH[:FIELD], hf:REPO:CONFIG:SPLIT:FIELD"),
+    ] = "gsm8k,mmlu,humaneval,ifeval,math500",
+    threshold: Annotated[float, Opt(help="MinHash Jaccard threshold for near-duplicates")] = 0.7,
+    ngram: Annotated[int, Opt(help="word n-gram size for decontamination")] = 8,
+    min_overlap: Annotated[
+        float, Opt(help="share of a benchmark item's n-grams that flags it")
+    ] = 0.5,
+    no_dedup: Annotated[bool, Opt("--no-dedup", help="skip duplicate removal")] = False,
+    check_answers: Annotated[
+        bool, Opt("--check-answers", help="decontaminate answers too")
+    ] = False,
+) -> None:
+    """Filter, de-duplicate and decontaminate a run: clean.jsonl, removed.jsonl, clean_summary.json."""
+    from glan.post.clean import CleanSettings, clean_file
+    from glan.runstate import atomic_write_json
+
+    source = run_dir / "instructions.jsonl"
+    if not source.is_file():
+        fail(f"{run_dir} holds no instructions.jsonl: is it a glan run directory?")
+    settings = CleanSettings(
+        dedup=not no_dedup,
+        near_threshold=threshold,
+        benchmarks=_benchmark_list(benchmarks),
+        ngram=ngram,
+        min_overlap=min_overlap,
+        check_answers=check_answers,
+    )
+    summary = clean_file(source, run_dir / "clean.jsonl", run_dir / "removed.jsonl", settings)
+    atomic_write_json(run_dir / "clean_summary.json", summary.model_dump(mode="json"))
+    out.print(
+        f"kept {summary.kept:,} of {summary.input:,}: filtered {sum(summary.filtered.values()):,}, "
+        f"duplicates {sum(summary.duplicates.values()):,}, contaminated "
+        f"{sum(summary.contaminated.values()):,} -> {run_dir / 'clean.jsonl'}",
+        highlight=False,
+    )
+
+
+@app.command()
+def decontaminate(
+    source: Annotated[Path, typer.Argument(help="a JSONL file in the instructions.jsonl format")],
+    out_path: Annotated[Path, Opt("--out", help="where the kept records go")],
+    removed: Annotated[Path, Opt(help="where removed records go, with the item they matched")],
+    benchmarks: Annotated[str, Opt(help="comma-separated names, files or hf: specs")],
+    ngram: Annotated[int, Opt(help="word n-gram size")] = 8,
+    min_overlap: Annotated[
+        float, Opt(help="share of a benchmark item's n-grams that flags it")
+    ] = 0.5,
+    check_answers: Annotated[bool, Opt("--check-answers", help="check answers too")] = False,
+) -> None:
+    """Remove records that contain benchmark test items."""
+    from glan.post.clean import decontaminate_file
+
+    summary = decontaminate_file(
+        source, out_path, removed, _benchmark_list(benchmarks), ngram, min_overlap, check_answers
+    )
+    detail = ", ".join(f"{k} {v}" for k, v in sorted(summary.contaminated.items())) or "none"
+    out.print(f"kept {summary.kept:,} of {summary.input:,}; removed: {detail}", highlight=False)

