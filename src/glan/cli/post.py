@@ -76,3 +76,23 @@ def decontaminate(
     )
     detail = ", ".join(f"{k} {v}" for k, v in sorted(summary.contaminated.items())) or "none"
     out.print(f"kept {summary.kept:,} of {summary.input:,}; removed: {detail}", highlight=False)
+
+
+@app.command("export")
+def export_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="a run's output directory")],
+    fmt: Annotated[
+        str, Opt("--format", "-f", help="messages|alpaca|sharegpt|parquet|hf")
+    ] = "messages",
+    out_dir: Annotated[Path | None, Opt("--out", help="default: RUN_DIR/export/FORMAT")] = None,
+    push_to_hub: Annotated[str | None, Opt(help="upload to this Hugging Face dataset repo")] = None,
+    public: Annotated[bool, Opt("--public", help="make the pushed repo public")] = False,
+) -> None:
+    """Write the (cleaned, if `glan clean` ran) records for a trainer, with a dataset card."""
+    from glan import export as exporting
+
+    target = exporting.export(run_dir, fmt, out_dir)
+    out.print(f"exported {fmt} to {target}", highlight=False)
+    if push_to_hub:
+        url = exporting.push_to_hub(target, push_to_hub, private=not public)
+        out.print(f"pushed to {url}", highlight=False)
