@@ -15,7 +15,7 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import orjson
 
@@ -25,12 +25,24 @@ from glan.store import connect
 TABLES = ("subjects", "syllabi", "instructions")
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
+def _file_mode() -> int:
+    """What a plainly created file would get (mkstemp alone makes them private)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+@contextlib.contextmanager
+def atomic_file(path: Path) -> Iterator[BinaryIO]:
+    """Write to a temp file beside `path`; fsync and rename over it only if the block ends well.
+
+    Readers see the old file or the whole new one, never a part (a kill -9 included)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, _file_mode())
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            yield fh
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -38,6 +50,11 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    with atomic_file(path) as fh:
+        fh.write(data)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -125,22 +142,11 @@ class RecordStore:
 
     def export_jsonl(self, table: str, path: Path) -> int:
         """Stream a table in ordinal order to `path`, atomically."""
-        self.flush()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         n = 0
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                for body in self.iter_bodies(table):
-                    fh.write(body + b"\n")
-                    n += 1
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+        with atomic_file(path) as fh:
+            for body in self.iter_bodies(table):
+                fh.write(body + b"\n")
+                n += 1
         return n
 
     def close(self) -> None:

@@ -96,3 +96,15 @@ def export_cmd(
     if push_to_hub:
         url = exporting.push_to_hub(target, push_to_hub, private=not public)
         out.print(f"pushed to {url}", highlight=False)
+
+
+@app.command()
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="a run's output directory")],
+    out_path: Annotated[Path | None, Opt("--out", help="default: RUN_DIR/report.html")] = None,
+) -> None:
+    """Write one self-contained HTML page with plots about a run."""
+    from glan.report import build_report
+
+    target = build_report(run_dir, out_path)
+    out.print(f"report: {target}", highlight=False)

@@ -7,13 +7,10 @@ and why (for decontamination: the benchmark item it matched, and how much of it)
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import orjson
 from pydantic import BaseModel, Field
@@ -23,6 +20,7 @@ from glan.post.benchmarks import KNOWN, load_benchmarks
 from glan.post.decontam import Decontaminator
 from glan.post.dedup import Deduplicator
 from glan.post.filters import FilterSettings, reject_reason
+from glan.runstate import atomic_file
 
 BATCH = 4096
 
@@ -74,111 +72,92 @@ def _question(record: dict[str, Any]) -> str:
     return _texts(record, answers=False)
 
 
-class _AtomicJsonl:
-    """A JSONL file that appears at its path only once complete."""
+class _Cleaner:
+    """One pass over the records: filter, dedup, then decontaminate in batches."""
 
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, self.tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        self.fh = os.fdopen(fd, "wb")
-        self.path = path
+    def __init__(self, settings: CleanSettings, kept: BinaryIO, removed: BinaryIO) -> None:
+        self.settings = settings
+        self.kept, self.removed = kept, removed
+        self.summary = CleanSummary(settings=settings)
+        self.filtered: Counter[str] = Counter()
+        self.duplicates: Counter[str] = Counter()
+        self.contaminated: Counter[str] = Counter()
+        self.decon = (
+            Decontaminator(
+                load_benchmarks(settings.benchmarks), settings.ngram, settings.min_overlap
+            )
+            if settings.benchmarks
+            else None
+        )
+        self.dedup = (
+            Deduplicator(
+                settings.near_threshold, settings.num_perm, settings.shingle, settings.near_dedup
+            )
+            if settings.dedup
+            else None
+        )
+        self.batch: list[dict[str, Any]] = []
 
-    def write(self, value: dict[str, Any]) -> None:
-        self.fh.write(orjson.dumps(value) + b"\n")
+    def _remove(self, stage: str, reason: str, record: dict[str, Any], **detail: Any) -> None:
+        entry = {"stage": stage, "reason": reason, **detail, "record": record}
+        self.removed.write(orjson.dumps(entry) + b"\n")
 
-    def commit(self) -> None:
-        self.fh.flush()
-        os.fsync(self.fh.fileno())
-        self.fh.close()
-        os.replace(self.tmp, self.path)
+    def add(self, record: dict[str, Any]) -> None:
+        self.summary.input += 1
+        if self.settings.filter:
+            reason = reject_reason(record, self.settings.filters)
+            if reason is not None:
+                self.filtered[reason] += 1
+                self._remove("filter", reason, record)
+                return
+        if self.dedup is not None:
+            dup = self.dedup.check(str(record.get("id", self.summary.input)), _question(record))
+            if dup is not None:
+                self.duplicates[dup.kind] += 1
+                self._remove("dedup", f"{dup.kind} duplicate", record, duplicate_of=dup.of)
+                return
+        self.batch.append(record)
+        if len(self.batch) >= BATCH:
+            self.flush()
 
-    def abort(self) -> None:
-        self.fh.close()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.tmp)
+    def flush(self) -> None:
+        hits: list[Any] = [None] * len(self.batch)
+        if self.decon is not None and self.batch:
+            texts = [_texts(r, self.settings.check_answers) for r in self.batch]
+            hits = self.decon.check_batch(texts)
+        for record, hit in zip(self.batch, hits, strict=True):
+            if hit is None:
+                self.kept.write(orjson.dumps(record) + b"\n")
+                self.summary.kept += 1
+                continue
+            self.contaminated[hit.benchmark] += 1
+            self._remove(
+                "decontamination",
+                f"matches {hit.benchmark}",
+                record,
+                benchmark=hit.benchmark,
+                item_id=hit.item_id,
+                overlap=hit.overlap,
+                item_text=hit.item_text,
+            )
+        self.batch.clear()
+
+    def finish(self) -> CleanSummary:
+        self.flush()
+        self.summary.filtered = dict(self.filtered)
+        self.summary.duplicates = dict(self.duplicates)
+        self.summary.contaminated = dict(self.contaminated)
+        return self.summary
 
 
 def clean_file(inp: Path, out: Path, removed: Path, settings: CleanSettings) -> CleanSummary:
-    decon = (
-        Decontaminator(load_benchmarks(settings.benchmarks), settings.ngram, settings.min_overlap)
-        if settings.benchmarks
-        else None
-    )
-    dedup = (
-        Deduplicator(
-            settings.near_threshold, settings.num_perm, settings.shingle, settings.near_dedup
-        )
-        if settings.dedup
-        else None
-    )
-    summary = CleanSummary(settings=settings)
-    filtered: Counter[str] = Counter()
-    duplicates: Counter[str] = Counter()
-    contaminated: Counter[str] = Counter()
-    kept_out, removed_out = _AtomicJsonl(out), _AtomicJsonl(removed)
-    try:
-        batch: list[dict[str, Any]] = []
-
-        def flush() -> None:
-            survivors = batch
-            if decon is not None and survivors:
-                found = decon.check_batch([_texts(r, settings.check_answers) for r in survivors])
-                survivors = []
-                for record, hit in zip(batch, found, strict=True):
-                    if hit is None:
-                        survivors.append(record)
-                        continue
-                    contaminated[hit.benchmark] += 1
-                    removed_out.write(
-                        {
-                            "stage": "decontamination",
-                            "reason": f"matches {hit.benchmark}",
-                            "benchmark": hit.benchmark,
-                            "item_id": hit.item_id,
-                            "overlap": hit.overlap,
-                            "item_text": hit.item_text,
-                            "record": record,
-                        }
-                    )
-            for record in survivors:
-                kept_out.write(record)
-                summary.kept += 1
-            batch.clear()
-
-        for record in read_records(inp):
-            summary.input += 1
-            if settings.filter:
-                reason = reject_reason(record, settings.filters)
-                if reason is not None:
-                    filtered[reason] += 1
-                    removed_out.write({"stage": "filter", "reason": reason, "record": record})
-                    continue
-            if dedup is not None:
-                dup = dedup.check(str(record.get("id", summary.input)), _question(record))
-                if dup is not None:
-                    duplicates[dup.kind] += 1
-                    removed_out.write(
-                        {
-                            "stage": "dedup",
-                            "reason": f"{dup.kind} duplicate",
-                            "duplicate_of": dup.of,
-                            "record": record,
-                        }
-                    )
-                    continue
-            batch.append(record)
-            if len(batch) >= BATCH:
-                flush()
-        flush()
-        kept_out.commit()
-        removed_out.commit()
-    except BaseException:
-        kept_out.abort()
-        removed_out.abort()
-        raise
-    summary.filtered, summary.duplicates = dict(filtered), dict(duplicates)
-    summary.contaminated = dict(contaminated)
-    return summary
+    """Both outputs appear only once complete; the input is never modified."""
+    records = read_records(inp)
+    with atomic_file(out) as kept_fh, atomic_file(removed) as removed_fh:
+        cleaner = _Cleaner(settings, kept_fh, removed_fh)
+        for record in records:
+            cleaner.add(record)
+        return cleaner.finish()
 
 
 def decontaminate_file(

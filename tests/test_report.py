@@ -1,0 +1,88 @@
+"""The HTML report: self-contained, and its plots render in a real headless browser."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from glan.api import generate
+from glan.cli import app
+from glan.config import GenerateConfig
+from glan.testing.fake_server import FakeServer
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="module")
+def cleaned_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("report") / "run"
+    with FakeServer() as server:
+        cfg = GenerateConfig.model_validate(
+            {
+                "llm": {"backend": "openai", "base_url": server.base_url, "model": "fake-model"},
+                "prices": {"fake-model": {"input": 2.5, "output": 10.0}},
+            }
+        )
+        generate(out, 60, cfg)
+    result = CliRunner().invoke(app, ["clean", str(out), "--benchmarks", "gsm8k"])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_report_is_one_self_contained_file(cleaned_run):
+    result = CliRunner().invoke(app, ["report", str(cleaned_run)])
+    assert result.exit_code == 0, result.output
+    page = (cleaned_run / "report.html").read_text()
+    assert "<script src=" not in page  # no CDN, no external script
+    assert page.count('class="card"') == 6
+
+
+@pytest.mark.slow
+def test_report_plots_render_offline_in_headless_chromium(cleaned_run):
+    if CHROMIUM is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is not installed (scripts/test installs it on Debian)")
+        pytest.skip("chromium is not installed")
+    from playwright.sync_api import sync_playwright
+
+    report = cleaned_run / "report.html"
+    CliRunner().invoke(app, ["report", str(cleaned_run)])
+    outside: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.route(
+            "**/*",
+            lambda route: (
+                route.continue_()
+                if route.request.url.startswith("file://")
+                else (outside.append(route.request.url), route.abort())
+            ),
+        )
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.goto(report.as_uri())
+        page.wait_for_function("document.querySelectorAll('.js-plotly-plot .main-svg').length >= 6")
+        plots = page.eval_on_selector_all(".js-plotly-plot", "els => els.length")
+        sunburst_slices = page.eval_on_selector_all(".sunburstlayer path", "els => els.length")
+        bars = page.eval_on_selector_all(".bars path", "els => els.length")
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "report.png"), full_page=True)
+        browser.close()
+    assert plots == 6 and sunburst_slices > 10 and bars > 5
+    assert not errors, errors
+    assert not outside, outside  # works offline: nothing fetched from anywhere
