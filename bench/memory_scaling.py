@@ -70,8 +70,15 @@ def main() -> None:
         for n in args.sizes:
             with tempfile.TemporaryDirectory() as tmp:
                 proc = subprocess.run(
-                    [sys.executable, "-c", CHILD, str(Path(tmp) / "run"), str(n), url,
-                     str(args.concurrency)],
+                    [
+                        sys.executable,
+                        "-c",
+                        CHILD,
+                        str(Path(tmp) / "run"),
+                        str(n),
+                        url,
+                        str(args.concurrency),
+                    ],
                     capture_output=True,
                     text=True,
                     check=True,
@@ -90,7 +97,9 @@ def main() -> None:
     finally:
         server.terminate()
         server.wait()
-    print(f"(bench process itself: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB)")
+    print(
+        f"(bench process itself: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB)"
+    )
 
 
 if __name__ == "__main__":

@@ -75,8 +75,10 @@ def main() -> None:
         dt = time.perf_counter() - t
         recall = len(found & planted) / len(planted)
         extra = len(found - planted)
-        print(f"{name:<11} {args.records / dt:9,.0f} records/s  recall {recall:.3f}  "
-              f"unplanted flagged {extra}")
+        print(
+            f"{name:<11} {args.records / dt:9,.0f} records/s  recall {recall:.3f}  "
+            f"unplanted flagged {extra}"
+        )
 
 
 if __name__ == "__main__":

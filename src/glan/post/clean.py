@@ -7,7 +7,8 @@ and why (for decontamination: the benchmark item it matched, and how much of it)
 
 from __future__ import annotations
 
-from collections import Counter
+import os
+from collections import Counter, deque
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -17,7 +18,7 @@ from pydantic import BaseModel, Field
 
 from glan.errors import UserError
 from glan.post.benchmarks import KNOWN, load_benchmarks
-from glan.post.decontam import Decontaminator
+from glan.post.decontam import Decontaminator, ParallelChecker
 from glan.post.dedup import Deduplicator
 from glan.post.filters import FilterSettings, reject_reason
 from glan.runstate import atomic_file
@@ -37,6 +38,7 @@ class CleanSettings(BaseModel):
     ngram: int = Field(8, ge=2)
     min_overlap: float = Field(0.5, gt=0, le=1)
     check_answers: bool = False
+    workers: int = Field(default_factory=lambda: min(2, os.cpu_count() or 1), ge=1)
 
 
 class CleanSummary(BaseModel):
@@ -97,6 +99,9 @@ class _Cleaner:
             else None
         )
         self.batch: list[dict[str, Any]] = []
+        self.checker = ParallelChecker(self.decon, settings.workers) if self.decon else None
+        # Batches out at the workers, written back in order as they complete.
+        self.pending: deque[tuple[list[dict[str, Any]], Any]] = deque()
 
     def _remove(self, stage: str, reason: str, record: dict[str, Any], **detail: Any) -> None:
         entry = {"stage": stage, "reason": reason, **detail, "record": record}
@@ -121,11 +126,17 @@ class _Cleaner:
             self.flush()
 
     def flush(self) -> None:
-        hits: list[Any] = [None] * len(self.batch)
-        if self.decon is not None and self.batch:
+        if self.batch:
             texts = [_texts(r, self.settings.check_answers) for r in self.batch]
-            hits = self.decon.check_batch(texts)
-        for record, hit in zip(self.batch, hits, strict=True):
+            handle = self.checker.submit(texts) if self.checker else [None] * len(texts)
+            self.pending.append((self.batch, handle))
+            self.batch = []
+        while len(self.pending) > (self.checker.workers if self.checker else 0):
+            self._write(*self.pending.popleft())
+
+    def _write(self, records: list[dict[str, Any]], handle: Any) -> None:
+        hits = ParallelChecker.result(handle) if self.checker else handle
+        for record, hit in zip(records, hits, strict=True):
             if hit is None:
                 self.kept.write(orjson.dumps(record) + b"\n")
                 self.summary.kept += 1
@@ -140,10 +151,13 @@ class _Cleaner:
                 overlap=hit.overlap,
                 item_text=hit.item_text,
             )
-        self.batch.clear()
 
     def finish(self) -> CleanSummary:
         self.flush()
+        while self.pending:
+            self._write(*self.pending.popleft())
+        if self.checker:
+            self.checker.close()
         self.summary.filtered = dict(self.filtered)
         self.summary.duplicates = dict(self.duplicates)
         self.summary.contaminated = dict(self.contaminated)

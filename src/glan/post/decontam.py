@@ -135,3 +135,45 @@ class Decontaminator:
 
     def check(self, text: str) -> Contamination | None:
         return self.check_batch([text])[0]
+
+
+_WORKER: Decontaminator | None = None
+
+
+def _check_in_worker(texts: list[str]) -> list[Contamination | None]:
+    assert _WORKER is not None
+    return _WORKER.check_batch(texts)
+
+
+class ParallelChecker:
+    """Batches checked in forked worker processes, results in submission order.
+
+    The index is built once in the parent and shared copy-on-write; `hash()` agrees across the
+    fork. Where fork is unavailable (or workers <= 1) batches are checked inline.
+    """
+
+    def __init__(self, decon: Decontaminator, workers: int) -> None:
+        import multiprocessing as mp
+
+        self.decon = decon
+        self.pool = None
+        if workers > 1 and "fork" in mp.get_all_start_methods():
+            global _WORKER
+            _WORKER = decon
+            self.pool = mp.get_context("fork").Pool(workers)
+            _WORKER = None
+        self.workers = max(1, workers)
+
+    def submit(self, texts: list[str]):
+        if self.pool is None:
+            return self.decon.check_batch(texts)
+        return self.pool.apply_async(_check_in_worker, (texts,))
+
+    @staticmethod
+    def result(handle) -> list[Contamination | None]:
+        return handle if isinstance(handle, list) else handle.get()
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.close()
+            self.pool.join()
