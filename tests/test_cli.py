@@ -282,3 +282,37 @@ def test_bad_set_value_is_one_clear_line(tmp_path):
         "generate", "--out", str(tmp_path / "o"), "-n", "5", "--set", "stages.answers.top_p=7"
     )
     assert_one_clear_line(proc, "stages.answers.top_p")
+
+
+def test_bad_input_leaves_an_existing_run_directory_untouched(tmp_path, fake_server):
+    import hashlib
+
+    out = tmp_path / "o"
+    assert (
+        glan("generate", "--out", str(out), "-n", "5", *openai_args(fake_server), "-q").returncode
+        == 0
+    )
+
+    def snapshot() -> dict[str, str]:
+        return {
+            p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(out.iterdir())
+            if p.is_file() and p.name != ".glan.lock" and not p.name.startswith("glan.sqlite")
+        }
+
+    before = snapshot()
+    bad_cfg = tmp_path / "bad.yaml"
+    bad_cfg.write_text("seed: [\n")
+    cases = [
+        ["-n", "0", *openai_args(fake_server)],
+        ["-n", "5", "--config", str(bad_cfg), *openai_args(fake_server)],
+        ["-n", "5", "--taxonomy", str(tmp_path / "missing.yaml"), *openai_args(fake_server)],
+        ["-n", "5", "--backend", "openai", "--base-url", "http://127.0.0.1:9/v1"],
+        ["-n", "5", "--backend", "openai", "--base-url", "not-a-url"],
+        ["-n", "5", *openai_args(fake_server), "--api-key-env", "GLAN_NO_SUCH_VAR"],
+        ["-n", "5", *openai_args(fake_server), "--seed", "9"],
+    ]
+    for args in cases:
+        proc = glan("generate", "--out", str(out), *args)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, (args, proc.stderr)
+        assert snapshot() == before, args

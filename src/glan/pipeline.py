@@ -279,13 +279,23 @@ class Pipeline:
         with run_lock(self.out_dir):
             self._check_compatible()
             cache = ResponseCache(self.out_dir / "glan.sqlite")
+            self.clients = self._make_clients(cache)
+            clients = list({id(c): c for c in self.clients.values()}.values())
+            try:
+                # Fail on a wrong URL or key before anything in the directory is touched.
+                for client in clients:
+                    await client.ensure_ready()
+            except BaseException:
+                for client in clients:
+                    await client.aclose()
+                cache.close()
+                raise
             self.records = RecordStore(self.out_dir / "glan.sqlite")
             self.records.reset()
             self.failures = {s: 0 for s in STAGES}
             self.failure_examples: dict[str, list[str]] = {}
             self.topped_up: dict[tuple[int, int], int] = {}
             self.subject_quotas: dict[tuple[int, int], int] = {}
-            self.clients = self._make_clients(cache)
             conc = self.cfg.concurrency
             # Enough open work to fill `conc` slots at every stage, and no more (flat memory).
             self.subject_slots = asyncio.Semaphore(max(4, 2 * conc))
@@ -294,15 +304,13 @@ class Pipeline:
             status = "stopped"
             atomic_write_text(self.out_dir / "taxonomy.yaml", self.taxonomy.to_yaml())
             try:
-                for client in {id(c): c for c in self.clients.values()}.values():
-                    await client.ensure_ready()
                 await bounded_map(self._discipline, self.plan.disciplines, max(2, conc))
                 await self._top_up()
-                for client in {id(c): c for c in self.clients.values()}.values():
+                for client in clients:
                     raise_if_never_answered(client.breaker, client.backend.endpoint_id)
                 status = "complete"
             finally:
-                for client in {id(c): c for c in self.clients.values()}.values():
+                for client in clients:
                     await client.aclose()
                 manifest = self._finish(status, started)
                 cache.close()
@@ -324,7 +332,7 @@ class Pipeline:
             }
         else:
             counts = previous
-        stats = [c.stats for c in {id(c): c for c in self.clients.values()}.values()]
+        stats = [c.stats for c in {id(c): c for c in self.clients.values()}.values()]  # unique
         strategies = {"single": 0, "multi": 0}
         for body in self.records.iter_bodies("instructions"):
             strategies["multi" if b'"strategy":"multi"' in body else "single"] += 1
