@@ -236,3 +236,55 @@ def test_cli_clean_and_decontaminate(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert len(read_jsonl(tmp_path / "out.jsonl")) == 1
     assert read_jsonl(tmp_path / "rm.jsonl")[0]["item_id"] == "5"
+
+
+def bag_of_words(texts: list[str]):
+    """A deterministic stand-in encoder: hashed word counts."""
+    import numpy as np
+
+    out = np.zeros((len(texts), 64), dtype=np.float32)
+    for row, text in enumerate(texts):
+        for w in words(text):
+            out[row, hash(w) % 64] += 1
+    return out
+
+
+def test_semantic_dedup_keeps_the_first_and_names_it(tmp_path):
+    from glan.post.semantic import SemanticDeduplicator
+
+    dedup = SemanticDeduplicator(bag_of_words, threshold=0.95)
+    first = dedup.check_batch(
+        ["a", "b"], ["the cat sat on the mat today", "quantum tunnelling rates"]
+    )
+    second = dedup.check_batch(["c", "d"], ["today the cat sat on the mat", "roman road building"])
+    assert first == [None, None] and second == ["a", None]
+
+
+def test_clean_with_semantic_dedup_uses_the_encoder(tmp_path):
+    src = write_jsonl(
+        tmp_path / "in.jsonl",
+        [
+            record("1", "Why does the moon show phases to an observer on Earth?"),
+            record("2", "To an observer on Earth, why does the moon show phases?"),
+            record("3", "Describe three causes of inflation in a growing economy."),
+        ],
+    )
+    settings = CleanSettings(semantic=True, semantic_threshold=0.95, benchmarks=[])
+    summary = clean_file(src, tmp_path / "c.jsonl", tmp_path / "r.jsonl", settings, bag_of_words)
+    assert [r["id"] for r in read_jsonl(tmp_path / "c.jsonl")] == ["1", "3"]
+    assert summary.duplicates == {"semantic": 1}
+
+
+@pytest.mark.slow
+def test_packaged_minilm_finds_paraphrases_minhash_misses():
+    pytest.importorskip("sentence_transformers", reason="needs glan[semantic] and torch")
+    from glan.post.semantic import SemanticDeduplicator, minilm_encoder
+
+    question = "How many moles of oxygen are needed to completely burn two moles of methane?"
+    paraphrase = "To fully combust 2 mol of CH4, what amount of O2 in moles is required?"
+    other = "Summarise the main arguments for and against a four-day working week."
+    minhash = Deduplicator()
+    minhash.check("q", question)
+    assert minhash.check("p", paraphrase) is None  # MinHash sees two different questions
+    dedup = SemanticDeduplicator(minilm_encoder(), threshold=0.75)
+    assert dedup.check_batch(["q", "p", "o"], [question, paraphrase, other]) == [None, "q", None]

@@ -30,6 +30,10 @@ def clean(
     check_answers: Annotated[
         bool, Opt("--check-answers", help="decontaminate answers too")
     ] = False,
+    semantic: Annotated[
+        bool, Opt("--semantic", help="also drop paraphrases by embedding (glan[semantic])")
+    ] = False,
+    semantic_threshold: Annotated[float, Opt(help="cosine similarity for --semantic")] = 0.92,
 ) -> None:
     """Filter, de-duplicate and decontaminate a run: clean.jsonl, removed.jsonl, clean_summary.json."""
     from glan.post.clean import CleanSettings, clean_file
@@ -45,6 +49,8 @@ def clean(
         ngram=ngram,
         min_overlap=min_overlap,
         check_answers=check_answers,
+        semantic=semantic,
+        semantic_threshold=semantic_threshold,
     )
     summary = clean_file(source, run_dir / "clean.jsonl", run_dir / "removed.jsonl", settings)
     atomic_write_json(run_dir / "clean_summary.json", summary.model_dump(mode="json"))

