@@ -15,9 +15,10 @@ import asyncio
 import hashlib
 import random
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -41,6 +42,7 @@ from glan.store import ResponseCache
 from glan.taxonomy import Taxonomy
 
 TOPUP_ROUNDS = 3
+T = TypeVar("T")
 
 
 @dataclass
@@ -129,17 +131,10 @@ class Pipeline:
     # ---- the tree ------------------------------------------------------------------------
     async def _discipline(self, dp: DisciplinePlan) -> None:
         d = dp.discipline
-        prog = self.progress.stages["subjects"]
 
         async def one_sample(i: int) -> list[Subject]:
-            try:
-                return await subjects.list_subjects(self.clients["subjects"], d, i, self.cfg)
-            except RequestFailed as exc:
-                prog.failed += 1
-                self._failed("subjects", exc)
-                return []
-            finally:
-                prog.done += 1
+            listing = subjects.list_subjects(self.clients["subjects"], d, i, self.cfg)
+            return await self._attempt("subjects", listing) or []
 
         samples = await bounded_map(one_sample, list(range(dp.subject_samples)), dp.subject_samples)
         chosen = subjects.unique_subjects(samples)[: dp.subjects]
@@ -163,15 +158,10 @@ class Pipeline:
 
     async def _subject(self, item: tuple[int, int, Subject, int]) -> None:
         d_idx, s_idx, subject, quota = item
-        prog = self.progress.stages["syllabus"]
-        try:
-            syl = await syllabus.design_syllabus(self.clients["syllabus"], subject, self.cfg, 0)
-        except RequestFailed as exc:
-            prog.failed += 1
-            self._failed("syllabus", exc)
+        designed = syllabus.design_syllabus(self.clients["syllabus"], subject, self.cfg, 0)
+        syl = await self._attempt("syllabus", designed)
+        if syl is None:
             return
-        finally:
-            prog.done += 1
         if not syl.sessions:
             self.failures["syllabus"] += 1
             return
@@ -180,6 +170,18 @@ class Pipeline:
             syl, quota, self.cfg.questions.multi_ratio, self._rng(d_idx, s_idx)
         )
         await self._pairs(d_idx, s_idx, syl, plans)
+
+    async def _attempt(self, stage: str, call: Awaitable[T]) -> T | None:
+        """Await one stage's call; a request that gave up is counted and yields None."""
+        progress = self.progress.stages[stage]
+        try:
+            return await call
+        except RequestFailed as exc:
+            progress.failed += 1
+            self._failed(stage, exc)
+            return None
+        finally:
+            progress.done += 1
 
     def _failed(self, stage: str, exc: Exception) -> None:
         self.failures[stage] += 1
@@ -201,23 +203,15 @@ class Pipeline:
 
     async def _pair(self, d_idx: int, s_idx: int, syl: Syllabus, plan: QuestionPlan) -> None:
         """One question and its own answer: a failure here can never shift onto another pair."""
-        qp, ap = self.progress.stages["questions"], self.progress.stages["answers"]
-        try:
-            question = await questions.ask_question(self.clients["questions"], syl, plan, self.cfg)
-        except RequestFailed as exc:
-            qp.failed += 1
-            self._failed("questions", exc)
+        asked = questions.ask_question(self.clients["questions"], syl, plan, self.cfg)
+        question = await self._attempt("questions", asked)
+        if question is None:
             return
-        finally:
-            qp.done += 1
-        try:
-            reply = await answers.answer(self.clients["answers"], question, self.cfg)
-        except RequestFailed as exc:
-            ap.failed += 1
-            self._failed("answers", exc)
+        reply = await self._attempt(
+            "answers", answers.answer(self.clients["answers"], question, self.cfg)
+        )
+        if reply is None:
             return
-        finally:
-            ap.done += 1
         ident = hashlib.sha256(
             f"{self.cfg.seed}|{syl.discipline}|{syl.subject}|{plan.index}|{question}".encode()
         ).hexdigest()[:16]

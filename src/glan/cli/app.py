@@ -18,6 +18,16 @@ out = Console()
 Opt = typer.Option
 
 
+def endpoint_config(
+    backend: str | None, model: str | None, base_url: str | None, api_key_env: str | None
+):
+    """A config whose `llm` block is these endpoint options (None keeps the default)."""
+    from glan.config import load_config
+
+    options = {"backend": backend, "model": model, "base_url": base_url, "api_key_env": api_key_env}
+    return load_config(None, {f"llm.{k}": v for k, v in options.items()})
+
+
 def fail(message: str, code: int = 2) -> None:
     console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)

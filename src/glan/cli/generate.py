@@ -11,7 +11,7 @@ import typer
 from rich.live import Live
 from rich.table import Table
 
-from glan.cli.app import Opt, app, console, fail, out
+from glan.cli.app import Opt, app, console, endpoint_config, fail, out
 from glan.errors import UserError
 
 
@@ -165,18 +165,9 @@ def check(
 ) -> None:
     """Send one tiny request to an endpoint and say whether it works."""
     from glan.aio import run
-    from glan.config import load_config
     from glan.llm import ChatRequest, LLMClient, create_backend, user
 
-    cfg = load_config(
-        None,
-        {
-            "llm.backend": backend,
-            "llm.model": model,
-            "llm.base_url": base_url,
-            "llm.api_key_env": api_key_env,
-        },
-    )
+    cfg = endpoint_config(backend, model, base_url, api_key_env)
 
     async def ping() -> str:
         client = LLMClient(create_backend(cfg.llm, concurrency=1))

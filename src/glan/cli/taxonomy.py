@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from glan.cli.app import Opt, console, fail, out, taxonomy_app
+from glan.cli.app import Opt, console, endpoint_config, fail, out, taxonomy_app
 
 
 @taxonomy_app.command("build")
@@ -22,21 +22,12 @@ def taxonomy_build(
 ) -> None:
     """Draft a taxonomy with the model (several prompt wordings, merged) for people to review."""
     from glan.aio import run
-    from glan.config import load_config
     from glan.llm import LLMClient, create_backend
     from glan.stages.taxonomy_build import build_taxonomy
     from glan.store import ResponseCache
     from glan.taxonomy import save_taxonomy
 
-    cfg = load_config(
-        None,
-        {
-            "llm.backend": backend,
-            "llm.model": model,
-            "llm.base_url": base_url,
-            "llm.api_key_env": api_key_env,
-        },
-    )
+    cfg = endpoint_config(backend, model, base_url, api_key_env)
 
     async def draft():
         cache = ResponseCache(file.parent / f".{file.name}.cache.sqlite")
