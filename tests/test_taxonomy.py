@@ -1,0 +1,114 @@
+"""The taxonomy: the curated default, review votes, and the taxonomy commands."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+from typer.testing import CliRunner
+
+from glan.cli import app
+from glan.errors import UserError
+from glan.taxonomy import Taxonomy, load_taxonomy
+
+GROUPS = {
+    "academic_humanities",
+    "academic_social_science",
+    "academic_natural_science",
+    "academic_applied_science",
+    "academic_formal_science",
+    "industry_manufacturing",
+    "industry_services",
+    "industry_agriculture",
+    "general_capabilities",
+}
+
+
+def test_default_taxonomy_covers_the_glan_test_groups_and_general_capabilities():
+    tax = load_taxonomy()
+    kept = tax.disciplines()
+    assert len(kept) >= 126 and not tax.problems()
+    assert {d.group for d in kept} == GROUPS
+    capabilities = {d.subfield for d in kept if d.group == "general_capabilities"}
+    assert {"Writing", "Coding", "Reasoning", "Everyday Skills"} <= capabilities
+    assert min(Counter(d.group for d in kept).values()) >= 8
+
+
+def test_votes_decide_and_removal_takes_the_subtree():
+    tax = Taxonomy.model_validate(
+        {
+            "fields": [
+                {
+                    "name": "F",
+                    "subfields": [
+                        {
+                            "name": "S",
+                            "disciplines": [
+                                {
+                                    "name": "kept by majority",
+                                    "votes": {"a": "keep", "b": "keep", "c": "remove"},
+                                },
+                                {
+                                    "name": "removed by majority",
+                                    "votes": {"a": "remove", "b": "remove", "c": "keep"},
+                                },
+                                {"name": "tie keeps", "votes": {"a": "keep", "b": "remove"}},
+                                {
+                                    "name": "status overrides votes",
+                                    "status": "remove",
+                                    "votes": {"a": "keep"},
+                                },
+                            ],
+                        },
+                        {
+                            "name": "gone",
+                            "votes": {"a": "remove"},
+                            "disciplines": [{"name": "inside"}],
+                        },
+                    ],
+                },
+            ]
+        }
+    )
+    assert [d.name for d in tax.disciplines()] == ["kept by majority", "tie keeps"]
+
+
+def test_add_creates_missing_parents_and_refuses_duplicates():
+    tax = Taxonomy()
+    assert tax.add("New Field / New Sub / New Discipline") == "New Field/New Sub/New Discipline"
+    with pytest.raises(UserError, match="already"):
+        tax.add("New Field/New Sub/New Discipline")
+    with pytest.raises(UserError, match="FIELD/SUBFIELD/DISCIPLINE"):
+        tax.add("only/two")
+
+
+def test_taxonomy_commands(tmp_path):
+    runner = CliRunner()
+    shown = runner.invoke(app, ["taxonomy", "show"])
+    assert shown.exit_code == 0 and "Organic Chemistry" in shown.output
+    stats = runner.invoke(app, ["taxonomy", "stats"])
+    assert stats.exit_code == 0 and "kept disciplines: 153" in stats.output
+    assert "general_capabilities: 20" in stats.output
+    mine = tmp_path / "mine.yaml"
+    added = runner.invoke(
+        app,
+        [
+            "taxonomy",
+            "add",
+            "Applied Sciences/Engineering/Robotics",
+            "--file",
+            str(mine),
+            "--description",
+            "robots",
+        ],
+    )
+    assert added.exit_code == 0, added.output
+    reloaded = load_taxonomy(mine)
+    assert len(reloaded.disciplines()) == 154
+    robotics = next(d for d in reloaded.disciplines() if d.name == "Robotics")
+    assert robotics.description == "robots" and robotics.group == "academic_applied_science"
+    assert runner.invoke(app, ["taxonomy", "validate", str(mine)]).exit_code == 0
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("fields:\n- name: F\n  subfields: []\n- name: F\n  subfields: []\n")
+    result = runner.invoke(app, ["taxonomy", "validate", str(broken)])
+    assert result.exit_code == 2 and "appears twice" in result.output
