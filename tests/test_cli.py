@@ -46,25 +46,20 @@ def test_missing_taxonomy_file(tmp_path):
     assert_one_clear_line(proc, "nope.yaml")
 
 
-def test_malformed_yaml_names_file_and_line(tmp_path):
-    bad = tmp_path / "cfg.yaml"
-    bad.write_text("seed: 1\nllm:\n  backend: [openai\n")
-    proc = glan("generate", "--out", str(tmp_path / "o"), "-n", "5", "--config", str(bad))
-    assert_one_clear_line(proc, f"{bad}:", "malformed YAML")
-
-
-def test_unknown_config_key(tmp_path):
+@pytest.mark.parametrize(
+    ("content", "needles"),
+    [
+        ("seed: 1\nllm:\n  backend: [openai\n", ("cfg.yaml:", "malformed YAML")),
+        ("seed: 1\ntemprature: 0.5\n", ("unknown key 'temprature'",)),
+        ("concurrency: lots\n", ("concurrency",)),
+    ],
+    ids=["malformed YAML", "unknown key", "wrong type"],
+)
+def test_bad_config_file(tmp_path, content, needles):
     cfg = tmp_path / "cfg.yaml"
-    cfg.write_text("seed: 1\ntemprature: 0.5\n")
+    cfg.write_text(content)
     proc = glan("generate", "--out", str(tmp_path / "o"), "-n", "5", "--config", str(cfg))
-    assert_one_clear_line(proc, "unknown key 'temprature'")
-
-
-def test_wrong_type_in_config(tmp_path):
-    cfg = tmp_path / "cfg.yaml"
-    cfg.write_text("concurrency: lots\n")
-    proc = glan("generate", "--out", str(tmp_path / "o"), "-n", "5", "--config", str(cfg))
-    assert_one_clear_line(proc, "concurrency")
+    assert_one_clear_line(proc, *needles)
 
 
 def test_taxonomy_with_no_kept_discipline(tmp_path):
@@ -84,7 +79,12 @@ def test_output_path_that_is_a_file(tmp_path, fake_server):
     assert target.read_text() == "keep me"
 
 
-def test_invalid_url(tmp_path):
+@pytest.mark.parametrize(
+    ("url", "needle"),
+    [("localhost:1234", "invalid base URL"), ("http://127.0.0.1:9/v1", "cannot reach")],
+    ids=["invalid", "unreachable"],
+)
+def test_bad_url(tmp_path, url, needle):
     proc = glan(
         "generate",
         "--out",
@@ -94,24 +94,9 @@ def test_invalid_url(tmp_path):
         "--backend",
         "openai",
         "--base-url",
-        "localhost:1234",
+        url,
     )
-    assert_one_clear_line(proc, "invalid base URL")
-
-
-def test_unreachable_url(tmp_path):
-    proc = glan(
-        "generate",
-        "--out",
-        str(tmp_path / "o"),
-        "-n",
-        "5",
-        "--backend",
-        "openai",
-        "--base-url",
-        "http://127.0.0.1:9/v1",
-    )
-    assert_one_clear_line(proc, "cannot reach")
+    assert_one_clear_line(proc, needle)
 
 
 def test_missing_key_variable(tmp_path, fake_server):

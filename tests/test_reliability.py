@@ -134,10 +134,10 @@ def test_endpoint_that_never_recovers_stops_in_bounded_time_and_resumes(tmp_path
 
 def test_secrets_never_reach_files_or_messages(tmp_path):
     marker = "sk-glan-SECRET-MARKER-5f1e"
-    with FakeServer(api_key=marker) as server:
-        env = {**os.environ, "MY_KEY": marker}
-        out = tmp_path / "run"
-        ok = subprocess.run(
+    env = {**os.environ, "MY_KEY": marker}
+
+    def run(server: FakeServer, out: Path) -> subprocess.CompletedProcess:
+        return subprocess.run(
             [
                 sys.executable,
                 "-m",
@@ -161,32 +161,12 @@ def test_secrets_never_reach_files_or_messages(tmp_path):
             env=env,
             timeout=120,
         )
+
+    with FakeServer(api_key=marker) as server:
+        ok = run(server, tmp_path / "run")
         assert ok.returncode == 0, ok.stderr
         server.api_key = "something-else"  # now the key is refused: the error must not echo it
-        bad = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "glan",
-                "generate",
-                "--out",
-                str(tmp_path / "o2"),
-                "-n",
-                "10",
-                "--backend",
-                "openai",
-                "--base-url",
-                server.base_url,
-                "--model",
-                "m",
-                "--api-key-env",
-                "MY_KEY",
-            ],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=120,
-        )
+        bad = run(server, tmp_path / "o2")
         assert bad.returncode == 2
     for proc in (ok, bad):
         assert marker not in proc.stdout and marker not in proc.stderr
