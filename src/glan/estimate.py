@@ -9,6 +9,7 @@ from __future__ import annotations
 from pydantic import BaseModel
 
 from glan.config import STAGES, GenerateConfig
+from glan.llm.usage import Price
 from glan.planner import Plan
 
 
@@ -41,6 +42,8 @@ def estimate(plan: Plan, cfg: GenerateConfig) -> list[StageEstimate]:
         completion = min(completion, cfg.sampling_for(stage)["max_tokens"])
         p_tokens, c_tokens = int(calls[stage] * prompt), int(calls[stage] * completion)
         price = cfg.prices.get(model)
+        if price is None and settings.backend == "local":
+            price = Price()  # the embedded model costs nothing per token
         out.append(
             StageEstimate(
                 stage=stage,

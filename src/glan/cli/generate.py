@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.live import Live
@@ -14,8 +14,11 @@ from rich.table import Table
 from glan.cli.app import Opt, app, console, endpoint_config, fail, out
 from glan.errors import UserError
 
+if TYPE_CHECKING:
+    from glan.pipeline import RunProgress
 
-def _progress_table(progress: Any) -> Table:
+
+def _progress_table(progress: RunProgress) -> Table:
     elapsed = max(1e-6, time.monotonic() - progress.started)
     table = Table(box=None, pad_edge=False)
     for col in ("stage", "done/planned", "failed", "req/s", "tokens", "spend", "ETA"):
