@@ -174,12 +174,12 @@ def test_dry_run_spends_nothing(tmp_path, fake_server):
         "prices.fake-model.output=10",
     )
     assert proc.returncode == 0 and "answers" in proc.stdout and "1,000" in proc.stdout
-    assert "n/a" not in proc.stdout and "$" in proc.stdout  # priced per stage
+    assert "no price" not in proc.stdout and "$" in proc.stdout  # priced per stage
     assert fake_server.requests == 0 and not (tmp_path / "o").exists()
     unpriced = glan(
         "generate", "--out", str(tmp_path / "o"), "-n", "10", "--dry-run", *openai_args(fake_server)
     )
-    assert "n/a (no price)" in unpriced.stdout
+    assert "no price for fake-model" in unpriced.stdout
 
 
 def test_second_run_on_a_directory_in_use_is_refused(tmp_path, fake_server):

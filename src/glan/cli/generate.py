@@ -107,7 +107,7 @@ def generate(
             table.add_column(col, justify="left" if col in ("stage", "model") else "right")
         est = estimate(plan, cfg.adapted_to_local())
         for e in est:
-            cost = "n/a (no price)" if e.cost_usd is None else f"${e.cost_usd:,.2f}"
+            cost = "?" if e.cost_usd is None else f"${e.cost_usd:,.2f}"
             table.add_row(
                 e.stage,
                 e.model,
@@ -117,6 +117,14 @@ def generate(
                 cost,
             )
         out.print(table)
+        unpriced = sorted({e.model for e in est if e.cost_usd is None})
+        if unpriced:
+            out.print(
+                f"no price for {', '.join(unpriced)}: add prices: {{MODEL: {{input: USD_PER_1M, "
+                "output: USD_PER_1M}} to the config, or --set prices.MODEL.input=...",
+                highlight=False,
+                soft_wrap=True,
+            )
         return
     progress = RunProgress()
     pipeline = Pipeline(cfg, tax, out_dir, n, progress)
