@@ -15,6 +15,7 @@ import asyncio
 import hashlib
 import random
 import time
+from collections import Counter
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -236,6 +237,7 @@ class Pipeline:
             ),
         )
         self.records.add("instructions", _ordinal(d_idx, s_idx, plan.index), record.model_dump())
+        self.strategies[plan.strategy] += 1
 
     async def _top_up(self) -> None:
         """Failed items leave a deficit: give it to subjects that have syllabi, as extra
@@ -245,12 +247,14 @@ class Pipeline:
             deficit = self.target - self.records.count("instructions")
             if deficit <= 0:
                 return
-            syllabi = [Syllabus.model_validate_json(b) for b in self.records.iter_bodies("syllabi")]
-            ordinals = [tuple(int(p) for p in o) for o in self._syllabus_ordinals()]
+            syllabi = [
+                (*(int(part) for part in ordinal.split(".")), Syllabus.model_validate_json(body))
+                for ordinal, body in self.records.iter_items("syllabi")
+            ]
             if not syllabi:
                 return
             extras = split_evenly(deficit, [1.0] * len(syllabi))
-            for (d_idx, s_idx), syl, extra in zip(ordinals, syllabi, extras, strict=True):
+            for (d_idx, s_idx, syl), extra in zip(syllabi, extras, strict=True):
                 if extra == 0:
                     continue
                 base = quotas.get((d_idx, s_idx), 0) + self.topped_up.get((d_idx, s_idx), 0)
@@ -262,11 +266,6 @@ class Pipeline:
                 self.progress.stages["answers"].planned += len(plans)
                 await self._pairs(d_idx, s_idx, syl, plans)
 
-    def _syllabus_ordinals(self) -> list[list[str]]:
-        self.records.flush()
-        rows = self.records._conn.execute("SELECT ordinal FROM syllabi ORDER BY ordinal")
-        return [r[0].split(".") for r in rows]
-
     # ---- the run -------------------------------------------------------------------------
     async def run(self) -> RunResult:
         prepare_out_dir(self.out_dir)
@@ -274,7 +273,8 @@ class Pipeline:
             self._check_compatible()
             cache = ResponseCache(self.out_dir / "glan.sqlite")
             self.clients = self._make_clients(cache)
-            clients = list({id(c): c for c in self.clients.values()}.values())
+            # Stages sharing an endpoint share one client: each is opened and closed once.
+            clients = self.endpoints = list({id(c): c for c in self.clients.values()}.values())
             try:
                 # Fail on a wrong URL or key before anything in the directory is touched.
                 for client in clients:
@@ -287,6 +287,7 @@ class Pipeline:
             self.records = RecordStore(self.out_dir / "glan.sqlite")
             self.records.reset()
             self.failures = {s: 0 for s in STAGES}
+            self.strategies: Counter[str] = Counter()
             self.failure_examples: dict[str, list[str]] = {}
             self.topped_up: dict[tuple[int, int], int] = {}
             self.subject_quotas: dict[tuple[int, int], int] = {}
@@ -326,17 +327,14 @@ class Pipeline:
             }
         else:
             counts = previous
-        stats = [c.stats for c in {id(c): c for c in self.clients.values()}.values()]  # unique
-        strategies = {"single": 0, "multi": 0}
-        for body in self.records.iter_bodies("instructions"):
-            strategies["multi" if b'"strategy":"multi"' in body else "single"] += 1
+        stats = [c.stats for c in self.endpoints]
         manifest = {
             "glan_version": __version__,
             "status": status,
             "target": self.target,
             "seed": self.cfg.seed,
             "counts": counts,
-            "strategies": strategies,
+            "strategies": {"single": self.strategies["single"], "multi": self.strategies["multi"]},
             "planned_calls": self.plan.calls(self.cfg.subjects_mode == "two_turn"),
             "disciplines": len(self.plan.disciplines),
             "failures": self.failures,

@@ -131,13 +131,13 @@ class RecordStore:
         self.flush()
         return self._conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
 
-    def iter_bodies(self, table: str, prefix: str = "") -> Iterator[bytes]:
+    def iter_items(self, table: str) -> Iterator[tuple[str, bytes]]:
+        """(ordinal, body) pairs in tree order."""
         self.flush()
-        cursor = self._conn.execute(
-            f"SELECT body FROM {table} WHERE ordinal >= ? AND ordinal < ? ORDER BY ordinal",
-            (prefix, prefix + "\uffff"),
-        )
-        for (body,) in cursor:
+        yield from self._conn.execute(f"SELECT ordinal, body FROM {table} ORDER BY ordinal")
+
+    def iter_bodies(self, table: str) -> Iterator[bytes]:
+        for _, body in self.iter_items(table):
             yield body
 
     def export_jsonl(self, table: str, path: Path) -> int:

@@ -226,6 +226,11 @@ class FakeServer:
     async def _fault(
         self, fault: str, request: web.Request, body: dict[str, Any]
     ) -> web.StreamResponse | None:
+        wants_json = (
+            bool(body.get("response_format")) or "JSON schema" in body["messages"][-1]["content"]
+        )
+        if fault in ("malformed", "schema_invalid") and not wants_json:
+            return None  # a free-text request has no JSON to break: answer normally
         self._count(fault)
         if fault in ("500", "503"):
             return web.json_response({"error": {"message": "server error"}}, status=int(fault))
@@ -244,12 +249,6 @@ class FakeServer:
             return web.Response(status=500)
         if fault == "garbage":
             return web.Response(text="<html>upstream proxy error</html>", content_type="text/html")
-        wants_json = (
-            bool(body.get("response_format")) or "JSON schema" in body["messages"][-1]["content"]
-        )
-        if fault in ("malformed", "schema_invalid") and not wants_json:
-            self.by_status[fault] -= 1
-            return None  # a free-text request has no JSON to break: answer normally
         if fault == "malformed":
             return self._completion(body, '{"this is": not json at all', "stop")
         if fault == "schema_invalid":
