@@ -140,7 +140,13 @@ def test_adding_a_discipline_pays_only_for_the_new_node(fake_server, tmp_path):
     cfg = config_for(fake_server)
     generate(tmp_path / "run", 10, cfg, small_taxonomy("Optics", "Acoustics"))
     before = fake_server.requests
-    generate(tmp_path / "run", 15, cfg, small_taxonomy("Optics", "Acoustics", "Plasma Physics"))
+    generate(
+        tmp_path / "run",
+        15,
+        cfg,
+        small_taxonomy("Optics", "Acoustics", "Plasma Physics"),
+        update=True,
+    )
     # One subject listing, one syllabus, five questions and five answers for the new node.
     assert fake_server.requests - before == 1 + 1 + 5 + 5
     records = read_jsonl(tmp_path / "run" / "instructions.jsonl")

@@ -17,10 +17,22 @@ def generate(
     config: GenerateConfig | None = None,
     taxonomy: Taxonomy | None = None,
     progress: RunProgress | None = None,
+    update: bool = False,
+    shard: tuple[int, int] | None = None,
 ) -> RunResult:
-    """Make `n` instruction pairs into `out_dir` (resuming whatever a previous run left there)."""
+    """Make `n` instruction pairs into `out_dir`, resuming whatever a previous run left there.
+
+    `update`: the directory was made with another taxonomy or other stage settings; keep what
+    still fits and re-make what changed (refused otherwise). `shard=(i, k)`: make only the i-th
+    of k disjoint sets of disciplines (merge the shards with `merge_shards`)."""
     pipeline = Pipeline(
-        config or GenerateConfig(), taxonomy or load_taxonomy(), Path(out_dir), n, progress
+        config or GenerateConfig(),
+        taxonomy or load_taxonomy(),
+        Path(out_dir),
+        n,
+        progress,
+        update=update,
+        shard=shard,
     )
     return run(pipeline.run())
 

@@ -13,7 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from glan.errors import UserError
-from glan.llm.settings import BackendSettings
+from glan.llm.settings import BACKEND_KINDS, BackendSettings, LocalSettings, OpenAISettings
 from glan.llm.usage import Price
 
 StageName = Literal["subjects", "syllabus", "questions", "answers"]
@@ -41,8 +41,9 @@ STAGE_DEFAULTS: dict[str, dict[str, float | int]] = {
     "questions": {"temperature": 1.0, "top_p": 0.95, "max_tokens": 768},
     "answers": {"temperature": 0.7, "top_p": 0.95, "max_tokens": 1536},
 }
-# The 135M embedded model is slow and terse: smaller syllabi and replies keep a laptop run short.
-LOCAL_MAX_TOKENS = {"subjects": 1024, "syllabus": 1024, "questions": 256, "answers": 384}
+# The 135M embedded model is slow and loops when left to run on: smaller syllabi and replies keep
+# a laptop run short. Only that model gets these; any other local GGUF gets the normal sizes.
+TINY_MAX_TOKENS = {"subjects": 1024, "syllabus": 1024, "questions": 256, "answers": 384}
 
 
 class PlanSettings(BaseModel):
@@ -89,7 +90,7 @@ class GenerateConfig(BaseModel):
 
     seed: int = 0
     concurrency: int = Field(32, ge=1)
-    llm: BackendSettings = Field(default_factory=BackendSettings)
+    llm: BackendSettings = Field(default_factory=LocalSettings)
     stages: dict[StageName, StageSettings] = Field(default_factory=dict)
     subjects_mode: Literal["structured", "two_turn"] = Field(
         "structured",
@@ -106,28 +107,39 @@ class GenerateConfig(BaseModel):
     breaker_failures: int = Field(20, ge=1)
     breaker_window_s: float = Field(120.0, gt=0)
 
-    def backend_for(self, stage: StageName) -> BackendSettings:
+    def backend_for(self, stage: StageName) -> LocalSettings | OpenAISettings:
+        """The `llm` block with the stage's overrides; a stage may switch to another kind."""
         override = self.stages.get(stage, StageSettings())
         fields = {
             name: getattr(override, name)
-            for name in ("backend", "model", "base_url", "api_key_env")
+            for name in ("model", "base_url", "api_key_env")
             if getattr(override, name) is not None
         }
-        return self.llm.model_copy(update=fields)
+        base = self.llm
+        if override.backend is not None and override.backend != base.backend:
+            base = BACKEND_KINDS[override.backend]()
+        unknown = set(fields) - set(type(base).model_fields)
+        if unknown:
+            raise UserError(
+                f"stages.{stage}: {', '.join(sorted(unknown))} does not apply to the "
+                f"{base.backend} backend"
+            )
+        return base.model_copy(update=fields)
 
     def sampling_for(self, stage: StageName) -> dict[str, float | int]:
         override = self.stages.get(stage, StageSettings())
         values = dict(STAGE_DEFAULTS[stage])
-        if self.backend_for(stage).backend == "local":
-            values["max_tokens"] = LOCAL_MAX_TOKENS[stage]
+        if self.backend_for(stage).tiny:
+            values["max_tokens"] = TINY_MAX_TOKENS[stage]
         for name in ("temperature", "top_p", "max_tokens"):
             if getattr(override, name) is not None:
                 values[name] = getattr(override, name)
         return values
 
-    def adapted_to_local(self) -> GenerateConfig:
-        """Shrink unset syllabus sizes when every stage runs on the embedded model."""
-        if any(self.backend_for(s).backend != "local" for s in STAGES):
+    def adapted(self) -> GenerateConfig:
+        """Shrink unset syllabus and listing sizes when every stage runs on the embedded tiny
+        model (a 135M model cannot write a 30-session syllabus); other models keep the paper's."""
+        if not all(self.backend_for(s).tiny for s in STAGES):
             return self
         syllabus = self.syllabus
         if "min_sessions" not in syllabus.model_fields_set:
@@ -140,6 +152,26 @@ class GenerateConfig(BaseModel):
         if "subjects_per_call" not in plan.model_fields_set:
             plan = plan.model_copy(update={"subjects_per_call": 4})
         return self.model_copy(update={"syllabus": syllabus, "plan": plan, "concurrency": 1})
+
+    def stage_inputs(self) -> dict[str, Any]:
+        """What shapes each stage's records, for telling a resumable re-run from one that
+        would silently change the data (glan.run.rundir compares these)."""
+
+        def stage(name: StageName, extra: dict[str, Any]) -> dict[str, Any]:
+            return {
+                "endpoint": list(self.backend_for(name).identity()),
+                "sampling": self.sampling_for(name),
+                **extra,
+            }
+
+        return {
+            "seed": self.seed,
+            "plan": self.plan.model_dump(),
+            "subjects": stage("subjects", {"mode": self.subjects_mode}),
+            "syllabus": stage("syllabus", {"sizes": self.syllabus.model_dump()}),
+            "questions": stage("questions", {"settings": self.questions.model_dump()}),
+            "answers": stage("answers", {}),
+        }
 
 
 def _first_error(exc: ValidationError, source: str) -> str:

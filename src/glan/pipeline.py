@@ -1,67 +1,45 @@
-"""The GLAN pipeline: taxonomy -> subjects -> syllabi -> questions -> answers, streamed.
+"""The GLAN pipeline: plan, clients, the tree walk and publishing, for one run directory.
 
-Work flows down the tree under run-wide bounds sized to the concurrency: open disciplines, open
-subjects (a syllabus in flight or questions being asked) and pairs in flight. Stages overlap
-(one subject's questions are asked while another's syllabus is in flight), the endpoint stays
-busy however the target is spread, and memory stays flat whatever N is. Every call
-goes through the response cache, so re-running a command after a crash replays answered
-requests for free and sends only what is missing; the run is a function of (config, taxonomy,
-seed) and the replies.
+Each stage is a request builder and a reply parser (glan.stages); the walk (glan.tree.walk)
+decides what to ask and replaces failures in the stream; this module sends the requests through
+one LLM client per endpoint (cache, admission, validation) and keeps the run directory
+(glan.run.rundir) and its staged state (glan.run.state). A re-run reads the state and asks only
+what is missing; the run is a function of (config, taxonomy, seed) and the replies.
 """
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
-import random
 import time
-from collections import Counter
-from collections.abc import Awaitable
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-import orjson
-
 from glan import __version__
-from glan.aio import bounded_map
 from glan.config import STAGES, GenerateConfig, StageName
 from glan.errors import UserError
-from glan.llm import AdmissionSettings, LLMClient, RequestFailed, UsageLedger, create_backend
-from glan.llm.admission import raise_if_never_answered
-from glan.planner import DisciplinePlan, Plan, make_plan, split_evenly
-from glan.records import ChatTurn, Instruction, InstructionMeta, QuestionPlan, Subject, Syllabus
-from glan.runstate import (
-    RecordStore,
-    atomic_write_json,
-    atomic_write_text,
-    prepare_out_dir,
-    run_lock,
+from glan.llm import (
+    AdmissionSettings,
+    ChatRequest,
+    ChatResponse,
+    LLMClient,
+    RequestFailed,
+    UsageLedger,
+    create_backend,
 )
-from glan.stages import answers, questions, subjects, syllabus
+from glan.llm.admission import raise_if_never_answered
+from glan.planner import Plan, make_plan
+from glan.run.rundir import RunDir
+from glan.runstate import atomic_write_text
+from glan.stages.errors import Rejected
 from glan.store import ResponseCache
 from glan.taxonomy import Taxonomy
+from glan.tree.progress import RunProgress, StageProgress
+from glan.tree.walk import GaveUp, TreeWalk
 
-TOPUP_ROUNDS = 3
 T = TypeVar("T")
 
-
-@dataclass
-class StageProgress:
-    planned: int = 0
-    done: int = 0
-    failed: int = 0
-
-
-@dataclass
-class RunProgress:
-    """Live counters the CLI draws; updated by the pipeline as replies arrive."""
-
-    stages: dict[str, StageProgress] = field(
-        default_factory=lambda: {s: StageProgress() for s in STAGES}
-    )
-    started: float = field(default_factory=time.monotonic)
-    usage: UsageLedger | None = None
+__all__ = ["Pipeline", "RunProgress", "RunResult", "StageProgress"]
 
 
 @dataclass
@@ -72,10 +50,6 @@ class RunResult:
     manifest: dict[str, Any]
 
 
-def _ordinal(*parts: int) -> str:
-    return ".".join(f"{p:06d}" for p in parts)
-
-
 class Pipeline:
     def __init__(
         self,
@@ -84,23 +58,34 @@ class Pipeline:
         out_dir: Path,
         target: int,
         progress: RunProgress | None = None,
+        update: bool = False,
+        shard: tuple[int, int] | None = None,
     ) -> None:
         if target <= 0:
             raise UserError(f"-n must be a positive number of pairs, got {target}")
-        self.cfg = config.adapted_to_local()
+        self.cfg = config.adapted()
         self.taxonomy = taxonomy
         disciplines = taxonomy.disciplines()
         if not disciplines:
             raise UserError("the taxonomy keeps no discipline: nothing to generate")
-        self.plan: Plan = make_plan(target, disciplines, self.cfg)
+        self.full_plan: Plan = make_plan(target, disciplines, self.cfg)
+        self.plan = self.full_plan if shard is None else self.full_plan.shard(*shard)
+        self.shard = shard
         self.out_dir = out_dir
         self.target = target
+        self.update = update
         self.progress = progress or RunProgress()
+        self.progress.target = sum(d.quota for d in self.plan.disciplines)
         self.usage = UsageLedger(self.cfg.prices)
         self.progress.usage = self.usage
         calls = self.plan.calls(self.cfg.subjects_mode == "two_turn")
         for stage, n in calls.items():
             self.progress.stages[stage].planned = n
+        self.failure_examples: dict[str, list[str]] = {}
+
+    def inputs(self) -> dict[str, Any]:
+        """What shapes this run's records (compared on every re-run: glan.run.rundir)."""
+        return {"taxonomy": self.taxonomy.fingerprint(), **self.cfg.stage_inputs()}
 
     # ---- clients -------------------------------------------------------------------------
     def _make_clients(self, cache: ResponseCache) -> dict[StageName, LLMClient]:
@@ -111,260 +96,162 @@ class Pipeline:
             breaker_failures=self.cfg.breaker_failures,
             breaker_window_s=self.cfg.breaker_window_s,
         )
-        by_identity: dict[tuple, LLMClient] = {}
+        by_identity: dict[tuple[str, ...], LLMClient] = {}
         clients: dict[StageName, LLMClient] = {}
         for stage in STAGES:
             settings = self.cfg.backend_for(stage)
             key = settings.identity()
             if key not in by_identity:
                 backend = create_backend(settings, concurrency=self.cfg.concurrency)
+                limit = min(admission.concurrency, backend.max_concurrency)
                 by_identity[key] = LLMClient(
                     backend,
                     cache=cache,
-                    admission=admission.model_copy(
-                        update={"concurrency": min(admission.concurrency, backend.max_concurrency)}
-                    ),
+                    admission=admission.model_copy(update={"concurrency": limit}),
                     usage=self.usage,
                 )
             clients[stage] = by_identity[key]
         return clients
 
-    # ---- the tree ------------------------------------------------------------------------
-    async def _discipline(self, dp: DisciplinePlan) -> None:
-        d = dp.discipline
+    async def ask(
+        self, stage: StageName, request: ChatRequest, parse: Callable[[ChatResponse], T]
+    ) -> T | GaveUp:
+        """Send one unit's request; the parsed record, or GaveUp (counted, with examples)."""
+        result: list[T] = []
+        rejected = self.progress.rejected
 
-        async def one_sample(i: int) -> list[Subject]:
-            listing = subjects.list_subjects(self.clients["subjects"], d, i, self.cfg)
-            return await self._attempt("subjects", listing) or []
+        def check(reply: ChatResponse) -> str | None:
+            try:
+                result.append(parse(reply))
+            except Rejected as exc:
+                rejected[(stage, exc.kind)] += 1
+                return str(exc)
+            return None
 
-        samples = await bounded_map(one_sample, list(range(dp.subject_samples)), dp.subject_samples)
-        chosen = subjects.unique_subjects(samples)[: dp.subjects]
-        self.progress.stages["syllabus"].planned -= dp.subjects - len(chosen)
-        if not chosen:
-            return
-        for s_idx, subject in enumerate(chosen):
-            self.records.add("subjects", _ordinal(dp.index, s_idx), subject.model_dump())
-        quotas = split_evenly(dp.quota, [1.0] * len(chosen))
-        for s_idx, q in enumerate(quotas):
-            self.subject_quotas[(dp.index, s_idx)] = q
-        work = [
-            (dp.index, s_idx, subj, q)
-            for s_idx, (subj, q) in enumerate(zip(chosen, quotas, strict=True))
-        ]
-        await bounded_map(self._open_subject, work, len(work))
-
-    async def _open_subject(self, item: tuple[int, int, Subject, int]) -> None:
-        async with self.subject_slots:
-            await self._subject(item)
-
-    async def _subject(self, item: tuple[int, int, Subject, int]) -> None:
-        d_idx, s_idx, subject, quota = item
-        designed = syllabus.design_syllabus(self.clients["syllabus"], subject, self.cfg, 0)
-        syl = await self._attempt("syllabus", designed)
-        if syl is None:
-            return
-        if not syl.sessions:
-            self.failures["syllabus"] += 1
-            return
-        self.records.add("syllabi", _ordinal(d_idx, s_idx), syl.model_dump())
-        plans = questions.plan_questions(
-            syl, quota, self.cfg.questions.multi_ratio, self._rng(d_idx, s_idx)
-        )
-        await self._pairs(d_idx, s_idx, syl, plans)
-
-    async def _attempt(self, stage: str, call: Awaitable[T]) -> T | None:
-        """Await one stage's call; a request that gave up is counted and yields None."""
         progress = self.progress.stages[stage]
         try:
-            return await call
+            await self.clients[stage].chat(request, check)
         except RequestFailed as exc:
             progress.failed += 1
-            self._failed(stage, exc)
-            return None
+            examples = self.failure_examples.setdefault(stage, [])
+            if len(examples) < 3:
+                examples.append(str(exc)[:300])
+            return GaveUp(exc.permanent)
         finally:
             progress.done += 1
-
-    def _failed(self, stage: str, exc: Exception) -> None:
-        self.failures[stage] += 1
-        examples = self.failure_examples.setdefault(stage, [])
-        if len(examples) < 3:
-            examples.append(str(exc)[:300])
-
-    def _rng(self, d_idx: int, s_idx: int) -> random.Random:
-        return random.Random(f"{self.cfg.seed}|{d_idx}|{s_idx}")
-
-    async def _pairs(
-        self, d_idx: int, s_idx: int, syl: Syllabus, plans: list[QuestionPlan]
-    ) -> None:
-        async def pair(plan: QuestionPlan) -> None:
-            async with self.pair_slots:
-                await self._pair(d_idx, s_idx, syl, plan)
-
-        await bounded_map(pair, plans, self.cfg.concurrency)
-
-    async def _pair(self, d_idx: int, s_idx: int, syl: Syllabus, plan: QuestionPlan) -> None:
-        """One question and its own answer: a failure here can never shift onto another pair."""
-        asked = questions.ask_question(self.clients["questions"], syl, plan, self.cfg)
-        question = await self._attempt("questions", asked)
-        if question is None:
-            return
-        reply = await self._attempt(
-            "answers", answers.answer(self.clients["answers"], question, self.cfg)
-        )
-        if reply is None:
-            return
-        ident = hashlib.sha256(
-            f"{self.cfg.seed}|{syl.discipline}|{syl.subject}|{plan.index}|{question}".encode()
-        ).hexdigest()[:16]
-        record = Instruction(
-            id=ident,
-            messages=[
-                ChatTurn(role="user", content=question),
-                ChatTurn(role="assistant", content=reply.text),
-            ],
-            meta=InstructionMeta(
-                field=syl.field,
-                subfield=syl.subfield,
-                discipline=syl.discipline,
-                subject=syl.subject,
-                level=syl.level,
-                sessions=[syl.sessions[i].title for i in plan.session_ids],
-                concepts=list(plan.concepts),
-                strategy=plan.strategy,
-                question_model=self.clients["questions"].backend.model,
-                answer_model=self.clients["answers"].backend.model,
-                answer_finish_reason=reply.finish_reason,
-            ),
-        )
-        self.records.add("instructions", _ordinal(d_idx, s_idx, plan.index), record.model_dump())
-        self.strategies[plan.strategy] += 1
-
-    async def _top_up(self) -> None:
-        """Failed items leave a deficit: give it to subjects that have syllabi, as extra
-        questions beyond their planned ones (new combinations, never repeated ones)."""
-        quotas = self.subject_quotas
-        for _ in range(TOPUP_ROUNDS):
-            deficit = self.target - self.records.count("instructions")
-            if deficit <= 0:
-                return
-            syllabi = [
-                (*(int(part) for part in ordinal.split(".")), Syllabus.model_validate_json(body))
-                for ordinal, body in self.records.iter_items("syllabi")
-            ]
-            if not syllabi:
-                return
-            extras = split_evenly(deficit, [1.0] * len(syllabi))
-            for (d_idx, s_idx, syl), extra in zip(syllabi, extras, strict=True):
-                if extra == 0:
-                    continue
-                base = quotas.get((d_idx, s_idx), 0) + self.topped_up.get((d_idx, s_idx), 0)
-                plans = questions.plan_questions(
-                    syl, base + extra, self.cfg.questions.multi_ratio, self._rng(d_idx, s_idx)
-                )[base:]
-                self.topped_up[(d_idx, s_idx)] = base + extra - quotas.get((d_idx, s_idx), 0)
-                self.progress.stages["questions"].planned += len(plans)
-                self.progress.stages["answers"].planned += len(plans)
-                await self._pairs(d_idx, s_idx, syl, plans)
+        return result[-1]
 
     # ---- the run -------------------------------------------------------------------------
     async def run(self) -> RunResult:
-        prepare_out_dir(self.out_dir)
-        with run_lock(self.out_dir):
-            self._check_compatible()
+        run_dir = RunDir(self.out_dir)
+        with run_dir.opened():
+            inputs = self.inputs()
+            stale = run_dir.changed_stages(inputs, self.update)
+            self.previous_manifest = run_dir.read_manifest()
             cache = ResponseCache(self.out_dir / "glan.sqlite")
             self.clients = self._make_clients(cache)
             # Stages sharing an endpoint share one client: each is opened and closed once.
-            clients = self.endpoints = list({id(c): c for c in self.clients.values()}.values())
+            self.endpoints = list({id(c): c for c in self.clients.values()}.values())
             try:
                 # Fail on a wrong URL or key before anything in the directory is touched.
-                for client in clients:
+                for client in self.endpoints:
                     await client.ensure_ready()
             except BaseException:
-                for client in clients:
+                for client in self.endpoints:
                     await client.aclose()
                 cache.close()
                 raise
-            self.records = RecordStore(self.out_dir / "glan.sqlite")
-            self.records.reset()
-            self.failures = {s: 0 for s in STAGES}
-            self.strategies: Counter[str] = Counter()
-            self.failure_examples: dict[str, list[str]] = {}
-            self.topped_up: dict[tuple[int, int], int] = {}
-            self.subject_quotas: dict[tuple[int, int], int] = {}
-            conc = self.cfg.concurrency
-            # Enough open work to fill `conc` slots at every stage, and no more (flat memory).
-            self.subject_slots = asyncio.Semaphore(max(4, 2 * conc))
-            self.pair_slots = asyncio.Semaphore(max(2, 2 * conc))
+            state = run_dir.state()
+            for stage in stale[:1]:  # dropping a stage drops everything below it too
+                state.invalidate(stage)
+            run_dir.record_inputs(inputs)
+            atomic_write_text(self.out_dir / "taxonomy.yaml", self.taxonomy.to_yaml())
+            models = {s: self.clients[s].backend.model for s in STAGES}
+            walk = TreeWalk(self.plan, self.cfg, state, self.ask, models, self.progress)
             started = time.time()
             status = "stopped"
-            atomic_write_text(self.out_dir / "taxonomy.yaml", self.taxonomy.to_yaml())
             try:
-                await bounded_map(self._discipline, self.plan.disciplines, max(2, conc))
-                await self._top_up()
-                for client in clients:
+                await walk.run()
+                for client in self.endpoints:
                     raise_if_never_answered(client.breaker, client.backend.endpoint_id)
                 status = "complete"
             finally:
-                for client in clients:
+                for client in self.endpoints:
                     await client.aclose()
-                manifest = self._finish(status, started)
-                cache.close()
-                self.records.close()
+                try:
+                    manifest = self._finish(run_dir, state, status, started)
+                finally:
+                    cache.close()
+                    state.close()
             return RunResult(
                 self.out_dir, manifest["counts"]["instructions"], self.target, manifest
             )
 
-    def _finish(self, status: str, started: float) -> dict[str, Any]:
-        """Publish the outputs and the manifest. A stopped run publishes what it staged only if
-        that is not less than what is already published: a resume that fails early (endpoint
-        still down) must not replace a good partial output with a smaller one."""
-        previous = (self.previous_manifest or {}).get("counts") or {}
-        staged = self.records.count("instructions")
-        if status == "complete" or staged >= previous.get("instructions", 0):
-            counts = {
-                table: self.records.export_jsonl(table, self.out_dir / f"{table}.jsonl")
-                for table in ("subjects", "syllabi", "instructions")
-            }
+    def _finish(self, run_dir: RunDir, state: Any, status: str, started: float) -> dict[str, Any]:
+        """Publish the outputs and the manifest. Every staged unit survives in the state, so a
+        stopped run publishes what it has; a finished re-run with nothing new rewrites nothing."""
+        previous = self.previous_manifest or {}
+        unchanged = (
+            state.writes == 0
+            and previous.get("status") == "complete"
+            and previous.get("target") == self.target
+            and status == "complete"
+            and previous.get("inputs") == self.inputs()
+        )
+        if unchanged:
+            published = {"counts": previous["counts"], "strategies": previous["strategies"]}
         else:
-            counts = previous
+            published = run_dir.publish(self.plan, dict.fromkeys(self._paths(), state))
         stats = [c.stats for c in self.endpoints]
+        this_run = self.usage.as_dict()
+        usage = merge_usage(previous.get("usage") or {}, this_run)
+        failures = {s: p.failed for s, p in self.progress.stages.items()}
         manifest = {
             "glan_version": __version__,
             "status": status,
             "target": self.target,
             "seed": self.cfg.seed,
-            "counts": counts,
-            "strategies": {"single": self.strategies["single"], "multi": self.strategies["multi"]},
+            "shard": list(self.shard) if self.shard else None,
+            **published,
             "planned_calls": self.plan.calls(self.cfg.subjects_mode == "two_turn"),
             "disciplines": len(self.plan.disciplines),
-            "failures": self.failures,
+            "resumed_pairs": self.progress.resumed_pairs,
+            "failures": failures,
             "failure_examples": self.failure_examples,
+            "rejected_replies": {
+                f"{s}.{k}": n for (s, k), n in sorted(self.progress.rejected.items())
+            },
             "retries": sum(s.retries for s in stats),
             "rate_limited": sum(s.rate_limited for s in stats),
             "concurrency_cuts": sum(s.cuts for s in stats),
-            "usage": self.usage.as_dict(),
-            "cost_usd": round(self.usage.total().cost_usd, 6),
+            "usage": usage,
+            "cost_usd": round(sum_cost(usage), 6),
+            "usage_this_invocation": this_run,
             "taxonomy_fingerprint": self.taxonomy.fingerprint(),
+            "inputs": self.inputs(),
             "config": self.cfg.model_dump(mode="json"),
             "started_at": started,
             "elapsed_s": round(time.time() - started, 3),
         }
-        atomic_write_json(self.out_dir / "manifest.json", manifest)
+        run_dir.write_manifest(manifest)
         return manifest
 
-    def _check_compatible(self) -> None:
-        """A directory holds one run's data; a different seed there would mix two runs."""
-        path = self.out_dir / "manifest.json"
-        self.previous_manifest: dict[str, Any] | None = None
-        if not path.exists():
-            return
-        try:
-            previous = self.previous_manifest = orjson.loads(path.read_bytes())
-        except orjson.JSONDecodeError:
-            return
-        if previous.get("seed") != self.cfg.seed:
-            raise UserError(
-                f"{self.out_dir} holds a run made with seed {previous.get('seed')}, not "
-                f"{self.cfg.seed}: pass --seed {previous.get('seed')} to resume it, "
-                "or choose a new --out to start fresh"
-            )
+    def _paths(self) -> list[str]:
+        return [d.discipline.path for d in self.plan.disciplines]
+
+
+def merge_usage(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """Per (stage, model) usage rows added up: the manifest counts every invocation's spend."""
+    out: dict[str, Any] = {
+        stage: {m: dict(r) for m, r in rows.items()} for stage, rows in a.items()
+    }
+    for stage, rows in b.items():
+        for model, row in rows.items():
+            into = out.setdefault(stage, {}).setdefault(model, {})
+            for key, value in row.items():
+                into[key] = into.get(key, 0) + value
+    return out
+
+
+def sum_cost(usage: dict[str, Any]) -> float:
+    return sum(row.get("cost_usd", 0.0) for rows in usage.values() for row in rows.values())

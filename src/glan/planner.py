@@ -35,6 +35,15 @@ class Plan(BaseModel):
     target: int
     disciplines: list[DisciplinePlan]
 
+    def shard(self, index: int, count: int) -> Plan:
+        """The disciplines of shard `index` of `count`, chosen by a stable hash of the
+        discipline's path (never Python's per-process hash()): shards run apart, each with its
+        own state, and merge in tree order into the whole run's records."""
+        if not 0 <= index < count:
+            raise ValueError(f"shard {index} of {count} does not exist")
+        mine = [d for d in self.disciplines if shard_of(d.discipline.path, count) == index]
+        return Plan(target=sum(d.quota for d in mine), disciplines=mine)
+
     def calls(self, two_turn: bool = False) -> dict[str, int]:
         samples = sum(d.subject_samples for d in self.disciplines)
         return {
@@ -43,6 +52,10 @@ class Plan(BaseModel):
             "questions": self.target,
             "answers": self.target,
         }
+
+
+def shard_of(path: str, count: int) -> int:
+    return int.from_bytes(hashlib.sha256(path.encode()).digest()[:8], "big") % count
 
 
 def split_evenly(total: int, weights: list[float]) -> list[int]:

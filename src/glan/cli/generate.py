@@ -105,7 +105,7 @@ def generate(
         table = Table(title=f"plan for {n:,} pairs over {len(plan.disciplines)} disciplines")
         for col in ("stage", "model", "calls", "prompt tokens", "completion tokens", "cost"):
             table.add_column(col, justify="left" if col in ("stage", "model") else "right")
-        est = estimate(plan, cfg.adapted_to_local())
+        est = estimate(plan, cfg.adapted())
         for e in est:
             cost = "?" if e.cost_usd is None else f"${e.cost_usd:,.2f}"
             table.add_row(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 from glan.llm.admission import (
     AdaptiveLimiter,
@@ -29,6 +30,9 @@ REASK_JSON = (
     "complete and matching the schema."
 )
 REASK_TEXT = "That reply could not be used: {error}. Reply again."
+
+# A caller's own test of a reply that passed the schema: the reason to re-ask with, or None.
+ReplyCheck = Callable[[ChatResponse], str | None]
 
 
 class LLMClient:
@@ -60,8 +64,10 @@ class LLMClient:
                 await self.backend.preflight()
                 self._preflighted = True
 
-    def cached(self, request: ChatRequest, key: str | None = None) -> ChatResponse | None:
-        """The stored reply for this request, if any; sends nothing."""
+    def cached(
+        self, request: ChatRequest, key: str | None = None, check: ReplyCheck | None = None
+    ) -> ChatResponse | None:
+        """The stored reply for this request, if any (and if it passes `check`); sends nothing."""
         if self.cache is None:
             return None
         body = self.cache.get(key or request.cache_key(self.backend.endpoint_id))
@@ -73,17 +79,22 @@ class LLMClient:
                 body["parsed"] = parse_reply(body["text"], request.json_schema)
             except InvalidReply:
                 return None  # the schema changed under the same key: ask again
-        return ChatResponse(**body, cached=True)
+        hit = ChatResponse(**body, cached=True)
+        if check is not None and check(hit) is not None:
+            return None  # the caller's checks changed under the same key: ask again
+        return hit
 
-    async def chat(self, request: ChatRequest) -> ChatResponse:
+    async def chat(self, request: ChatRequest, check: ReplyCheck | None = None) -> ChatResponse:
+        """The reply to `request`: from the cache, or asked until it parses, fits the schema and
+        passes `check` (each failure is re-asked with its reason, `max_reasks` times)."""
         key = request.cache_key(self.backend.endpoint_id)
-        hit = self.cached(request, key)
+        hit = self.cached(request, key, check)
         if hit is not None:
             self.usage.record_cached(request.tag, self.backend.model)
             return hit
         await self.ensure_ready()
         try:
-            response = await self._ask_until_valid(request)
+            response = await self._ask_until_valid(request, check)
         except RequestFailed:
             self.usage.record_failed(request.tag, self.backend.model)
             self.limiter.stats.failures += 1
@@ -106,7 +117,9 @@ class LLMClient:
             )
         return response
 
-    async def _ask_until_valid(self, request: ChatRequest) -> ChatResponse:
+    async def _ask_until_valid(
+        self, request: ChatRequest, check: ReplyCheck | None = None
+    ) -> ChatResponse:
         asked = request
         prompt_tokens = completion_tokens = 0
         for reask in range(self.max_reasks + 1):
@@ -125,10 +138,7 @@ class LLMClient:
                     if completion.finish_reason == "length":
                         error += " (the reply was cut off by the token limit: be more concise)"
             if error is None:
-                self.usage.record(
-                    request.tag, self.backend.model, prompt_tokens, completion_tokens, reask
-                )
-                return ChatResponse.model_construct(
+                response = ChatResponse.model_construct(
                     text=completion.text,
                     parsed=parsed,
                     finish_reason=completion.finish_reason,
@@ -139,6 +149,12 @@ class LLMClient:
                     cached=False,
                     reasks=reask,
                 )
+                error = check(response) if check is not None else None
+            if error is None:
+                self.usage.record(
+                    request.tag, self.backend.model, prompt_tokens, completion_tokens, reask
+                )
+                return response
             reask_template = REASK_TEXT if request.json_schema is None else REASK_JSON
             asked = request.model_copy(
                 update={
@@ -150,7 +166,9 @@ class LLMClient:
                 }
             )
         self.usage.record(request.tag, self.backend.model, prompt_tokens, completion_tokens, 0)
-        raise RequestFailed(f"no usable reply after {self.max_reasks} re-asks: {error}")
+        raise RequestFailed(
+            f"no usable reply after {self.max_reasks} re-asks: {error}", permanent=True
+        )
 
     async def _send(self, request: ChatRequest) -> tuple[Completion, float]:
         """One request through admission, retried on transient failures."""
@@ -182,7 +200,7 @@ class LLMClient:
                 continue
             except BadRequest as exc:
                 self.limiter.release()
-                raise RequestFailed(str(exc)) from None
+                raise RequestFailed(str(exc), permanent=True) from None
             except BaseException:
                 self.limiter.release()
                 raise

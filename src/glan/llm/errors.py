@@ -26,7 +26,15 @@ class EndpointDown(UserError):
 
 
 class RequestFailed(Exception):
-    """One request gave up after its bounded retries; the run goes on without it."""
+    """One request gave up; the run goes on without it.
+
+    `permanent`: the request itself is the problem (no usable reply after re-asks, a 400), so
+    asking it again later is pointless; otherwise the endpoint was (transiently) failing, and a
+    later run may ask it again."""
+
+    def __init__(self, message: str, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.permanent = permanent
 
 
 class BadRequest(Exception):

@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 from glan.config import GenerateConfig
-from glan.llm import ChatRequest, ChatResponse, LLMClient, user
+from glan.llm import ChatRequest, ChatResponse, user
+from glan.stages import hygiene
+from glan.stages.errors import Rejected
 
 
-async def answer(client: LLMClient, question: str, cfg: GenerateConfig) -> ChatResponse:
+def build(question: str, cfg: GenerateConfig) -> ChatRequest:
     """The answer's prompt is the question alone: the pair is trained on exactly as stored."""
-    request = ChatRequest(
+    return ChatRequest(
         messages=user(question), seed=cfg.seed, tag="answers", **cfg.sampling_for("answers")
     )
-    return await client.chat(request)
+
+
+def parse(reply: ChatResponse) -> str:
+    text = reply.text.strip()
+    if hygiene.is_debris(text):
+        raise Rejected("debris", "the reply holds no words")
+    reason = hygiene.repetitive(text)
+    if reason:
+        raise Rejected("repetitive", reason)
+    return text

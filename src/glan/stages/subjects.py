@@ -1,4 +1,8 @@
-"""Stage 1: the subjects (courses) of a discipline, listed by the model acting as an educator."""
+"""Stage 1: the subjects (courses) of a discipline, listed by the model acting as an educator.
+
+A request builder and a reply parser: one schema-constrained call (`structured`), or the
+paper's two turns (`two_turn`: a free-text list, then a formatting turn built from it).
+"""
 
 from __future__ import annotations
 
@@ -6,9 +10,11 @@ import re
 from typing import Any
 
 from glan.config import GenerateConfig
-from glan.llm import ChatRequest, LLMClient, Message, user
+from glan.llm import ChatRequest, ChatResponse, Message, user
 from glan.prompts import render
 from glan.records import Subject
+from glan.stages import hygiene
+from glan.stages.errors import Rejected
 from glan.taxonomy import DisciplineRef
 
 LEVELS = ["introductory", "intermediate", "advanced"]
@@ -28,7 +34,7 @@ def schema(subjects_per_call: int) -> dict[str, Any]:
                     "properties": {
                         "name": {"type": "string", "minLength": 2, "maxLength": 100},
                         "level": {"enum": LEVELS},
-                        "introduction": {"type": "string", "maxLength": 400},
+                        "introduction": {"type": "string"},
                         "subtopics": {
                             "type": "array",
                             "minItems": 1,
@@ -60,39 +66,72 @@ def normalise(name: str) -> str:
     return re.sub(r"\s+", " ", name).strip().casefold()
 
 
-async def list_subjects(
-    client: LLMClient, d: DisciplineRef, sample_index: int, cfg: GenerateConfig
-) -> list[Subject]:
-    """One listing call (or the paper's two turns: free text, then formatting)."""
-    sampling = cfg.sampling_for("subjects")
-    shape = schema(cfg.plan.subjects_per_call)
-    common = {"seed": cfg.seed, "sample_index": sample_index, "tag": "subjects", **sampling}
+def _common(cfg: GenerateConfig, sample_index: int) -> dict[str, Any]:
+    return {
+        "seed": cfg.seed,
+        "sample_index": sample_index,
+        "tag": "subjects",
+        **cfg.sampling_for("subjects"),
+    }
+
+
+def build(d: DisciplineRef, sample_index: int, cfg: GenerateConfig) -> ChatRequest:
+    """The listing request: structured, or the first (free-text) turn of two_turn."""
     if cfg.subjects_mode == "two_turn":
-        free = await client.chat(ChatRequest(messages=user(prompt(d)), **common))
-        messages = (
-            *user(prompt(d)),
-            Message(role="assistant", content=free.text),
-            Message(role="user", content=render("subjects_format")),
-        )
-        reply = await client.chat(ChatRequest(messages=messages, json_schema=shape, **common))
-    else:
-        reply = await client.chat(
-            ChatRequest(messages=user(prompt(d)), json_schema=shape, **common)
-        )
-    return [
+        return ChatRequest(messages=user(prompt(d)), **_common(cfg, sample_index))
+    return ChatRequest(
+        messages=user(prompt(d)),
+        json_schema=schema(cfg.plan.subjects_per_call),
+        schema_name="subjects",
+        **_common(cfg, sample_index),
+    )
+
+
+def build_format(
+    d: DisciplineRef, sample_index: int, cfg: GenerateConfig, free_text: str
+) -> ChatRequest:
+    """two_turn's second turn: the free-text list rewritten as JSON."""
+    messages = (
+        *user(prompt(d)),
+        Message(role="assistant", content=free_text),
+        Message(role="user", content=render("subjects_format")),
+    )
+    return ChatRequest(
+        messages=messages,
+        json_schema=schema(cfg.plan.subjects_per_call),
+        schema_name="subjects",
+        **_common(cfg, sample_index),
+    )
+
+
+_LEVEL_WORDS = {*LEVELS, "beginner", "basic", "elementary", "expert", "graduate", "undergraduate"}
+
+
+def _usable_name(name: str) -> bool:
+    """A subject needs a name of its own: 'Advanced' alone is a level, `"] ,"` is debris."""
+    return not hygiene.is_debris(name) and normalise(name).strip(" .:-") not in _LEVEL_WORDS
+
+
+def parse(d: DisciplineRef, sample_index: int, reply: ChatResponse) -> list[Subject]:
+    subjects = [
         Subject(
             field=d.field,
             subfield=d.subfield,
             discipline=d.name,
-            name=clean(item["name"]),
+            name=clean(item["name"])[:100],
             level=item["level"],
-            introduction=clean(item.get("introduction", "")),
-            subtopics=[clean(t) for t in item.get("subtopics", []) if re.search(r"\w{2}", t)],
+            introduction=clean(item.get("introduction", ""))[:600],
+            subtopics=[clean(t) for t in item.get("subtopics", []) if not hygiene.is_debris(t)],
             sample_index=sample_index,
         )
         for item in reply.parsed["subjects"]
-        if re.search(r"\w{2}", item["name"])
+        if _usable_name(clean(item["name"]))
     ]
+    if not subjects:
+        raise Rejected(
+            "no_subjects", "no subject had a real name: give each subject a descriptive course name"
+        )
+    return subjects
 
 
 def unique_subjects(samples: list[list[Subject]]) -> list[Subject]:

@@ -1,34 +1,47 @@
-"""Stage 2: a syllabus per subject, broken into class sessions with key concepts."""
+"""Stage 2: a syllabus per subject, broken into class sessions with key concepts.
+
+The parser repairs what is cosmetic (an over-long introduction is trimmed, a repeated session
+dropped, a repeated concept dropped) and rejects what is not (too few distinct sessions left,
+strings that are JSON debris), so one long sentence never costs a subject.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from glan.config import GenerateConfig
-from glan.llm import ChatRequest, LLMClient, user
+from glan.llm import ChatRequest, ChatResponse, user
 from glan.prompts import render
 from glan.records import Session, Subject, Syllabus
+from glan.stages import hygiene
+from glan.stages.errors import Rejected
+
+MAX_INTRODUCTION = 1200
+MAX_DESCRIPTION = 500
+MAX_ITEM = 300
 
 
 def schema(cfg: GenerateConfig) -> dict[str, Any]:
     """minItems on sessions and concepts: a syllabus too short, or a session without concepts,
-    fails validation and is re-asked by the client."""
+    fails validation and is re-asked by the client. Long text has no maxLength (see
+    questions.SCHEMA): it is trimmed by the parser."""
     s = cfg.syllabus
+    short = {"type": "string", "minLength": 2, "maxLength": 100}
     return {
         "type": "object",
         "properties": {
-            "introduction": {"type": "string", "maxLength": 600},
+            "introduction": {"type": "string"},
             "objectives": {
                 "type": "array",
                 "minItems": 1,
                 "maxItems": 5,
-                "items": {"type": "string", "maxLength": 200},
+                "items": {"type": "string"},
             },
             "outcomes": {
                 "type": "array",
                 "minItems": 1,
                 "maxItems": 5,
-                "items": {"type": "string", "maxLength": 200},
+                "items": {"type": "string"},
             },
             "sessions": {
                 "type": "array",
@@ -37,13 +50,13 @@ def schema(cfg: GenerateConfig) -> dict[str, Any]:
                 "items": {
                     "type": "object",
                     "properties": {
-                        "title": {"type": "string", "minLength": 2, "maxLength": 100},
-                        "description": {"type": "string", "maxLength": 300},
+                        "title": short,
+                        "description": {"type": "string"},
                         "concepts": {
                             "type": "array",
                             "minItems": s.min_concepts,
                             "maxItems": s.max_concepts,
-                            "items": {"type": "string", "minLength": 2, "maxLength": 80},
+                            "items": short,
                         },
                     },
                     "required": ["title", "description", "concepts"],
@@ -69,10 +82,8 @@ def prompt(subject: Subject, cfg: GenerateConfig) -> str:
     )
 
 
-async def design_syllabus(
-    client: LLMClient, subject: Subject, cfg: GenerateConfig, sample_index: int
-) -> Syllabus:
-    request = ChatRequest(
+def build(subject: Subject, cfg: GenerateConfig, sample_index: int = 0) -> ChatRequest:
+    return ChatRequest(
         messages=user(prompt(subject, cfg)),
         json_schema=schema(cfg),
         schema_name="syllabus",
@@ -81,26 +92,53 @@ async def design_syllabus(
         tag="syllabus",
         **cfg.sampling_for("syllabus"),
     )
-    parsed = (await client.chat(request)).parsed
-    sessions = []
+
+
+def _trim(text: str, limit: int) -> str:
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text
+    cut = text[:limit].rsplit(" ", 1)[0]
+    return cut.rstrip(",;:") + "..."
+
+
+def _key(text: str) -> str:
+    return " ".join(text.casefold().split())
+
+
+def parse(subject: Subject, reply: ChatResponse, cfg: GenerateConfig) -> Syllabus:
+    parsed = reply.parsed
+    sessions: list[Session] = []
+    titles: set[str] = set()
     for s in parsed["sessions"]:
-        concepts = list(dict.fromkeys(c.strip() for c in s["concepts"] if c.strip()))
-        if concepts:
-            sessions.append(
-                Session(
-                    title=s["title"].strip(),
-                    description=s["description"].strip(),
-                    concepts=concepts,
-                )
+        title = _trim(s["title"], 100)
+        concepts = list(
+            dict.fromkeys(
+                _trim(c, 100) for c in s["concepts"] if c.strip() and not hygiene.is_debris(c)
             )
+        )
+        if hygiene.is_debris(title) or _key(title) in titles or not concepts:
+            continue  # a repeated or empty session adds nothing to sample from
+        titles.add(_key(title))
+        sessions.append(
+            Session(
+                title=title, description=_trim(s["description"], MAX_DESCRIPTION), concepts=concepts
+            )
+        )
+    if len(sessions) < cfg.syllabus.min_sessions:
+        raise Rejected(
+            "too_few_sessions",
+            f"only {len(sessions)} distinct class sessions with real titles and key concepts; "
+            f"give at least {cfg.syllabus.min_sessions}, each with a different title",
+        )
     return Syllabus(
         field=subject.field,
         subfield=subject.subfield,
         discipline=subject.discipline,
         subject=subject.name,
         level=subject.level,
-        introduction=parsed["introduction"].strip(),
-        objectives=parsed["objectives"],
-        outcomes=parsed["outcomes"],
+        introduction=_trim(parsed["introduction"], MAX_INTRODUCTION),
+        objectives=[_trim(o, MAX_ITEM) for o in parsed["objectives"] if not hygiene.is_debris(o)],
+        outcomes=[_trim(o, MAX_ITEM) for o in parsed["outcomes"] if not hygiene.is_debris(o)],
         sessions=sessions,
     )

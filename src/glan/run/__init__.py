@@ -1,0 +1,1 @@
+"""A run on disk: its directory (lock, compatibility, manifest, publishing) and staged state."""

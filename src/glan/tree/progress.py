@@ -1,0 +1,34 @@
+"""Live counters of a run, updated as replies arrive and read by the CLI's progress display."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+from glan.config import STAGES
+from glan.llm import UsageLedger
+
+
+@dataclass
+class StageProgress:
+    planned: int = 0
+    done: int = 0
+    failed: int = 0
+
+
+@dataclass
+class RunProgress:
+    stages: dict[str, StageProgress] = field(
+        default_factory=lambda: {s: StageProgress() for s in STAGES}
+    )
+    started: float = field(default_factory=time.monotonic)
+    usage: UsageLedger | None = None
+    strategies: Counter[str] = field(default_factory=Counter)
+    # Why schema-valid replies were re-asked, by stage and reason (glan.stages.hygiene).
+    rejected: Counter[tuple[str, str]] = field(default_factory=Counter)
+    resumed_pairs: int = 0
+    target: int = 0
+
+    def pairs(self) -> int:
+        return self.resumed_pairs + self.strategies.total()
