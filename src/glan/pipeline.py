@@ -28,6 +28,7 @@ from glan.llm import (
     create_backend,
 )
 from glan.llm.admission import raise_if_never_answered
+from glan.llm.usage import merge_usage, sum_cost
 from glan.planner import Plan, make_plan
 from glan.run.rundir import RunDir
 from glan.runstate import atomic_write_text
@@ -238,20 +239,3 @@ class Pipeline:
 
     def _paths(self) -> list[str]:
         return [d.discipline.path for d in self.plan.disciplines]
-
-
-def merge_usage(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
-    """Per (stage, model) usage rows added up: the manifest counts every invocation's spend."""
-    out: dict[str, Any] = {
-        stage: {m: dict(r) for m, r in rows.items()} for stage, rows in a.items()
-    }
-    for stage, rows in b.items():
-        for model, row in rows.items():
-            into = out.setdefault(stage, {}).setdefault(model, {})
-            for key, value in row.items():
-                into[key] = into.get(key, 0) + value
-    return out
-
-
-def sum_cost(usage: dict[str, Any]) -> float:
-    return sum(row.get("cost_usd", 0.0) for rows in usage.values() for row in rows.values())

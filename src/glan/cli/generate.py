@@ -2,45 +2,14 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
-from rich.live import Live
 from rich.table import Table
 
 from glan.cli.app import Opt, app, console, endpoint_config, fail, out
 from glan.errors import UserError
-
-if TYPE_CHECKING:
-    from glan.pipeline import RunProgress
-
-
-def _progress_table(progress: RunProgress) -> Table:
-    elapsed = max(1e-6, time.monotonic() - progress.started)
-    table = Table(box=None, pad_edge=False)
-    for col in ("stage", "done/planned", "failed", "req/s", "tokens", "spend", "ETA"):
-        table.add_column(col, justify="right" if col != "stage" else "left")
-    usage = progress.usage.as_dict() if progress.usage else {}
-    for name, st in progress.stages.items():
-        rows = usage.get(name, {}).values()
-        tokens = sum(r["prompt_tokens"] + r["completion_tokens"] for r in rows)
-        spend = sum(r["cost_usd"] for r in rows)
-        rate = st.done / elapsed
-        left = max(0, st.planned - st.done)
-        eta = f"{left / rate:,.0f} s" if rate > 0 and left else "-"
-        table.add_row(
-            name,
-            f"{st.done:,}/{st.planned:,}",
-            str(st.failed),
-            f"{rate:.1f}",
-            f"{tokens:,}",
-            f"${spend:.4f}",
-            eta,
-        )
-    return table
 
 
 def parse_sets(items: list[str]) -> dict[str, Any]:
@@ -79,14 +48,28 @@ def generate(
         bool, Opt("--dry-run", help="show planned calls, tokens, cost; spend nothing")
     ] = False,
     quiet: Annotated[bool, Opt("--quiet", "-q", help="no progress display")] = False,
+    update: Annotated[
+        bool,
+        Opt(
+            "--update",
+            help="the directory was made with another taxonomy or stage settings: keep what "
+            "still fits and re-make what changed",
+        ),
+    ] = False,
+    shard: Annotated[
+        str | None,
+        Opt(help="I/K: make only the I-th of K disjoint sets of disciplines (see glan merge)"),
+    ] = None,
 ) -> None:
-    """Walk the taxonomy down to N question-answer pairs."""
+    """Walk the taxonomy down to N question-answer pairs (re-running resumes)."""
     from glan.api import plan as make_plan
     from glan.config import load_config
     from glan.estimate import estimate
     from glan.pipeline import Pipeline, RunProgress
     from glan.taxonomy import load_taxonomy
 
+    if base_url is not None and backend is None:
+        backend = "openai"  # a URL only means something to the HTTP backend
     overrides = {
         "llm.backend": backend,
         "llm.model": model,
@@ -127,44 +110,78 @@ def generate(
             )
         return
     progress = RunProgress()
-    pipeline = Pipeline(cfg, tax, out_dir, n, progress)
+    pipeline = Pipeline(
+        cfg, tax, out_dir, n, progress, update=update, shard=parse_shard(shard) if shard else None
+    )
     from glan.aio import run
+    from glan.cli.progress import show_progress
 
-    if quiet or not console.is_terminal:
-        result = run(pipeline.run())
-    else:
-        stop = threading.Event()
-        with Live(_progress_table(progress), console=console, refresh_per_second=4) as live:
-
-            def refresh() -> None:
-                while not stop.wait(0.25):
-                    live.update(_progress_table(progress))
-
-            thread = threading.Thread(target=refresh, daemon=True)
-            thread.start()
-            try:
-                result = run(pipeline.run())
-            finally:
-                stop.set()
-                thread.join()
-                live.update(_progress_table(progress))
+    try:
+        with show_progress(progress, console, quiet):
+            result = run(pipeline.run())
+    except KeyboardInterrupt:
+        kept = published_pairs(out_dir)
+        console.print(
+            f"interrupted: {kept:,} pairs kept in {out_dir}; re-run the same command to resume",
+            highlight=False,
+            markup=False,
+        )
+        raise typer.Exit(130) from None
     m = result.manifest
     tokens = sum(
         r["prompt_tokens"] + r["completion_tokens"]
-        for models in m["usage"].values()
+        for models in m["usage_this_invocation"].values()
         for r in models.values()
     )
+    resumed = f" ({m['resumed_pairs']:,} from earlier runs)" if m["resumed_pairs"] else ""
     out.print(
-        f"{result.instructions:,}/{n:,} pairs, {m['counts']['subjects']:,} subjects, "
-        f"{m['counts']['syllabi']:,} syllabi, {tokens:,} tokens, ${m['cost_usd']:.4f} "
-        f"in {m['elapsed_s']:.1f} s -> {result.out_dir / 'instructions.jsonl'}",
+        f"{result.instructions:,}/{n:,} pairs{resumed}, {m['counts']['subjects']:,} subjects, "
+        f"{m['counts']['syllabi']:,} syllabi, {tokens:,} tokens, ${m['cost_usd']:.4f} in all, "
+        f"{m['elapsed_s']:.1f} s -> {result.out_dir / 'instructions.jsonl'}",
         highlight=False,
+        markup=False,
     )
-    if result.instructions < n:
+    target = sum(d.quota for d in pipeline.plan.disciplines)
+    if result.instructions < target:
         console.print(
-            f"[yellow]warning:[/] {n - result.instructions} pairs short: see failures in manifest.json"
+            f"warning: {target - result.instructions} pairs short: see failures in manifest.json",
+            highlight=False,
+            markup=False,
         )
         raise typer.Exit(1)
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    index, sep, count = text.partition("/")
+    if not sep or not index.isdigit() or not count.isdigit() or not 0 <= int(index) < int(count):
+        raise UserError(f"--shard expects I/K with 0 <= I < K, got {text!r}")
+    return int(index), int(count)
+
+
+def published_pairs(out_dir: Path) -> int:
+    import orjson
+
+    try:
+        return orjson.loads((out_dir / "manifest.json").read_bytes())["counts"]["instructions"]
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
+@app.command()
+def merge(
+    out_dir: Annotated[Path, Opt("--out", "-o", help="where the merged run is written")],
+    shards: Annotated[list[Path], typer.Argument(help="the shard run directories, all of them")],
+) -> None:
+    """Merge shard runs (glan generate --shard I/K) into one run, in tree order."""
+    from glan.run.merge import merge_shards
+
+    counts = merge_shards(out_dir, shards)
+    out.print(
+        f"merged {len(shards)} shards: {counts['instructions']:,} pairs -> "
+        f"{out_dir / 'instructions.jsonl'}",
+        highlight=False,
+        markup=False,
+    )
 
 
 @app.command()

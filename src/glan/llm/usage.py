@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -66,3 +67,20 @@ class UsageLedger:
         for (tag, model), row in sorted(self.rows.items()):
             out.setdefault(tag, {})[model] = asdict(row)
         return out
+
+
+def merge_usage(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """Per (stage, model) usage rows added up: the manifest counts every invocation's spend."""
+    out: dict[str, Any] = {
+        stage: {m: dict(r) for m, r in rows.items()} for stage, rows in a.items()
+    }
+    for stage, rows in b.items():
+        for model, row in rows.items():
+            into = out.setdefault(stage, {}).setdefault(model, {})
+            for key, value in row.items():
+                into[key] = into.get(key, 0) + value
+    return out
+
+
+def sum_cost(usage: dict[str, Any]) -> float:
+    return sum(row.get("cost_usd", 0.0) for rows in usage.values() for row in rows.values())

@@ -50,6 +50,11 @@ def request_key(body: dict[str, Any]) -> str:
     ).hexdigest()[:16]
 
 
+def _share(key: str) -> float:
+    """A request key mapped to [0, 1), the same in every process."""
+    return int(key[:8], 16) / 16**8
+
+
 def instance_from_schema(schema: dict[str, Any], seed: str, path: str = "") -> Any:
     """A value valid for a bounded JSON schema, varied by `seed` (prompt-dependent)."""
     if "enum" in schema:
@@ -108,6 +113,9 @@ class FakeServer:
     host: str = "127.0.0.1"
     port: int = 0
     fixed_reply: bytes | None = None  # benchmark mode: one precomputed body
+    # This share of request bodies always gets HTTP 500, however often they are retried: a
+    # request that deterministically breaks the server (chosen by a hash of the body).
+    poisoned_share: float = 0.0
 
     def __post_init__(self) -> None:
         unknown = set(self.fault_rates) - set(FAULTS)
@@ -190,6 +198,9 @@ class FakeServer:
             )
         if self.latency_s:
             await asyncio.sleep(self.latency_s)
+        if self.poisoned_share and _share(request_key(body)) < self.poisoned_share:
+            self._count("poisoned")
+            return web.json_response({"error": {"message": "internal error"}}, status=500)
         fault = self._next_fault()
         if fault is not None:
             response = await self._fault(fault, request, body)

@@ -86,6 +86,9 @@ class TreeWalk:
         st = self.state.load(d)
         self._count_resumed(dp, st)
         listed = await self._subjects(dp, st, range(dp.subject_samples))
+        while not listed and len(st.listings) < dp.subject_samples + EXTRA_LISTINGS:
+            extra = len(st.listings)  # every listing failed: ask another
+            listed = await self._subjects(dp, st, range(extra, extra + 1))
         n_slots = min(dp.subjects, len(listed))
         if n_slots == 0:
             return
@@ -205,6 +208,11 @@ class TreeWalk:
             syllabus.build(subject, self.cfg),
             lambda r: syllabus.parse(subject, r, self.cfg),
         )
+        if isinstance(syl, GaveUp):
+            st.syllabi[s] = None
+            if syl.permanent:
+                self.state.put_syllabus(d, s, subject, None)
+            return None
         st.syllabi[s] = syl
         self.state.put_syllabus(d, s, subject, syl)
         return syl

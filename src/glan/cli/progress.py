@@ -1,0 +1,111 @@
+"""Progress while a run works: a live table on a terminal, a plain line every ~10 s elsewhere
+(logs, nohup, CI), nothing with --quiet."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Iterator
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from glan.tree.progress import RunProgress
+
+PLAIN_EVERY_S = 10.0
+FIRST_LINE_S = 2.0
+
+
+def _tokens(progress: RunProgress) -> int:
+    usage = progress.usage.as_dict() if progress.usage else {}
+    return sum(
+        r["prompt_tokens"] + r["completion_tokens"]
+        for rows in usage.values()
+        for r in rows.values()
+    )
+
+
+def _eta(left: int, done: int, elapsed: float) -> str:
+    if done <= 0 or left <= 0:
+        return "-"
+    seconds = left * elapsed / done
+    return f"{seconds / 60:.0f} min" if seconds >= 120 else f"{seconds:.0f} s"
+
+
+def progress_table(progress: RunProgress) -> Table:
+    elapsed = max(1e-6, time.monotonic() - progress.started)
+    table = Table(box=None, pad_edge=False)
+    for col in ("stage", "done/planned", "failed", "req/s", "tokens", "spend", "ETA"):
+        table.add_column(col, justify="right" if col != "stage" else "left")
+    usage = progress.usage.as_dict() if progress.usage else {}
+    for name, st in progress.stages.items():
+        rows = usage.get(name, {}).values()
+        tokens = sum(r["prompt_tokens"] + r["completion_tokens"] for r in rows)
+        spend = sum(r["cost_usd"] for r in rows)
+        table.add_row(
+            name,
+            f"{st.done:,}/{max(st.planned, st.done):,}",
+            str(st.failed),
+            f"{st.done / elapsed:.1f}",
+            f"{tokens:,}",
+            f"${spend:.4f}",
+            _eta(max(0, st.planned - st.done), st.done, elapsed),
+        )
+    return table
+
+
+def progress_line(progress: RunProgress) -> str:
+    """One plain line: pairs, requests, tokens/s, ETA."""
+    elapsed = max(1e-6, time.monotonic() - progress.started)
+    pairs = progress.pairs()
+    new_pairs = pairs - progress.resumed_pairs
+    requests = sum(st.done for st in progress.stages.values())
+    tokens = _tokens(progress)
+    left = max(0, progress.target - pairs)
+    return (
+        f"glan: {pairs:,}/{progress.target:,} pairs, {requests:,} requests "
+        f"({requests / elapsed:.1f}/s), {tokens / elapsed:,.0f} tokens/s, "
+        f"ETA {_eta(left, new_pairs, elapsed) if new_pairs else 'estimating'}, {elapsed:.0f} s"
+    )
+
+
+@contextlib.contextmanager
+def show_progress(progress: RunProgress, console: Console, quiet: bool) -> Iterator[None]:
+    if quiet:
+        yield
+        return
+    stop = threading.Event()
+    if console.is_terminal:
+        with Live(progress_table(progress), console=console, refresh_per_second=4) as live:
+
+            def refresh() -> None:
+                while not stop.wait(0.25):
+                    live.update(progress_table(progress))
+
+            thread = threading.Thread(target=refresh, daemon=True)
+            thread.start()
+            try:
+                yield
+            finally:
+                stop.set()
+                thread.join()
+                live.update(progress_table(progress))
+        return
+
+    def lines() -> None:
+        # A first line soon (a run that fails at once prints only its error), then every ~10 s.
+        if stop.wait(FIRST_LINE_S):
+            return
+        console.print(progress_line(progress), markup=False, highlight=False, soft_wrap=True)
+        while not stop.wait(PLAIN_EVERY_S):
+            console.print(progress_line(progress), markup=False, highlight=False, soft_wrap=True)
+
+    thread = threading.Thread(target=lines, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()

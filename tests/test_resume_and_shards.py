@@ -1,0 +1,188 @@
+"""Pipeline v2: resume in O(missing), failures replaced in the stream, shards, stale re-runs."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+
+from glan.api import generate
+from glan.config import GenerateConfig
+from glan.errors import UserError
+from glan.run.merge import merge_shards
+from glan.taxonomy import Taxonomy
+from glan.testing.fake_server import FakeServer
+
+
+def config_for(server: FakeServer, **kw) -> GenerateConfig:
+    data = {
+        "llm": {"backend": "openai", "base_url": server.base_url, "model": "fake-model"},
+        "concurrency": 16,
+        "max_retries": 3,
+        "breaker_failures": 5,
+        "breaker_window_s": 0.5,
+        **kw,
+    }
+    return GenerateConfig.model_validate(data)
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [orjson.loads(line) for line in path.read_bytes().splitlines()]
+
+
+def manifest(run: Path) -> dict:
+    return orjson.loads((run / "manifest.json").read_bytes())
+
+
+def sent_and_replayed(run: Path) -> tuple[int, int]:
+    """Requests sent and cache replays of the last invocation, over every stage."""
+    rows = [r for m in manifest(run)["usage_this_invocation"].values() for r in m.values()]
+    return sum(r["requests"] for r in rows), sum(r["cached"] for r in rows)
+
+
+def taxonomy(*names: str) -> Taxonomy:
+    tax = Taxonomy()
+    for name in names:
+        tax.add(f"Sciences/Physics/{name}")
+    return tax
+
+
+def test_finished_run_reruns_without_a_request_or_a_replay(fake_server, tmp_path):
+    cfg = config_for(fake_server)
+    generate(tmp_path / "run", 60, cfg)
+    first = (tmp_path / "run" / "instructions.jsonl").read_bytes()
+    before = fake_server.requests
+    result = generate(tmp_path / "run", 60, cfg)
+    assert fake_server.requests == before
+    assert sent_and_replayed(tmp_path / "run") == (0, 0)
+    assert result.manifest["resumed_pairs"] == 60
+    assert (tmp_path / "run" / "instructions.jsonl").read_bytes() == first
+
+
+def test_stopped_run_resumes_without_replaying_what_it_finished(tmp_path):
+    server = FakeServer(latency_s=0.01).start()
+    try:
+        cfg = config_for(server)
+        server.fault_rates = {}
+        # Let about half the work through, then take the endpoint down until the breaker stops.
+        stopper = _stop_after(server, requests=120)
+        with pytest.raises(UserError):
+            generate(tmp_path / "run", 100, cfg)
+        stopper()
+        kept = len(read_jsonl(tmp_path / "run" / "instructions.jsonl"))
+        assert 0 < kept < 100
+        server.fault_rates = {}
+        result = generate(tmp_path / "run", 100, cfg)
+        assert result.instructions == 100
+        sent, replayed = sent_and_replayed(tmp_path / "run")
+        # Nothing finished is read back through the cache: only the questions of pairs whose
+        # answer was in flight when the run stopped (at most the pairs in flight, 2 x 16).
+        assert replayed <= 32 < kept + 32
+        assert result.manifest["resumed_pairs"] >= kept
+        assert sent < 2 * (100 - kept) + 40  # roughly what was missing, not the whole run
+    finally:
+        server.stop()
+
+
+def _stop_after(server: FakeServer, requests: int):
+    """Make every request after the first `requests` fail with 500; returns an undo."""
+    original = server._next_fault
+
+    def next_fault():
+        return "500" if server.requests > requests else original()
+
+    server._next_fault = next_fault  # type: ignore[method-assign]
+
+    def undo() -> None:
+        server._next_fault = original  # type: ignore[method-assign]
+
+    return undo
+
+
+def test_poisoned_requests_are_replaced_in_the_stream_and_cost_little_time(tmp_path):
+    server = FakeServer(latency_s=0.02, poisoned_share=0.05).start()
+    try:
+        cfg = config_for(server, concurrency=32, max_retries=6, breaker_window_s=30)
+        started = time.monotonic()
+        result = generate(tmp_path / "run", 300, cfg)
+        elapsed = time.monotonic() - started
+        assert result.instructions == 300
+        records = read_jsonl(tmp_path / "run" / "instructions.jsonl")
+        assert len({r["id"] for r in records}) == 300
+        calls = sum(s for s in result.manifest["planned_calls"].values())
+        ideal = calls * 0.02 / 32
+        assert server.by_status["poisoned"] > 0
+        # Each poisoned body costs a few backed-off retries, overlapped with everything else.
+        assert elapsed < ideal + 15, (elapsed, ideal)
+    finally:
+        server.stop()
+
+
+def test_shards_merge_into_the_whole_runs_records(fake_server, tmp_path):
+    cfg = config_for(fake_server)
+    tax = taxonomy("Optics", "Acoustics", "Plasma Physics", "Mechanics", "Thermodynamics")
+    whole = generate(tmp_path / "whole", 40, cfg, tax)
+    for i in range(3):
+        generate(tmp_path / f"shard{i}", 40, cfg, tax, shard=(i, 3))
+    counts = merge_shards(tmp_path / "merged", [tmp_path / f"shard{i}" for i in range(3)])
+    assert counts["instructions"] == whole.instructions == 40
+    for name in ("instructions.jsonl", "syllabi.jsonl", "subjects.jsonl"):
+        assert (tmp_path / "merged" / name).read_bytes() == (tmp_path / "whole" / name).read_bytes()
+
+
+def test_merge_refuses_an_incomplete_set_of_shards(fake_server, tmp_path):
+    cfg = config_for(fake_server)
+    tax = taxonomy("Optics", "Acoustics")
+    generate(tmp_path / "shard0", 10, cfg, tax, shard=(0, 2))
+    with pytest.raises(UserError, match="give each of 0..1 once"):
+        merge_shards(tmp_path / "merged", [tmp_path / "shard0"])
+
+
+def test_rerun_with_another_taxonomy_is_refused_unless_updated(fake_server, tmp_path):
+    cfg = config_for(fake_server)
+    generate(tmp_path / "run", 10, cfg, taxonomy("Optics", "Acoustics"))
+    before = (tmp_path / "run" / "instructions.jsonl").read_bytes()
+    with pytest.raises(UserError, match="another taxonomy.*--update"):
+        generate(tmp_path / "run", 10, cfg, taxonomy("Mechanics"))
+    assert (tmp_path / "run" / "instructions.jsonl").read_bytes() == before
+    result = generate(tmp_path / "run", 10, cfg, taxonomy("Mechanics"), update=True)
+    disciplines = {
+        r["meta"]["discipline"] for r in read_jsonl(tmp_path / "run" / "instructions.jsonl")
+    }
+    assert disciplines == {"Mechanics"} and result.instructions == 10
+
+
+def test_changing_the_answer_model_re_asks_only_answers(fake_server, tmp_path):
+    cfg = config_for(fake_server)
+    generate(tmp_path / "run", 20, cfg)
+    changed = GenerateConfig.model_validate(
+        {**cfg.model_dump(), "stages": {"answers": {"temperature": 0.1}}}
+    )
+    with pytest.raises(UserError, match="answers settings"):
+        generate(tmp_path / "run", 20, changed)
+    generate(tmp_path / "run", 20, changed, update=True)
+    usage = manifest(tmp_path / "run")["usage_this_invocation"]
+    assert sum(r["requests"] for r in usage["answers"].values()) == 20
+    assert "subjects" not in usage and "syllabus" not in usage
+
+
+def test_growing_the_target_extends_the_run(fake_server, tmp_path):
+    cfg = config_for(fake_server)
+    generate(tmp_path / "run", 20, cfg)
+    first = {r["id"] for r in read_jsonl(tmp_path / "run" / "instructions.jsonl")}
+    result = generate(tmp_path / "run", 40, cfg)
+    ids = {r["id"] for r in read_jsonl(tmp_path / "run" / "instructions.jsonl")}
+    assert result.instructions == 40 and len(ids) == 40
+    assert len(first & ids) >= 15  # most of the first run is kept, not re-made
+
+
+def test_cost_in_the_manifest_adds_up_over_invocations(fake_server, tmp_path):
+    cfg = config_for(fake_server, prices={"fake-model": {"input": 1.0, "output": 2.0}})
+    generate(tmp_path / "run", 20, cfg)
+    first = manifest(tmp_path / "run")["cost_usd"]
+    generate(tmp_path / "run", 30, cfg)
+    second = manifest(tmp_path / "run")
+    this = sum(r["cost_usd"] for m in second["usage_this_invocation"].values() for r in m.values())
+    assert this > 0 and second["cost_usd"] == pytest.approx(first + this)
