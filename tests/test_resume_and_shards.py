@@ -136,7 +136,7 @@ def test_merge_refuses_an_incomplete_set_of_shards(fake_server, tmp_path):
     cfg = config_for(fake_server)
     tax = taxonomy("Optics", "Acoustics")
     generate(tmp_path / "shard0", 10, cfg, tax, shard=(0, 2))
-    with pytest.raises(UserError, match="give each of 0..1 once"):
+    with pytest.raises(UserError, match=r"give each of 0\.\.1 once"):
         merge_shards(tmp_path / "merged", [tmp_path / "shard0"])
 
 
@@ -144,7 +144,7 @@ def test_rerun_with_another_taxonomy_is_refused_unless_updated(fake_server, tmp_
     cfg = config_for(fake_server)
     generate(tmp_path / "run", 10, cfg, taxonomy("Optics", "Acoustics"))
     before = (tmp_path / "run" / "instructions.jsonl").read_bytes()
-    with pytest.raises(UserError, match="another taxonomy.*--update"):
+    with pytest.raises(UserError, match=r"another taxonomy.*--update"):
         generate(tmp_path / "run", 10, cfg, taxonomy("Mechanics"))
     assert (tmp_path / "run" / "instructions.jsonl").read_bytes() == before
     result = generate(tmp_path / "run", 10, cfg, taxonomy("Mechanics"), update=True)

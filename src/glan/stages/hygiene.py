@@ -31,23 +31,31 @@ def debris_in(values: list[str]) -> str | None:
     return None
 
 
-def _sentences(text: str) -> list[str]:
-    return [s.strip().casefold() for s in re.split(r"(?<=[.!?:])\s+|\n", text) if s.strip()]
+ECHO_WORDS = 7  # this many words in a row copied from the prompt's instructions is an echo
 
 
-def echoed_instruction(reply: str, instructions: list[str]) -> str | None:
-    """The first instruction sentence the reply copies (a model repeating its prompt)."""
-    folded = " ".join(reply.casefold().split())
-    for sentence in instructions:
-        words = sentence.split()
-        if len(words) >= 6 and " ".join(words) in folded:
-            return sentence
+def _words(text: str) -> list[str]:
+    return re.findall(r"[^\W_]+(?:'[^\W_]+)?", text.casefold())
+
+
+def instruction_ngrams(template_text: str) -> frozenset[tuple[str, ...]]:
+    """The word 7-grams of a prompt template's fixed text (placeholders split it into pieces
+    that are never joined, so nothing a placeholder filled in can count as an echo)."""
+    grams: set[tuple[str, ...]] = set()
+    for piece in re.split(r"\{[^}]*\}", template_text):
+        words = _words(piece)
+        grams.update(tuple(words[i : i + ECHO_WORDS]) for i in range(len(words) - ECHO_WORDS + 1))
+    return frozenset(grams)
+
+
+def echoed_instruction(reply: str, instructions: frozenset[tuple[str, ...]]) -> str | None:
+    """The first run of instruction words the reply copies (a model repeating its prompt)."""
+    words = _words(reply)
+    for i in range(len(words) - ECHO_WORDS + 1):
+        gram = tuple(words[i : i + ECHO_WORDS])
+        if gram in instructions:
+            return " ".join(gram)
     return None
-
-
-def instruction_sentences(template_text: str) -> list[str]:
-    """The fixed sentences of a prompt template (those without a {placeholder})."""
-    return [" ".join(s.split()) for s in _sentences(template_text) if "{" not in s]
 
 
 def not_standalone(question: str) -> str | None:

@@ -34,7 +34,7 @@ SCHEMA: dict[str, Any] = {
     "properties": {"question": {"type": "string", "minLength": 10}},
     "required": ["question"],
 }
-_INSTRUCTIONS = hygiene.instruction_sentences(template("question"))
+_INSTRUCTIONS = hygiene.instruction_ngrams(template("question"))
 
 
 def _draw(
