@@ -310,3 +310,49 @@ def test_bad_input_leaves_an_existing_run_directory_untouched(tmp_path, fake_ser
         proc = glan("generate", "--out", str(out), *args)
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, (args, proc.stderr)
         assert snapshot() == before, args
+
+
+@pytest.mark.parametrize(
+    ("where", "needle"),
+    [("/proc/glan-out", "cannot create --out /proc/glan-out"), ("afile/run", "Not a directory")],
+    ids=["under /proc", "under a file"],
+)
+def test_output_directory_that_cannot_be_made_or_written(tmp_path, fake_server, where, needle):
+    if where.startswith("afile"):
+        (tmp_path / "afile").write_text("")
+        where = str(tmp_path / where)
+    proc = glan("generate", "--out", where, "-n", "5", *openai_args(fake_server))
+    assert_one_clear_line(proc, needle)
+
+
+def test_run_that_fails_before_any_work_leaves_no_directory(tmp_path):
+    out = tmp_path / "never"
+    proc = glan(
+        "generate", "--out", str(out), "-n", "5", "--base-url", "http://127.0.0.1:9/v1", "-q"
+    )
+    assert_one_clear_line(proc, "cannot reach")
+    assert not out.exists()
+
+
+def test_ctrl_c_stops_within_seconds_and_says_how_to_resume(tmp_path, fake_server):
+    fake_server.latency_s = 0.3
+    out = tmp_path / "o"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "glan", "generate", "--out", str(out), "-n", "200"]
+        + [*openai_args(fake_server), "--concurrency", "4", "-q"],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while not (out / "glan.sqlite").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(3.0)
+    proc.send_signal(signal.SIGINT)
+    interrupted = time.monotonic()
+    _, stderr = proc.communicate(timeout=30)
+    assert time.monotonic() - interrupted < 3.0
+    assert proc.returncode == 130
+    assert "Traceback" not in stderr
+    assert "interrupted:" in stderr and "re-run the same command to resume" in stderr
+    resumed = glan("generate", "--out", str(out), "-n", "200", *openai_args(fake_server), "-q")
+    assert resumed.returncode == 0, resumed.stderr

@@ -125,6 +125,7 @@ def generate(
             f"interrupted: {kept:,} pairs kept in {out_dir}; re-run the same command to resume",
             highlight=False,
             markup=False,
+            soft_wrap=True,
         )
         raise typer.Exit(130) from None
     m = result.manifest
@@ -140,6 +141,7 @@ def generate(
         f"{m['elapsed_s']:.1f} s -> {result.out_dir / 'instructions.jsonl'}",
         highlight=False,
         markup=False,
+        soft_wrap=True,
     )
     target = sum(d.quota for d in pipeline.plan.disciplines)
     if result.instructions < target:
