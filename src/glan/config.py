@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from glan.errors import UserError
 from glan.llm.settings import BACKEND_KINDS, BackendSettings, LocalSettings, OpenAISettings
@@ -106,6 +106,12 @@ class GenerateConfig(BaseModel):
     max_retries: int = Field(6, ge=0)
     breaker_failures: int = Field(20, ge=1)
     breaker_window_s: float = Field(120.0, gt=0)
+    _sampling: dict[str, dict[str, float | int]] = PrivateAttr(default_factory=dict)
+
+    def model_copy(self, *, update: dict[str, Any] | None = None, deep: bool = False) -> Any:
+        copy = super().model_copy(update=update, deep=deep)
+        copy._sampling = {}  # an update may change what the memo was computed from
+        return copy
 
     def backend_for(self, stage: StageName) -> LocalSettings | OpenAISettings:
         """The `llm` block with the stage's overrides; a stage may switch to another kind."""
@@ -127,6 +133,13 @@ class GenerateConfig(BaseModel):
         return base.model_copy(update=fields)
 
     def sampling_for(self, stage: StageName) -> dict[str, float | int]:
+        """The stage's temperature, top_p and max_tokens (memoised: read once per request)."""
+        cached = self._sampling.get(stage)
+        if cached is None:
+            cached = self._sampling[stage] = self._compute_sampling(stage)
+        return cached
+
+    def _compute_sampling(self, stage: StageName) -> dict[str, float | int]:
         override = self.stages.get(stage, StageSettings())
         values = dict(STAGE_DEFAULTS[stage])
         if self.backend_for(stage).tiny:

@@ -83,6 +83,7 @@ class ChatResponse(BaseModel):
 
 def user(content: str, system: str | None = None) -> tuple[Message, ...]:
     """The common case: an optional system turn and one user turn."""
-    msgs = [Message(role="system", content=system)] if system else []
-    msgs.append(Message(role="user", content=content))
+    # model_construct: these are built once per request on the hot path, from our own strings.
+    msgs = [Message.model_construct(role="system", content=system)] if system else []
+    msgs.append(Message.model_construct(role="user", content=content))
     return tuple(msgs)
