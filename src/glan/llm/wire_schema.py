@@ -1,0 +1,60 @@
+"""The JSON schema a request sends, as opposed to the one its reply is validated against.
+
+`ChatRequest.json_schema` is the validation schema: checked client side after the reply
+(`glan.llm.jsonreply`), so it may say anything JSON Schema can. What goes on the wire (an
+OpenAI `response_format`, a llama.cpp `json_object` schema, a schema folded into the prompt, the
+embedded backend's grammar) is compiled by the user's grammar engine, and those engines unroll
+length bounds into rules: llama.cpp's GBNF parser refuses a repetition of 2,000 or more
+("exceeds sane defaults") and llama-cpp-python's server then dies with a segmentation fault.
+
+`wire_schema` is the projection every backend sends: the same schema with large bounds removed.
+Measured with llama.cpp's own converter and parser (0.3.36, tests/test_wire_schema.py): a
+string bound of n parses in about 0.7 us * n (0.3 ms at 400, 0.7 ms at 1,000) and fails at
+2,000. Bounds up to the limits below are kept, because they are what makes a tiny model close
+its strings and lists; larger ones are left to `max_tokens` and to validation after the reply.
+A large bound is dropped, not lowered: lowering it would cut valid long replies short.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+#: Largest minLength/maxLength sent: 5x under llama.cpp's repetition threshold of 2,000, so a
+#: bounded string may still sit inside a converter's repeated group.
+MAX_WIRE_LENGTH = 400
+#: Largest minItems/maxItems sent: an array item is one rule, but may be a large one.
+MAX_WIRE_ITEMS = 50
+
+_LIMITS = {
+    "minLength": MAX_WIRE_LENGTH,
+    "maxLength": MAX_WIRE_LENGTH,
+    "minItems": MAX_WIRE_ITEMS,
+    "maxItems": MAX_WIRE_ITEMS,
+}
+_projected: dict[bytes, dict[str, Any]] = {}
+
+
+def _project(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {
+            key: _project(value)
+            for key, value in node.items()
+            if not (key in _LIMITS and isinstance(value, int) and value > _LIMITS[key])
+        }
+    if isinstance(node, list):
+        return [_project(value) for value in node]
+    return node
+
+
+def wire_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """The grammar-safe projection of a validation schema (memoised: stage schemas repeat).
+
+    The result is shared between callers: treat it as read-only.
+    """
+    key = orjson.dumps(schema, option=orjson.OPT_SORT_KEYS)
+    projected = _projected.get(key)
+    if projected is None:
+        projected = _projected[key] = _project(schema)
+    return projected
