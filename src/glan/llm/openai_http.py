@@ -17,7 +17,7 @@ import orjson
 from glan.llm.backend import Backend, Completion
 from glan.llm.errors import BadRequest, EndpointFatal, RateLimited, TransientError
 from glan.llm.types import ChatRequest
-from glan.llm.wire_schema import wire_schema
+from glan.llm.wire import wire_schema
 
 SchemaMode = Literal["json_schema", "json_object", "prompt"]
 _DOWNGRADE: dict[str, SchemaMode] = {"json_schema": "json_object", "json_object": "prompt"}
