@@ -135,6 +135,12 @@ def test_a_whole_generation_against_llama_cpp_server_leaves_it_running(llama_ser
         "--out",
         str(out),
         "--quiet",
+        # A short syllabus (the default asks 10-30 sessions, ~2,400 tokens at 25-50 tokens/s on
+        # one busy core) keeps this under two minutes; every stage still runs.
+        "--set",
+        "syllabus.min_sessions=2",
+        "--set",
+        "syllabus.max_sessions=3",
     ]
     env = {**os.environ, "OPENAI_API_KEY": ""}  # a local server: send no key
     done = subprocess.run(command, capture_output=True, text=True, timeout=240, env=env)
