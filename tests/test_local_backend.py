@@ -84,7 +84,7 @@ def test_local_backend_threads_default_and_setting():
 
 @pytest.mark.slow
 async def test_local_backend_returns_schema_valid_nested_json(tmp_path):
-    client = LLMClient(LocalBackend(n_threads=2))
+    client = LLMClient(LocalBackend())  # default threads: never collapses
     reply = await client.chat(
         ChatRequest(messages=user(PROMPT), json_schema=NESTED, max_tokens=400, temperature=1.0)
     )
