@@ -135,9 +135,16 @@ async def test_sample_index_makes_distinct_requests_and_seeds(make_client, fake_
     assert len(seeds) == 2
 
 
-async def test_seed_derives_from_run_seed():
-    assert ask(seed=1).effective_seed != ask(seed=2).effective_seed
-    assert ask(seed=1).effective_seed == ask(seed=1).effective_seed
+def test_seed_sent_derives_from_run_seed_and_sample_index():
+    seeds = {ask(seed=s, sample_index=i).effective_seed for s in range(4) for i in range(4)}
+    assert len(seeds) == 16  # every (run seed, sample) pair is sampled differently
+    assert all(0 <= seed < 2**31 for seed in seeds)  # fits the servers' 32-bit signed seed
+
+
+async def test_seed_sent_is_the_effective_seed(make_client, fake_server):
+    fake_server.record_bodies = True
+    await make_client().chat(ask("seeded", seed=7, sample_index=2))
+    assert fake_server.seen_bodies[-1]["seed"] == ask(seed=7, sample_index=2).effective_seed
 
 
 @pytest.mark.parametrize(
@@ -148,9 +155,14 @@ async def test_structured_output_falls_back(make_client, fake_server, reject, ex
     fake_server.record_bodies = True
     client = make_client()
     reply = await client.chat(ask(json_schema=SCHEMA))
-    assert set(reply.parsed) == {"name", "tags"} or reply.parsed is not None
+    assert set(reply.parsed) == {"name", "tags"}
     assert client.backend.schema_mode == expected_mode
-    assert "JSON schema" in fake_server.seen_bodies[-1]["messages"][-1]["content"]
+    last = fake_server.seen_bodies[-1]
+    assert "JSON schema" in last["messages"][-1]["content"]
+    if expected_mode == "json_object":  # llama.cpp servers constrain to the schema given here
+        assert last["response_format"] == {"type": "json_object", "schema": SCHEMA}
+    else:
+        assert "response_format" not in last
 
 
 async def test_endpoint_that_never_recovers_opens_the_breaker(make_client, fake_server):

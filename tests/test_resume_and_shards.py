@@ -102,7 +102,7 @@ def _stop_after(server: FakeServer, requests: int):
 
 
 def test_poisoned_requests_are_replaced_in_the_stream_and_cost_little_time(tmp_path):
-    server = FakeServer(latency_s=0.02, poisoned_share=0.05).start()
+    server = FakeServer(latency_s=0.02, poisoned_rate=0.05).start()
     try:
         cfg = config_for(server, concurrency=32, max_retries=6, breaker_window_s=30)
         started = time.monotonic()

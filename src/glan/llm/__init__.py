@@ -7,8 +7,11 @@ from glan.llm.errors import EndpointDown, EndpointFatal, RequestFailed
 from glan.llm.settings import BackendSettings, create_backend
 from glan.llm.types import ChatRequest, ChatResponse, Message, Usage, user
 from glan.llm.usage import Price, UsageLedger
+from glan.llm.wire import MAX_WIRE_ITEMS, MAX_WIRE_LENGTH, wire_schema
 
 __all__ = [
+    "MAX_WIRE_ITEMS",
+    "MAX_WIRE_LENGTH",
     "AdmissionSettings",
     "Backend",
     "BackendSettings",
@@ -25,4 +28,5 @@ __all__ = [
     "UsageLedger",
     "create_backend",
     "user",
+    "wire_schema",
 ]

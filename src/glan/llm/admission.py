@@ -1,14 +1,23 @@
 """Admission control, once for every backend: how many requests may be in flight, how failures
 are retried, and when an endpoint is declared down.
 
-- Concurrency is adaptive (AIMD): a 429 halves the limit, but only the first 429 of a burst
-  counts (a 429 for a request admitted before the last cut says nothing new); Retry-After pauses
-  all admissions; after `limit` successes in a row the limit climbs by one.
+- Concurrency is adaptive (AIMD): a rate limit (HTTP 429, or 503 with Retry-After) halves the
+  limit, but only the first of a burst counts (one for a request admitted before the last cut
+  says nothing new); Retry-After pauses all admissions; after `limit` successes in a row the
+  limit climbs by one.
+- A rate limit is the endpoint answering "later", not failing: it never counts toward the
+  breaker's failure streak nor toward "never answered", and it is not a retry. A request keeps
+  waiting out rate limits for up to `rate_limit_patience_s` (default: `breaker_window_s`), so a
+  burst the breaker tolerates never makes requests give up.
 - 5xx, timeouts and dropped connections are retried with exponential backoff and full jitter, a
-  bounded number of times. 429s are not counted as retries: the limiter handles them.
-- The circuit breaker opens when the endpoint has failed `breaker_failures` times in a row and
-  nothing succeeded for `breaker_window_s` seconds, or at once after `breaker_failures` straight
-  failures if nothing ever succeeded (a wrong URL should not take minutes to report).
+  bounded number of times (fewer for a body the endpoint keeps refusing: see `FailureMemory`).
+- The circuit breaker opens (EndpointDown, the run stops, finished work is kept):
+  - when the endpoint has failed `breaker_failures` times in a row and nothing succeeded for
+    `breaker_window_s` seconds, or at once after `breaker_failures` straight failures if nothing
+    ever succeeded (a wrong URL should not take minutes to report);
+  - when it has answered nothing but rate limits for `breaker_window_s` seconds (120 s by
+    default): an organisation at its limit when a run starts is waited for, one whose key can
+    never be served is reported after the window, not in a second.
 """
 
 from __future__ import annotations
@@ -30,14 +39,25 @@ class AdmissionSettings(BaseModel):
     max_retries: int = Field(6, ge=0, description="retries per request on 5xx/timeouts/resets")
     backoff_base_s: float = Field(0.5, gt=0)
     backoff_max_s: float = Field(30.0, gt=0)
-    max_rate_limit_waits: int = Field(
-        50, ge=1, description="429s one request may meet before it gives up"
+    rate_limit_patience_s: float | None = Field(
+        None,
+        gt=0,
+        description="how long one request waits out rate limits before it gives up "
+        "(default: breaker_window_s, so a burst the breaker tolerates never fails a request)",
     )
     default_retry_after_s: float = Field(
         1.0, ge=0, description="pause after a 429 without Retry-After"
     )
     breaker_failures: int = Field(20, ge=1)
-    breaker_window_s: float = Field(120.0, gt=0)
+    breaker_window_s: float = Field(
+        120.0,
+        gt=0,
+        description="how long an endpoint may fail (or only rate-limit) before the run stops",
+    )
+
+    @property
+    def rate_limit_patience(self) -> float:
+        return self.rate_limit_patience_s or self.breaker_window_s
 
 
 @dataclass
@@ -121,20 +141,41 @@ class CircuitBreaker:
     settings: AdmissionSettings
     consecutive_failures: int = 0
     ever_succeeded: bool = False
+    successes: int = 0
     last_success: float = field(default_factory=time.monotonic)
     last_error: str = ""
+    # When the current run of rate limits began (None: the last answer was not a rate limit).
+    rate_limited_since: float | None = None
 
     def on_success(self) -> None:
         self.consecutive_failures = 0
         self.ever_succeeded = True
+        self.successes += 1
         self.last_success = time.monotonic()
+        self.rate_limited_since = None
 
     def on_failure(self, error: str, endpoint: str) -> None:
         self.consecutive_failures += 1
         self.last_error = error
         self.check(endpoint)
 
+    def on_rate_limited(self, error: str, endpoint: str) -> None:
+        """The endpoint answered "later": no failure, but a clock that the window bounds."""
+        if self.rate_limited_since is None:
+            self.rate_limited_since = time.monotonic()
+        self.last_error = error
+        self.check(endpoint)
+
     def check(self, endpoint: str) -> None:
+        if self.rate_limited_since is not None:
+            limited = time.monotonic() - self.rate_limited_since
+            if limited >= self.settings.breaker_window_s:
+                raise EndpointDown(
+                    f"{endpoint} answered only rate limits for {limited:.0f} s "
+                    f"(breaker_window_s={self.settings.breaker_window_s:g}); last answer: "
+                    f"{self.last_error}. Check the key's quota or lower --concurrency; finished "
+                    "work is kept: re-run the same command to resume."
+                )
         if self.consecutive_failures < self.settings.breaker_failures:
             return
         quiet = time.monotonic() - self.last_success
@@ -144,6 +185,36 @@ class CircuitBreaker:
                 f"({'never answered' if not self.ever_succeeded else f'no success for {quiet:.0f} s'}); "
                 f"last error: {self.last_error}. Finished work is kept; re-run the same command to resume."
             )
+
+
+@dataclass(slots=True)
+class FailureMemory:
+    """What one request last failed with, to spot a body the endpoint deterministically refuses.
+
+    The rule: the same hard error (same HTTP status and error text, see
+    `TransientError.signature`) for the same request twice in a row, while the endpoint served
+    other requests in between, gives up at once. Such a body is what breaks the server (a
+    request that crashes a grammar engine, a prompt that trips a bug): it failed twice with the
+    endpoint otherwise healthy, and four more tries with backoff would cost tens of seconds
+    each for nothing, when the caller can replace the work at once. Without a success in
+    between (a storm, an endpoint going down, concurrency 1) the failure may be the endpoint's,
+    not the body's, so the full backoff budget stays; so do timeouts, resets, garbled bodies and
+    gateway errors (502/503/504), which carry no signature.
+    """
+
+    signature: str | None = None
+    successes_seen: int = 0
+
+    def repeats(self, signature: str | None, successes: int) -> bool:
+        """Record this failure; True when it is the same hard error as the last, with the
+        endpoint having succeeded in between."""
+        repeat = (
+            signature is not None
+            and signature == self.signature
+            and successes > self.successes_seen
+        )
+        self.signature, self.successes_seen = signature, successes
+        return repeat
 
 
 def raise_if_never_answered(breaker: CircuitBreaker, endpoint: str) -> None:

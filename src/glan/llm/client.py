@@ -16,6 +16,7 @@ from glan.llm.admission import (
     AdaptiveLimiter,
     AdmissionSettings,
     CircuitBreaker,
+    FailureMemory,
     backoff_delay,
 )
 from glan.llm.backend import Backend, Completion
@@ -173,7 +174,8 @@ class LLMClient:
     async def _send(self, request: ChatRequest) -> tuple[Completion, float]:
         """One request through admission, retried on transient failures."""
         attempt = 0
-        rate_limited = 0
+        rate_limited_since: float | None = None
+        memory: FailureMemory | None = None
         endpoint = self.backend.endpoint_id
         while True:
             self.breaker.check(endpoint)
@@ -184,14 +186,26 @@ class LLMClient:
             except RateLimited as exc:
                 self.limiter.on_rate_limited(epoch, exc.retry_after)
                 self.limiter.release()
-                self.breaker.on_failure(str(exc), endpoint)
-                rate_limited += 1
-                if rate_limited >= self.settings.max_rate_limit_waits:
-                    raise RequestFailed(f"rate limited {rate_limited} times: {exc}") from None
+                self.breaker.on_rate_limited(str(exc), endpoint)
+                now = time.monotonic()
+                rate_limited_since = rate_limited_since or now
+                # Bounded by time, not by count: during a burst the pauses are what wait.
+                if now - rate_limited_since >= self.settings.rate_limit_patience:
+                    raise RequestFailed(
+                        f"rate limited for {now - rate_limited_since:.0f} s: {exc}"
+                    ) from None
                 continue
             except TransientError as exc:
                 self.limiter.release()
                 self.breaker.on_failure(str(exc), endpoint)
+                memory = memory or FailureMemory()
+                if memory.repeats(exc.signature, self.breaker.successes):
+                    # The body itself breaks the server: asking it again later is pointless.
+                    raise RequestFailed(
+                        f"gave up: the same error twice for this request while others "
+                        f"succeeded: {exc}",
+                        permanent=True,
+                    ) from None
                 if attempt >= self.settings.max_retries:
                     raise RequestFailed(f"gave up after {attempt} retries: {exc}") from None
                 self.limiter.stats.retries += 1

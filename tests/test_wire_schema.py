@@ -1,0 +1,141 @@
+"""What is sent is a schema every grammar engine compiles; what is validated is the full one.
+
+Every stage's schema goes, after projection, through llama.cpp's own converter and GBNF parser
+(the one that crashed llama-cpp-python's server on `"maxLength": 2000`) and through xgrammar's
+compiler (vLLM's structured outputs) when it is installed.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from glan.config import GenerateConfig
+from glan.llm import MAX_WIRE_ITEMS, MAX_WIRE_LENGTH, ChatRequest, RequestFailed, user, wire_schema
+from glan.llm.local import resolve_model
+from glan.stages import questions, subjects, syllabus, taxonomy_build
+
+STAGE_SCHEMAS: dict[str, dict[str, Any]] = {
+    "questions": questions.SCHEMA,
+    "subjects(4)": subjects.schema(4),
+    "subjects(50)": subjects.schema(50),
+    "syllabus": syllabus.schema(GenerateConfig()),
+    "taxonomy_build(12)": taxonomy_build.schema(12),
+}
+LONG = {
+    "type": "object",
+    "properties": {"text": {"type": "string", "minLength": 10, "maxLength": 2000}},
+    "required": ["text"],
+}
+
+
+def bounds(schema: Any) -> Iterator[tuple[str, int]]:
+    if isinstance(schema, dict):
+        for key, value in schema.items():
+            if key in ("minLength", "maxLength", "minItems", "maxItems"):
+                yield key, value
+            else:
+                yield from bounds(value)
+    elif isinstance(schema, list):
+        for value in schema:
+            yield from bounds(value)
+
+
+def test_large_bounds_are_dropped_and_small_ones_kept():
+    schema = {
+        "type": "array",
+        "minItems": 1,
+        "maxItems": 500,
+        "items": {"type": "string", "minLength": 2, "maxLength": 2000},
+    }
+    assert wire_schema(schema) == {
+        "type": "array",
+        "minItems": 1,
+        "items": {"type": "string", "minLength": 2},
+    }
+    assert schema["items"]["maxLength"] == 2000  # the validation schema is untouched
+    small = {"type": "string", "maxLength": MAX_WIRE_LENGTH}
+    assert wire_schema(small) == small
+
+
+@pytest.mark.parametrize("name", STAGE_SCHEMAS)
+def test_stage_schemas_are_bounded_within_the_limits_on_the_wire(name):
+    sent = list(bounds(wire_schema(STAGE_SCHEMAS[name])))
+    for key, value in sent:
+        limit = MAX_WIRE_LENGTH if key.endswith("Length") else MAX_WIRE_ITEMS
+        assert value <= limit, (name, key, value)
+    # The small bounds that keep a tiny model from looping survive.
+    assert any(key == "maxLength" for key, _ in sent) or name == "questions"
+
+
+async def test_the_openai_backend_sends_the_projection_and_validates_the_full_schema(
+    make_client, fake_server
+):
+    fake_server.record_bodies = True
+    fake_server.replier = lambda body: {"text": "x" * 2500}  # valid on the wire, too long
+    with pytest.raises(RequestFailed, match="no usable reply"):
+        await make_client().chat(ChatRequest(messages=user("long"), json_schema=LONG))
+    sent = fake_server.seen_bodies[0]["response_format"]["json_schema"]["schema"]
+    assert sent["properties"]["text"] == {"type": "string", "minLength": 10}
+    assert "must be shorter" in fake_server.seen_bodies[-1]["messages"][-1]["content"]
+
+
+@pytest.fixture(scope="module")
+def llama_vocab() -> Any:
+    """The packaged SmolLM2's vocabulary (no weights): what llama.cpp's grammar parser needs."""
+    llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
+    model = llama_cpp.Llama(model_path=str(resolve_model(None)), vocab_only=True, verbose=False)
+    yield llama_cpp, model
+    model.close()
+
+
+def llama_cpp_compiles(llama_vocab: Any, schema: dict[str, Any]) -> tuple[bool, float]:
+    """Convert with llama.cpp's converter, parse with its GBNF parser: (accepted, seconds)."""
+    llama_cpp, model = llama_vocab
+    gbnf = llama_cpp.LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)._grammar
+    vocab = llama_cpp.llama_model_get_vocab(model.model)
+    started = time.perf_counter()
+    sampler = llama_cpp.llama_sampler_init_grammar(vocab, gbnf.encode(), b"root")
+    elapsed = time.perf_counter() - started
+    if sampler:
+        llama_cpp.llama_sampler_free(sampler)
+    return bool(sampler), elapsed
+
+
+@pytest.mark.parametrize("name", STAGE_SCHEMAS)
+def test_stage_schemas_compile_in_llama_cpp(llama_vocab, name):
+    accepted, seconds = llama_cpp_compiles(llama_vocab, wire_schema(STAGE_SCHEMAS[name]))
+    assert accepted
+    assert seconds < 0.05
+
+
+def test_llama_cpp_refuses_the_unprojected_long_bound(llama_vocab):
+    """Why the projection exists: this is the grammar that crashed llama-cpp-python's server."""
+    assert not llama_cpp_compiles(llama_vocab, LONG)[0]
+    assert llama_cpp_compiles(llama_vocab, wire_schema(LONG))[0]
+
+
+@pytest.fixture(scope="module")
+def xgrammar_compiler(llama_vocab: Any) -> Any:
+    """xgrammar's compiler (vLLM's structured outputs) over the same vocabulary."""
+    xgrammar = pytest.importorskip(
+        "xgrammar", reason="xgrammar is not installed (it needs torch and transformers)"
+    )
+    _, model = llama_vocab
+    vocab = [model.detokenize([token], special=True) for token in range(model.n_vocab())]
+    return xgrammar.GrammarCompiler(
+        xgrammar.TokenizerInfo(vocab), max_threads=1, cache_enabled=False
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", STAGE_SCHEMAS)
+def test_stage_schemas_compile_in_xgrammar(xgrammar_compiler, name):
+    started = time.perf_counter()
+    xgrammar_compiler.compile_json_schema(json.dumps(wire_schema(STAGE_SCHEMAS[name])))
+    # Seconds, on one thread of a busy machine, once per schema per server (about 5 measured).
+    assert time.perf_counter() - started < 30
