@@ -338,8 +338,20 @@ def test_ctrl_c_stops_within_seconds_and_says_how_to_resume(tmp_path, fake_serve
     fake_server.latency_s = 0.3
     out = tmp_path / "o"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "glan", "generate", "--out", str(out), "-n", "200"]
-        + [*openai_args(fake_server), "--concurrency", "4", "-q"],
+        [
+            sys.executable,
+            "-m",
+            "glan",
+            "generate",
+            "--out",
+            str(out),
+            "-n",
+            "200",
+            *openai_args(fake_server),
+            "--concurrency",
+            "4",
+            "-q",
+        ],
         stderr=subprocess.PIPE,
         text=True,
     )

@@ -115,7 +115,7 @@ def test_poisoned_requests_are_replaced_in_the_stream_and_cost_little_time(tmp_p
         ideal = calls * 0.02 / 32
         assert server.by_status["poisoned"] > 0
         # Each poisoned body costs a few backed-off retries, overlapped with everything else.
-        assert elapsed < ideal + 15, (elapsed, ideal)
+        assert elapsed < 5 * ideal + 2, (elapsed, ideal)
     finally:
         server.stop()
 
@@ -186,3 +186,15 @@ def test_cost_in_the_manifest_adds_up_over_invocations(fake_server, tmp_path):
     second = manifest(tmp_path / "run")
     this = sum(r["cost_usd"] for m in second["usage_this_invocation"].values() for r in m.values())
     assert this > 0 and second["cost_usd"] == pytest.approx(first + this)
+
+
+def test_a_run_starting_inside_a_rate_limit_burst_completes(tmp_path):
+    server = FakeServer(latency_s=0.02).start()
+    try:
+        server.rate_limit_for(1.0, retry_after=1.0)
+        cfg = config_for(server, concurrency=64, breaker_window_s=30)
+        result = generate(tmp_path / "run", 100, cfg)
+    finally:
+        server.stop()
+    assert result.instructions == 100
+    assert result.manifest["rate_limited"] > 0
