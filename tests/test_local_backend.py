@@ -91,3 +91,28 @@ async def test_local_backend_returns_schema_valid_nested_json(tmp_path):
     assert reply.parsed["level"] in {"beginner", "intermediate", "advanced"}
     assert reply.parsed["sessions"] and all(s["concepts"] for s in reply.parsed["sessions"])
     await client.aclose()
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_a_local_generation_exits_at_once(tmp_path):
+    """llama.cpp cannot be interrupted mid-call: the run must not wait the call out."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "glan", "generate", "--out", str(out), "-n", "8", "-q"],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while not (out / "run.json").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)  # run.json appears once the model is loaded and work begins
+    time.sleep(1.0)
+    interrupted = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert time.monotonic() - interrupted < 3.0
+    assert proc.returncode == 130 and "re-run the same command to resume" in stderr

@@ -108,6 +108,14 @@ class GenerateConfig(BaseModel):
     breaker_window_s: float = Field(120.0, gt=0)
     _sampling: dict[str, dict[str, float | int]] = PrivateAttr(default_factory=dict)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _default_backend_kind(cls, data: Any) -> Any:
+        """`llm:` without `backend:` is the default (local) kind, as before settings had kinds."""
+        if isinstance(data, dict) and isinstance(data.get("llm"), dict):
+            data = {**data, "llm": {"backend": "local", **data["llm"]}}
+        return data
+
     def model_copy(self, *, update: dict[str, Any] | None = None, deep: bool = False) -> Any:
         copy = super().model_copy(update=update, deep=deep)
         copy._sampling = {}  # an update may change what the memo was computed from
@@ -189,7 +197,15 @@ class GenerateConfig(BaseModel):
 
 def _first_error(exc: ValidationError, source: str) -> str:
     err = exc.errors()[0]
-    where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    loc = [str(p) for p in err["loc"]]
+    if len(loc) >= 3 and loc[0] == "llm" and loc[1] in BACKEND_KINDS:
+        if err["type"] == "extra_forbidden":
+            return (
+                f"{source}: llm.{'.'.join(loc[2:])} does not apply to the {loc[1]} backend "
+                f"(backends: {', '.join(BACKEND_KINDS)})"
+            )
+        loc = [loc[0], *loc[2:]]  # the union's tag is not a key the user wrote
+    where = ".".join(loc) or "(top level)"
     if err["type"] == "extra_forbidden":
         return f"{source}: unknown key '{where}'"
     return f"{source}: {where}: {err['msg']}"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -127,7 +129,11 @@ def generate(
             markup=False,
             soft_wrap=True,
         )
-        raise typer.Exit(130) from None
+        # Everything is published and closed; skip interpreter teardown, which would wait on
+        # (or free the model under) a local generation still running in its thread.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
     m = result.manifest
     tokens = sum(
         r["prompt_tokens"] + r["completion_tokens"]

@@ -10,6 +10,7 @@ repeating itself until max_tokens.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import json
 import os
@@ -175,4 +176,27 @@ class LocalBackend(Backend):
         await asyncio.to_thread(self._load)
 
     async def complete(self, request: ChatRequest) -> Completion:
-        return await asyncio.to_thread(self._complete_sync, request)
+        """The generation runs in a daemon thread, not the loop's executor: a cancelled run
+        (Ctrl-C) returns at once instead of waiting out a generation that can take half a
+        minute (llama.cpp cannot be interrupted mid-call), and exit does not wait for it."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[Completion] = loop.create_future()
+
+        def settle(result: Completion | None, error: BaseException | None) -> None:
+            if done.done():
+                return
+            if error is not None:
+                done.set_exception(error)
+            else:
+                done.set_result(result)  # type: ignore[arg-type]
+
+        def work() -> None:
+            try:
+                result, error = self._complete_sync(request), None
+            except BaseException as exc:
+                result, error = None, exc
+            with contextlib.suppress(RuntimeError):  # the loop closed: nobody is waiting
+                loop.call_soon_threadsafe(settle, result, error)
+
+        threading.Thread(target=work, name="glan-llama", daemon=True).start()
+        return await done
