@@ -47,6 +47,7 @@ def session(title: str, *concepts: str) -> dict:
         ("According to Session 5, what is the refractive index of glass?", "not_standalone"),
         ("Using the key concepts listed above, explain diffraction.", "not_standalone"),
         ("As covered in the syllabus, derive Snell's law.", "not_standalone"),
+        ("Using what the previous session taught, explain refraction.", "not_standalone"),
         (
             "Explain interference. The question must be self-contained: give every fact or number "
             "it needs, and do not mention the syllabus.",
@@ -83,7 +84,7 @@ def test_syllabus_repeated_sessions_are_dropped_and_long_text_trimmed():
         "sessions": [
             session("Interference", "coherence", "path difference"),
             session("interference ", "coherence"),  # the same title again
-            session("Diffraction", "single slit", "single slit", "gratings"),
+            session("Diffraction", "single slit", "single slit", "gratings", "Gratings ,"),
             session('"] ,', "x y"),
         ],
     }

@@ -13,7 +13,9 @@ import re
 _WORD = re.compile(r"[^\W_]{2,}")
 # A syllabus-bound question: the student sees only the question, never the course material.
 _NOT_STANDALONE = re.compile(
-    r"\b(?:session|lecture|class)\s+\d+\b|\b(?:the|this|our|your)\s+(?:syllabus|course"
+    r"\b(?:session|lecture|class)\s+\d+\b"
+    r"|\b(?:previous|this|that|last|next|earlier|today's)\s+(?:session|lecture|class)\b"
+    r"|\b(?:the|this|our|your)\s+(?:syllabus|course"
     r"|curriculum|key concepts? (?:above|listed|given))\b|\b(?:above|listed) (?:concepts|sessions)\b",
     re.IGNORECASE,
 )
@@ -22,6 +24,12 @@ _NOT_STANDALONE = re.compile(
 def is_debris(text: str) -> bool:
     """True for a string with no real word in it: brackets, commas, quotes, lone letters."""
     return _WORD.search(text) is None
+
+
+def tidy(text: str) -> str:
+    """Whitespace collapsed and stray punctuation trimmed from the ends: `"Optics ,"` is
+    `"Optics"` (small models leave JSON separators inside strings)."""
+    return " ".join(text.split()).strip(" ,;:.-\"'`[]{}")
 
 
 def debris_in(values: list[str]) -> str | None:

@@ -111,12 +111,13 @@ def parse(subject: Subject, reply: ChatResponse, cfg: GenerateConfig) -> Syllabu
     sessions: list[Session] = []
     titles: set[str] = set()
     for s in parsed["sessions"]:
-        title = _trim(s["title"], 100)
-        concepts = list(
-            dict.fromkeys(
-                _trim(c, 100) for c in s["concepts"] if c.strip() and not hygiene.is_debris(c)
-            )
-        )
+        title = _trim(hygiene.tidy(s["title"]), 100)
+        unique: dict[str, str] = {}  # by folded text: "Optics" and "optics ," are one concept
+        for c in s["concepts"]:
+            c = _trim(hygiene.tidy(c), 100)
+            if c and not hygiene.is_debris(c):
+                unique.setdefault(_key(c), c)
+        concepts = list(unique.values())
         if hygiene.is_debris(title) or _key(title) in titles or not concepts:
             continue  # a repeated or empty session adds nothing to sample from
         titles.add(_key(title))
