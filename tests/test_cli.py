@@ -275,7 +275,7 @@ def test_bad_set_value_is_one_clear_line(tmp_path):
     proc = glan(
         "generate", "--out", str(tmp_path / "o"), "-n", "5", "--set", "stages.answers.top_p=7"
     )
-    assert_one_clear_line(proc, "stages.answers.top_p")
+    assert_one_clear_line(proc, "--set stages.answers.top_p")
 
 
 def test_bad_input_leaves_an_existing_run_directory_untouched(tmp_path, fake_server):
@@ -368,3 +368,29 @@ def test_ctrl_c_stops_within_seconds_and_says_how_to_resume(tmp_path, fake_serve
     assert "interrupted:" in stderr and "re-run the same command to resume" in stderr
     resumed = glan("generate", "--out", str(out), "-n", "200", *openai_args(fake_server), "-q")
     assert resumed.returncode == 0, resumed.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "needles"),
+    [
+        (
+            ["generate", "--out", "o", "-n", "5", "--concurency", "3"],
+            ("did you mean --concurrency",),
+        ),
+        (["generate", "--out", "o", "-n", "abc"], ("'-n'", "integer")),
+        (["generate", "--out", "o"], ("Missing option '-n'",)),
+        (["frobnicate"], ("No such command 'frobnicate'",)),
+    ],
+    ids=["flag typo", "non-integer", "missing option", "unknown command"],
+)
+def test_usage_mistakes_get_one_line_and_exit_2(tmp_path, args, needles):
+    proc = glan(*args)
+    assert_one_clear_line(proc, *needles)
+
+
+def test_messages_print_brackets_as_written():
+    from glan.cli.app import console, error_line
+
+    with console.capture() as captured:
+        error_line("needs: pip install 'glan[hf]'")
+    assert "pip install 'glan[hf]'" in captured.get()

@@ -100,6 +100,7 @@ def test_taxonomy_commands(tmp_path):
             str(mine),
             "--description",
             "robots",
+            "--from-default",
         ],
     )
     assert added.exit_code == 0, added.output
@@ -112,3 +113,20 @@ def test_taxonomy_commands(tmp_path):
     broken.write_text("fields:\n- name: F\n  subfields: []\n- name: F\n  subfields: []\n")
     result = runner.invoke(app, ["taxonomy", "validate", str(broken)])
     assert result.exit_code == 2 and "appears twice" in result.output
+
+
+def test_taxonomy_add_on_a_new_file_writes_only_that_node(tmp_path):
+    import subprocess
+    import sys
+
+    from glan.taxonomy import load_taxonomy
+
+    file = tmp_path / "mine.yaml"
+    for node in ("Sciences/Physics/Optics", "Sciences/Physics/Acoustics"):
+        proc = subprocess.run(
+            [sys.executable, "-m", "glan", "taxonomy", "add", node, "--file", str(file)],
+            capture_output=True,
+            text=True,
+        )
+        assert proc.returncode == 0, proc.stderr
+    assert [d.name for d in load_taxonomy(file).disciplines()] == ["Optics", "Acoustics"]

@@ -195,9 +195,17 @@ class GenerateConfig(BaseModel):
         }
 
 
-def _first_error(exc: ValidationError, source: str) -> str:
+def _first_error(exc: ValidationError, source: str, labels: dict[str, str]) -> str:
+    """One line for the first problem, blamed on where the user wrote the value: the config
+    file, or the CLI option (`labels` maps dotted keys to options, e.g. "--set plan.x")."""
     err = exc.errors()[0]
     loc = [str(p) for p in err["loc"]]
+    written = [p for p in loc if not (loc[:1] == ["llm"] and p in BACKEND_KINDS)]
+    for depth in range(len(written), 0, -1):
+        label = labels.get(".".join(written[:depth]))
+        if label:
+            source = label
+            break
     if len(loc) >= 3 and loc[0] == "llm" and loc[1] in BACKEND_KINDS:
         if err["type"] == "extra_forbidden":
             return (
@@ -227,8 +235,13 @@ def load_yaml(path: Path) -> Any:
         raise UserError(f"{path}: malformed YAML: {exc}") from None
 
 
-def load_config(path: Path | None, overrides: dict[str, Any] | None = None) -> GenerateConfig:
-    """The config file (if any) with CLI overrides applied on top (dotted keys allowed)."""
+def load_config(
+    path: Path | None,
+    overrides: dict[str, Any] | None = None,
+    labels: dict[str, str] | None = None,
+) -> GenerateConfig:
+    """The config file (if any) with CLI overrides applied on top (dotted keys allowed).
+    `labels` says how the user wrote each override (an error names it instead of the file)."""
     data: dict[str, Any] = {}
     source = "config"
     if path is not None:
@@ -250,4 +263,4 @@ def load_config(path: Path | None, overrides: dict[str, Any] | None = None) -> G
     try:
         return GenerateConfig.model_validate(data)
     except ValidationError as exc:
-        raise UserError(_first_error(exc, source)) from None
+        raise UserError(_first_error(exc, source, labels or {})) from None

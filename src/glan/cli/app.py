@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 
 import typer
@@ -12,8 +13,10 @@ from glan.errors import UserError
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="GLAN instruction data.")
 taxonomy_app = typer.Typer(no_args_is_help=True, help="Show, check and edit the taxonomy.")
 app.add_typer(taxonomy_app, name="taxonomy")
-console = Console(stderr=True)
-out = Console()
+# markup=False: messages carry user text and hints like `pip install 'glan[hf]'`, which Rich
+# markup would swallow; colour is given with style= or Text where wanted.
+console = Console(stderr=True, markup=False)
+out = Console(markup=False)
 
 Opt = typer.Option
 
@@ -28,27 +31,62 @@ def endpoint_config(
     return load_config(None, {f"llm.{k}": v for k, v in options.items()})
 
 
+def error_line(message: str) -> None:
+    """One line on stderr, printed as written: no Rich markup (a hint like
+    `pip install 'glan[hf]'` keeps its brackets) and no wrapping."""
+    console.print(
+        f"error: {message}", style="bold red", highlight=False, markup=False, soft_wrap=True
+    )
+
+
 def fail(message: str, code: int = 2) -> None:
-    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    error_line(message)
     raise typer.Exit(code)
 
 
+def _click_errors() -> tuple[type[Exception], ...]:
+    """Usage-error types from whichever click the installed typer parses with: typer 0.2x
+    vendors its own (typer._click); older typer uses the click package."""
+    found: list[type[Exception]] = []
+    with contextlib.suppress(ImportError):
+        from typer._click.exceptions import ClickException
+
+        found.append(ClickException)
+    with contextlib.suppress(ImportError):
+        from click.exceptions import ClickException as PackageClickException
+
+        found.append(PackageClickException)
+    return tuple(found)
+
+
+def _usage_message(exc: Exception) -> str:
+    possible = getattr(exc, "possibilities", None)
+    if possible and getattr(exc, "option_name", None):
+        message = f"no such option {exc.option_name}: did you mean {' or '.join(sorted(possible))}?"
+    else:
+        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+    message = " ".join(message.split())
+    ctx = getattr(exc, "ctx", None)
+    if ctx is not None and getattr(ctx, "command_path", None):
+        message += f" (see: {ctx.command_path} --help)"
+    return message
+
+
 def main() -> None:
+    usage_errors = _click_errors()
     try:
-        rc = app(standalone_mode=False)
+        rc = app(prog_name="glan", standalone_mode=False)
         sys.exit(rc if isinstance(rc, int) else 0)
     except UserError as exc:
-        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        error_line(str(exc))
         sys.exit(exc.exit_code)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
+    except (typer.Exit, typer.Abort) as exc:
+        sys.exit(getattr(exc, "exit_code", 1))
     except KeyboardInterrupt:
-        console.print("interrupted: finished work is kept; re-run the same command to resume")
+        console.print(
+            "interrupted: finished work is kept; re-run the same command to resume", markup=False
+        )
         sys.exit(130)
-    except Exception as exc:  # click usage errors come through here in non-standalone mode
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(2)
-        raise
+    except usage_errors as exc:  # a flag typo, a bad value, a missing option, no such command
+        error_line(_usage_message(exc))
+        sys.exit(2)

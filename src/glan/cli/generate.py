@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
 from glan.cli.app import Opt, app, console, endpoint_config, fail, out
 from glan.errors import UserError
@@ -66,7 +65,6 @@ def generate(
     """Walk the taxonomy down to N question-answer pairs (re-running resumes)."""
     from glan.api import plan as make_plan
     from glan.config import load_config
-    from glan.estimate import estimate
     from glan.pipeline import Pipeline, RunProgress
     from glan.taxonomy import load_taxonomy
 
@@ -81,35 +79,23 @@ def generate(
         "seed": seed,
         **parse_sets(set_ or []),
     }
-    cfg = load_config(config, overrides)
+    options = {
+        "llm.backend": "--backend",
+        "llm.model": "--model",
+        "llm.base_url": "--base-url",
+        "llm.api_key_env": "--api-key-env",
+        "concurrency": "--concurrency",
+        "seed": "--seed",
+    }
+    labels = {**options, **{key: f"--set {key}" for key in parse_sets(set_ or [])}}
+    cfg = load_config(config, overrides, labels)
     tax = load_taxonomy(taxonomy)
     if n <= 0:
         fail(f"-n must be a positive number of pairs, got {n}")
     if dry_run:
-        plan = make_plan(n, cfg, tax)
-        table = Table(title=f"plan for {n:,} pairs over {len(plan.disciplines)} disciplines")
-        for col in ("stage", "model", "calls", "prompt tokens", "completion tokens", "cost"):
-            table.add_column(col, justify="left" if col in ("stage", "model") else "right")
-        est = estimate(plan, cfg.adapted())
-        for e in est:
-            cost = "?" if e.cost_usd is None else f"${e.cost_usd:,.2f}"
-            table.add_row(
-                e.stage,
-                e.model,
-                f"{e.calls:,}",
-                f"{e.prompt_tokens:,}",
-                f"{e.completion_tokens:,}",
-                cost,
-            )
-        out.print(table)
-        unpriced = sorted({e.model for e in est if e.cost_usd is None})
-        if unpriced:
-            out.print(
-                f"no price for {', '.join(unpriced)}: add prices: {{MODEL: {{input: USD_PER_1M, "
-                "output: USD_PER_1M}} to the config, or --set prices.MODEL.input=...",
-                highlight=False,
-                soft_wrap=True,
-            )
+        from glan.cli.dry_run import print_dry_run
+
+        print_dry_run(make_plan(n, cfg, tax), cfg.adapted(), out)
         return
     progress = RunProgress()
     pipeline = Pipeline(

@@ -53,18 +53,25 @@ def taxonomy_show(
     path: Annotated[Path | None, typer.Argument(help="taxonomy YAML")] = None,
 ) -> None:
     """Print the tree of kept disciplines."""
+    from rich.text import Text
     from rich.tree import Tree
 
     from glan.taxonomy import load_taxonomy
 
+    def label(node) -> Text:  # Text, not markup: node names are the reviewers' own words
+        text = Text(node.name)
+        if not node.kept:
+            text.append(" (removed)", style="red")
+        return text
+
     tax = load_taxonomy(path)
-    root = Tree(f"taxonomy ({len(tax.disciplines())} kept disciplines)")
+    root = Tree(Text(f"taxonomy ({len(tax.disciplines())} kept disciplines)"))
     for f in tax.fields:
-        fnode = root.add(f"{f.name}" + ("" if f.kept else " [red](removed)[/]"))
+        fnode = root.add(label(f))
         for s in f.subfields:
-            snode = fnode.add(s.name + ("" if s.kept else " [red](removed)[/]"))
+            snode = fnode.add(label(s))
             for d in s.disciplines:
-                snode.add(d.name + ("" if d.kept else " [red](removed)[/]"))
+                snode.add(label(d))
     out.print(root)
 
 
@@ -78,7 +85,7 @@ def taxonomy_validate(
     problems = load_taxonomy(path).problems()
     if problems:
         for p in problems:
-            console.print(f"[red]problem:[/] {p}", highlight=False)
+            console.print(f"problem: {p}", style="red", highlight=False, soft_wrap=True)
         raise typer.Exit(2)
     out.print("ok")
 
@@ -105,16 +112,26 @@ def taxonomy_stats(
 @taxonomy_app.command("add")
 def taxonomy_add(
     node: Annotated[str, typer.Argument(help="FIELD/SUBFIELD/DISCIPLINE")],
-    file: Annotated[
-        Path, Opt("--file", "-f", help="taxonomy YAML to edit (created from the default)")
-    ],
+    file: Annotated[Path, Opt("--file", "-f", help="taxonomy YAML to edit (created if missing)")],
     description: Annotated[str | None, Opt(help="shown to the model")] = None,
     weight: Annotated[float, Opt(help="share of the target count")] = 1.0,
+    from_default: Annotated[
+        bool,
+        Opt("--from-default", help="a missing file starts as a copy of the default taxonomy"),
+    ] = False,
 ) -> None:
-    """Add a discipline (and any missing parents) to a taxonomy file."""
-    from glan.taxonomy import load_taxonomy, save_taxonomy
+    """Add a discipline (and any missing parents) to a taxonomy file. A missing file is created
+    holding only this node (a small taxonomy of your own), or the defaults with --from-default."""
+    from glan.cli.dry_run import plural
+    from glan.taxonomy import Taxonomy, load_taxonomy, save_taxonomy
 
-    tax = load_taxonomy(file if file.exists() else None)
+    if file.exists():
+        tax = load_taxonomy(file)
+    else:
+        tax = load_taxonomy(None) if from_default else Taxonomy()
     added = tax.add(node, description, weight)
     save_taxonomy(tax, file)
-    out.print(f"added {added} to {file}")
+    out.print(
+        f"added {added} to {file} ({plural(len(tax.disciplines()), 'kept discipline')})",
+        highlight=False,
+    )

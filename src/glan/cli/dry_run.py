@@ -1,0 +1,53 @@
+"""`glan generate --dry-run`: calls, tokens and cost per stage, with a total, before spending."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from glan.config import GenerateConfig
+from glan.estimate import estimate
+from glan.planner import Plan
+
+
+def plural(count: int, word: str) -> str:
+    return f"{count:,} {word}" + ("" if count == 1 else "s")
+
+
+def print_dry_run(plan: Plan, cfg: GenerateConfig, out: Console) -> None:
+    """`cfg` as the pipeline will run it (adapted to the models), so the calls shown are the
+    ones the run's manifest will plan."""
+    est = estimate(plan, cfg)
+    title = (
+        f"plan for {plural(plan.target, 'pair')} over {plural(len(plan.disciplines), 'discipline')}"
+    )
+    table = Table(title=title, show_footer=True)
+    total_cost = None if any(e.cost_usd is None for e in est) else sum(e.cost_usd or 0 for e in est)
+    footer = {
+        "stage": "total",
+        "model": "",
+        "calls": f"{sum(e.calls for e in est):,}",
+        "prompt tokens": f"{sum(e.prompt_tokens for e in est):,}",
+        "completion tokens": f"{sum(e.completion_tokens for e in est):,}",
+        "cost": "?" if total_cost is None else f"${total_cost:,.2f}",
+    }
+    for col, foot in footer.items():
+        table.add_column(col, foot, justify="left" if col in ("stage", "model") else "right")
+    for e in est:
+        table.add_row(
+            e.stage,
+            e.model,
+            f"{e.calls:,}",
+            f"{e.prompt_tokens:,}",
+            f"{e.completion_tokens:,}",
+            "?" if e.cost_usd is None else f"${e.cost_usd:,.2f}",
+        )
+    out.print(table)
+    unpriced = sorted({e.model for e in est if e.cost_usd is None})
+    if unpriced:
+        out.print(
+            f"no price for {', '.join(unpriced)}: add prices: {{MODEL: {{input: USD_PER_1M, "
+            "output: USD_PER_1M}} to the config, or --set prices.MODEL.input=...",
+            highlight=False,
+            soft_wrap=True,
+        )
