@@ -6,7 +6,6 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import uvicorn
@@ -110,6 +109,13 @@ def test_two_reviewers_vote_remove_propose_and_export(chromium, review_url, arti
     # the main view, for a person to look at
     select(bob, "Statistics")
     bob.screenshot(path=str(artifacts / "review-main.png"))
+    bob.click(".tab[data-view=summary]")
+    assert "disciplines kept by the current majority" in bob.inner_text("#view-summary")
+    bob.screenshot(path=str(artifacts / "review-summary.png"))
+    bob.click(".tab[data-view=activity]")
+    bob.wait_for_selector("#view-activity td:text-is('propose')")
+    bob.screenshot(path=str(artifacts / "review-activity.png"))
+    bob.click(".tab[data-view=tree]")
 
     # export from the button, then glan generate reads it
     with bob.expect_download() as download:

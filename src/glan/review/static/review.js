@@ -212,4 +212,5 @@ $("#name-form").addEventListener("submit", async (e) => {
   if (r) { S.me = r.name; $("#me").textContent = r.name; $("#name-dialog").close(); render(); }
 });
 refresh().then(() => { if (!S.me) askName(); });
-setInterval(() => { if (!document.hidden) refresh(); }, 4000);  // others' votes appear without reloading
+function typingInDetail() { const a = document.activeElement; return a && a.tagName === "INPUT" && a.closest("#detail"); }
+setInterval(() => { if (!document.hidden && !typingInDetail()) refresh(); }, 4000);  // others' votes appear without reloading
