@@ -243,6 +243,13 @@ def test_bad_token_missing_name_or_foreign_page_change_nothing(store, client):
     assert [v.reviewer for v in tree_view(store.snapshot())[target].votes] == ["ann"]
 
 
+def test_a_name_with_markup_is_shown_as_text(store):
+    c = TestClient(create_app(store))
+    assert c.post("/api/name", data={"name": "<b>eve</b>"}, headers=POST).status_code == 200
+    page = c.get("/").text
+    assert "&lt;b&gt;eve&lt;/b&gt;" in page and "<b>eve</b>" not in page
+
+
 def test_bodies_over_the_limit_are_refused(store, client):
     target = ids(store)["Bread"]
     big = {"target": target, "vote": "keep", "note": "x" * (MAX_BODY + 1)}

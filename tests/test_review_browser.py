@@ -106,6 +106,12 @@ def test_two_reviewers_vote_remove_propose_and_export(chromium, review_url, arti
         " && document.querySelector('#detail .panel h3').textContent.includes('2 keep')"
     )
 
+    # N jumps to the next live node without my vote, skipping the removed subtree
+    select(bob, "Statistics")
+    bob.keyboard.press("n")
+    assert bob.locator(".row.selected .name").inner_text() == "Logic and Theory of Computation"
+    assert bob.locator("#detail .votebar .on").count() == 0
+
     # the main view, for a person to look at
     select(bob, "Statistics")
     bob.screenshot(path=str(artifacts / "review-main.png"))

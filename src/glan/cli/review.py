@@ -39,7 +39,7 @@ def taxonomy_review(
         fail(f"--token-env {token_env}: that environment variable is empty or unset")
     check_bind(host, token)
     store = ReviewStore(db)
-    if path is not None or not db.exists() or not store.snapshot().nodes:
+    if path is not None or not store.snapshot().nodes:  # a new database starts from the default
         added, matched = store.import_taxonomy(
             load_taxonomy(path), source=f"import {path or 'default'}"
         )
@@ -48,6 +48,9 @@ def taxonomy_review(
         "?token=..." if token else ""
     )
     out.print(f"review at {url}  (votes in {db}; Ctrl-C stops, nothing is lost)", soft_wrap=True)
+    out.print(
+        f"when done: glan taxonomy export-review --db {db} --out reviewed.yaml", soft_wrap=True
+    )
     uvicorn.run(
         create_app(store, quorum=quorum, token=token), host=host, port=port, log_level="warning"
     )

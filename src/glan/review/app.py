@@ -136,7 +136,9 @@ def create_app(store: ReviewStore, quorum: int = 0, token: str | None = None) ->
         if not name or len(name) > MAX_NAME:
             return refuse(400, f"a name is 1 to {MAX_NAME} characters")
         response = JSONResponse({"name": name})
-        response.set_cookie(NAME_COOKIE, quote(name), max_age=60 * 86400, samesite="strict")
+        response.set_cookie(
+            NAME_COOKIE, quote(name), max_age=60 * 86400, httponly=True, samesite="strict"
+        )
         return response
 
     def write(action):
