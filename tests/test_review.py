@@ -254,6 +254,9 @@ def test_bodies_over_the_limit_are_refused(store, client):
     target = ids(store)["Bread"]
     big = {"target": target, "vote": "keep", "note": "x" * (MAX_BODY + 1)}
     assert client.post("/api/vote", data=big, headers=POST).status_code == 413
+    streamed = (b"note=" + b"x" * 1000 for _ in range(40))  # no Content-Length to check
+    form = {**POST, "Content-Type": "application/x-www-form-urlencoded"}
+    assert client.post("/api/vote", content=streamed, headers=form).status_code == 413
     long_note = {"target": target, "vote": "keep", "note": "x" * 3000}
     assert client.post("/api/vote", data=long_note, headers=POST).status_code == 400
     assert client.post("/api/name", data={"name": "n" * 41}, headers=POST).status_code == 400

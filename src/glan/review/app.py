@@ -13,6 +13,7 @@ from importlib import resources
 from urllib.parse import quote, unquote
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import (
     JSONResponse,
@@ -53,18 +54,11 @@ class BodyLimit:
             nonlocal seen
             message = await receive()
             seen += len(message.get("body", b""))
-            if seen > self.limit:
-                raise _TooLarge
+            if seen > self.limit:  # a streamed body: the app's exception handling answers 413
+                raise HTTPException(413, "request body too large")
             return message
 
-        try:
-            await self.app(scope, capped, send)
-        except _TooLarge:
-            await PlainTextResponse("request body too large", 413)(scope, receive, send)
-
-
-class _TooLarge(Exception):
-    pass
+        await self.app(scope, capped, send)
 
 
 def create_app(store: ReviewStore, quorum: int = 0, token: str | None = None) -> Starlette:
