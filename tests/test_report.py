@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -13,18 +11,6 @@ from glan.api import generate
 from glan.cli import app
 from glan.config import GenerateConfig
 from glan.testing.fake_server import FakeServer
-
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 @pytest.fixture(scope="module")
@@ -52,37 +38,28 @@ def test_report_is_one_self_contained_file(cleaned_run):
 
 
 @pytest.mark.slow
-def test_report_plots_render_offline_in_headless_chromium(cleaned_run):
-    if CHROMIUM is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium is not installed (scripts/test installs it on Debian)")
-        pytest.skip("chromium is not installed")
-    from playwright.sync_api import sync_playwright
-
+def test_report_plots_render_offline_in_headless_chromium(cleaned_run, chromium, artifacts):
     report = cleaned_run / "report.html"
     CliRunner().invoke(app, ["report", str(cleaned_run)])
     outside: list[str] = []
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
-        page.route(
-            "**/*",
-            lambda route: (
-                route.continue_()
-                if route.request.url.startswith("file://")
-                else (outside.append(route.request.url), route.abort())
-            ),
-        )
-        errors: list[str] = []
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
-        page.goto(report.as_uri())
-        page.wait_for_function("document.querySelectorAll('.js-plotly-plot .main-svg').length >= 6")
-        plots = page.eval_on_selector_all(".js-plotly-plot", "els => els.length")
-        sunburst_slices = page.eval_on_selector_all(".sunburstlayer path", "els => els.length")
-        bars = page.eval_on_selector_all(".bars path", "els => els.length")
-        ARTIFACTS.mkdir(exist_ok=True)
-        page.screenshot(path=str(ARTIFACTS / "report.png"), full_page=True)
-        browser.close()
+    page = chromium.new_page(viewport={"width": 1280, "height": 900})
+    page.route(
+        "**/*",
+        lambda route: (
+            route.continue_()
+            if route.request.url.startswith("file://")
+            else (outside.append(route.request.url), route.abort())
+        ),
+    )
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(report.as_uri())
+    page.wait_for_function("document.querySelectorAll('.js-plotly-plot .main-svg').length >= 6")
+    plots = page.eval_on_selector_all(".js-plotly-plot", "els => els.length")
+    sunburst_slices = page.eval_on_selector_all(".sunburstlayer path", "els => els.length")
+    bars = page.eval_on_selector_all(".bars path", "els => els.length")
+    page.screenshot(path=str(artifacts / "report.png"), full_page=True)
+    page.close()
     assert plots == 6 and sunburst_slices > 10 and bars > 5
     assert not errors, errors
     assert not outside, outside  # works offline: nothing fetched from anywhere

@@ -44,7 +44,7 @@ def taxonomy_build(
     save_taxonomy(tax, file)
     out.print(
         f"wrote {len(tax.disciplines())} disciplines in {len(tax.fields)} fields to {file}; "
-        "review it (votes or status per node), then: glan taxonomy validate " + str(file)
+        f"review it in the browser: glan taxonomy review {file}"
     )
 
 
