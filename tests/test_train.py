@@ -148,3 +148,11 @@ def test_training_resumes_from_its_last_checkpoint_after_a_kill(
     assert resumed_at >= 2
     steps = [p["step"] for p in result.losses]
     assert steps[-1] == 6 and (out / "model.safetensors").is_file()
+
+
+def test_the_cli_loads_without_torch() -> None:
+    code = (
+        "import sys, glan.cli; sys.exit(bool({'torch', 'transformers', 'trl'} & set(sys.modules)))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
+    assert subprocess.run([sys.executable, "-c", code], env=env).returncode == 0

@@ -92,7 +92,8 @@ def _leakage(
             )
         out.print(table)
     console.print(
-        f"paper's clean model: gaps -0.03..+0.02; warning below {lk.WARN_BELOW} "
-        f"(results in {out_dir}/leakage-*/leakage.json)",
+        f"paper's clean model: gaps -0.03..+0.02; warning below {lk.WARN_BELOW}. Read the model "
+        "tuned on --train-data: for any other, the gap only says which set is harder. "
+        f"Results in {out_dir}/leakage-*/leakage.json",
         highlight=False,
     )

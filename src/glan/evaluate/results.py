@@ -43,13 +43,14 @@ def _delta(result: BenchmarkResult, labels: list[str]) -> str:
     return "" if a is None or b is None else f"{100 * (b - a):+.1f}"
 
 
-def rows(report: EvalReport) -> tuple[list[str], list[list[str]]]:
+def rows(report: EvalReport, reasons: bool = True) -> tuple[list[str], list[list[str]]]:
+    """Header and cells; without `reasons` the status stays one word (reasons listed apart)."""
     labels = list(report.models)
     head = ["benchmark", "status", "metric", "shots", "n", *labels]
     head += ["delta"] if len(labels) == 2 else []
     body = []
     for r in report.results:
-        status = r.status if r.status == "run" else f"{r.status}: {r.reason}"
+        status = r.status if r.status == "run" or not reasons else f"{r.status}: {r.reason}"
         cells = [r.benchmark, status, r.metric, "" if r.shots is None else str(r.shots)]
         cells += [str(r.samples or ""), *(_cell(r.scores.get(label)) for label in labels)]
         cells += [_delta(r, labels)] if len(labels) == 2 else []
@@ -60,8 +61,9 @@ def rows(report: EvalReport) -> tuple[list[str], list[list[str]]]:
 def rich_table(report: EvalReport):
     from rich.table import Table
 
-    head, body = rows(report)
-    table = Table(title="glan eval (scores in %)")
+    head, body = rows(report, reasons=False)
+    notes = [f"{r.benchmark} {r.status}: {r.reason}" for r in report.results if r.reason]
+    table = Table(title="glan eval (scores in %)", caption="\n".join(notes), caption_justify="left")
     for name in head:
         table.add_column(name, overflow="fold")
     for cells in body:

@@ -111,6 +111,7 @@ def train(
     callbacks: list | None = None,
 ) -> TrainResult:
     """Tune `model_name` on the pairs in `source`; the final model and tokenizer go to out_dir."""
+    require("train")
     pairs = load_pairs(source)
     data = {"source": str(source), **fingerprint(pairs)}
     checkpoint = last_checkpoint(out_dir)
