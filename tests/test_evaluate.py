@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from glan.evaluate.registry import BENCHMARKS, Benchmark
-from glan.evaluate.runner import EvalSettings, parse_models, plan
+from glan.evaluate.runner import EvalSettings, ifeval_checker_missing, parse_models, plan
 from glan.evaluate.sandbox import run_program
 
 
@@ -56,7 +56,7 @@ def test_base_and_tuned_are_compared_on_two_local_benchmarks(tiny_model: Path, t
 
     out = tmp_path / "eval"
     args = ["eval", "--model", f"base={tiny_model}", "--model", f"tuned={tuned.out_dir}"]
-    args += ["--benchmarks", "gsm8k,mmlu,arc_challenge,humaneval", "--limit", "10"]
+    args += ["--benchmarks", "gsm8k,mmlu,ifeval,arc_challenge,humaneval", "--limit", "10"]
     args += ["--shots", "1", "--max-gen-toks", "16", "--out", str(out)]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
@@ -66,6 +66,10 @@ def test_base_and_tuned_are_compared_on_two_local_benchmarks(tiny_model: Path, t
         row = by_name[name]
         assert row["status"] == "run" and row["samples"] == 10 and row["metric"] == metric
         assert all(0.0 <= row["scores"][label] <= 1.0 for label in ("base", "tuned"))
+    if ifeval_checker_missing():  # offline without NLTK's data: skipped, saying how to get it
+        assert by_name["ifeval"]["status"] == "skipped" and "nltk" in by_name["ifeval"]["reason"]
+    else:
+        assert by_name["ifeval"]["status"] == "run" and by_name["ifeval"]["samples"] == 10
     assert by_name["arc_challenge"]["status"] == "skipped"
     assert by_name["humaneval"]["status"] == "skipped"
     markdown = (out / "eval_results.md").read_text()

@@ -18,7 +18,7 @@ def eval_(
     limit: Annotated[int | None, Opt(help="first N items of each benchmark")] = None,
     out_dir: Annotated[Path, Opt("--out", help="where results and task YAMLs go")] = Path("eval"),
     shots: Annotated[
-        int | None, Opt(help="few-shot examples for all (default: per benchmark)")
+        int | None, Opt(help="few-shot examples (default: per benchmark; HumanEval, IFEval stay 0)")
     ] = None,
     allow_code_execution: Annotated[
         bool, Opt("--allow-code-execution", help="run HumanEval/MBPP code in the sandbox")

@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from glan.post.benchmarks import KNOWN, packaged_file, read_rows
 
-Kind = Literal["generate", "multiple_choice", "code"]
+Kind = Literal["generate", "multiple_choice", "code", "instructions"]
 Doc = dict[str, Any]
 
 
@@ -69,6 +69,14 @@ def humaneval_docs() -> list[Doc] | None:
     return [{k: r[k] for k in keys} for r in rows]
 
 
+def ifeval_docs() -> list[Doc] | None:
+    rows = _known_rows("ifeval")
+    if rows is None:
+        return None
+    keys = ("key", "prompt", "instruction_id_list", "kwargs")
+    return [{k: r[k] for k in keys} for r in rows]
+
+
 BENCHMARKS: dict[str, Benchmark] = {
     b.name: b
     for b in (
@@ -111,7 +119,15 @@ BENCHMARKS: dict[str, Benchmark] = {
         Benchmark(
             "bbh", "generate", 3, "lm-eval bbh_cot_fewshot", "bbh_cot_fewshot", "exact_match"
         ),
-        Benchmark("ifeval", "generate", 0, "lm-eval ifeval", "ifeval", "prompt_level_strict_acc"),
+        Benchmark(
+            "ifeval",
+            "instructions",
+            0,
+            "the instruction as the prompt",
+            "ifeval",
+            "prompt_level_strict_acc",
+            ifeval_docs,
+        ),
     )
 }
 

@@ -59,7 +59,8 @@ def parse_benchmarks(text: str) -> list[Benchmark]:
 def plan(benchmarks: list[Benchmark], settings: EvalSettings, tasks_dir: Path) -> list[Planned]:
     planned = []
     for bench in benchmarks:
-        shots = bench.shots if settings.shots is None else settings.shots
+        fixed = bench.kind in ("code", "instructions")  # no worked examples to show: 0-shot
+        shots = bench.shots if settings.shots is None or fixed else settings.shots
         result = res.BenchmarkResult(
             benchmark=bench.name,
             status="run",
@@ -72,6 +73,11 @@ def plan(benchmarks: list[Benchmark], settings: EvalSettings, tasks_dir: Path) -
                 "skipped",
                 ("runs model-written code: pass --allow-code-execution (or HF_ALLOW_CODE_EVAL=1)"),
             )
+            planned.append(Planned(bench, None, result))
+            continue
+        missing = ifeval_checker_missing() if bench.kind == "instructions" else None
+        if missing:
+            result.status, result.reason = "skipped", missing
             planned.append(Planned(bench, None, result))
             continue
         try:
@@ -91,6 +97,20 @@ def plan(benchmarks: list[Benchmark], settings: EvalSettings, tasks_dir: Path) -
             result.prompt = f"lm-eval {bench.hub_task}"
         planned.append(Planned(bench, task, result))
     return planned
+
+
+def ifeval_checker_missing() -> str | None:
+    """Why lm-eval's IFEval checker cannot run here, or None. It needs NLTK's punkt_tab data,
+    which NLTK downloads on first use (so offline machines must have it already)."""
+    if any(importlib.util.find_spec(m) is None for m in ("langdetect", "immutabledict", "nltk")):
+        return "IFEval's checker needs: pip install 'lm-eval[ifeval]'"
+    import nltk
+
+    try:
+        nltk.data.find("tokenizers/punkt_tab")
+    except LookupError:
+        return "IFEval's checker needs NLTK's punkt_tab: python -m nltk.downloader punkt_tab"
+    return None
 
 
 def _lm(path: str, settings: EvalSettings) -> Any:
@@ -119,8 +139,8 @@ def _score(output: dict[str, Any], task: str, metric: str) -> tuple[float, int |
 
 
 def _one_line(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
+    lines = [line.strip() for line in str(exc).splitlines() if any(c.isalnum() for c in line)]
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}"[:300]
 
 
 def evaluate(

@@ -78,7 +78,26 @@ def _code(bench: Benchmark) -> dict[str, Any]:
     }
 
 
-BUILDERS = {"generate": _generate, "multiple_choice": _multiple_choice, "code": _code}
+def _instructions(bench: Benchmark) -> dict[str, Any]:
+    return {
+        "output_type": "generate_until",
+        "doc_to_text": "prompt",
+        "doc_to_target": 0,
+        "generation_kwargs": {"until": [], "do_sample": False, "max_gen_toks": 1280},
+        "metric_list": [
+            {"metric": name, "aggregation": "mean", "higher_is_better": True}
+            for name in ("prompt_level_strict_acc", "prompt_level_loose_acc")
+        ],
+    }
+
+
+BUILDERS = {
+    "generate": _generate,
+    "multiple_choice": _multiple_choice,
+    "code": _code,
+    "instructions": _instructions,
+}
+HOOK_FOR = {"code": "humaneval_pass", "instructions": "ifeval_scores"}
 
 
 def write_task(
@@ -102,10 +121,8 @@ def write_task(
     if max_gen_toks and "generation_kwargs" in config:
         config["generation_kwargs"]["max_gen_toks"] = max_gen_toks
     text = yaml.safe_dump(config, sort_keys=False, allow_unicode=True)
-    if bench.kind == "code":
-        text += "process_results: !function glan_hooks.humaneval_pass\n"
-        atomic_write_text(
-            tasks_dir / HOOKS, "from glan.evaluate.hooks import humaneval_pass  # noqa\n"
-        )
+    if bench.kind in HOOK_FOR:
+        text += f"process_results: !function glan_hooks.{HOOK_FOR[bench.kind]}\n"
+        atomic_write_text(tasks_dir / HOOKS, "from glan.evaluate.hooks import *  # noqa\n")
     atomic_write_text(tasks_dir / f"{name}.yaml", text)
     return name
