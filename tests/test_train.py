@@ -156,3 +156,14 @@ def test_the_cli_loads_without_torch() -> None:
     )
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
     assert subprocess.run([sys.executable, "-c", code], env=env).returncode == 0
+
+
+def test_missing_torch_is_one_line_naming_the_exact_install(monkeypatch) -> None:
+    import importlib.util
+
+    from glan.train import models
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n: None if n == "torch" else real(n))
+    with pytest.raises(UserError, match=r"pip install torch==2\.13\.0"):
+        models.require("train")

@@ -35,7 +35,7 @@ def train(
     """Tune BASE_MODEL on glan pairs. Defaults are the GLAN paper's recipe: loss on response
     tokens only, 3 epochs, lr 3e-6, 512 pairs per step, cosine schedule with 1,000 warm-up steps
     to a final lr of 0. Multi-GPU: accelerate launch -m glan train ... (same options)."""
-    from glan.train.recipe import Recipe
+    from glan.train.recipe import Recipe, StepPlan
     from glan.train.trainer import train as run_training
 
     recipe = Recipe(
@@ -49,9 +49,17 @@ def train(
         save_steps=save_steps,
         lora=lora,
     )
-    result = run_training(data, base_model, out_dir, recipe, resume=resume)
-    for note in result.plan.notes:
-        console.print(f"[yellow]note:[/] {note}", highlight=False)
+
+    def show_plan(plan: StepPlan) -> None:
+        console.print(
+            f"{plan.total_steps} steps of {plan.pairs_per_step} pairs ({plan.devices} device(s) x "
+            f"{per_device_batch} x {plan.grad_accum} accumulated), warm-up {plan.warmup_steps}",
+            highlight=False,
+        )
+        for note in plan.notes:
+            console.print(f"[yellow]note:[/] {note}", highlight=False)
+
+    result = run_training(data, base_model, out_dir, recipe, resume=resume, on_plan=show_plan)
     first, last = result.losses[0]["loss"], result.losses[-1]["loss"]
     resumed = f", resumed from {Path(result.resumed_from).name}" if result.resumed_from else ""
     out.print(

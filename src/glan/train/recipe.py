@@ -62,7 +62,7 @@ def plan_steps(recipe: Recipe, n_pairs: int, devices: int) -> StepPlan:
         warmup = max(0, total // 10)
         notes.append(
             f"{total} optimiser steps in all, fewer than the {recipe.warmup_steps} warm-up steps: "
-            f"warming up over {warmup} (10%) instead"
+            f"warming up over {warmup} steps (10% of them) instead"
         )
     return StepPlan(
         devices=devices,

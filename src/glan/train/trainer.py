@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -109,6 +110,7 @@ def train(
     recipe: Recipe,
     resume: bool = False,
     callbacks: list | None = None,
+    on_plan: Callable[[StepPlan], None] | None = None,
 ) -> TrainResult:
     """Tune `model_name` on the pairs in `source`; the final model and tokenizer go to out_dir."""
     require("train")
@@ -121,6 +123,8 @@ def train(
         artifacts.check_same_data(out_dir, data)
     out_dir.mkdir(parents=True, exist_ok=True)
     trainer, plan = build_trainer(pairs, model_name, recipe, out_dir, callbacks)
+    if on_plan is not None:
+        on_plan(plan)  # before the first step, so notes about the recipe are seen early
     config = {"base_model": model_name, "recipe": recipe.model_dump(), "plan": plan.model_dump()}
     if trainer.is_world_process_zero():
         artifacts.write_config(out_dir, {**config, "data": data})
