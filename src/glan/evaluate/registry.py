@@ -88,7 +88,7 @@ BENCHMARKS: dict[str, Benchmark] = {
             "generate",
             4,
             "Question: ...\\nAnswer:",
-            "minerva_math",
+            "minerva_math500",
             "exact_match",
             math500_docs,
         ),

@@ -68,16 +68,9 @@ def plan(benchmarks: list[Benchmark], settings: EvalSettings, tasks_dir: Path) -
             shots=shots,
             prompt=bench.prompt,
         )
-        if bench.kind == "code" and not code_execution_allowed(settings.allow_code_execution):
-            result.status, result.reason = (
-                "skipped",
-                ("runs model-written code: pass --allow-code-execution (or HF_ALLOW_CODE_EVAL=1)"),
-            )
-            planned.append(Planned(bench, None, result))
-            continue
-        missing = ifeval_checker_missing() if bench.kind == "instructions" else None
-        if missing:
-            result.status, result.reason = "skipped", missing
+        blocked = _not_allowed(bench, settings)
+        if blocked:
+            result.status, result.reason = "skipped", blocked
             planned.append(Planned(bench, None, result))
             continue
         try:
@@ -97,6 +90,14 @@ def plan(benchmarks: list[Benchmark], settings: EvalSettings, tasks_dir: Path) -
             result.prompt = f"lm-eval {bench.hub_task}"
         planned.append(Planned(bench, task, result))
     return planned
+
+
+def _not_allowed(bench: Benchmark, settings: EvalSettings) -> str | None:
+    if bench.kind == "code" and not code_execution_allowed(settings.allow_code_execution):
+        return "runs model-written code: pass --allow-code-execution (or HF_ALLOW_CODE_EVAL=1)"
+    if bench.kind == "instructions":
+        return ifeval_checker_missing()
+    return None
 
 
 def ifeval_checker_missing() -> str | None:
