@@ -92,3 +92,40 @@ def chromium():
             yield browser
         finally:
             browser.close()
+
+
+# Training and evaluation (glan[train], glan[eval]): a tiny random Llama with SmolLM2's real
+# tokenizer, a 64-pair run, and one short tuning of the first on the second, shared by the tests.
+TINY_RECIPE = {
+    "epochs": 1,
+    "learning_rate": 3e-3,  # a random 3M model needs a large step to move in 8 steps
+    "pairs_per_step": 8,
+    "per_device_batch": 8,
+    "max_seq_len": 128,
+    "save_steps": 4,
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    pytest.importorskip("trl", reason="needs glan[train] (scripts/test installs it)")
+    from glan.testing.tiny_model import make_tiny_llama
+
+    return make_tiny_llama(tmp_path_factory.mktemp("models") / "tiny-base")
+
+
+@pytest.fixture(scope="session")
+def pairs_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from glan.testing.tiny_model import write_pairs_run
+
+    return write_pairs_run(tmp_path_factory.mktemp("runs") / "run", 64)
+
+
+@pytest.fixture(scope="session")
+def tuned(tiny_model: Path, pairs_run: Path, tmp_path_factory: pytest.TempPathFactory):
+    """The tiny model tuned for one epoch (8 steps of 8 pairs) on the 64-pair run."""
+    from glan.train.recipe import Recipe
+    from glan.train.trainer import train
+
+    out = tmp_path_factory.mktemp("models") / "tiny-tuned"
+    return train(pairs_run, str(tiny_model), out, Recipe(**TINY_RECIPE))

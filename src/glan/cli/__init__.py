@@ -1,6 +1,13 @@
 """The command line: a thin layer over glan.api and the library."""
 
-from glan.cli import generate, post, review, taxonomy  # noqa: F401 - registers the commands
+from glan.cli import (  # noqa: F401 - registers the commands
+    evaluate,
+    generate,
+    post,
+    review,
+    taxonomy,
+    train,
+)
 from glan.cli.app import app, main
 
 __all__ = ["app", "main"]

@@ -1,0 +1,189 @@
+"""lm-evaluation-harness over each model and benchmark; one benchmark's failure is reported, not
+raised, so that the table always names every benchmark asked for."""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from glan.errors import UserError
+from glan.evaluate import results as res
+from glan.evaluate.registry import BENCHMARKS, Benchmark, how_to_get, offline
+from glan.evaluate.sandbox import code_execution_allowed
+from glan.evaluate.tasks import write_task
+from glan.train.models import require, resolve_model
+
+
+@dataclass
+class EvalSettings:
+    limit: int | None = None
+    shots: int | None = None  # None: each benchmark's own
+    allow_code_execution: bool = False
+    chat_template: bool = False
+    max_gen_toks: int | None = None
+    batch_size: int = 8
+    backend: str = "auto"  # hf, vllm, auto (vllm when installed and a GPU is there)
+
+
+@dataclass
+class Planned:
+    bench: Benchmark
+    task: str | None  # lm-eval task name, None when not runnable
+    result: res.BenchmarkResult
+
+
+def parse_models(specs: list[str]) -> dict[str, str]:
+    """`LABEL=PATH` or `PATH` (labelled by its last path part)."""
+    models: dict[str, str] = {}
+    for spec in specs:
+        label, _, path = spec.rpartition("=") if "=" in spec else ("", "", spec)
+        label = label or Path(path.rstrip("/")).name or path
+        if label in models:
+            label = f"{label}-{len(models) + 1}"
+        models[label] = path
+    return models
+
+
+def parse_benchmarks(text: str) -> list[Benchmark]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in BENCHMARKS]
+    if unknown:
+        raise UserError(
+            f"unknown benchmark {', '.join(unknown)}: known are {', '.join(BENCHMARKS)}"
+        )
+    return [BENCHMARKS[n] for n in names]
+
+
+def plan(benchmarks: list[Benchmark], settings: EvalSettings, tasks_dir: Path) -> list[Planned]:
+    planned = []
+    for bench in benchmarks:
+        fixed = bench.kind in ("code", "instructions")  # no worked examples to show: 0-shot
+        shots = bench.shots if settings.shots is None or fixed else settings.shots
+        result = res.BenchmarkResult(
+            benchmark=bench.name,
+            status="run",
+            metric=bench.metric,
+            shots=shots,
+            prompt=bench.prompt,
+        )
+        blocked = _not_allowed(bench, settings)
+        if blocked:
+            result.status, result.reason = "skipped", blocked
+            planned.append(Planned(bench, None, result))
+            continue
+        try:
+            docs = bench.docs() if bench.docs else None
+        except Exception as exc:  # a malformed local file fails this benchmark, not the run
+            result.status, result.reason = "failed", f"reading its data: {_one_line(exc)}"
+            planned.append(Planned(bench, None, result))
+            continue
+        if docs:
+            task = write_task(tasks_dir, bench, docs, shots, settings.max_gen_toks)
+            result.source = f"local ({len(docs)} items)"
+        elif offline():
+            result.status, result.reason = "skipped", how_to_get(bench)
+            task = None
+        else:
+            task, result.source = bench.hub_task, "lm-eval hub task"
+            result.prompt = f"lm-eval {bench.hub_task}"
+        planned.append(Planned(bench, task, result))
+    return planned
+
+
+def _not_allowed(bench: Benchmark, settings: EvalSettings) -> str | None:
+    if bench.kind == "code" and not code_execution_allowed(settings.allow_code_execution):
+        return "runs model-written code: pass --allow-code-execution (or HF_ALLOW_CODE_EVAL=1)"
+    if bench.kind == "instructions":
+        return ifeval_checker_missing()
+    return None
+
+
+def ifeval_checker_missing() -> str | None:
+    """Why lm-eval's IFEval checker cannot run here, or None. It needs NLTK's punkt_tab data,
+    which NLTK downloads on first use (so offline machines must have it already)."""
+    if any(importlib.util.find_spec(m) is None for m in ("langdetect", "immutabledict", "nltk")):
+        return "IFEval's checker needs: pip install 'lm-eval[ifeval]'"
+    import nltk
+
+    try:
+        nltk.data.find("tokenizers/punkt_tab")
+    except LookupError:
+        return "IFEval's checker needs NLTK's punkt_tab: python -m nltk.downloader punkt_tab"
+    return None
+
+
+def _lm(path: str, settings: EvalSettings) -> Any:
+    import torch
+
+    use_vllm = settings.backend == "vllm" or (
+        settings.backend == "auto"
+        and torch.cuda.is_available()
+        and importlib.util.find_spec("vllm") is not None
+    )
+    if use_vllm:
+        from lm_eval.models.vllm_causallms import VLLM
+
+        return VLLM(pretrained=path, batch_size="auto")
+    from lm_eval.models.huggingface import HFLM
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return HFLM(pretrained=path, batch_size=settings.batch_size, device=device)
+
+
+def _score(output: dict[str, Any], task: str, metric: str) -> tuple[float, int | None]:
+    scores = output["results"][task]
+    key = next(k for k in scores if k.split(",")[0] == metric and "stderr" not in k)
+    samples = output.get("n-samples", {}).get(task, {}).get("effective")
+    return float(scores[key]), samples
+
+
+def _one_line(exc: Exception) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if any(c.isalnum() for c in line)]
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}"[:300]
+
+
+def evaluate(
+    models: dict[str, str], benchmarks: list[Benchmark], out_dir: Path, settings: EvalSettings
+) -> res.EvalReport:
+    require("eval")
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
+
+    tasks_dir = out_dir / "tasks"
+    tasks_dir.mkdir(parents=True, exist_ok=True)
+    planned = plan(benchmarks, settings, tasks_dir)
+    manager = TaskManager(include_path=str(tasks_dir))
+    for label, name in models.items():
+        lm = _lm(resolve_model(name), settings)
+        for item in planned:
+            if item.task is None:
+                continue
+            try:
+                output = simple_evaluate(
+                    model=lm,
+                    tasks=[item.task],
+                    num_fewshot=item.result.shots,
+                    limit=settings.limit,
+                    task_manager=manager,
+                    apply_chat_template=settings.chat_template,
+                    confirm_run_unsafe_code=code_execution_allowed(settings.allow_code_execution),
+                    bootstrap_iters=0,
+                    log_samples=False,
+                )
+                score, samples = _score(output, item.task, item.bench.metric)
+                item.result.scores[label] = score
+                item.result.samples = samples
+            except Exception as exc:  # one benchmark failing must not hide the others
+                item.result.scores[label] = None
+                item.result.status, item.result.reason = "failed", f"{label}: {_one_line(exc)}"
+        del lm
+    report = res.EvalReport(
+        models=models,
+        limit=settings.limit,
+        chat_template=settings.chat_template,
+        results=[p.result for p in planned],
+    )
+    res.write(report, out_dir)
+    return report

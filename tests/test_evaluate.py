@@ -1,0 +1,106 @@
+"""`glan eval`: base vs tuned through lm-eval on local benchmark data, every benchmark accounted
+for, the code sandbox, and the leakage check."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from glan.evaluate.registry import BENCHMARKS, Benchmark
+from glan.evaluate.runner import EvalSettings, ifeval_checker_missing, parse_models, plan
+from glan.evaluate.sandbox import run_program
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.delenv("HF_ALLOW_CODE_EVAL", raising=False)
+
+
+def test_models_are_labelled_by_name_or_folder() -> None:
+    assert parse_models(["base=/m/a", "/m/tuned/"]) == {"base": "/m/a", "tuned": "/m/tuned/"}
+
+
+def test_absent_data_and_unallowed_code_are_skipped_with_a_reason(tmp_path: Path) -> None:
+    broken = Benchmark("broken", "generate", 0, "Q", "broken", "exact_match", lambda: 1 / 0)
+    chosen = [BENCHMARKS["arc_easy"], BENCHMARKS["humaneval"], broken]
+    planned = {p.bench.name: p.result for p in plan(chosen, EvalSettings(), tmp_path)}
+    assert planned["arc_easy"].status == "skipped"
+    assert "arc_easy" in planned["arc_easy"].reason and "network" in planned["arc_easy"].reason
+    assert planned["humaneval"].status == "skipped"
+    assert "--allow-code-execution" in planned["humaneval"].reason
+    assert planned["broken"].status == "failed" and "ZeroDivisionError" in planned["broken"].reason
+
+
+def test_sandbox_runs_humaneval_solutions_apart_and_bounded(monkeypatch) -> None:
+    from glan.evaluate.hooks import humaneval_pass
+    from glan.evaluate.registry import humaneval_docs
+
+    doc = humaneval_docs()[0]
+    assert humaneval_pass(doc, [doc["canonical_solution"]]) == {"pass@1": 1.0}
+    assert humaneval_pass(doc, ["    return None\n"]) == {"pass@1": 0.0}
+    assert run_program("while True: pass", timeout_s=1).reason == "timed out"
+    assert not run_program("x = bytearray(4 << 30)").passed  # over the memory limit
+    monkeypatch.setenv("GLAN_PROBE_SECRET", "s3cret")  # the caller's environment stays out
+    assert run_program("import os, sys; sys.exit('GLAN_PROBE_SECRET' in os.environ)").passed
+    assert run_program("import os; assert os.listdir('.') == []").passed  # an empty workdir
+
+
+@pytest.mark.slow
+def test_base_and_tuned_are_compared_on_two_local_benchmarks(tiny_model: Path, tuned, tmp_path):
+    from glan.cli import app
+
+    out = tmp_path / "eval"
+    args = ["eval", "--model", f"base={tiny_model}", "--model", f"tuned={tuned.out_dir}"]
+    args += ["--benchmarks", "gsm8k,mmlu,ifeval,arc_challenge,humaneval", "--limit", "10"]
+    args += ["--shots", "1", "--max-gen-toks", "16", "--out", str(out)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "eval_results.json").read_text())
+    by_name = {r["benchmark"]: r for r in report["results"]}
+    for name, metric in (("gsm8k", "exact_match"), ("mmlu", "acc")):
+        row = by_name[name]
+        assert row["status"] == "run" and row["samples"] == 10 and row["metric"] == metric
+        assert all(0.0 <= row["scores"][label] <= 1.0 for label in ("base", "tuned"))
+    if ifeval_checker_missing():  # offline without NLTK's data: skipped, saying how to get it
+        assert by_name["ifeval"]["status"] == "skipped" and "nltk" in by_name["ifeval"]["reason"]
+    else:
+        assert by_name["ifeval"]["status"] == "run" and by_name["ifeval"]["samples"] == 10
+    assert by_name["arc_challenge"]["status"] == "skipped"
+    assert by_name["humaneval"]["status"] == "skipped"
+    markdown = (out / "eval_results.md").read_text()
+    assert "| gsm8k | run | exact_match | 1 | 10 |" in markdown and "skipped:" in markdown
+    assert (out / "tasks" / "glan_gsm8k.yaml").is_file()
+    assert (out / "eval_report.html").stat().st_size > 10_000
+    assert "gsm8k" in result.output and "delta" in result.output
+
+
+@pytest.mark.slow
+def test_leakage_check_reports_a_loss_gap_per_benchmark(tuned, pairs_run: Path, tmp_path: Path):
+    from glan.cli import app
+
+    args = ["eval", "--leakage", "--model", f"tuned={tuned.out_dir}", "--train-data"]
+    args += [str(pairs_run), "--benchmarks", "gsm8k,mmlu,arc_easy", "--leakage-items", "8"]
+    result = CliRunner().invoke(app, [*args, "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    payload = json.loads((tmp_path / "leakage-tuned" / "leakage.json").read_text())
+    rows = {r["benchmark"]: r for r in payload["rows"]}
+    for name in ("gsm8k", "mmlu"):
+        row = rows[name]
+        assert row["status"] == "run" and row["items"] == 8
+        assert row["gap"] == pytest.approx(row["test_loss"] - row["train_loss"])
+        # Tuned on these very pairs, the tiny model finds them far easier than unseen tests.
+        assert row["gap"] > 0 and not row["warning"]
+    assert rows["arc_easy"]["status"] == "skipped"
+    assert "test loss - train loss" in result.output
+
+
+def test_leakage_without_training_data_is_a_user_error() -> None:
+    from glan.cli import app
+
+    result = CliRunner().invoke(app, ["eval", "--leakage", "--model", "m", "--benchmarks", "gsm8k"])
+    assert result.exit_code == 2 and "--train-data" in result.output
