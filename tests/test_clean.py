@@ -314,14 +314,40 @@ def test_default_benchmarks_that_cannot_load_are_skipped_and_said(tmp_path, monk
         )
 
 
+def test_cli_says_which_default_benchmark_it_skipped_brackets_included(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from glan.cli import app
+
+    monkeypatch.setattr("glan.post.benchmarks.shipped_file", lambda name: None)
+    monkeypatch.setattr("glan.post.benchmarks.packaged_file", lambda known: None)
+
+    def no_hub(repo, config, split):
+        raise UserError("loading a benchmark from the hub needs: pip install 'glan[hf]'")
+
+    monkeypatch.setattr("glan.post.benchmarks._hub_rows", no_hub)
+    run = tmp_path / "run"
+    run.mkdir()
+    write_jsonl(run / "instructions.jsonl", [record("1", "Why is the sky blue at noon?")])
+    result = CliRunner().invoke(app, ["clean", str(run)])
+    assert result.exit_code == 0, result.output
+    assert (
+        "not decontaminated against humaneval: loading a benchmark from the hub needs: "
+        "pip install 'glan[hf]'" in result.output
+    )
+    assert (run / "clean.jsonl").is_file()
+
+
 def bag_of_words(texts: list[str]):
-    """A deterministic stand-in encoder: hashed word counts."""
+    """A deterministic stand-in encoder: hashed word counts (crc32: the same in every process)."""
+    import zlib
+
     import numpy as np
 
     out = np.zeros((len(texts), 64), dtype=np.float32)
     for row, text in enumerate(texts):
         for w in words(text):
-            out[row, hash(w) % 64] += 1
+            out[row, zlib.crc32(w.encode()) % 64] += 1
     return out
 
 
