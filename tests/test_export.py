@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import shutil
+import sys
 from pathlib import Path
 
 import orjson
@@ -78,13 +81,66 @@ def test_card_describes_counts_models_and_cleaning(run_dir, tmp_path):
     assert "| answers |" in card and "Not cleaned" in card and "License" in card
 
 
+def test_card_names_the_version_the_records_and_the_cumulative_cost(run_dir, tmp_path):
+    manifest = orjson.loads((run_dir / "manifest.json").read_bytes())
+    target = export(run_dir, "messages", tmp_path / "m")
+    card = (target / "README.md").read_text()
+    assert "made with glan 0.1.0" in card and "https://github.com/)" not in card
+    sha = hashlib.sha256((run_dir / "instructions.jsonl").read_bytes()).hexdigest()
+    assert f"sha256 `{sha}`" in card
+    requests = sum(r["requests"] for m in manifest["usage"].values() for r in m.values())
+    assert f"| **total** | | {requests:,} |" in card
+    assert f"${manifest['cost_usd']:.4f} |" in card.split("| **total**")[1].splitlines()[0]
+
+
+def test_hf_format_without_datasets_is_one_line_and_leaves_no_dir(run_dir, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "datasets", None)  # import datasets -> ImportError
+    target = tmp_path / "new" / "hf"
+    result = CliRunner().invoke(
+        app, ["export", str(run_dir), "--format", "hf", "--out", str(target)]
+    )
+    assert result.exit_code == 2
+    assert result.output.strip() == "error: --format hf needs: pip install 'glan[hf]'"
+    assert not (tmp_path / "new").exists()
+
+
+def test_a_failed_export_removes_the_folders_it_made(run_dir, tmp_path, monkeypatch):
+    def broken(*args):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("glan.export._write", broken)
+    with pytest.raises(OSError):
+        export(run_dir, "messages", tmp_path / "a" / "b")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_clean_records_of_older_instructions_never_reach_an_export(run_dir, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    result = CliRunner().invoke(app, ["clean", str(run), "--benchmarks", "gsm8k"])
+    assert result.exit_code == 0, result.output
+    lines = (run / "instructions.jsonl").read_bytes().splitlines(keepends=True)
+    (run / "instructions.jsonl").write_bytes(b"".join(lines[:6]))  # a re-run changed them
+    for command in (["export", str(run)], ["report", str(run)]):
+        result = CliRunner().invoke(app, command)
+        assert result.exit_code == 2
+        assert result.output.strip() == (
+            f"error: clean.jsonl was made from an older instructions.jsonl: re-run glan clean {run}"
+        )
+    assert not (run / "export").exists() and not (run / "report.html").exists()
+    assert CliRunner().invoke(app, ["clean", str(run), "--benchmarks", "gsm8k"]).exit_code == 0
+    target = export(run, "messages")
+    assert len((target / "train.jsonl").read_bytes().splitlines()) <= 6
+
+
 def test_cleaned_records_are_exported_when_present(run_dir, tmp_path):
     runner = CliRunner()
     result = runner.invoke(app, ["clean", str(run_dir), "--benchmarks", "gsm8k"])
     assert result.exit_code == 0, result.output
     target = export(run_dir, "messages", tmp_path / "c")
     card = (target / "README.md").read_text()
-    assert "Source file: `clean.jsonl`" in card and "decontaminated against gsm8k" in card
+    assert "Source file: `clean.jsonl`" in card
+    assert "decontaminated against gsm8k (1,319 items)" in card
     (run_dir / "clean.jsonl").unlink()
 
 

@@ -37,6 +37,14 @@ def test_report_is_one_self_contained_file(cleaned_run):
     assert page.count('class="card"') == 6
 
 
+def test_report_names_the_records_it_was_made_from(cleaned_run):
+    import hashlib
+
+    assert CliRunner().invoke(app, ["report", str(cleaned_run)]).exit_code == 0
+    sha = hashlib.sha256((cleaned_run / "instructions.jsonl").read_bytes()).hexdigest()
+    assert f"instructions.jsonl sha256 {sha}" in (cleaned_run / "report.html").read_text()
+
+
 @pytest.mark.slow
 def test_report_plots_render_offline_in_headless_chromium(cleaned_run, chromium, artifacts):
     report = cleaned_run / "report.html"

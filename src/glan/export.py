@@ -4,18 +4,24 @@ Formats: `messages` (chat JSONL, what TRL's SFTTrainer and most chat trainers re
 (instruction/input/output), `sharegpt` (conversations with from/value), `parquet`, and `hf` (a
 Hugging Face dataset saved with save_to_disk). `push_to_hub` uploads the export folder, card
 included, as a dataset repository.
+
+An export never ships stale records: clean.jsonl is used only when it was made from the current
+instructions.jsonl (glan.post.provenance), and the card names the records' fingerprint.
 """
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
 import orjson
 
+from glan import __version__
 from glan.errors import UserError
 from glan.post.clean import read_records
+from glan.post.provenance import RECORDS, current_clean_summary, fingerprint
 from glan.runstate import atomic_write_bytes, atomic_write_text
 
 Format = Literal["messages", "alpaca", "sharegpt", "parquet", "hf"]
@@ -23,11 +29,13 @@ FORMATS: tuple[str, ...] = ("messages", "alpaca", "sharegpt", "parquet", "hf")
 
 
 def source_file(run_dir: Path) -> Path:
-    """The cleaned records when `glan clean` has run, else the raw ones."""
-    for name in ("clean.jsonl", "instructions.jsonl"):
-        if (run_dir / name).is_file():
-            return run_dir / name
-    raise UserError(f"{run_dir} holds neither clean.jsonl nor instructions.jsonl")
+    """The cleaned records when `glan clean` has run on the current records, else the raw ones;
+    a UserError when clean.jsonl was made from older records."""
+    if current_clean_summary(run_dir):
+        return run_dir / "clean.jsonl"
+    if (run_dir / RECORDS).is_file():
+        return run_dir / RECORDS
+    raise UserError(f"{run_dir} holds neither clean.jsonl nor {RECORDS}")
 
 
 def _turns(record: dict[str, Any]) -> tuple[str, str]:
@@ -62,8 +70,33 @@ def export(run_dir: Path, fmt: str, out_dir: Path | None = None) -> Path:
     if fmt not in FORMATS:
         raise UserError(f"unknown format {fmt!r}: choose one of {', '.join(FORMATS)}")
     src = source_file(run_dir)
+    if fmt == "hf":
+        try:
+            import datasets  # noqa: F401
+        except ImportError:
+            raise UserError("--format hf needs: pip install 'glan[hf]'") from None
     target = out_dir or run_dir / "export" / fmt
+    created = _missing_dirs(target)
     target.mkdir(parents=True, exist_ok=True)
+    try:
+        _write(src, target, fmt)
+        atomic_write_text(target / "README.md", dataset_card(run_dir, src, fmt))
+    except BaseException:
+        if created:  # the outermost folder this export made: no empty dir left behind
+            shutil.rmtree(created[-1], ignore_errors=True)
+        raise
+    return target
+
+
+def _missing_dirs(target: Path) -> list[Path]:
+    missing = []
+    while not target.exists():
+        missing.append(target)
+        target = target.parent
+    return missing
+
+
+def _write(src: Path, target: Path, fmt: str) -> None:
     if fmt in ("messages", "alpaca", "sharegpt"):
         data = b"".join(orjson.dumps(row) + b"\n" for row in _rows(src, fmt))
         atomic_write_bytes(target / "train.jsonl", data)
@@ -74,13 +107,9 @@ def export(run_dir: Path, fmt: str, out_dir: Path | None = None) -> Path:
         table = pa.Table.from_pylist(list(_rows(src, "messages")))
         pq.write_table(table, target / "train.parquet")
     else:
-        try:
-            from datasets import Dataset
-        except ImportError:
-            raise UserError("--format hf needs: pip install 'glan[hf]'") from None
+        from datasets import Dataset
+
         Dataset.from_list(list(_rows(src, "messages"))).save_to_disk(str(target / "dataset"))
-    atomic_write_text(target / "README.md", dataset_card(run_dir, src, fmt))
-    return target
 
 
 def _load_json(path: Path) -> dict[str, Any]:
@@ -92,7 +121,8 @@ def dataset_card(run_dir: Path, src: Path, fmt: str) -> str:
     from collections import Counter
 
     manifest = _load_json(run_dir / "manifest.json")
-    cleaning = _load_json(run_dir / "clean_summary.json")
+    cleaning = current_clean_summary(run_dir) if src.name == "clean.jsonl" else {}
+    records = fingerprint(run_dir / RECORDS) if (run_dir / RECORDS).is_file() else None
     fields: Counter[str] = Counter()
     disciplines: Counter[str] = Counter()
     strategies: Counter[str] = Counter()
@@ -104,13 +134,26 @@ def dataset_card(run_dir: Path, src: Path, fmt: str) -> str:
         strategies[meta.get("strategy", "?")] += 1
         n += 1
     cfg = manifest.get("config", {})
+    # `usage` and `cost_usd` add up every invocation that worked on the run (resumes included).
     stage_rows = []
+    totals = Counter[str]()
     for stage, models in (manifest.get("usage") or {}).items():
         for model, row in models.items():
             stage_rows.append(
                 f"| {stage} | {model} | {row['requests']:,} | {row['prompt_tokens']:,} | "
                 f"{row['completion_tokens']:,} | ${row['cost_usd']:.4f} |"
             )
+            totals.update({k: row[k] for k in ("requests", "prompt_tokens", "completion_tokens")})
+    if stage_rows:
+        stage_rows.append(
+            f"| **total** | | {totals['requests']:,} | {totals['prompt_tokens']:,} | "
+            f"{totals['completion_tokens']:,} | ${manifest.get('cost_usd', 0.0):.4f} |"
+        )
+    made_from = (
+        f"Made from `{RECORDS}` sha256 `{records.sha256}` ({records.bytes:,} bytes)."
+        if records
+        else ""
+    )
     lines = [
         "---",
         "license: other",
@@ -120,13 +163,13 @@ def dataset_card(run_dir: Path, src: Path, fmt: str) -> str:
         "",
         "# GLAN synthetic instruction data",
         "",
-        f"{n:,} question-answer pairs made with [glan](https://github.com/) by walking a taxonomy of "
+        f"{n:,} question-answer pairs made with glan {__version__} by walking a taxonomy of "
         "human knowledge (field > sub-field > discipline > subject > syllabus > class sessions and "
         "key concepts) and asking a model for homework questions and their answers, the method "
         "of Li et al. (2024), *Synthetic Data (Almost) from Scratch: Generalized Instruction "
         "Tuning for Language Models*.",
         "",
-        f"Format: `{fmt}`. Source file: `{src.name}`.",
+        f"Format: `{fmt}`. Source file: `{src.name}`. {made_from}".rstrip(),
         "",
         "## Coverage",
         "",
@@ -141,7 +184,8 @@ def dataset_card(run_dir: Path, src: Path, fmt: str) -> str:
         "## How it was made",
         "",
         f"Seed {manifest.get('seed', '?')}, target {manifest.get('target', '?')}, "
-        f"glan {manifest.get('glan_version', '?')}, subjects mode `{cfg.get('subjects_mode', '?')}`.",
+        f"glan {manifest.get('glan_version', '?')}, subjects mode `{cfg.get('subjects_mode', '?')}`. "
+        "Tokens and cost add up every invocation that worked on the run (resumes included).",
         "",
         "| stage | model | requests | prompt tokens | completion tokens | cost |",
         "|---|---|---:|---:|---:|---:|",
@@ -157,9 +201,13 @@ def dataset_card(run_dir: Path, src: Path, fmt: str) -> str:
             f"- filtered: {cleaning.get('filtered') or 'none'}",
             f"- duplicates removed (exact; MinHash-LSH at Jaccard {s.get('near_threshold')}): "
             f"{cleaning.get('duplicates') or 'none'}",
-            f"- decontaminated against {', '.join(s.get('benchmarks', []))} by {s.get('ngram')}-gram "
+            f"- decontaminated against {_benchmarks(cleaning)} by {s.get('ngram')}-gram "
             f"overlap (>= {s.get('min_overlap')} of an item's n-grams): "
             f"{cleaning.get('contaminated') or 'nothing matched'}",
+            *[
+                f"- not decontaminated against {name}: {why}"
+                for name, why in (cleaning.get("benchmarks_missing") or {}).items()
+            ],
         ]
     else:
         lines.append("Not cleaned: run `glan clean` before training or reporting benchmark scores.")
@@ -172,6 +220,11 @@ def dataset_card(run_dir: Path, src: Path, fmt: str) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _benchmarks(cleaning: dict[str, Any]) -> str:
+    used = cleaning.get("benchmarks_used") or {}
+    return ", ".join(f"{name} ({n:,} items)" for name, n in used.items()) or "no benchmark"
 
 
 def push_to_hub(folder: Path, repo_id: str, private: bool = True, token: str | None = None) -> str:

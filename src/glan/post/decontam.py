@@ -13,6 +13,11 @@ all of their words as a single n-gram.
 
 Speed: records are processed in batches; word hashes are combined into n-gram hashes and
 looked up in the index with numpy, so Python only touches the rare records with a hit.
+
+Word hashes are stable across processes and Python versions (8 bytes of BLAKE2b over the
+word's UTF-8), never Python's per-process `hash()`: an index built or pickled in one process
+must catch the same items in another. A per-index memo keeps the cost near `hash()`'s, since
+words repeat (a vocabulary is far smaller than a corpus).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
+from hashlib import blake2b
 
 import numpy as np
 
@@ -39,10 +45,26 @@ class Contamination:
     item_text: str
 
 
-def _word_hashes(tokens: list[str]) -> np.ndarray:
-    return np.fromiter(
-        (hash(t) & 0xFFFFFFFFFFFFFFFF for t in tokens), dtype=np.uint64, count=len(tokens)
-    )
+_MEMO_LIMIT = 2_000_000  # words remembered per process before the memo starts over
+
+
+def _stable_hash(word: str) -> int:
+    return int.from_bytes(blake2b(word.encode("utf-8"), digest_size=8).digest(), "little")
+
+
+class WordHasher:
+    """Stable 64-bit word hashes, memoised (the memo is a cache only: never part of a result)."""
+
+    def __init__(self) -> None:
+        self._memo: dict[str, int] = {}
+
+    def __call__(self, tokens: list[str]) -> np.ndarray:
+        memo = self._memo
+        if len(memo) > _MEMO_LIMIT:
+            memo.clear()
+        for word in set(tokens).difference(memo):
+            memo[word] = _stable_hash(word)
+        return np.fromiter(map(memo.__getitem__, tokens), dtype=np.uint64, count=len(tokens))
 
 
 def _gram_hashes(
@@ -73,6 +95,7 @@ class Decontaminator:
         min_words: int = 4,
     ) -> None:
         self.n = n
+        self._word_hashes = WordHasher()
         self.min_overlap = min_overlap
         self.items: list[BenchmarkItem] = []
         self.sizes: list[int] = []
@@ -84,7 +107,7 @@ class Decontaminator:
                 continue
             k = min(n, len(tokens))
             hashes, _ = _gram_hashes(
-                _word_hashes(tokens), np.array([0]), np.array([len(tokens)]), k
+                self._word_hashes(tokens), np.array([0]), np.array([len(tokens)]), k
             )
             grams = set(hashes.tolist())
             idx = len(self.items)
@@ -108,7 +131,7 @@ class Decontaminator:
         token_lists = [words(t) for t in texts]
         lengths = np.fromiter((len(t) for t in token_lists), dtype=np.int64, count=len(texts))
         starts = np.concatenate(([0], np.cumsum(lengths)[:-1])) if len(texts) else lengths
-        flat = _word_hashes([tok for toks in token_lists for tok in toks])
+        flat = self._word_hashes([tok for toks in token_lists for tok in toks])
         hit_grams: dict[int, list[int]] = defaultdict(list)
         for k in self.gram_sizes:
             hashes, owner = _gram_hashes(flat, starts, lengths, k)
@@ -148,8 +171,8 @@ def _check_in_worker(texts: list[str]) -> list[Contamination | None]:
 class ParallelChecker:
     """Batches checked in forked worker processes, results in submission order.
 
-    The index is built once in the parent and shared copy-on-write; `hash()` agrees across the
-    fork. Where fork is unavailable (or workers <= 1) batches are checked inline.
+    The index is built once in the parent and shared copy-on-write (its hashes are stable, so
+    any process agrees with it). Where fork is unavailable (or workers <= 1) batches are checked inline.
     """
 
     def __init__(self, decon: Decontaminator, workers: int) -> None:
