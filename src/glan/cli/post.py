@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from glan.cli.app import Opt, app, console, fail, out
+from glan.cli.app import Opt, app, error_line, fail, out
 from glan.errors import UserError
 
 
@@ -28,7 +28,7 @@ def user_errors() -> Iterator[None]:
     try:
         yield
     except UserError as exc:
-        console.print("error: " + str(exc), markup=False, highlight=False, soft_wrap=True)
+        error_line(str(exc))  # here too, so CliRunner-driven callers see the same one line
         raise typer.Exit(exc.exit_code) from None
 
 
