@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter, defaultdict
-from pathlib import Path
 
 import orjson
 import pytest
@@ -13,29 +12,10 @@ from glan.api import generate, plan
 from glan.config import GenerateConfig
 from glan.llm.openai_http import schema_instructions
 from glan.stages import subjects
-from glan.taxonomy import Taxonomy, load_taxonomy
-from glan.testing.fake_server import FakeServer, default_replier
-
-
-def config_for(server: FakeServer, **kw) -> GenerateConfig:
-    data = {
-        "llm": {"backend": "openai", "base_url": server.base_url, "model": "fake-model"},
-        "concurrency": 16,
-        "max_retries": 8,
-        **kw,
-    }
-    return GenerateConfig.model_validate(data)
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    return [orjson.loads(line) for line in path.read_bytes().splitlines()]
-
-
-def small_taxonomy(*names: str) -> Taxonomy:
-    tax = Taxonomy()
-    for name in names:
-        tax.add(f"Sciences/Physics/{name}")
-    return tax
+from glan.taxonomy import load_taxonomy
+from glan.testing.fake_server import default_replier
+from glan.testing.runs import config_for, read_jsonl
+from glan.testing.runs import physics_taxonomy as small_taxonomy
 
 
 def test_n200_end_to_end(fake_server, tmp_path):

@@ -12,24 +12,16 @@ from glan.api import generate
 from glan.config import GenerateConfig
 from glan.errors import UserError
 from glan.run.merge import merge_shards
-from glan.taxonomy import Taxonomy
+from glan.testing import runs
 from glan.testing.fake_server import FakeServer
+from glan.testing.runs import physics_taxonomy, read_jsonl
 
 
 def config_for(server: FakeServer, **kw) -> GenerateConfig:
-    data = {
-        "llm": {"backend": "openai", "base_url": server.base_url, "model": "fake-model"},
-        "concurrency": 16,
-        "max_retries": 3,
-        "breaker_failures": 5,
-        "breaker_window_s": 0.5,
-        **kw,
-    }
-    return GenerateConfig.model_validate(data)
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    return [orjson.loads(line) for line in path.read_bytes().splitlines()]
+    """Quick to give up: these tests take endpoints down on purpose."""
+    return runs.config_for(
+        server, **{"max_retries": 3, "breaker_failures": 5, "breaker_window_s": 0.5, **kw}
+    )
 
 
 def manifest(run: Path) -> dict:
@@ -40,13 +32,6 @@ def sent_and_replayed(run: Path) -> tuple[int, int]:
     """Requests sent and cache replays of the last invocation, over every stage."""
     rows = [r for m in manifest(run)["usage_this_invocation"].values() for r in m.values()]
     return sum(r["requests"] for r in rows), sum(r["cached"] for r in rows)
-
-
-def taxonomy(*names: str) -> Taxonomy:
-    tax = Taxonomy()
-    for name in names:
-        tax.add(f"Sciences/Physics/{name}")
-    return tax
 
 
 def test_finished_run_reruns_without_a_request_or_a_replay(fake_server, tmp_path):
@@ -122,7 +107,7 @@ def test_poisoned_requests_are_replaced_in_the_stream_and_cost_little_time(tmp_p
 
 def test_shards_merge_into_the_whole_runs_records(fake_server, tmp_path):
     cfg = config_for(fake_server)
-    tax = taxonomy("Optics", "Acoustics", "Plasma Physics", "Mechanics", "Thermodynamics")
+    tax = physics_taxonomy("Optics", "Acoustics", "Plasma Physics", "Mechanics", "Thermodynamics")
     whole = generate(tmp_path / "whole", 40, cfg, tax)
     for i in range(3):
         generate(tmp_path / f"shard{i}", 40, cfg, tax, shard=(i, 3))
@@ -134,7 +119,7 @@ def test_shards_merge_into_the_whole_runs_records(fake_server, tmp_path):
 
 def test_merge_refuses_an_incomplete_set_of_shards(fake_server, tmp_path):
     cfg = config_for(fake_server)
-    tax = taxonomy("Optics", "Acoustics")
+    tax = physics_taxonomy("Optics", "Acoustics")
     generate(tmp_path / "shard0", 10, cfg, tax, shard=(0, 2))
     with pytest.raises(UserError, match=r"give each of 0\.\.1 once"):
         merge_shards(tmp_path / "merged", [tmp_path / "shard0"])
@@ -142,12 +127,12 @@ def test_merge_refuses_an_incomplete_set_of_shards(fake_server, tmp_path):
 
 def test_rerun_with_another_taxonomy_is_refused_unless_updated(fake_server, tmp_path):
     cfg = config_for(fake_server)
-    generate(tmp_path / "run", 10, cfg, taxonomy("Optics", "Acoustics"))
+    generate(tmp_path / "run", 10, cfg, physics_taxonomy("Optics", "Acoustics"))
     before = (tmp_path / "run" / "instructions.jsonl").read_bytes()
     with pytest.raises(UserError, match=r"another taxonomy.*--update"):
-        generate(tmp_path / "run", 10, cfg, taxonomy("Mechanics"))
+        generate(tmp_path / "run", 10, cfg, physics_taxonomy("Mechanics"))
     assert (tmp_path / "run" / "instructions.jsonl").read_bytes() == before
-    result = generate(tmp_path / "run", 10, cfg, taxonomy("Mechanics"), update=True)
+    result = generate(tmp_path / "run", 10, cfg, physics_taxonomy("Mechanics"), update=True)
     disciplines = {
         r["meta"]["discipline"] for r in read_jsonl(tmp_path / "run" / "instructions.jsonl")
     }

@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from rich.console import Console
 from rich.live import Live
@@ -72,40 +72,40 @@ def progress_line(progress: RunProgress) -> str:
 
 
 @contextlib.contextmanager
-def show_progress(progress: RunProgress, console: Console, quiet: bool) -> Iterator[None]:
-    if quiet:
-        yield
-        return
+def _every(seconds: float, tick: Callable[[], None], first: float | None = None) -> Iterator[None]:
+    """Call `tick` from a thread every `seconds` (first after `first`) while the block runs,
+    and once more at its end when `first` is None (the final state of a live display)."""
     stop = threading.Event()
-    if console.is_terminal:
-        with Live(progress_table(progress), console=console, refresh_per_second=4) as live:
 
-            def refresh() -> None:
-                while not stop.wait(0.25):
-                    live.update(progress_table(progress))
+    def loop() -> None:
+        if not stop.wait(seconds if first is None else first):
+            tick()
+            while not stop.wait(seconds):
+                tick()
 
-            thread = threading.Thread(target=refresh, daemon=True)
-            thread.start()
-            try:
-                yield
-            finally:
-                stop.set()
-                thread.join()
-                live.update(progress_table(progress))
-        return
-
-    def lines() -> None:
-        # A first line soon (a run that fails at once prints only its error), then every ~10 s.
-        if stop.wait(FIRST_LINE_S):
-            return
-        console.print(progress_line(progress), markup=False, highlight=False, soft_wrap=True)
-        while not stop.wait(PLAIN_EVERY_S):
-            console.print(progress_line(progress), markup=False, highlight=False, soft_wrap=True)
-
-    thread = threading.Thread(target=lines, daemon=True)
+    thread = threading.Thread(target=loop, daemon=True)
     thread.start()
     try:
         yield
     finally:
         stop.set()
         thread.join()
+        if first is None:
+            tick()
+
+
+@contextlib.contextmanager
+def show_progress(progress: RunProgress, console: Console, quiet: bool) -> Iterator[None]:
+    if quiet:
+        yield
+    elif console.is_terminal:
+        live = Live(progress_table(progress), console=console, refresh_per_second=4)
+        with live, _every(0.25, lambda: live.update(progress_table(progress))):
+            yield
+    else:
+        # A first line soon (a run that fails at once prints only its error), then every ~10 s.
+        def line() -> None:
+            console.print(progress_line(progress), markup=False, highlight=False, soft_wrap=True)
+
+        with _every(PLAIN_EVERY_S, line, first=FIRST_LINE_S):
+            yield

@@ -1,0 +1,35 @@
+"""Small helpers shared by the tests and benches that make runs against the fake server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from glan.config import GenerateConfig
+from glan.taxonomy import Taxonomy
+from glan.testing.fake_server import FakeServer
+
+
+def config_for(server: FakeServer, **overrides: Any) -> GenerateConfig:
+    """A config whose every stage asks `server` (concurrency 16, patient retries)."""
+    data = {
+        "llm": {"backend": "openai", "base_url": server.base_url, "model": "fake-model"},
+        "concurrency": 16,
+        "max_retries": 8,
+        **overrides,
+    }
+    return GenerateConfig.model_validate(data)
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    return [orjson.loads(line) for line in path.read_bytes().splitlines()]
+
+
+def physics_taxonomy(*names: str) -> Taxonomy:
+    """A taxonomy holding only Sciences/Physics/NAME for each name."""
+    tax = Taxonomy()
+    for name in names:
+        tax.add(f"Sciences/Physics/{name}")
+    return tax
