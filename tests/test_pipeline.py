@@ -169,10 +169,20 @@ def test_planner_scales_calls_with_the_target():
 @pytest.mark.slow
 def test_small_run_on_the_embedded_model(tmp_path):
     # The default thread count: two threads on a busy two-core machine crawl (BENCHMARKS.md).
+    from glan.records import Instruction, Syllabus
+    from glan.stages import hygiene
+
     result = generate(tmp_path / "run", 5, GenerateConfig())
     assert result.instructions == 5
     for r in read_jsonl(tmp_path / "run" / "instructions.jsonl"):
-        assert r["messages"][0]["content"] and r["messages"][1]["content"]
+        record = Instruction.model_validate(r)
+        question, answer = (m.content for m in record.messages)
+        assert not hygiene.is_debris(question) and not hygiene.is_debris(answer)
+        assert hygiene.not_standalone(question) is None
+        assert len(set(record.meta.concepts)) == len(record.meta.concepts)
+    for s in read_jsonl(tmp_path / "run" / "syllabi.jsonl"):
+        titles = [x.title.casefold() for x in Syllabus.model_validate(s).sessions]
+        assert len(set(titles)) == len(titles) and not any(map(hygiene.is_debris, titles))
 
 
 def test_taxonomy_build_merges_differently_worded_drafts(fake_server, tmp_path):
