@@ -124,6 +124,14 @@ def main() -> None:
                         f"achieved/ideal {ideal / elapsed:.3f}; CPU {cpu / requests * 1000:.3f} ms/request"
                     )
                     print(f"in flight: {phase_report(samples, args.concurrency)}")
+                    mean = statistics.fmean(v for _, v in samples) if samples else 0.0
+                    # Little's law: requests in flight = throughput x time each one holds a slot.
+                    held = mean * elapsed / requests
+                    print(
+                        f"mean in flight {mean:.0f} of {args.concurrency} "
+                        f"({mean / args.concurrency:.3f}); a slot is held {held * 1000:.0f} ms "
+                        f"per request against the endpoint's {args.latency * 1000:.0f} ms"
+                    )
                     print(
                         f"server CPU {server_cpu:.1f} s ({server_cpu / elapsed:.0%} of its core): "
                         "near 100% means the endpoint, not the client, set the pace"
