@@ -179,19 +179,26 @@ EXPORTER = """
 import sys
 from pathlib import Path
 import asyncio
-from glan.runstate import RecordStore
+from glan.planner import DisciplinePlan, Plan
+from glan.run.rundir import RunDir
+from glan.taxonomy import DisciplineRef
 
-store = RecordStore(Path(sys.argv[1]) / "state.sqlite")
+out = Path(sys.argv[1])
+d = DisciplineRef(field="F", subfield="S", name="D")
+plan = Plan(target=200_000, disciplines=[
+    DisciplinePlan(index=0, discipline=d, quota=200_000, subjects=1, subject_samples=1)])
+run_dir = RunDir(out)
+state = run_dir.state()
 async def fill():
     for i in range(200_000):
-        store.add("instructions", f"{i:09d}", {"i": i, "text": "x" * 200})
-    store.flush()
+        state.put_pair(d.path, 0, i, {"i": i, "text": "x" * 200})
+    state.flush()
 if len(sys.argv) > 2:
     asyncio.run(fill())
 else:
     print("ready", flush=True)
     while True:
-        store.export_jsonl("instructions", Path(sys.argv[1]) / "out.jsonl")
+        run_dir.publish(plan, {d.path: state})
 """
 
 
@@ -207,7 +214,7 @@ def test_kill_9_while_files_are_written_never_leaves_a_truncated_file(tmp_path):
         time.sleep(delay)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        published = tmp_path / "out.jsonl"
+        published = tmp_path / "instructions.jsonl"
         if published.exists():
             lines = published.read_bytes().splitlines()
             assert len(lines) == 200_000

@@ -37,7 +37,7 @@ def estimate(plan: Plan, cfg: GenerateConfig) -> list[StageEstimate]:
     out = []
     for stage in STAGES:
         settings = cfg.backend_for(stage)
-        model = settings.model or ("smollm2" if settings.backend == "local" else "gpt-4o-mini")
+        model = settings.model_name
         prompt, completion = per_call[stage]
         completion = min(completion, cfg.sampling_for(stage)["max_tokens"])
         p_tokens, c_tokens = int(calls[stage] * prompt), int(calls[stage] * completion)

@@ -146,7 +146,7 @@ class Pipeline:
     async def run(self) -> RunResult:
         run_dir = RunDir(self.out_dir)
         with run_dir.opened():
-            inputs = self.inputs()
+            inputs = self.run_inputs = self.inputs()
             stale = run_dir.changed_stages(inputs, self.update)
             self.previous_manifest = run_dir.read_manifest()
             cache = ResponseCache(self.out_dir / "glan.sqlite")
@@ -197,7 +197,7 @@ class Pipeline:
             and previous.get("status") == "complete"
             and previous.get("target") == self.target
             and status == "complete"
-            and previous.get("inputs") == self.inputs()
+            and previous.get("inputs") == self.run_inputs
         )
         if unchanged:
             published = {"counts": previous["counts"], "strategies": previous["strategies"]}
@@ -229,7 +229,7 @@ class Pipeline:
             "cost_usd": round(sum_cost(usage), 6),
             "usage_this_invocation": this_run,
             "taxonomy_fingerprint": self.taxonomy.fingerprint(),
-            "inputs": self.inputs(),
+            "inputs": self.run_inputs,
             "config": self.cfg.model_dump(mode="json"),
             "started_at": started,
             "elapsed_s": round(time.time() - started, 3),

@@ -23,7 +23,6 @@ from glan.records import Subject, Syllabus
 from glan.store import connect
 
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS st_meta (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS st_listings (
     d TEXT NOT NULL, i INTEGER NOT NULL, body BLOB, PRIMARY KEY (d, i)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS st_slots (
@@ -83,16 +82,6 @@ class RunState:
         self._scheduled = False
         self.writes = 0  # units staged by this process: zero means nothing new to publish
 
-    # ---- meta --------------------------------------------------------------------------
-    def get_meta(self, key: str) -> Any:
-        row = self._conn.execute("SELECT value FROM st_meta WHERE key = ?", (key,)).fetchone()
-        return None if row is None else orjson.loads(row[0])
-
-    def set_meta(self, key: str, value: Any) -> None:
-        self._conn.execute(
-            "INSERT OR REPLACE INTO st_meta VALUES (?, ?)", (key, orjson.dumps(value))
-        )
-
     def invalidate(self, stage: str) -> None:
         """Drop a stage's staged records and everything derived from them."""
         self.flush()
@@ -101,9 +90,6 @@ class RunState:
         for table in _DOWNSTREAM[stage]:
             self._conn.execute(f"DELETE FROM {table}")
         self._conn.execute("COMMIT")
-
-    def is_empty(self) -> bool:
-        return self._conn.execute("SELECT 1 FROM st_listings LIMIT 1").fetchone() is None
 
     # ---- reading one discipline ----------------------------------------------------------
     def load(self, d: str) -> DisciplineState:
@@ -183,15 +169,6 @@ class RunState:
         yield from self._conn.execute(
             "SELECT subject, body FROM st_syllabi WHERE d = ? AND body IS NOT NULL ORDER BY s",
             (d,),
-        )
-
-    def pair_counts(self) -> dict[str, int]:
-        """Finished pairs per discipline."""
-        self.flush()
-        return dict(
-            self._conn.execute(
-                "SELECT d, count(*) FROM st_pairs WHERE body IS NOT NULL GROUP BY d"
-            ).fetchall()
         )
 
     def close(self) -> None:

@@ -32,13 +32,6 @@ def tidy(text: str) -> str:
     return " ".join(text.split()).strip(" ,;:.-\"'`[]{}")
 
 
-def debris_in(values: list[str]) -> str | None:
-    for value in values:
-        if is_debris(value):
-            return f"{value!r} is not text: every string must be real words"
-    return None
-
-
 ECHO_WORDS = 7  # this many words in a row copied from the prompt's instructions is an echo
 
 
