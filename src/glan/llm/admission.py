@@ -192,28 +192,39 @@ class FailureMemory:
     """What one request last failed with, to spot a body the endpoint deterministically refuses.
 
     The rule: the same hard error (same HTTP status and error text, see
-    `TransientError.signature`) for the same request twice in a row, while the endpoint served
-    other requests in between, gives up at once. Such a body is what breaks the server (a
+    `TransientError.signature`) for the same request twice in a row, while the endpoint is
+    otherwise healthy (see `repeats`), gives up at once. Such a body is what breaks the server (a
     request that crashes a grammar engine, a prompt that trips a bug): it failed twice with the
     endpoint otherwise healthy, and four more tries with backoff would cost tens of seconds
-    each for nothing, when the caller can replace the work at once. Without a success in
-    between (a storm, an endpoint going down, concurrency 1) the failure may be the endpoint's,
+    each for nothing, when the caller can replace the work at once. When other requests fail
+    too and none succeeds (a storm, an endpoint going down) the failure may be the endpoint's,
     not the body's, so the full backoff budget stays; so do timeouts, resets, garbled bodies and
     gateway errors (502/503/504), which carry no signature.
     """
 
+    # The breaker's success count and failure streak when the request was first sent.
+    successes_at_send: int = 0
+    streak_at_send: int = 0
     signature: str | None = None
-    successes_seen: int = 0
+    failures: int = 0
 
-    def repeats(self, signature: str | None, successes: int) -> bool:
-        """Record this failure; True when it is the same hard error as the last, with the
-        endpoint having succeeded in between."""
+    def repeats(self, signature: str | None, successes: int, streak: int) -> bool:
+        """Record this failure; True when it is the same hard error as the last while the
+        endpoint is otherwise healthy: it served other requests since this one was sent, or
+        nothing but this request has failed since its last success (`streak`, the breaker's
+        run of failures, is all this request's own). The second case is the last request of
+        a run, or concurrency 1: nobody is left to succeed between its tries, and it must not
+        pay the whole backoff budget for that."""
+        self.failures += 1
         repeat = (
             signature is not None
             and signature == self.signature
-            and successes > self.successes_seen
+            and (
+                successes > self.successes_at_send
+                or (successes > 0 and streak - self.streak_at_send <= self.failures)
+            )
         )
-        self.signature, self.successes_seen = signature, successes
+        self.signature = signature
         return repeat
 
 

@@ -175,7 +175,7 @@ class LLMClient:
         """One request through admission, retried on transient failures."""
         attempt = 0
         rate_limited_since: float | None = None
-        memory: FailureMemory | None = None
+        memory = FailureMemory(self.breaker.successes, self.breaker.consecutive_failures)
         endpoint = self.backend.endpoint_id
         while True:
             self.breaker.check(endpoint)
@@ -198,8 +198,9 @@ class LLMClient:
             except TransientError as exc:
                 self.limiter.release()
                 self.breaker.on_failure(str(exc), endpoint)
-                memory = memory or FailureMemory()
-                if memory.repeats(exc.signature, self.breaker.successes):
+                if memory.repeats(
+                    exc.signature, self.breaker.successes, self.breaker.consecutive_failures
+                ):
                     # The body itself breaks the server: asking it again later is pointless.
                     raise RequestFailed(
                         f"gave up: the same error twice for this request while others "
