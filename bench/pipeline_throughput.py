@@ -7,12 +7,14 @@ client's CPU per request, and in-flight by phase (start ramp, middle, tail), so 
 shows where it happens. A second invocation re-runs the finished run (resume cost).
 
 Usage: python bench/pipeline_throughput.py [--pairs 20000] [--concurrency 256] [--latency 0.2]
+       [--default-gc] [--commit-every-turn]   (undo one of the two changes, to measure each)
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import statistics
 import subprocess
@@ -22,6 +24,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+import glan.pipeline
+import glan.store
 from glan.aio import run as run_async
 from glan.config import GenerateConfig
 from glan.pipeline import Pipeline, RunProgress
@@ -93,7 +97,13 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=20_000)
     parser.add_argument("--concurrency", type=int, default=256)
     parser.add_argument("--latency", type=float, default=0.2)
+    parser.add_argument("--default-gc", action="store_true", help="no GC tuning for the run")
+    parser.add_argument("--commit-every-turn", action="store_true", help="no 20 ms commit batching")
     args = parser.parse_args()
+    if args.default_gc:
+        glan.pipeline.long_run_gc = contextlib.nullcontext  # type: ignore[assignment]
+    if args.commit_every_turn:
+        glan.store.COMMIT_INTERVAL_S = 0.0
     proc, base = start_server(args.latency)
     if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
         os.sched_setaffinity(proc.pid, {1})  # the server gets its own core,

@@ -235,3 +235,24 @@ async def test_length_cut_free_text_is_kept_and_marked(make_client, fake_server)
     fake_server.enqueue("length")
     reply = await make_client().chat(ask("a long answer please"))
     assert reply.finish_reason == "length" and reply.text
+
+
+def test_cache_keys_never_change_between_versions():
+    """A changed key would make every user's cache miss: they would pay for every reply again."""
+    schema = {"type": "object", "properties": {"q": {"type": "string", "maxLength": 2000}}}
+    request = ChatRequest(
+        messages=user("What is entropy?", system="Be brief."),
+        temperature=0.5,
+        top_p=0.9,
+        max_tokens=300,
+        seed=7,
+        sample_index=3,
+        json_schema={**schema, "required": ["q"]},
+    )
+    for _ in range(2):  # the second reads the schema's memoised JSON
+        assert request.cache_key("openai|http://127.0.0.1:8000/v1|m") == (
+            "62e9d7e6428ced12b25aeee23bb63c9216ddcb690205d8b16e44e63fd2d0db6b"
+        )
+    assert ChatRequest(messages=user("Hello"), seed=1).cache_key("local|smollm2") == (
+        "b7933fa84be01632f87f428570cf93c1c1b4533d1da77f4d177476f288be7b94"
+    )

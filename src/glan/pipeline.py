@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from glan import __version__
+from glan.aio import long_run_gc
 from glan.config import STAGES, GenerateConfig, StageName
 from glan.errors import UserError
 from glan.llm import (
@@ -172,7 +173,8 @@ class Pipeline:
             started = time.time()
             status = "stopped"
             try:
-                await walk.run()
+                with long_run_gc():
+                    await walk.run()
                 for client in self.endpoints:
                     raise_if_never_answered(client.breaker, client.backend.endpoint_id)
                 status = "complete"

@@ -39,6 +39,7 @@ _LIMITS = {
     "maxItems": MAX_WIRE_ITEMS,
 }
 _projected: dict[bytes, dict[str, Any]] = {}
+_projected_by_id: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
 
 
 def _project(node: Any) -> Any:
@@ -58,8 +59,13 @@ def wire_schema(schema: dict[str, Any]) -> dict[str, Any]:
 
     The result is shared between callers: treat it as read-only.
     """
+    by_id = _projected_by_id.get(id(schema))
+    if by_id is not None and by_id[0] is schema:
+        return by_id[1]
     key = orjson.dumps(schema, option=orjson.OPT_SORT_KEYS)
     projected = _projected.get(key)
     if projected is None:
         projected = _projected[key] = _project(schema)
+    if len(_projected_by_id) < 256:  # the stage schemas; the entry keeps its id from reuse
+        _projected_by_id[id(schema)] = (schema, projected)
     return projected

@@ -5,8 +5,8 @@ discipline's path, the subject's index in the discipline's listing, the question
 so a re-run reads what exists and re-derives nothing (no replay through the response cache). A
 unit that gave up is stored with a NULL body: it is not asked again, a new unit replaces it.
 
-Writes are group-committed once per event-loop turn, like the response cache: a kill -9 loses
-at most the units finished in that turn.
+Writes are group-committed like the response cache's (`glan.store.GroupCommit`): a kill -9
+loses at most the units finished in the last few milliseconds.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 
 from glan.records import Subject, Syllabus
-from glan.store import connect
+from glan.store import GroupCommit, connect
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS st_listings (
@@ -79,7 +79,7 @@ class RunState:
         self._conn = connect(path)
         self._conn.executescript(_SCHEMA)
         self._pending: list[tuple[str, tuple[Any, ...]]] = []
-        self._scheduled = False
+        self._commits = GroupCommit(self.flush)
         self.writes = 0  # units staged by this process: zero means nothing new to publish
 
     def invalidate(self, stage: str) -> None:
@@ -115,9 +115,8 @@ class RunState:
     def _queue(self, sql: str, row: tuple[Any, ...]) -> None:
         self.writes += 1
         self._pending.append((sql, row))
-        if not self._scheduled:
-            self._scheduled = True
-            asyncio.get_running_loop().call_soon(self.flush)
+        if not self._commits.schedule():
+            self.flush()
 
     def put_listing(self, d: str, i: int, subjects: list[Subject] | None) -> None:
         body = None if subjects is None else orjson.dumps([s.model_dump() for s in subjects])
@@ -140,7 +139,7 @@ class RunState:
         self._queue("INSERT OR REPLACE INTO st_pairs VALUES (?, ?, ?, ?)", (d, s, p, body))
 
     def flush(self) -> None:
-        self._scheduled = False
+        self._commits.flushed()
         if not self._pending:
             return
         pending, self._pending = self._pending, []

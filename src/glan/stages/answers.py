@@ -10,7 +10,8 @@ from glan.stages.errors import Rejected
 
 def build(question: str, cfg: GenerateConfig) -> ChatRequest:
     """The answer's prompt is the question alone: the pair is trained on exactly as stored."""
-    return ChatRequest(
+    # model_construct: one per pair on the hot path, from values that are already validated.
+    return ChatRequest.model_construct(
         messages=user(question), seed=cfg.seed, tag="answers", **cfg.sampling_for("answers")
     )
 

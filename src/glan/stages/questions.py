@@ -152,7 +152,8 @@ def prompt(
 def build(
     syllabus: Syllabus, plan: QuestionPlan, cfg: GenerateConfig, text: str | None = None
 ) -> ChatRequest:
-    return ChatRequest(
+    # model_construct: one per pair on the hot path, from values that are already validated.
+    return ChatRequest.model_construct(
         messages=user(prompt(syllabus, plan, cfg, text)),
         json_schema=SCHEMA,
         schema_name="question",
