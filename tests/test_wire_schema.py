@@ -139,3 +139,17 @@ def test_stage_schemas_compile_in_xgrammar(xgrammar_compiler, name):
     xgrammar_compiler.compile_json_schema(json.dumps(wire_schema(STAGE_SCHEMAS[name])))
     # Seconds, on one thread of a busy machine, once per schema per server (about 5 measured).
     assert time.perf_counter() - started < 30
+
+
+def test_identity_memo_computes_once_per_object_and_stays_bounded():
+    from glan.llm.memo import IdentityMemo
+
+    calls = []
+    memo = IdentityMemo(lambda d: calls.append(1) or sorted(d), limit=4)
+    schema = {"b": 1, "a": 2}
+    assert memo(schema) == ["a", "b"] and memo(schema) == ["a", "b"]
+    assert len(calls) == 1
+    for i in range(100):  # a fresh dict per call (as validated requests carry) is computed anew
+        assert memo({f"k{i}": i}) == [f"k{i}"]
+    assert len(calls) == 101 and len(memo._table) <= 4
+    assert memo(schema) == ["a", "b"]  # the long-lived object comes back after a clear

@@ -12,6 +12,8 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
+from glan.llm.memo import IdentityMemo
+
 Role = Literal["system", "user", "assistant"]
 
 
@@ -65,22 +67,11 @@ class ChatRequest(BaseModel):
         return hashlib.sha256(orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
-# Stage schemas are a handful of module-level dicts sent with every request: their sorted JSON
-# is kept (with the dict itself, so an id is never reused while its entry lives). Bounded, so
-# callers that build a fresh schema per request only pay the serialisation.
-_SORTED_JSON: dict[int, tuple[dict[str, Any], orjson.Fragment]] = {}
-_SORTED_JSON_MAX = 256
-
-
-def _sorted_json(schema: dict[str, Any]) -> orjson.Fragment:
-    """`schema` as the same bytes orjson.dumps(..., OPT_SORT_KEYS) writes for it in place."""
-    hit = _SORTED_JSON.get(id(schema))
-    if hit is not None and hit[0] is schema:
-        return hit[1]
-    fragment = orjson.Fragment(orjson.dumps(schema, option=orjson.OPT_SORT_KEYS))
-    if len(_SORTED_JSON) < _SORTED_JSON_MAX:
-        _SORTED_JSON[id(schema)] = (schema, fragment)
-    return fragment
+# Stage schemas are a handful of module-level dicts sent with every request: the sorted JSON of
+# each is computed once (orjson writes a Fragment's bytes as they are, so the key is unchanged).
+_sorted_json = IdentityMemo(
+    lambda schema: orjson.Fragment(orjson.dumps(schema, option=orjson.OPT_SORT_KEYS))
+)
 
 
 class Usage(BaseModel):

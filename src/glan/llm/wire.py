@@ -26,6 +26,8 @@ from typing import Any
 
 import orjson
 
+from glan.llm.memo import IdentityMemo
+
 #: Largest minLength/maxLength sent: llama.cpp accepts 1,000 and refuses 1,500; 400 leaves a
 #: margin for converters that nest a bounded string inside another repetition.
 MAX_WIRE_LENGTH = 400
@@ -39,7 +41,6 @@ _LIMITS = {
     "maxItems": MAX_WIRE_ITEMS,
 }
 _projected: dict[bytes, dict[str, Any]] = {}
-_projected_by_id: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
 
 
 def _project(node: Any) -> Any:
@@ -54,18 +55,20 @@ def _project(node: Any) -> Any:
     return node
 
 
+def _projection(schema: dict[str, Any]) -> dict[str, Any]:
+    key = orjson.dumps(schema, option=orjson.OPT_SORT_KEYS)
+    projected = _projected.get(key)
+    if projected is None:
+        projected = _projected[key] = _project(schema)
+    return projected
+
+
+_projection_of = IdentityMemo(_projection)
+
+
 def wire_schema(schema: dict[str, Any]) -> dict[str, Any]:
     """The grammar-safe projection of a validation schema (memoised: stage schemas repeat).
 
     The result is shared between callers: treat it as read-only.
     """
-    by_id = _projected_by_id.get(id(schema))
-    if by_id is not None and by_id[0] is schema:
-        return by_id[1]
-    key = orjson.dumps(schema, option=orjson.OPT_SORT_KEYS)
-    projected = _projected.get(key)
-    if projected is None:
-        projected = _projected[key] = _project(schema)
-    if len(_projected_by_id) < 256:  # the stage schemas; the entry keeps its id from reuse
-        _projected_by_id[id(schema)] = (schema, projected)
-    return projected
+    return _projection_of(schema)
