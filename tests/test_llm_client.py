@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 
+import orjson
 import pytest
 
 from glan.llm import ChatRequest, EndpointDown, EndpointFatal, RequestFailed, user
@@ -256,3 +258,37 @@ def test_cache_keys_never_change_between_versions():
     assert ChatRequest(messages=user("Hello"), seed=1).cache_key("local|smollm2") == (
         "b7933fa84be01632f87f428570cf93c1c1b4533d1da77f4d177476f288be7b94"
     )
+
+
+def test_hot_path_builders_make_the_requests_validation_would():
+    """The question and answer builders skip pydantic's validation for speed: what they build
+    must send and hash exactly as a validated request (1 and 1.0 compare equal, hash apart)."""
+    from glan.config import GenerateConfig
+    from glan.records import Syllabus
+    from glan.stages import answers, questions
+
+    cfg = GenerateConfig.model_validate(
+        {
+            "llm": {"backend": "openai", "base_url": "http://127.0.0.1:9/v1", "model": "m"},
+            "stages": {"questions": {"temperature": 1, "max_tokens": 300}},
+        }
+    ).adapted()
+    syllabus = Syllabus.model_validate(
+        {
+            "field": "Science",
+            "subfield": "Physics",
+            "discipline": "Optics",
+            "subject": "Lenses",
+            "level": "introductory",
+            "sessions": [
+                {"title": f"Session {i}", "concepts": ["focus", "image"]} for i in range(3)
+            ],
+        }
+    )
+    plan = questions.plan_questions(syllabus, 1, 0.5, random.Random(0))[0]
+    backend = OpenAIBackend(base_url="http://127.0.0.1:9/v1", model="m")
+    for built in (questions.build(syllabus, plan, cfg), answers.build("Why?", cfg)):
+        validated = ChatRequest.model_validate(built.model_dump())
+        assert built.cache_key("e") == validated.cache_key("e")
+        sent, expected = backend._body(built), backend._body(validated)
+        assert orjson.dumps(sent) == orjson.dumps(expected)  # 1 and 1.0 serialise apart

@@ -69,6 +69,32 @@ async def test_group_commit_runs_once_per_burst():
     assert len(flushes) == 1
 
 
+async def test_direct_flushes_do_not_multiply_the_timed_commits(monkeypatch):
+    interval = 0.05
+    monkeypatch.setattr("glan.store.COMMIT_INTERVAL_S", interval)
+    timed = []
+    commits: GroupCommit
+
+    def flush() -> None:
+        commits.flushed()
+
+    def timed_flush() -> None:
+        timed.append(1)
+        flush()
+
+    commits = GroupCommit(timed_flush)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    for i in range(60):  # a write every 5 ms for 0.3 s, and a direct flush every 25 ms
+        commits.schedule()
+        if i % 5 == 4:
+            flush()  # as RunState.load does when the walk opens a discipline
+        await asyncio.sleep(0.005)
+    elapsed = loop.time() - started
+    await asyncio.sleep(interval * 2)
+    assert len(timed) <= elapsed / interval + 2
+
+
 def test_group_commit_outside_a_loop_asks_the_caller_to_commit():
     assert GroupCommit(lambda: None).schedule() is False
 
@@ -87,6 +113,17 @@ def test_the_limiter_serves_one_event_loop_after_another():
 
     assert asyncio.run(contend()) == 0
     assert asyncio.run(contend()) == 0  # a new loop: the waiters' futures belong to it
+
+
+def test_long_run_gc_leaves_a_heap_the_host_froze_alone():
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        with long_run_gc():
+            pass
+        assert gc.get_freeze_count() == frozen
+    finally:
+        gc.unfreeze()
 
 
 def test_long_run_gc_restores_the_collector_even_when_the_run_fails():

@@ -39,7 +39,9 @@ def long_run_gc(young_threshold: int = 50_000) -> Iterator[None]:
     """
     global _gc_depth
     _gc_depth += 1
-    if _gc_depth > 1:  # runs overlapping in one process: the outermost one restores
+    # Runs overlapping in one process: the outermost one restores. A host process that froze
+    # its own heap (a pre-fork server) keeps it frozen: glan leaves its collector alone.
+    if _gc_depth > 1 or gc.get_freeze_count() > 0:
         try:
             yield
         finally:

@@ -53,27 +53,31 @@ class GroupCommit:
 
     def __init__(self, flush: Callable[[], None]) -> None:
         self._flush = flush
-        self.scheduled = False
+        self._timer: asyncio.Handle | None = None
         self._last = 0.0
 
     def schedule(self) -> bool:
-        if self.scheduled:
+        if self._timer is not None:
             return True
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return False
-        self.scheduled = True
         wait = self._last + COMMIT_INTERVAL_S - time.monotonic()
         if wait > 0:
-            loop.call_later(wait, self._flush)
+            self._timer = loop.call_later(wait, self._flush)
         else:
-            loop.call_soon(self._flush)
+            self._timer = loop.call_soon(self._flush)
         return True
 
     def flushed(self) -> None:
-        """Called by the owner's flush, whoever ran it: the next commit is timed from this one."""
-        self.scheduled = False
+        """Called by the owner's flush, whoever ran it: the next commit is timed from this one.
+
+        A flush made directly (a discipline's state read back, the end of a run) cancels the
+        timer, which would otherwise start a second chain of commits beside the next one."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         self._last = time.monotonic()
 
 
