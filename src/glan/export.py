@@ -21,7 +21,7 @@ import orjson
 from glan import __version__
 from glan.errors import UserError
 from glan.post.clean import read_records
-from glan.post.provenance import RECORDS, current_clean_summary, fingerprint
+from glan.post.provenance import RECORDS, current_clean_summary, records_fingerprint
 from glan.runstate import atomic_write_bytes, atomic_write_text
 
 Format = Literal["messages", "alpaca", "sharegpt", "parquet", "hf"]
@@ -31,10 +31,16 @@ FORMATS: tuple[str, ...] = ("messages", "alpaca", "sharegpt", "parquet", "hf")
 def source_file(run_dir: Path) -> Path:
     """The cleaned records when `glan clean` has run on the current records, else the raw ones;
     a UserError when clean.jsonl was made from older records."""
-    if current_clean_summary(run_dir):
-        return run_dir / "clean.jsonl"
+    return _source(run_dir)[0]
+
+
+def _source(run_dir: Path) -> tuple[Path, dict[str, Any]]:
+    """The records to export and, when they are the cleaned ones, their clean summary."""
+    cleaning = current_clean_summary(run_dir)
+    if cleaning:
+        return run_dir / "clean.jsonl", cleaning
     if (run_dir / RECORDS).is_file():
-        return run_dir / RECORDS
+        return run_dir / RECORDS, {}
     raise UserError(f"{run_dir} holds neither clean.jsonl nor {RECORDS}")
 
 
@@ -69,7 +75,7 @@ def export(run_dir: Path, fmt: str, out_dir: Path | None = None) -> Path:
     """Write `run_dir`'s records in `fmt` under out_dir (default run_dir/export/fmt); returns it."""
     if fmt not in FORMATS:
         raise UserError(f"unknown format {fmt!r}: choose one of {', '.join(FORMATS)}")
-    src = source_file(run_dir)
+    src, cleaning = _source(run_dir)
     if fmt == "hf":
         try:
             import datasets  # noqa: F401
@@ -80,7 +86,7 @@ def export(run_dir: Path, fmt: str, out_dir: Path | None = None) -> Path:
     target.mkdir(parents=True, exist_ok=True)
     try:
         _write(src, target, fmt)
-        atomic_write_text(target / "README.md", dataset_card(run_dir, src, fmt))
+        atomic_write_text(target / "README.md", dataset_card(run_dir, src, fmt, cleaning))
     except BaseException:
         if created:  # the outermost folder this export made: no empty dir left behind
             shutil.rmtree(created[-1], ignore_errors=True)
@@ -116,13 +122,13 @@ def _load_json(path: Path) -> dict[str, Any]:
     return orjson.loads(path.read_bytes()) if path.is_file() else {}
 
 
-def dataset_card(run_dir: Path, src: Path, fmt: str) -> str:
-    """A README for the export: what it is, how it was made and cleaned, and its caveats."""
+def dataset_card(run_dir: Path, src: Path, fmt: str, cleaning: dict[str, Any]) -> str:
+    """A README for the export: what it is, how it was made and cleaned (`cleaning`: the
+    current clean summary, {} when the source is the raw records), and its caveats."""
     from collections import Counter
 
     manifest = _load_json(run_dir / "manifest.json")
-    cleaning = current_clean_summary(run_dir) if src.name == "clean.jsonl" else {}
-    records = fingerprint(run_dir / RECORDS) if (run_dir / RECORDS).is_file() else None
+    records = records_fingerprint(run_dir, cleaning) if (run_dir / RECORDS).is_file() else None
     fields: Counter[str] = Counter()
     disciplines: Counter[str] = Counter()
     strategies: Counter[str] = Counter()

@@ -21,7 +21,7 @@ import plotly.graph_objects as go
 from glan.config import STAGES
 from glan.errors import UserError
 from glan.post.clean import read_records
-from glan.post.provenance import current_clean_summary, fingerprint
+from glan.post.provenance import current_clean_summary, records_fingerprint
 from glan.runstate import atomic_write_text
 
 
@@ -54,7 +54,7 @@ class RunStats:
         self.answer_words = np.array(a_len, dtype=np.int64)
         self.manifest = _load_json(run_dir / "manifest.json")
         self.cleaning = current_clean_summary(run_dir)
-        self.records = fingerprint(src)
+        self.records = records_fingerprint(run_dir, self.cleaning)
 
     @property
     def count(self) -> int:

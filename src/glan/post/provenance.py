@@ -56,3 +56,11 @@ def current_clean_summary(run_dir: Path) -> dict[str, Any]:
     ).model_dump(mode="json"):
         raise UserError(f"clean.jsonl was made from an older {RECORDS}: {rerun}")
     return summary
+
+
+def records_fingerprint(run_dir: Path, cleaning: dict[str, Any]) -> Fingerprint:
+    """The current records' fingerprint: the one a current clean summary was just checked
+    against (no second pass over a file that may be gigabytes), else computed."""
+    if cleaning:
+        return Fingerprint.model_validate(cleaning["source"])
+    return fingerprint(run_dir / RECORDS)
