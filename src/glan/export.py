@@ -22,7 +22,7 @@ from glan import __version__
 from glan.errors import UserError
 from glan.post.clean import read_records
 from glan.post.provenance import RECORDS, current_clean_summary, records_fingerprint
-from glan.runstate import atomic_write_bytes, atomic_write_text
+from glan.run.files import atomic_write_bytes, atomic_write_text
 
 Format = Literal["messages", "alpaca", "sharegpt", "parquet", "hf"]
 FORMATS: tuple[str, ...] = ("messages", "alpaca", "sharegpt", "parquet", "hf")

@@ -31,8 +31,8 @@ from glan.llm import (
 from glan.llm.admission import raise_if_never_answered
 from glan.llm.usage import merge_usage, sum_cost
 from glan.planner import Plan, make_plan
+from glan.run.files import atomic_write_text
 from glan.run.rundir import RunDir
-from glan.runstate import atomic_write_text
 from glan.stages.errors import Rejected
 from glan.store import ResponseCache
 from glan.taxonomy import Taxonomy

@@ -22,7 +22,7 @@ from glan.config import STAGES
 from glan.errors import UserError
 from glan.post.clean import read_records
 from glan.post.provenance import current_clean_summary, records_fingerprint
-from glan.runstate import atomic_write_text
+from glan.run.files import atomic_write_text
 
 
 def _load_json(path: Path) -> dict[str, Any]:

@@ -168,6 +168,6 @@ def load_taxonomy(path: Path | None = None) -> Taxonomy:
 
 
 def save_taxonomy(taxonomy: Taxonomy, path: Path) -> None:
-    from glan.runstate import atomic_write_text
+    from glan.run.files import atomic_write_text
 
     atomic_write_text(path, taxonomy.to_yaml())

@@ -59,7 +59,7 @@ def clean(
 ) -> None:
     """Filter, de-duplicate and decontaminate a run: clean.jsonl, removed.jsonl, clean_summary.json."""
     from glan.post.clean import CleanSettings, clean_file
-    from glan.runstate import atomic_write_json
+    from glan.run.files import atomic_write_json
 
     source = run_dir / "instructions.jsonl"
     if not source.is_file():

@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from glan.evaluate.registry import Benchmark, Doc
-from glan.runstate import atomic_write_json
+from glan.run.files import atomic_write_json
 from glan.train.data import Pair, load_pairs
 from glan.train.models import require, resolve_model
 

