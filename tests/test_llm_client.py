@@ -97,7 +97,7 @@ async def test_first_429_of_a_burst_cuts_concurrency_once(make_client, fake_serv
     assert len(replies) == 16
     assert client.stats.rate_limited == 6
     assert client.stats.cuts == 1
-    assert client.limiter.limit in (8, 9)  # halved once; +1 after the next 8 successes
+    assert client.admission.limiter.limit in (8, 9)  # halved once; +1 after the next 8 successes
     assert client.stats.retries == 0  # 429s are not transport retries
 
 
@@ -111,11 +111,11 @@ async def test_retry_after_pauses_admission(make_client, fake_server):
 
 async def test_concurrency_climbs_back_after_a_cut(make_client):
     client = make_client(concurrency=8)
-    client.limiter.on_rate_limited(client.limiter.epoch, 0.0)
-    assert client.limiter.limit == 4
+    client.admission.limiter.on_rate_limited(client.admission.limiter.epoch, 0.0)
+    assert client.admission.limiter.limit == 4
     for _ in range(4 + 5):
-        client.limiter.on_success()
-    assert client.limiter.limit == 6
+        client.admission.limiter.on_success()
+    assert client.admission.limiter.limit == 6
 
 
 async def test_cached_request_is_never_sent_again(make_client, fake_server, tmp_path):

@@ -29,7 +29,7 @@ async def test_a_burst_starting_inside_a_rate_limit_window_completes(make_client
     # The first 429s paused admission: the rest waited instead of hammering the endpoint.
     assert 1 <= fake_server.by_status["429_window"] == client.stats.rate_limited < 64
     assert client.stats.cuts >= 1 and client.stats.retries == 0
-    assert client.breaker.consecutive_failures == 0  # rate limits are no failure streak
+    assert client.admission.breaker.consecutive_failures == 0  # rate limits are no failure streak
     assert 0.9 <= elapsed < 10
 
 
@@ -55,15 +55,38 @@ async def test_a_503_with_retry_after_is_a_rate_limit(make_client, fake_server):
     assert len(replies) == 8
     assert 1 <= fake_server.by_status["503_window"] == client.stats.rate_limited
     assert client.stats.retries == 0  # not a transient failure: no backoff retry
-    assert client.breaker.consecutive_failures == 0
+    assert client.admission.breaker.consecutive_failures == 0
     assert time.monotonic() - started >= 0.3  # paused for the Retry-After
 
 
-async def test_a_request_stops_waiting_on_rate_limits_after_its_patience(make_client, fake_server):
-    fake_server.rate_limit_for(math.inf, retry_after=0.05)
-    client = make_client(breaker_window_s=30.0, rate_limit_patience_s=0.3)
-    with pytest.raises(RequestFailed, match="rate limited for"):
-        await client.chat(ask("never served"))
+async def test_a_rate_limited_request_waits_while_the_endpoint_answers_others(
+    make_client, fake_server
+):
+    """Steady partial throttling: one body is refused for three breaker windows while other
+    requests are served. It has no patience of its own to run out of: it waits and is
+    answered (a request that gave up would be replaced, and the records would depend on how
+    the throttling fell)."""
+    fake_server.throttle_when = lambda body: "throttled" in body["messages"][-1]["content"]
+    fake_server.throttle_s = 3.0
+    fake_server.throttle_retry_after_s = 0.05
+    client = make_client(concurrency=4, breaker_window_s=1.0)
+    served = 0
+
+    async def others() -> None:
+        nonlocal served
+        while True:
+            await client.chat(ask(f"other {served}"))
+            served += 1
+
+    background = asyncio.ensure_future(others())
+    try:
+        reply = await client.chat(ask("throttled for three windows"))
+    finally:
+        background.cancel()
+    assert reply.text
+    assert fake_server.by_status["429_throttled"] >= 3  # it was refused, again and again
+    assert served >= 3  # while the endpoint answered others
+    assert client.stats.failures == 0
 
 
 async def test_a_body_that_always_fails_the_same_way_is_given_up_quickly(make_client, fake_server):

@@ -89,7 +89,15 @@ class GenerateConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     seed: int = 0
-    concurrency: int = Field(32, ge=1)
+    concurrency: int = Field(
+        32, ge=1, description="requests in flight at an HTTP endpoint (across all workers)"
+    )
+    work_window: int | None = Field(
+        None,
+        ge=2,
+        description="how many requests the walk keeps open (default: twice the largest "
+        "number a stage's transport takes in flight; batch transports take many more)",
+    )
     llm: BackendSettings = Field(default_factory=LocalSettings)
     stages: dict[StageName, StageSettings] = Field(default_factory=dict)
     subjects_mode: Literal["structured", "two_turn"] = Field(

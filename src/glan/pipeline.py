@@ -20,15 +20,16 @@ from glan.aio import long_run_gc
 from glan.config import STAGES, GenerateConfig, StageName
 from glan.errors import UserError
 from glan.llm import (
+    Admission,
     AdmissionSettings,
     ChatRequest,
     ChatResponse,
     LLMClient,
+    LocalAdmission,
     RequestFailed,
     UsageLedger,
     create_backend,
 )
-from glan.llm.admission import raise_if_never_answered
 from glan.llm.usage import merge_usage, sum_cost
 from glan.planner import Plan, make_plan
 from glan.run.files import atomic_write_text
@@ -40,6 +41,7 @@ from glan.tree.progress import RunProgress, StageProgress
 from glan.tree.walk import GaveUp, TreeWalk
 
 T = TypeVar("T")
+AdmissionFactory = Callable[[tuple[str, ...], AdmissionSettings], Admission]
 
 __all__ = ["Pipeline", "RunProgress", "RunResult", "StageProgress"]
 
@@ -62,7 +64,10 @@ class Pipeline:
         progress: RunProgress | None = None,
         update: bool = False,
         shard: tuple[int, int] | None = None,
+        admission_factory: AdmissionFactory | None = None,
     ) -> None:
+        """`admission_factory`: builds the admission of an endpoint (its identity, its local
+        settings); executors that share one limit across processes pass theirs."""
         if target <= 0:
             raise UserError(f"-n must be a positive number of pairs, got {target}")
         self.cfg = config.adapted()
@@ -84,36 +89,52 @@ class Pipeline:
         for stage, n in calls.items():
             self.progress.stages[stage].planned = n
         self.failure_examples: dict[str, list[str]] = {}
+        self.admission_factory = admission_factory
 
     def inputs(self) -> dict[str, Any]:
         """What shapes this run's records (compared on every re-run: glan.run.rundir)."""
         return {"taxonomy": self.taxonomy.fingerprint(), **self.cfg.stage_inputs()}
 
     # ---- clients -------------------------------------------------------------------------
-    def _make_clients(self, cache: ResponseCache) -> dict[StageName, LLMClient]:
-        """One client per distinct endpoint, shared by the stages that use it (one limiter)."""
-        admission = AdmissionSettings(
+    def admission_settings(self) -> AdmissionSettings:
+        return AdmissionSettings(
             concurrency=self.cfg.concurrency,
             max_retries=self.cfg.max_retries,
             breaker_failures=self.cfg.breaker_failures,
             breaker_window_s=self.cfg.breaker_window_s,
         )
+
+    def _make_clients(self, cache: ResponseCache) -> dict[StageName, LLMClient]:
+        """One client per distinct endpoint, shared by the stages that use it (one admission).
+        A backend says how many requests its transport takes in flight (the HTTP backend: the
+        configured concurrency; the embedded model: one); admission is built here, or given by
+        the executor (one authority per endpoint for a whole cluster)."""
+        settings = self.admission_settings()
         by_identity: dict[tuple[str, ...], LLMClient] = {}
         clients: dict[StageName, LLMClient] = {}
         for stage in STAGES:
-            settings = self.cfg.backend_for(stage)
-            key = settings.identity()
+            backend_settings = self.cfg.backend_for(stage)
+            key = backend_settings.identity()
             if key not in by_identity:
-                backend = create_backend(settings, concurrency=self.cfg.concurrency)
-                limit = min(admission.concurrency, backend.max_concurrency)
+                backend = create_backend(backend_settings, concurrency=self.cfg.concurrency)
+                endpoint = settings.model_copy(update={"concurrency": backend.max_concurrency})
+                admission = (
+                    self.admission_factory(key, endpoint)
+                    if self.admission_factory is not None
+                    else LocalAdmission(endpoint)
+                )
                 by_identity[key] = LLMClient(
-                    backend,
-                    cache=cache,
-                    admission=admission.model_copy(update={"concurrency": limit}),
-                    usage=self.usage,
+                    backend, cache=cache, admission=admission, usage=self.usage
                 )
             clients[stage] = by_identity[key]
         return clients
+
+    def work_window(self) -> int:
+        """How many requests the walk keeps open: set apart in the config, else twice what
+        the busiest endpoint takes in flight (every slot refilled while replies are handled)."""
+        if self.cfg.work_window is not None:
+            return self.cfg.work_window
+        return 2 * max(client.settings.concurrency for client in self.endpoints)
 
     async def ask(
         self, stage: StageName, request: ChatRequest, parse: Callable[[ChatResponse], T]
@@ -169,15 +190,17 @@ class Pipeline:
             run_dir.record_inputs(inputs)
             atomic_write_text(self.out_dir / "taxonomy.yaml", self.taxonomy.to_yaml())
             models = {s: self.clients[s].backend.model for s in STAGES}
-            walk = TreeWalk(self.plan, self.cfg, state, self.ask, models, self.progress)
+            walk = self.walk = TreeWalk(
+                self.plan, self.cfg, state, self.ask, models, self.progress, self.work_window()
+            )
             started = time.time()
             status = "stopped"
             try:
                 with long_run_gc():
                     await walk.run()
                 for client in self.endpoints:
-                    raise_if_never_answered(client.breaker, client.backend.endpoint_id)
-                status = "complete"
+                    client.admission.raise_if_never_answered(client.backend.endpoint_id)
+                status = "finished"
             finally:
                 for client in self.endpoints:
                     await client.aclose()
@@ -198,13 +221,19 @@ class Pipeline:
             state.writes == 0
             and previous.get("status") == "complete"
             and previous.get("target") == self.target
-            and status == "complete"
+            and status == "finished"
             and previous.get("inputs") == self.run_inputs
         )
         if unchanged:
             published = {"counts": previous["counts"], "strategies": previous["strategies"]}
         else:
             published = run_dir.publish(self.plan, dict.fromkeys(self._paths(), state))
+        made = published["counts"]["instructions"]
+        planned = sum(d.quota for d in self.plan.disciplines)
+        if status == "finished":
+            # Fewer pairs than asked is never "complete": the same command makes the rest
+            # (deferred units), or the manifest's failures say why it cannot.
+            status = "complete" if made >= planned else "short"
         stats = [c.stats for c in self.endpoints]
         this_run = self.usage.as_dict()
         usage = merge_usage(previous.get("usage") or {}, this_run)
@@ -213,6 +242,8 @@ class Pipeline:
             "glan_version": __version__,
             "status": status,
             "target": self.target,
+            "missing": max(0, planned - made),
+            "deferred_units": self.walk.deferred,
             "seed": self.cfg.seed,
             "shard": list(self.shard) if self.shard else None,
             **published,

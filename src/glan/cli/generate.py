@@ -101,25 +101,27 @@ def generate(
     pipeline = Pipeline(
         cfg, tax, out_dir, n, progress, update=update, shard=parse_shard(shard) if shard else None
     )
-    from glan.aio import run
+    from glan.aio import run, sigterm_as_interrupt
     from glan.cli.progress import show_progress
 
-    try:
-        with show_progress(progress, console, quiet):
-            result = run(pipeline.run())
-    except KeyboardInterrupt:
-        kept = published_pairs(out_dir)
-        console.print(
-            f"interrupted: {kept:,} pairs kept in {out_dir}; re-run the same command to resume",
-            highlight=False,
-            markup=False,
-            soft_wrap=True,
-        )
-        # Everything is published and closed; skip interpreter teardown, which would wait on
-        # (or free the model under) a local generation still running in its thread.
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(130)
+    with sigterm_as_interrupt() as terminated:
+        try:
+            with show_progress(progress, console, quiet):
+                result = run(pipeline.run())
+        except KeyboardInterrupt:
+            kept = published_pairs(out_dir)
+            how = "terminated" if terminated else "interrupted"
+            console.print(
+                f"{how}: {kept:,} pairs kept in {out_dir}; re-run the same command to resume",
+                highlight=False,
+                markup=False,
+                soft_wrap=True,
+            )
+            # Everything is published and closed; skip interpreter teardown, which would wait
+            # on (or free the model under) a local generation still running in its thread.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(143 if terminated else 130)
     m = result.manifest
     tokens = sum(
         r["prompt_tokens"] + r["completion_tokens"]
@@ -137,10 +139,17 @@ def generate(
     )
     target = sum(d.quota for d in pipeline.plan.disciplines)
     if result.instructions < target:
+        why = (
+            f"{m['deferred_units']} units failed for a transient reason (the endpoint's): "
+            "re-run the same command to make them"
+            if m.get("deferred_units")
+            else "see failures in manifest.json"
+        )
         console.print(
-            f"warning: {target - result.instructions} pairs short: see failures in manifest.json",
+            f"warning: {target - result.instructions} pairs short: {why}",
             highlight=False,
             markup=False,
+            soft_wrap=True,
         )
         raise typer.Exit(1)
 

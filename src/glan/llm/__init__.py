@@ -1,6 +1,6 @@
 """LLM access: one backend interface, admission, cache and accounting. Knows nothing of GLAN."""
 
-from glan.llm.admission import AdmissionSettings
+from glan.llm.admission import Admission, AdmissionSettings, LocalAdmission
 from glan.llm.backend import Backend, Completion
 from glan.llm.client import LLMClient
 from glan.llm.errors import EndpointDown, EndpointFatal, RequestFailed
@@ -12,6 +12,7 @@ from glan.llm.wire import MAX_WIRE_ITEMS, MAX_WIRE_LENGTH, wire_schema
 __all__ = [
     "MAX_WIRE_ITEMS",
     "MAX_WIRE_LENGTH",
+    "Admission",
     "AdmissionSettings",
     "Backend",
     "BackendSettings",
@@ -21,6 +22,7 @@ __all__ = [
     "EndpointDown",
     "EndpointFatal",
     "LLMClient",
+    "LocalAdmission",
     "Message",
     "Price",
     "RequestFailed",

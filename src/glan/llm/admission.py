@@ -6,11 +6,16 @@ are retried, and when an endpoint is declared down.
   says nothing new); Retry-After pauses all admissions; after `limit` successes in a row the
   limit climbs by one.
 - A rate limit is the endpoint answering "later", not failing: it never counts toward the
-  breaker's failure streak nor toward "never answered", and it is not a retry. A request keeps
-  waiting out rate limits for up to `rate_limit_patience_s` (default: `breaker_window_s`), so a
-  burst the breaker tolerates never makes requests give up.
+  breaker's failure streak nor toward "never answered", and it is not a retry. A rate-limited
+  request waits as long as the endpoint answers anything: it has no patience of its own, so
+  which units finish never depends on how the throttling fell (the records are a function of
+  the inputs and the replies). Only an endpoint that answers nothing but rate limits for
+  `breaker_window_s` stops the run, and the same command resumes it.
 - 5xx, timeouts and dropped connections are retried with exponential backoff and full jitter, a
   bounded number of times (fewer for a body the endpoint keeps refusing: see `FailureMemory`).
+- Admission is something a client is given (`Admission`), one per endpoint: `LocalAdmission`
+  in one process, or a cluster-wide one (glan.executors.ray) whose permits are leased in
+  blocks from a shared authority, so every worker sees one limit and one breaker.
 - The circuit breaker opens (EndpointDown, the run stops, finished work is kept):
   - when the endpoint has failed `breaker_failures` times in a row and nothing succeeded for
     `breaker_window_s` seconds, or at once after `breaker_failures` straight failures if nothing
@@ -25,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from abc import ABC, abstractmethod
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -39,12 +45,6 @@ class AdmissionSettings(BaseModel):
     max_retries: int = Field(6, ge=0, description="retries per request on 5xx/timeouts/resets")
     backoff_base_s: float = Field(0.5, gt=0)
     backoff_max_s: float = Field(30.0, gt=0)
-    rate_limit_patience_s: float | None = Field(
-        None,
-        gt=0,
-        description="how long one request waits out rate limits before it gives up "
-        "(default: breaker_window_s, so a burst the breaker tolerates never fails a request)",
-    )
     default_retry_after_s: float = Field(
         1.0, ge=0, description="pause after a 429 without Retry-After"
     )
@@ -54,10 +54,6 @@ class AdmissionSettings(BaseModel):
         gt=0,
         description="how long an endpoint may fail (or only rate-limit) before the run stops",
     )
-
-    @property
-    def rate_limit_patience(self) -> float:
-        return self.rate_limit_patience_s or self.breaker_window_s
 
 
 @dataclass
@@ -238,13 +234,105 @@ class FailureMemory:
         return repeat
 
 
-def raise_if_never_answered(breaker: CircuitBreaker, endpoint: str) -> None:
-    """After a run: an endpoint that failed every request is reported, not a short data set."""
-    if breaker.consecutive_failures and not breaker.ever_succeeded:
-        raise EndpointDown(
-            f"{endpoint} never answered usefully ({breaker.consecutive_failures} failures); "
-            f"last error: {breaker.last_error}"
-        )
+class Admission(ABC):
+    """What a client is given, one per endpoint: when a request may be sent (a permit, with the
+    epoch of the limit it was granted under), what became of it, and whether the endpoint is
+    down. The client calls, per attempt: `check`, `acquire`, then `release` and exactly one of
+    `on_success`, `on_rate_limited` or `on_failure` (nothing more for a cancelled attempt or
+    a request the endpoint refused for its own sake)."""
+
+    settings: AdmissionSettings
+    stats: AdmissionStats
+
+    @abstractmethod
+    async def acquire(self) -> int:
+        """Wait for a permit; returns the epoch (limit generation) it was granted in."""
+
+    @abstractmethod
+    def release(self) -> None:
+        """Give the permit back."""
+
+    @abstractmethod
+    def on_success(self) -> None: ...
+
+    @abstractmethod
+    def on_rate_limited(
+        self, epoch: int, retry_after: float | None, error: str, endpoint: str
+    ) -> None:
+        """The endpoint said "later": pause and cut (once per cascade), never a failure."""
+
+    @abstractmethod
+    def on_failure(self, error: str, endpoint: str) -> None:
+        """A transient failure (5xx, timeout, reset); may open the breaker (EndpointDown)."""
+
+    @abstractmethod
+    def check(self, endpoint: str) -> None:
+        """Raise EndpointDown when the breaker is open."""
+
+    # What FailureMemory reads: the endpoint's successes and its current failure streak.
+    @property
+    @abstractmethod
+    def successes(self) -> int: ...
+
+    @property
+    @abstractmethod
+    def consecutive_failures(self) -> int: ...
+
+    @abstractmethod
+    def raise_if_never_answered(self, endpoint: str) -> None:
+        """After a run: an endpoint that failed every request is reported, not a short run."""
+
+
+class LocalAdmission(Admission):
+    """Admission within one process: an AIMD limiter and a circuit breaker."""
+
+    def __init__(self, settings: AdmissionSettings) -> None:
+        self.settings = settings
+        self.limiter = AdaptiveLimiter(settings)
+        self.breaker = CircuitBreaker(settings)
+        self.stats = self.limiter.stats
+        # Bound once: these run per attempt on the hot path.
+        self.acquire = self.limiter.acquire  # type: ignore[method-assign]
+        self.release = self.limiter.release  # type: ignore[method-assign]
+        self.check = self.breaker.check  # type: ignore[method-assign]
+
+    async def acquire(self) -> int:  # replaced per instance in __init__
+        return await self.limiter.acquire()
+
+    def release(self) -> None:  # replaced per instance in __init__
+        self.limiter.release()
+
+    def check(self, endpoint: str) -> None:  # replaced per instance in __init__
+        self.breaker.check(endpoint)
+
+    def on_success(self) -> None:
+        self.limiter.on_success()
+        self.breaker.on_success()
+
+    def on_rate_limited(
+        self, epoch: int, retry_after: float | None, error: str, endpoint: str
+    ) -> None:
+        self.limiter.on_rate_limited(epoch, retry_after)
+        self.breaker.on_rate_limited(error, endpoint)
+
+    def on_failure(self, error: str, endpoint: str) -> None:
+        self.breaker.on_failure(error, endpoint)
+
+    @property
+    def successes(self) -> int:
+        return self.breaker.successes
+
+    @property
+    def consecutive_failures(self) -> int:
+        return self.breaker.consecutive_failures
+
+    def raise_if_never_answered(self, endpoint: str) -> None:
+        breaker = self.breaker
+        if breaker.consecutive_failures and not breaker.ever_succeeded:
+            raise EndpointDown(
+                f"{endpoint} never answered usefully ({breaker.consecutive_failures} failures); "
+                f"last error: {breaker.last_error}"
+            )
 
 
 def backoff_delay(attempt: int, settings: AdmissionSettings) -> float:

@@ -1,9 +1,9 @@
 """The one way the rest of glan talks to a model: cache, admission, validation, accounting.
 
 `LLMClient.chat` returns a reply from the cache when one exists (never sending it again),
-otherwise sends it through the adaptive limiter with bounded retries, validates JSON replies
-against the request's schema, re-asks with the validation error when they do not fit, and
-records tokens and cost.
+otherwise sends it through the admission it was given (glan.llm.admission: local, or shared by
+a cluster) with bounded retries, validates JSON replies against the request's schema, re-asks
+with the validation error when they do not fit, and records tokens and cost.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ import time
 from collections.abc import Callable
 
 from glan.llm.admission import (
-    AdaptiveLimiter,
+    Admission,
     AdmissionSettings,
-    CircuitBreaker,
     FailureMemory,
+    LocalAdmission,
     backoff_delay,
 )
 from glan.llm.backend import Backend, Completion
@@ -41,15 +41,20 @@ class LLMClient:
         self,
         backend: Backend,
         cache: ResponseCache | None = None,
-        admission: AdmissionSettings | None = None,
+        admission: Admission | AdmissionSettings | None = None,
         usage: UsageLedger | None = None,
         max_reasks: int = 2,
     ) -> None:
+        """`admission`: the endpoint's admission (shared by every client of the endpoint, or by
+        a cluster), or settings for a local one (default: the backend's own concurrency)."""
         self.backend = backend
         self.cache = cache
-        self.settings = admission or AdmissionSettings(concurrency=backend.max_concurrency)
-        self.limiter = AdaptiveLimiter(self.settings)
-        self.breaker = CircuitBreaker(self.settings)
+        if not isinstance(admission, Admission):
+            admission = LocalAdmission(
+                admission or AdmissionSettings(concurrency=backend.max_concurrency)
+            )
+        self.admission = admission
+        self.settings = admission.settings
         self.usage = usage or UsageLedger()
         self.max_reasks = max_reasks
         self._preflighted = False
@@ -57,7 +62,7 @@ class LLMClient:
 
     @property
     def stats(self):
-        return self.limiter.stats
+        return self.admission.stats
 
     async def ensure_ready(self) -> None:
         async with self._preflight_lock:
@@ -98,7 +103,7 @@ class LLMClient:
             response = await self._ask_until_valid(request, check)
         except RequestFailed:
             self.usage.record_failed(request.tag, self.backend.model)
-            self.limiter.stats.failures += 1
+            self.admission.stats.failures += 1
             raise
         if self.cache is not None:
             self.cache.put(
@@ -172,34 +177,29 @@ class LLMClient:
         )
 
     async def _send(self, request: ChatRequest) -> tuple[Completion, float]:
-        """One request through admission, retried on transient failures."""
+        """One request through admission, retried on transient failures. Rate limits are
+        waited out for as long as the breaker lets the run go on: a request has no patience of
+        its own, so which units finish never depends on how the throttling fell."""
         attempt = 0
-        rate_limited_since: float | None = None
-        memory = FailureMemory(self.breaker.successes, self.breaker.consecutive_failures)
+        admission = self.admission
+        memory = FailureMemory(admission.successes, admission.consecutive_failures)
         endpoint = self.backend.endpoint_id
         while True:
-            self.breaker.check(endpoint)
-            epoch = await self.limiter.acquire()
+            admission.check(endpoint)
+            epoch = await admission.acquire()
             started = time.perf_counter()
             try:
                 completion = await self.backend.complete(request)
             except RateLimited as exc:
-                self.limiter.on_rate_limited(epoch, exc.retry_after)
-                self.limiter.release()
-                self.breaker.on_rate_limited(str(exc), endpoint)
-                now = time.monotonic()
-                rate_limited_since = rate_limited_since or now
-                # Bounded by time, not by count: during a burst the pauses are what wait.
-                if now - rate_limited_since >= self.settings.rate_limit_patience:
-                    raise RequestFailed(
-                        f"rate limited for {now - rate_limited_since:.0f} s: {exc}"
-                    ) from None
+                # Cut and pause before the permit goes back, so no waiter slips in unpaused.
+                admission.on_rate_limited(epoch, exc.retry_after, str(exc), endpoint)
+                admission.release()
                 continue
             except TransientError as exc:
-                self.limiter.release()
-                self.breaker.on_failure(str(exc), endpoint)
+                admission.release()
+                admission.on_failure(str(exc), endpoint)
                 if memory.repeats(
-                    exc.signature, self.breaker.successes, self.breaker.consecutive_failures
+                    exc.signature, admission.successes, admission.consecutive_failures
                 ):
                     # The body itself breaks the server: asking it again later is pointless.
                     raise RequestFailed(
@@ -209,19 +209,18 @@ class LLMClient:
                     ) from None
                 if attempt >= self.settings.max_retries:
                     raise RequestFailed(f"gave up after {attempt} retries: {exc}") from None
-                self.limiter.stats.retries += 1
+                admission.stats.retries += 1
                 await asyncio.sleep(backoff_delay(attempt, self.settings))
                 attempt += 1
                 continue
             except BadRequest as exc:
-                self.limiter.release()
+                admission.release()
                 raise RequestFailed(str(exc), permanent=True) from None
             except BaseException:
-                self.limiter.release()
+                admission.release()
                 raise
-            self.limiter.release()
-            self.limiter.on_success()
-            self.breaker.on_success()
+            admission.release()
+            admission.on_success()
             return completion, time.perf_counter() - started
 
     async def aclose(self) -> None:

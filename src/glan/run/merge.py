@@ -65,9 +65,7 @@ def merge_shards(out_dir: Path, shards: list[Path]) -> dict[str, int]:
             run_dir.write_manifest(
                 {
                     "glan_version": __version__,
-                    "status": "complete"
-                    if all(r["manifest"]["status"] == "complete" for r in runs)
-                    else "stopped",
+                    "status": _merged_status([r["manifest"]["status"] for r in runs]),
                     "target": first["target"],
                     "seed": first["seed"],
                     "merged_from": [str(s) for s in shards],
@@ -83,6 +81,13 @@ def merge_shards(out_dir: Path, shards: list[Path]) -> dict[str, int]:
         for state in states.values():
             state.close()
     return published["counts"]
+
+
+def _merged_status(statuses: list[str]) -> str:
+    """complete when every shard is; stopped when any stopped; else short."""
+    if all(s == "complete" for s in statuses):
+        return "complete"
+    return "stopped" if "stopped" in statuses else "short"
 
 
 def _sum_usage(usages: list[dict[str, Any]]) -> dict[str, Any]:

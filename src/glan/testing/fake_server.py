@@ -112,6 +112,14 @@ class FakeServer:
     # This share of request bodies always gets HTTP 500 (the same error every time), chosen by
     # a hash of the body: a request that deterministically breaks the server.
     poisoned_rate: float = 0.0
+    # This share of request bodies (chosen by a hash of the body) is answered 429 with
+    # Retry-After `throttle_retry_after_s` until `throttle_s` after the body was first seen,
+    # while every other body is served: a busy organisation's quota, partial and steady.
+    throttled_rate: float = 0.0
+    throttle_s: float = 0.0
+    throttle_retry_after_s: float = 0.2
+    # Or exactly the bodies this predicate picks.
+    throttle_when: Callable[[dict[str, Any]], bool] | None = None
 
     def __post_init__(self) -> None:
         unknown = set(self.fault_rates) - set(FAULTS)
@@ -129,6 +137,7 @@ class FakeServer:
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
         self.rate_limited_until = 0.0  # time.monotonic() before which every request is refused
+        self.first_seen: dict[str, float] = {}  # throttled bodies: when each was first asked
         self._rate_limit_status = 429
         self._rate_limit_retry_after: float | None = None
 
@@ -155,6 +164,19 @@ class FakeServer:
         if not self.poisoned_rate:
             return False
         return int(request_key(body), 16) / 16**16 < self.poisoned_rate
+
+    def _throttled(self, body: dict[str, Any]) -> bool:
+        """Whether this body is one of the `throttled_rate` share, still inside its window."""
+        key = request_key(body)
+        if self.throttle_when is not None:
+            if not self.throttle_when(body):
+                return False
+        elif not self.throttled_rate or (
+            int(hashlib.sha256(key.encode()).hexdigest()[:16], 16) / 16**16 >= self.throttled_rate
+        ):
+            return False
+        first = self.first_seen.setdefault(key, time.monotonic())
+        return time.monotonic() - first < self.throttle_s
 
     @property
     def base_url(self) -> str:
@@ -217,6 +239,13 @@ class FakeServer:
             headers = {} if retry_after is None else {"Retry-After": f"{retry_after:g}"}
             return web.json_response(
                 {"error": {"message": "rate limited, try later"}}, status=status, headers=headers
+            )
+        if self._throttled(body):
+            self._count("429_throttled")
+            return web.json_response(
+                {"error": {"message": "rate limited: this organisation is over its quota"}},
+                status=429,
+                headers={"Retry-After": f"{self.throttle_retry_after_s:g}"},
             )
         if self.latency_s:
             await asyncio.sleep(self.latency_s)

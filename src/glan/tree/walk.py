@@ -1,20 +1,29 @@
 """The tree walk: disciplines -> subjects -> syllabi -> question/answer pairs, streamed.
 
 The walk knows nothing of where requests go: it builds each stage's request, hands it to an
-`Ask` (which returns the parsed record, or None when the unit gave up) and writes every unit to
-the run state as soon as it is done. What the state already holds is never asked again.
+`Ask` (which returns the parsed record, or GaveUp) and writes every unit to the run state as
+soon as it is done. What the state already holds is never asked again.
 
-Failures are replaced in the stream, inside the discipline that lost them, so a discipline's
-output depends on nothing outside it (shards of disciplines merge into the whole run's output):
-- a question or answer that gave up: the same worker takes the subject's next unused
-  combination at once;
-- a syllabus that gave up: its slot takes the discipline's next spare subject (listings return
-  more subjects than planned; an extra listing call is made when none is left);
-- a subject whose combinations run out, or a slot left with no subject: its missing pairs go to
-  the discipline's other live subjects as extra quota.
+The records are a function of the inputs and the replies, never of timing, throttling, the
+executor or how often the run was stopped and resumed:
+- A unit that gave up *for its own sake* (GaveUp.permanent: no usable reply after re-asks, a
+  400) is recorded and replaced, inside its discipline, by rules that depend only on which
+  units failed: a question or answer by the subject's next unused combination (the subject's
+  pairs are always the shortest prefix of its combinations holding its target); a syllabus by
+  the discipline's next spare subject, handed out in slot order once every syllabus of the
+  round is settled (an extra listing call is made when none is left); a subject whose
+  combinations run out gives its missing pairs to the discipline's other live subjects.
+- A unit that gave up *for the endpoint's sake* (transient: 5xx or timeouts past the retries)
+  is deferred, not replaced: the discipline makes no decision that depends on it (no spare, no
+  extra listing, no hand-over of missing pairs) and the run ends short; the same command asks
+  it again, and the result is the one a run without the failure gives.
+- A subject is the listed subject at its index in the discipline's listings (in listing
+  order); a discipline starts its subjects only once every planned listing is settled, so a
+  listing that failed for a while can never shift the subjects after it.
 
-Work runs under run-wide bounds sized to the concurrency (open disciplines, open subjects,
-pairs in flight), so stages overlap, the endpoint stays busy and memory stays flat for any N.
+Open work is bounded by one window (sized by the pipeline from the transports' concurrency,
+or set apart for batch transports): open disciplines, open subjects and pairs in flight, with
+tasks created only when they may run, so memory stays flat for any N.
 """
 
 from __future__ import annotations
@@ -23,21 +32,20 @@ import asyncio
 import hashlib
 import random
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
-from glan.aio import bounded_map, gather_all
+from glan.aio import bounded_map, gather_all, task_group
 from glan.config import GenerateConfig, StageName
 from glan.llm import ChatRequest, ChatResponse
 from glan.planner import DisciplinePlan, Plan, split_evenly
 from glan.records import QuestionPlan, Subject, Syllabus
-from glan.run.state import DisciplineState, RunState, Slot
+from glan.run.state import DisciplineState, RunState, Slot, SubjectPairs
 from glan.stages import answers, questions, subjects, syllabus
 from glan.tree.progress import RunProgress
 
 T = TypeVar("T")
 EXTRA_LISTINGS = 3  # listing calls beyond the plan when a discipline runs out of subjects
-REBALANCE_ROUNDS = 3  # rounds of moving a discipline's missing pairs to its live subjects
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +63,22 @@ class Ask(Protocol):
     ) -> Awaitable[T | GaveUp]: ...
 
 
+@dataclass
+class _Discipline:
+    """One discipline's work in this run."""
+
+    plan: DisciplinePlan
+    st: DisciplineState
+    listed: list[Subject] = field(default_factory=list)
+    # A unit gave up for a transient reason: no decision that depends on the discipline's
+    # outcomes as a whole is made in this run (the next run makes it, with the same result).
+    deferred: int = 0
+
+    @property
+    def path(self) -> str:
+        return self.plan.discipline.path
+
+
 class TreeWalk:
     def __init__(
         self,
@@ -64,49 +88,61 @@ class TreeWalk:
         ask: Ask,
         models: dict[str, str],
         progress: RunProgress,
+        window: int | None = None,
     ) -> None:
+        """`window`: how many requests the walk keeps open (default: twice the configured
+        concurrency); open subjects and pairs in flight are bounded by it, open disciplines
+        by half of it."""
         self.plan = plan
         self.cfg = cfg
         self.state = state
         self.ask = ask
         self.models = models
         self.progress = progress
-        conc = cfg.concurrency
-        # Enough open work to fill `conc` slots at every stage, and no more (flat memory).
-        self.subject_slots = asyncio.Semaphore(max(4, 2 * conc))
-        self.pair_slots = asyncio.Semaphore(max(2, 2 * conc))
-        self.window = max(2, conc)
+        window = window or 2 * cfg.concurrency
+        self.subject_slots = asyncio.Semaphore(max(4, window))
+        self.pair_slots = asyncio.Semaphore(max(2, window))
+        self.discipline_window = max(2, window // 2)
+        self.deferred = 0  # units deferred to the next run (transient failures)
 
     async def run(self) -> None:
-        await bounded_map(self._discipline, self.plan.disciplines, self.window)
+        await bounded_map(self._discipline, self.plan.disciplines, self.discipline_window)
 
     # ---- disciplines ---------------------------------------------------------------------
     async def _discipline(self, dp: DisciplinePlan) -> None:
-        d = dp.discipline.path
-        st = self.state.load(d)
-        self._count_resumed(dp, st)
-        listed = await self._subjects(dp, st, range(dp.subject_samples))
-        while not listed and len(st.listings) < dp.subject_samples + EXTRA_LISTINGS:
-            extra = len(st.listings)  # every listing failed: ask another
-            listed = await self._subjects(dp, st, range(extra, extra + 1))
-        n_slots = min(dp.subjects, len(listed))
+        job = _Discipline(dp, self.state.load(dp.discipline.path))
+        self._count_resumed(dp, job.st)
+        try:
+            await self._fill_discipline(job)
+        finally:
+            self.deferred += job.deferred
+
+    async def _fill_discipline(self, job: _Discipline) -> None:
+        dp, st = job.plan, job.st
+        if not await self._list(job, range(dp.subject_samples)):
+            return
+        while not job.listed and len(st.listings) < dp.subject_samples + EXTRA_LISTINGS:
+            # Every listing failed for its own sake: ask another.
+            if not await self._list(job, range(len(st.listings), len(st.listings) + 1)):
+                return
+        n_slots = min(dp.subjects, len(job.listed))
         if n_slots == 0:
             return
         quotas = split_evenly(dp.quota, [1.0] * n_slots)
         for slot in range(n_slots):
             if slot not in st.slots:
-                spare = self._spare(st, listed)
+                spare = self._spare(st, job.listed)
                 if spare is None:
                     break
                 st.slots[slot] = Slot(spare)
-                self.state.put_slot(d, slot, st.slots[slot])
+                self.state.put_slot(job.path, slot, st.slots[slot])
         live = [slot for slot in range(n_slots) if slot in st.slots]
         targets = {slot: quotas[slot] + st.slots[slot].extra for slot in live}
-        for _ in range(REBALANCE_ROUNDS + 1):
-            outcomes = await gather_all(
-                self._slot(dp, st, slot, targets[slot], listed) for slot in live
-            )
-            live = [slot for slot, ok in zip(live, outcomes, strict=True) if ok]
+        while True:
+            filled = await self._fill_slots(job, live, targets)
+            if job.deferred:
+                return  # what is missing may be the deferred units' own: decide next run
+            live = [slot for slot in live if filled[slot]]
             missing = dp.quota - sum(
                 len(st.pairs_of(st.slots[slot].s).done)
                 for slot in range(n_slots)
@@ -114,11 +150,12 @@ class TreeWalk:
             )
             if missing <= 0 or not live:
                 return
-            # Exhausted or failed slots left pairs undone: the live ones take them over.
+            # Exhausted or failed slots left pairs undone: the live ones take them over. Each
+            # round either fills every live slot or drops an exhausted one, so this ends.
             for slot, extra in zip(live, split_evenly(missing, [1.0] * len(live)), strict=True):
                 st.slots[slot].extra += extra
                 targets[slot] += extra
-                self.state.put_slot(d, slot, st.slots[slot])
+                self.state.put_slot(job.path, slot, st.slots[slot])
 
     def _count_resumed(self, dp: DisciplinePlan, st: DisciplineState) -> None:
         """Work found in the state is not planned again (progress shows this run's work)."""
@@ -131,23 +168,26 @@ class TreeWalk:
         stages["answers"].planned -= done
         self.progress.resumed_pairs += done
 
-    async def _subjects(
-        self, dp: DisciplinePlan, st: DisciplineState, samples: range
-    ) -> list[Subject]:
-        """The discipline's unique subjects over its listing calls (staged ones not re-asked)."""
+    async def _list(self, job: _Discipline, samples: range) -> bool:
+        """Settle these listing calls (staged ones are not re-asked) and update the
+        discipline's unique subjects; False when one was deferred."""
+        st = job.st
         missing = [i for i in samples if i not in st.listings]
-        found = await gather_all(self._list(dp, i) for i in missing)
+        found = await gather_all(self._listing(job.plan, i) for i in missing)
         for i, listing in zip(missing, found, strict=True):
             if isinstance(listing, GaveUp):
-                st.listings[i] = None
-                if listing.permanent:
-                    self.state.put_listing(dp.discipline.path, i, None)
-            else:
-                st.listings[i] = listing
-                self.state.put_listing(dp.discipline.path, i, listing)
-        return subjects.unique_subjects([st.listings[i] or [] for i in sorted(st.listings)])
+                if not listing.permanent:
+                    job.deferred += 1
+                    continue
+                listing = None
+            st.listings[i] = listing
+            self.state.put_listing(job.path, i, listing)
+        if job.deferred:
+            return False
+        job.listed = subjects.unique_subjects([st.listings[i] or [] for i in sorted(st.listings)])
+        return True
 
-    async def _list(self, dp: DisciplinePlan, i: int) -> list[Subject] | GaveUp:
+    async def _listing(self, dp: DisciplinePlan, i: int) -> list[Subject] | GaveUp:
         d = dp.discipline
         if self.cfg.subjects_mode == "two_turn":
             free = await self.ask("subjects", subjects.build(d, i, self.cfg), _text)
@@ -166,117 +206,200 @@ class TreeWalk:
                 return s
         return None
 
-    # ---- subjects ------------------------------------------------------------------------
-    async def _slot(
-        self, dp: DisciplinePlan, st: DisciplineState, slot: int, target: int, listed: list[Subject]
-    ) -> bool:
-        """Fill one slot to `target` pairs; False when it cannot (no subject, or exhausted)."""
-        d = dp.discipline.path
-        async with self.subject_slots:
-            while True:
-                s = st.slots[slot].s
-                syl = await self._syllabus(d, st, s, listed[s])
-                if syl is not None:
-                    return await self._pairs(d, st, s, syl, target)
-                async with st.lock:  # one slot at a time takes spares and asks for more
-                    if not await self._take_spare(dp, st, slot, listed):
-                        return False
-
-    async def _take_spare(
-        self, dp: DisciplinePlan, st: DisciplineState, slot: int, listed: list[Subject]
-    ) -> bool:
-        d = dp.discipline.path
+    async def _take_spare(self, job: _Discipline, slot: int) -> bool:
+        """Give `slot` the next spare subject (asking another listing when none is left);
+        False when there is none, or when a listing was deferred."""
+        dp, st = job.plan, job.st
         while True:
-            spare = self._spare(st, listed)
-            if spare is None:
-                extra = len(st.listings)
-                if extra >= dp.subject_samples + EXTRA_LISTINGS:
-                    return False
-                listed[:] = await self._subjects(dp, st, range(extra, extra + 1))
-                continue  # look again: that listing may have added new subjects
-            st.slots[slot].s = spare
-            self.state.put_slot(d, slot, st.slots[slot])
-            return True
+            spare = self._spare(st, job.listed)
+            if spare is not None:
+                st.slots[slot].s = spare
+                self.state.put_slot(job.path, slot, st.slots[slot])
+                return True
+            extra = len(st.listings)
+            if extra >= dp.subject_samples + EXTRA_LISTINGS:
+                return False
+            if not await self._list(job, range(extra, extra + 1)):
+                return False
 
-    async def _syllabus(
-        self, d: str, st: DisciplineState, s: int, subject: Subject
-    ) -> Syllabus | None:
+    # ---- subjects ------------------------------------------------------------------------
+    async def _fill_slots(
+        self, job: _Discipline, slots: list[int], targets: dict[int, int]
+    ) -> dict[int, bool]:
+        """Fill each slot to its target; per slot, False when it could not (no subject, or its
+        combinations ran out). A slot whose syllabus fails for its own sake gets the next
+        spare subject once every syllabus of its round is settled, in slot order, so which
+        subject replaces which never depends on the order replies came in."""
+        filled: dict[int, bool] = {}
+        async with task_group() as pair_work:
+            round_slots = slots
+            while round_slots:
+                outcomes: dict[int, str] = {}
+                async with task_group() as syllabi:
+                    for slot in round_slots:
+                        await self.subject_slots.acquire()  # released when the subject closes
+                        syllabi.create_task(
+                            self._open_subject(
+                                job, slot, targets[slot], pair_work, outcomes, filled
+                            )
+                        )
+                if job.deferred:
+                    break
+                round_slots = []
+                for slot in sorted(s for s, o in outcomes.items() if o == "failed"):
+                    if await self._take_spare(job, slot):
+                        round_slots.append(slot)
+                    elif job.deferred:
+                        break
+                    else:
+                        filled[slot] = False
+                if job.deferred:
+                    break  # spares handed out so far are staged; the next run goes on from them
+        return filled
+
+    async def _open_subject(
+        self,
+        job: _Discipline,
+        slot: int,
+        target: int,
+        pair_work: asyncio.TaskGroup,
+        outcomes: dict[int, str],
+        filled: dict[int, bool],
+    ) -> None:
+        """Settle the slot's syllabus (outcome: ok, failed or deferred); on success its pairs
+        go on in `pair_work`, holding the subject slot until they are done."""
+        handed_over = False
+        try:
+            s = job.st.slots[slot].s
+            syl = await self._syllabus(job, s, job.listed[s])
+            if isinstance(syl, Syllabus):
+                outcomes[slot] = "ok"
+                pair_work.create_task(self._subject_pairs(job, slot, s, syl, target, filled))
+                handed_over = True
+            else:
+                outcomes[slot] = syl
+        finally:
+            if not handed_over:
+                self.subject_slots.release()
+
+    async def _syllabus(self, job: _Discipline, s: int, subject: Subject) -> Syllabus | str:
+        """The subject's syllabus, or "failed" (for its own sake) or "deferred"."""
+        st = job.st
         if s in st.syllabi:
-            return st.syllabi[s]
+            return st.syllabi[s] or "failed"
         syl = await self.ask(
             "syllabus",
             syllabus.build(subject, self.cfg),
             lambda r: syllabus.parse(subject, r, self.cfg),
         )
         if isinstance(syl, GaveUp):
+            if not syl.permanent:
+                job.deferred += 1
+                return "deferred"
             st.syllabi[s] = None
-            if syl.permanent:
-                self.state.put_syllabus(d, s, subject, None)
-            return None
+            self.state.put_syllabus(job.path, s, subject, None)
+            return "failed"
         st.syllabi[s] = syl
-        self.state.put_syllabus(d, s, subject, syl)
+        self.state.put_syllabus(job.path, s, subject, syl)
         return syl
 
-    async def _pairs(self, d: str, st: DisciplineState, s: int, syl: Syllabus, target: int) -> bool:
-        """Run pair workers until `target` pairs exist; a failed pair's worker takes the next
-        unused combination at once. False when the syllabus ran out of combinations."""
-        pairs = st.pairs_of(s)
-        need = target - len(pairs.done)
-        if need <= 0:
-            return True
+    async def _subject_pairs(
+        self,
+        job: _Discipline,
+        slot: int,
+        s: int,
+        syl: Syllabus,
+        target: int,
+        filled: dict[int, bool],
+    ) -> None:
+        try:
+            filled[slot] = await self._pairs(job, s, syl, target)
+        finally:
+            self.subject_slots.release()
+
+    async def _pairs(self, job: _Discipline, s: int, syl: Syllabus, target: int) -> bool:
+        """Make pairs until `target` exist; a pair that failed for its own sake is replaced by
+        the next unused combination, so the subject's pairs are the shortest prefix of its
+        combinations that holds `target` successes, whatever the timing. A pair per free pair
+        slot is started, never more than can still be needed. False when the syllabus ran out
+        of combinations."""
+        pairs = job.st.pairs_of(s)
         seen = pairs.done | pairs.failed
-        rng = random.Random(f"{self.cfg.seed}|{d}|{s}")
+        rng = random.Random(f"{self.cfg.seed}|{job.path}|{s}")
         fresh = (
             p
             for p in questions.iter_plans(syl, self.cfg.questions.multi_ratio, rng)
             if p.index not in seen
         )
         text = questions.syllabus_text(syl)
-        exhausted = False
+        open_pairs = 0  # started and not settled
+        deferred = 0  # gave up for a transient reason: neither done nor replaced in this run
+        settled = asyncio.Event()
 
-        async def worker() -> None:
-            nonlocal exhausted
-            for plan in fresh:
-                if await self._pair(d, s, syl, plan, text, pairs.done, pairs.failed):
-                    return
-                self.progress.stages["questions"].planned += 1
-                self.progress.stages["answers"].planned += 1
-            exhausted = True
+        async def one(plan: QuestionPlan) -> None:
+            nonlocal open_pairs, deferred
+            try:
+                outcome = await self._pair(job, s, syl, plan, text, pairs)
+                if outcome == "deferred":
+                    deferred += 1
+                elif outcome == "failed":
+                    self.progress.stages["questions"].planned += 1
+                    self.progress.stages["answers"].planned += 1
+            finally:
+                open_pairs -= 1
+                self.pair_slots.release()
+                settled.set()
 
-        await gather_all(worker() for _ in range(need))
-        return not exhausted
+        async with task_group() as group:
+            while True:
+                if len(pairs.done) + open_pairs + deferred >= target:
+                    if not open_pairs:
+                        return True
+                    settled.clear()
+                    await settled.wait()
+                    continue
+                await self.pair_slots.acquire()
+                plan = next(fresh, None)
+                if plan is None:
+                    self.pair_slots.release()
+                    break
+                open_pairs += 1
+                group.create_task(one(plan))
+        # Out of combinations; the pairs still open have settled by now.
+        return len(pairs.done) + deferred >= target
 
     async def _pair(
         self,
-        d: str,
+        job: _Discipline,
         s: int,
         syl: Syllabus,
         plan: QuestionPlan,
         text: str,
-        done: set[int],
-        failed: set[int],
-    ) -> bool:
-        """One question and its own answer: a failure here can never shift onto another pair."""
+        pairs: SubjectPairs,
+    ) -> str:
+        """One question and its own answer (a failure here can never shift onto another pair):
+        "done", "failed" (for its own sake: recorded, replaced) or "deferred"."""
         cfg = self.cfg
-        async with self.pair_slots:
-            question = await self.ask(
-                "questions", questions.build(syl, plan, cfg, text), questions.parse
-            )
-            if isinstance(question, GaveUp):
-                reply: tuple[str, str | None] | GaveUp = question
-                self.progress.stages["answers"].planned -= 1
-            else:
-                reply = await self.ask("answers", answers.build(question, cfg), _answer)
+        question = await self.ask(
+            "questions", questions.build(syl, plan, cfg, text), questions.parse
+        )
+        if isinstance(question, GaveUp):
+            reply: tuple[str, str | None] | GaveUp = question
+            self.progress.stages["answers"].planned -= 1
+        else:
+            reply = await self.ask("answers", answers.build(question, cfg), _answer)
         if isinstance(reply, GaveUp):
-            failed.add(plan.index)
-            if reply.permanent:
-                self.state.put_pair(d, s, plan.index, None)
-            return False
+            if not reply.permanent:
+                job.deferred += 1
+                return "deferred"
+            pairs.failed.add(plan.index)
+            self.state.put_pair(job.path, s, plan.index, None)
+            return "failed"
         assert isinstance(question, str)
-        done.add(plan.index)
-        self.state.put_pair(d, s, plan.index, self._record(syl, plan, question, *reply))
+        pairs.done.add(plan.index)
+        self.state.put_pair(job.path, s, plan.index, self._record(syl, plan, question, *reply))
         self.progress.strategies[plan.strategy] += 1
-        return True
+        return "done"
 
     def _record(
         self, syl: Syllabus, plan: QuestionPlan, question: str, answer: str, finish: str | None
