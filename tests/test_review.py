@@ -277,6 +277,11 @@ def test_a_group_change_is_proposed_and_voted_from_the_page(store, client):
     assert "industry_agriculture" in r.json()["groups"]
     exported = client.get("/export.yaml").text
     assert load_taxonomy_text(exported).fields[1].group == "industry_agriculture"
+    store.import_taxonomy(load_taxonomy_text(exported))  # the export, back in the same database
+    change = nodes["Cooking"]["group_changes"][0]["id"]
+    for who in ("bob", "cid"):
+        store.vote(change, who, "remove")  # the change is voted down after the re-import
+    assert tree_view(store.snapshot())[n["Bread"]].group == "general_capabilities"
 
 
 def test_export_review_writes_yaml_that_generate_reads(store, tmp_path):

@@ -141,7 +141,7 @@ def test_the_cli_prints_one_private_link_each_and_a_restart_keeps_them(tmp_path,
     alice.post("/api/vote", data={"target": physics, "vote": "keep"}, headers=POST)
     assert voters(ReviewStore(db), physics) == {"alice": "keep"}
 
-    again = runner.invoke(cli_app, args)  # no --reviewers: still one link each, none reprinted
+    again = runner.invoke(cli_app, [*args, "--allow-host", "review.example.org"])  # no --reviewers
     assert again.exit_code == 0, again.output
     reprinted = {m[0]: m[2] for m in LINK.findall(again.output)}
     assert list(reprinted) == ["admin"] and reprinted["admin"] != printed["admin"]
@@ -149,9 +149,14 @@ def test_the_cli_prints_one_private_link_each_and_a_restart_keeps_them(tmp_path,
     assert client(served[1]).get(f"/?token={printed['admin']}").status_code == 403
     assert client(served[1]).get("/").status_code == 403  # not back to the open mode
     assert client(served[1]).get(f"/admin?token={reprinted['admin']}").status_code == 403
+    proxied = TestClient(served[1], base_url="https://review.example.org")
+    assert proxied.get(f"/?token={printed['bob']}").status_code == 200
     admin = client(served[1])
     admin.get(f"/?token={reprinted['admin']}")
     assert admin.get("/admin").status_code == 200
+    third = runner.invoke(cli_app, [*args, "--reviewers", "alice,dave"])
+    assert "alice: the link from an earlier start still works" in third.output
+    assert sorted(m[0] for m in LINK.findall(third.output)) == ["admin", "dave"]
 
 
 def test_a_foreign_host_is_refused_even_on_loopback_without_a_token(store):

@@ -179,6 +179,10 @@ class ReviewStore:
                 ),
             )
         else:
+            if con.execute(
+                "SELECT 1 FROM regroups WHERE node_id=? AND new_group=?", (node_id, group)
+            ).fetchone():
+                group = None  # the export of a change voted here: its votes keep deciding
             con.execute(
                 "UPDATE nodes SET description=?, weight=?, grp=COALESCE(?, grp), status=? WHERE id=?",
                 (node.description, node.weight, group, status, node_id),
