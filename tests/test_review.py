@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from glan.cli import app as cli_app
 from glan.errors import UserError
-from glan.review.app import MAX_BODY, ServeOptions, check_bind, create_app
+from glan.review.app import ServeOptions, create_app
 from glan.review.export import derived_pins, review_taxonomy, review_yaml
 from glan.review.rules import decide, summary, tree_view
 from glan.review.store import ReviewStore
@@ -263,8 +263,10 @@ def test_each_discipline_shows_its_group_and_a_voted_change_moves_it(store):
         store.propose_group(n["Cooking"], "Services!", "ann")
 
 
-def test_a_group_change_is_proposed_and_voted_from_the_page(store, client):
+def test_a_group_change_is_proposed_and_voted_from_the_page(store):
     n = ids(store)
+    client = client_for(store)
+    client.post("/api/name", data={"name": "ann"}, headers=POST)
     r = client.post("/api/group", data={"target": n["Cooking"], "group": "industry_agriculture"})
     assert r.status_code == 403  # not from the page
     r = client.post(
@@ -315,79 +317,6 @@ def test_export_review_writes_yaml_that_generate_reads(store, tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert "over 3 disciplines" in result.output
-
-
-def test_binding_beyond_loopback_needs_a_token():
-    check_bind("127.0.0.1", None)
-    with pytest.raises(UserError, match="--token-env"):
-        check_bind("0.0.0.0", None)
-    check_bind("0.0.0.0", "s3cret")
-    result = CliRunner().invoke(cli_app, ["taxonomy", "review", "--host", "0.0.0.0"])
-    assert isinstance(result.exception, UserError) and "--token-env" in str(result.exception)
-
-
-@pytest.fixture
-def client(store) -> TestClient:
-    c = client_for(store, token="s3cret")
-    c.get("/?token=s3cret", follow_redirects=False)
-    c.post("/api/name", data={"name": "ann"}, headers=POST)
-    return c
-
-
-def test_bad_token_missing_name_or_foreign_page_change_nothing(store, client):
-    target = ids(store)["Bread"]
-    stranger = client_for(store, token="s3cret")
-    assert stranger.get("/").status_code == 403
-    assert stranger.get("/?token=wrong").status_code == 403
-    stranger.cookies.set("glan_reviewer", "eve")
-    assert (
-        stranger.post(
-            "/api/vote", data={"target": target, "vote": "remove"}, headers=POST
-        ).status_code
-        == 403
-    )
-    nameless = client_for(store)
-    r = nameless.post("/api/vote", data={"target": target, "vote": "remove"}, headers=POST)
-    assert r.status_code == 401 and "name" in r.json()["error"]
-    assert (
-        client.post("/api/vote", data={"target": target, "vote": "remove"}).status_code == 403
-    )  # no header
-    assert (
-        client.post("/api/vote", data={"target": target, "vote": "maybe"}, headers=POST).status_code
-        == 400
-    )
-    assert (
-        client.post("/api/vote", data={"target": "nope", "vote": "keep"}, headers=POST).status_code
-        == 400
-    )
-    assert tree_view(store.snapshot())[target].votes == []
-    assert (
-        client.post(
-            "/api/vote", data={"target": target, "vote": "remove"}, headers=POST
-        ).status_code
-        == 200
-    )
-    assert [v.reviewer for v in tree_view(store.snapshot())[target].votes] == ["ann"]
-
-
-def test_a_name_with_markup_is_shown_as_text(store):
-    c = client_for(store)
-    assert c.post("/api/name", data={"name": "<b>eve</b>"}, headers=POST).status_code == 200
-    page = c.get("/").text
-    assert "&lt;b&gt;eve&lt;/b&gt;" in page and "<b>eve</b>" not in page
-
-
-def test_bodies_over_the_limit_are_refused(store, client):
-    target = ids(store)["Bread"]
-    big = {"target": target, "vote": "keep", "note": "x" * (MAX_BODY + 1)}
-    assert client.post("/api/vote", data=big, headers=POST).status_code == 413
-    streamed = (b"note=" + b"x" * 1000 for _ in range(40))  # no Content-Length to check
-    form = {**POST, "Content-Type": "application/x-www-form-urlencoded"}
-    assert client.post("/api/vote", content=streamed, headers=form).status_code == 413
-    long_note = {"target": target, "vote": "keep", "note": "x" * 3000}
-    assert client.post("/api/vote", data=long_note, headers=POST).status_code == 400
-    assert client.post("/api/name", data={"name": "n" * 41}, headers=POST).status_code == 400
-    assert tree_view(store.snapshot())[target].votes == []
 
 
 def free_port() -> int:

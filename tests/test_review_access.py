@@ -1,4 +1,5 @@
-"""Taxonomy review access: a private link per reviewer, the admin's page, the Host guard, cookies."""
+"""Taxonomy review access: a private link per reviewer, the admin's page, the Host guard, cookies,
+the shared token of the open mode, the body cap, and text that stays text."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typer.testing import CliRunner
 
 from glan.cli import app as cli_app
 from glan.errors import UserError
-from glan.review.app import ServeOptions, create_app
+from glan.review.app import MAX_BODY, ServeOptions, check_bind, create_app
 from glan.review.guard import host_allowed
 from glan.review.links import Links, read_names
 from glan.review.rules import tree_view
@@ -28,6 +29,10 @@ def store(tmp_path: Path) -> ReviewStore:
     s = ReviewStore(tmp_path / "review.sqlite")
     s.import_taxonomy(load_taxonomy())
     return s
+
+
+def local_client(store: ReviewStore, **options) -> TestClient:
+    return TestClient(create_app(store, ServeOptions(**options)), base_url=LOCAL)
 
 
 def node(store: ReviewStore, name: str) -> str:
@@ -205,3 +210,76 @@ def test_cookies_are_httponly_strict_and_secure_behind_tls(store, tls_proxy):
         assert "httponly" in attributes
         assert attributes["samesite"].strip().lower() == "samesite=strict"
         assert ("secure" in attributes) is tls_proxy
+
+
+def test_binding_beyond_loopback_needs_a_token():
+    check_bind("127.0.0.1", None)
+    with pytest.raises(UserError, match="--token-env"):
+        check_bind("0.0.0.0", None)
+    check_bind("0.0.0.0", "s3cret")
+    result = CliRunner().invoke(cli_app, ["taxonomy", "review", "--host", "0.0.0.0"])
+    assert isinstance(result.exception, UserError) and "--token-env" in str(result.exception)
+
+
+@pytest.fixture
+def client(store) -> TestClient:
+    c = local_client(store, token="s3cret")
+    c.get("/?token=s3cret", follow_redirects=False)
+    c.post("/api/name", data={"name": "ann"}, headers=POST)
+    return c
+
+
+def test_bad_token_missing_name_or_foreign_page_change_nothing(store, client):
+    target = node(store, "Agronomy")
+    stranger = local_client(store, token="s3cret")
+    assert stranger.get("/").status_code == 403
+    assert stranger.get("/?token=wrong").status_code == 403
+    stranger.cookies.set("glan_reviewer", "eve")
+    assert (
+        stranger.post(
+            "/api/vote", data={"target": target, "vote": "remove"}, headers=POST
+        ).status_code
+        == 403
+    )
+    nameless = local_client(store)
+    r = nameless.post("/api/vote", data={"target": target, "vote": "remove"}, headers=POST)
+    assert r.status_code == 401 and "name" in r.json()["error"]
+    assert (
+        client.post("/api/vote", data={"target": target, "vote": "remove"}).status_code == 403
+    )  # no header
+    assert (
+        client.post("/api/vote", data={"target": target, "vote": "maybe"}, headers=POST).status_code
+        == 400
+    )
+    assert (
+        client.post("/api/vote", data={"target": "nope", "vote": "keep"}, headers=POST).status_code
+        == 400
+    )
+    assert tree_view(store.snapshot())[target].votes == []
+    assert (
+        client.post(
+            "/api/vote", data={"target": target, "vote": "remove"}, headers=POST
+        ).status_code
+        == 200
+    )
+    assert [v.reviewer for v in tree_view(store.snapshot())[target].votes] == ["ann"]
+
+
+def test_a_name_with_markup_is_shown_as_text(store):
+    c = local_client(store)
+    assert c.post("/api/name", data={"name": "<b>eve</b>"}, headers=POST).status_code == 200
+    page = c.get("/").text
+    assert "&lt;b&gt;eve&lt;/b&gt;" in page and "<b>eve</b>" not in page
+
+
+def test_bodies_over_the_limit_are_refused(store, client):
+    target = node(store, "Agronomy")
+    big = {"target": target, "vote": "keep", "note": "x" * (MAX_BODY + 1)}
+    assert client.post("/api/vote", data=big, headers=POST).status_code == 413
+    streamed = (b"note=" + b"x" * 1000 for _ in range(40))  # no Content-Length to check
+    form = {**POST, "Content-Type": "application/x-www-form-urlencoded"}
+    assert client.post("/api/vote", content=streamed, headers=form).status_code == 413
+    long_note = {"target": target, "vote": "keep", "note": "x" * 3000}
+    assert client.post("/api/vote", data=long_note, headers=POST).status_code == 400
+    assert client.post("/api/name", data={"name": "n" * 41}, headers=POST).status_code == 400
+    assert tree_view(store.snapshot())[target].votes == []
