@@ -31,7 +31,7 @@ function matches(n) {
   if (f === "novote") return n.votes.length === 0 && n.state !== "removed-by-ancestor";
   if (f === "ties") return n.tally.tie;
   if (f === "removed") return n.state === "removed";
-  if (f === "proposals") return n.proposal || n.renames.length > 0;
+  if (f === "proposals") return n.proposal || n.renames.length > 0 || n.group_changes.length > 0;
   return true;
 }
 function filtering() { return $("#search").value.trim() !== "" || $("#filter").value !== "all"; }
