@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -12,31 +13,70 @@ import uvicorn
 from typer.testing import CliRunner
 
 from glan.cli import app as cli_app
-from glan.review.app import create_app
+from glan.review.app import ServeOptions, create_app
+from glan.review.links import Links
 from glan.review.store import ReviewStore
 from glan.taxonomy import load_taxonomy
 
-SCRIPT_NOTE = "<script>window.pwned = 1</script> & <b>bold?</b>"
+# Markup that runs if the page ever puts a note in as HTML (an inline <script> inserted through
+# innerHTML never runs, so it would prove nothing; an image's onerror does run).
+SCRIPT_NOTE = '<img src=x onerror="window.pwned = 1"> & <b>bold?</b>'
+START_TIMEOUT_S = 20
+
+
+def serve(make_app) -> tuple[str, uvicorn.Server, threading.Thread]:
+    """Serve `make_app(port)` on a loopback socket that listens before the thread starts (no
+    request can race the start); wait, bounded, until uvicorn says it is serving."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(make_app(port), log_level="critical", lifespan="on"))
+
+    def run() -> None:
+        with contextlib.suppress(SystemExit):  # uvicorn exits when its startup fails
+            server.run(sockets=[sock])
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while not server.started:
+        thread.join(0.05)  # returns at once when the server thread has ended
+        if not thread.is_alive() or time.monotonic() > deadline:
+            server.should_exit = True
+            sock.close()
+            raise AssertionError(f"the review server did not start within {START_TIMEOUT_S} s")
+    return f"http://127.0.0.1:{port}/", server, thread
+
+
+def stop(server: uvicorn.Server, thread: threading.Thread) -> None:
+    server.should_exit = True
+    thread.join(5)
+
+
+def new_store(tmp_path_factory) -> ReviewStore:
+    store = ReviewStore(tmp_path_factory.mktemp("review") / "review.sqlite")
+    store.import_taxonomy(load_taxonomy())
+    return store
 
 
 @pytest.fixture(scope="module")
 def review_url(tmp_path_factory) -> Iterator[str]:
-    """The app on the shipped default taxonomy, served by uvicorn on a free loopback port."""
-    store = ReviewStore(tmp_path_factory.mktemp("review") / "review.sqlite")
-    store.import_taxonomy(load_taxonomy())
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(store), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}/"
-    server.should_exit = True
-    thread.join(5)
+    """The app on the shipped default taxonomy (open mode), on a free loopback port."""
+    store = new_store(tmp_path_factory)
+    url, server, thread = serve(lambda port: create_app(store, ServeOptions(port=port)))
+    yield url
+    stop(server, thread)
+
+
+def test_the_server_wait_gives_up_when_the_server_cannot_start():
+    async def broken(scope, receive, send):  # fails its startup: uvicorn never serves
+        assert scope["type"] == "lifespan"
+        await receive()
+        await send({"type": "lifespan.startup.failed", "message": "broken on purpose"})
+
+    with pytest.raises(AssertionError, match="did not start"):
+        serve(lambda port: broken)
 
 
 def reviewer(browser, url: str, name: str):
@@ -50,6 +90,17 @@ def reviewer(browser, url: str, name: str):
     page.wait_for_selector("#name-dialog:not([open])", state="attached")
     page.errors = errors  # type: ignore[attr-defined]
     return page
+
+
+def markup_ran(page) -> bool:
+    """Whether a note's markup ran: first let every image in the votes fail to load (an
+    unescaped <img onerror> runs its handler then), then read what the handler would set."""
+    page.evaluate(
+        """() => Promise.all([...document.querySelectorAll('#detail .voters img')].map((img) =>
+             img.complete ? null : new Promise((done) => {
+               img.addEventListener('error', done); img.addEventListener('load', done); })))"""
+    )
+    return page.evaluate("window.pwned") is not None
 
 
 def select(page, name: str) -> None:
@@ -90,8 +141,8 @@ def test_two_reviewers_vote_remove_propose_and_export(chromium, review_url, arti
     ann.wait_for_selector("#detail .voters .note")
     select(bob, "Ethics")
     bob.wait_for_selector("#detail .voters .note", timeout=8000)
+    assert not markup_ran(bob)
     assert SCRIPT_NOTE in bob.inner_text("#detail .voters")
-    assert bob.evaluate("window.pwned") is None
 
     # ann proposes a discipline, bob sees it and accepts it
     select(ann, "Mathematics")
@@ -137,3 +188,58 @@ def test_two_reviewers_vote_remove_propose_and_export(chromium, review_url, arti
         ["generate", "--out", str(tmp_path / "run"), "-n", "50", "--dry-run", "-t", str(reviewed)],
     )
     assert result.exit_code == 0, result.output
+
+
+@pytest.mark.slow
+def test_private_links_the_admin_page_revocation_and_groups(chromium, tmp_path_factory):
+    store = new_store(tmp_path_factory)
+    admin_token = Links(store).issue_admin()
+    url, server, thread = serve(
+        lambda port: create_app(store, ServeOptions(port=port, per_reviewer=True))
+    )
+    try:
+        admin = chromium.new_context().new_page()
+        admin.goto(f"{url}?token={admin_token}")
+        assert admin.url == url  # the token leaves the address bar and the history
+        assert admin.inner_text("#me") == "admin"
+        assert admin.locator("#name-dialog[open]").count() == 0  # nobody types a name
+        admin.click("#admin-link")
+        admin.fill("#add-name", "carol")
+        admin.click("#add-form button")
+        admin.wait_for_selector("#new-link:not(.hidden)")
+        link = admin.locator("#new-link-url").input_value()
+        assert link.startswith(f"{url}?token=")
+
+        carol = chromium.new_context().new_page()
+        carol.goto(link)
+        assert carol.inner_text("#me") == "carol" and carol.locator("#change-name").count() == 0
+        assert carol.evaluate("document.cookie") == ""  # the link's cookie is HttpOnly
+        select(carol, "Agronomy")
+        carol.keyboard.press("k")
+        carol.wait_for_selector("#detail .voters li:has-text('carol')")
+
+        # the discipline shows its group; a change is proposed on its field and, voted, applies
+        assert carol.inner_text("#group-panel .group-name") == "industry_agriculture"
+        carol.click("#group-panel button.link")
+        assert "Agriculture" in carol.inner_text("#detail h2")
+        carol.fill("#group-input", "industry_services")
+        carol.click("#propose-group")
+        carol.wait_for_selector("li.level-field .row .grp:text-is('industry_services')")
+        select(carol, "Agronomy")
+        assert carol.inner_text("#group-panel .group-name") == "industry_services"
+
+        # the admin revokes carol's link: her next vote is refused, and the page says why
+        admin.click("tr[data-name=carol] .revoke")
+        admin.wait_for_selector("tr[data-name=carol] td:text-is('revoked')")
+        select(carol, "Soil Science")
+        carol.keyboard.press("r")
+        carol.wait_for_selector("#lost")
+        assert "new link" in carol.inner_text("#lost")
+        votes = {v.reviewer for v in store.snapshot().votes.get(node_id(store, "Soil Science"), [])}
+        assert votes == set()
+    finally:
+        stop(server, thread)
+
+
+def node_id(store: ReviewStore, name: str) -> str:
+    return next(row.id for row in store.snapshot().nodes if row.name == name)

@@ -4,6 +4,9 @@ Majority of votes cast on a node decides; a tie keeps what is there (an imported
 proposal is not added); with a quorum K a node with fewer than K votes is undecided (it stays as
 it is). Removing a node removes its subtree; votes below a removed node are kept but have no
 effect unless the removal is overturned. An explicit `status` from the YAML overrides votes.
+A rename or a change of a field's GLAN-Test group is a proposal voted the same way (a tie or a
+missing quorum changes nothing); the latest accepted one is in effect. A sub-field and a
+discipline report under their field's group.
 """
 
 from __future__ import annotations
@@ -75,6 +78,16 @@ class RenameView:
 
 
 @dataclass
+class GroupChangeView:
+    id: str
+    group: str
+    proposed_by: str
+    tally: Tally
+    accepted: bool
+    votes: list[VoteView]
+
+
+@dataclass
 class NodeView:
     id: str
     parent_id: str | None
@@ -83,18 +96,27 @@ class NodeView:
     original_name: str
     description: str | None
     weight: float
-    group: str | None
+    group: str | None  # in effect: the field's (after an accepted change), inherited below it
     status: str | None
     proposed_by: str | None
     tally: Tally
     state: State
     votes: list[VoteView]
     renames: list[RenameView] = field(default_factory=list)
+    original_group: str | None = None
+    group_changes: list[GroupChangeView] = field(default_factory=list)
     children: list[str] = field(default_factory=list)
 
     @property
     def proposal(self) -> bool:
         return self.proposed_by is not None
+
+
+def _tallied(snapshot, target: str, quorum: int) -> tuple[Tally, bool, list[VoteView]]:
+    """A proposed change's tally, whether it is accepted, and its votes."""
+    votes = snapshot.votes.get(target, [])
+    tally = decide([v.vote for v in votes], quorum, proposal=True)
+    return tally, tally.decision == "keep", votes
 
 
 def tree_view(snapshot, quorum: int = 0) -> dict[str, NodeView]:
@@ -104,15 +126,18 @@ def tree_view(snapshot, quorum: int = 0) -> dict[str, NodeView]:
         votes = snapshot.votes.get(row.id, [])
         proposal = row.proposed_by is not None
         tally = decide([v.vote for v in votes], quorum, proposal, row.status)
-        renames = []
-        for r in snapshot.renames.get(row.id, []):
-            rvotes = snapshot.votes.get(r.id, [])
-            rt = decide([v.vote for v in rvotes], quorum, proposal=True)
-            renames.append(
-                RenameView(r.id, r.new_name, r.proposed_by, rt, rt.decision == "keep", rvotes)
-            )
+        renames = [
+            RenameView(r.id, r.new_name, r.proposed_by, *_tallied(snapshot, r.id, quorum))
+            for r in snapshot.renames.get(row.id, [])
+        ]
         accepted = [r for r in renames if r.accepted]
+        regroups = [
+            GroupChangeView(g.id, g.new_group, g.proposed_by, *_tallied(snapshot, g.id, quorum))
+            for g in snapshot.regroups.get(row.id, [])
+        ]
+        regrouped = [g.group for g in regroups if g.accepted]
         parent = views.get(row.parent_id) if row.parent_id else None
+        group = parent.group if parent is not None else (regrouped or [row.group])[-1]
         if parent is not None and parent.state in ("removed", "removed-by-ancestor", "pending"):
             state: State = "removed-by-ancestor"
         elif in_effect(tally, proposal):
@@ -131,13 +156,15 @@ def tree_view(snapshot, quorum: int = 0) -> dict[str, NodeView]:
             original_name=row.name,
             description=row.description,
             weight=row.weight,
-            group=row.group,
+            group=group,
             status=row.status,
             proposed_by=row.proposed_by,
             tally=tally,
             state=state,
             votes=votes,
             renames=renames,
+            original_group=row.group,
+            group_changes=regroups,
         )
         views[row.id] = view
         if parent is not None:

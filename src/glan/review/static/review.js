@@ -1,34 +1,24 @@
-// Taxonomy review page. All text goes into the DOM via textContent: names and notes are never HTML.
+// Taxonomy review page (after common.js). Names and notes go in as text, never as HTML.
 "use strict";
-const S = { nodes: new Map(), order: [], summary: null, selected: null, open: new Set(), me: document.body.dataset.reviewer };
-const $ = (sel) => document.querySelector(sel);
-function el(tag, attrs = {}, ...kids) {
-  const e = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (k === "class") e.className = v; else if (k.startsWith("on")) e.addEventListener(k.slice(2), v); else e.setAttribute(k, v);
-  }
-  for (const k of kids) if (k != null) e.append(k instanceof Node ? k : String(k));
-  return e;
-}
-function toast(msg, error = false) {
-  const t = $("#toast"); t.textContent = msg; t.className = "show" + (error ? " error" : "");
-  clearTimeout(toast.t); toast.t = setTimeout(() => (t.className = ""), 2200);
-}
-async function post(url, data) {
-  const res = await fetch(url, { method: "POST", headers: { "X-Glan-Review": "1" }, body: new URLSearchParams(data) });
-  const body = await res.json().catch(() => ({ error: res.statusText }));
-  if (!res.ok) { toast(body.error || "failed", true); if (res.status === 401) askName(); return null; }
-  return body;
-}
+const S = { nodes: new Map(), order: [], summary: null, groups: [], selected: null, open: new Set(), me: document.body.dataset.reviewer };
+const LINKS = document.body.dataset.mode === "links";  // each reviewer their own link: no name to type
+if (location.search) history.replaceState(null, "", "/");  // the link's token stays out of history
+post.failed = (status, error) => { if (status === 401) askName(); if (status === 403) lost(error); };
 function load(state) {
   S.nodes = new Map(state.nodes.map((n) => [n.id, n]));
   S.order = state.nodes.map((n) => n.id);
   S.summary = state.summary;
+  S.groups = state.groups;
   render();
 }
 async function refresh() {
   const res = await fetch("/api/state");
   if (res.ok) load(await res.json());
+  else if (res.status === 403) lost((await res.json().catch(() => ({}))).error);
+}
+function lost(why) {  // a revoked link: say so over the whole page, nothing more can be done here
+  if (!LINKS || $(".links-lost")) return;
+  document.body.append(el("div", { class: "links-lost", id: "lost" }, `${why || "This review link no longer works"}. Ask whoever runs the review for a new link.`));
 }
 const myVote = (n) => (n.votes.find((v) => v.reviewer === S.me) || {}).vote;
 const kids = (n) => n.children.map((id) => S.nodes.get(id));
@@ -41,7 +31,7 @@ function matches(n) {
   if (f === "novote") return n.votes.length === 0 && n.state !== "removed-by-ancestor";
   if (f === "ties") return n.tally.tie;
   if (f === "removed") return n.state === "removed";
-  if (f === "proposals") return n.proposal || n.renames.length > 0;
+  if (f === "proposals") return n.proposal || n.renames.length > 0 || n.group_changes.length > 0;
   return true;
 }
 function filtering() { return $("#search").value.trim() !== "" || $("#filter").value !== "all"; }
@@ -71,6 +61,7 @@ function rowFor(n) {
   const row = el("div", { class: "row" + (S.selected === n.id ? " selected" : ""), onclick: () => select(n.id, true) },
     el("span", { class: "twisty", onclick: (e) => { e.stopPropagation(); toggle(n.id); } }, hasKids ? (S.open.has(n.id) || f ? "▼" : "▶") : ""),
     el("span", { class: "name", title: n.description || n.name }, n.name),
+    n.level === "field" ? el("span", { class: "grp", title: "GLAN-Test group" }, n.group || "no group") : null,
     n.level !== "discipline" ? el("span", { class: "count" }, `${keptCount(n)}/${leafCount(n)}`) : null,
     n.votes.length ? el("span", { class: "tally" }, el("span", { class: "k" }, `✓${n.tally.keep}`), " ", el("span", { class: "r" }, `✗${n.tally.remove}`)) : null,
     mine ? el("span", { class: `badge mine-${mine}` }, `me: ${mine}`) : null,
@@ -131,7 +122,7 @@ function renderDetail() {
   }
   const rn = el("input", { placeholder: "propose a new name", maxlength: 120 });
   renames.append(el("div", { class: "inline" }, rn, el("button", { onclick: () => rn.value.trim() && post("/api/rename", { target: n.id, name: rn.value }).then((s) => s && (load(s), toast("rename proposed"))) }, "Propose rename")));
-  parts.push(renames);
+  parts.push(renames, groupPanel(n));
   if (n.level !== "discipline") {
     const nm = el("input", { placeholder: `new ${n.level === "field" ? "sub-field" : "discipline"} under ${n.name}`, maxlength: 120, id: "propose-name" });
     const ds = el("input", { placeholder: "description (optional)", maxlength: 2000 });
@@ -140,6 +131,27 @@ function renderDetail() {
   }
   box.replaceChildren(...parts.filter(Boolean));
   if (keepNote !== null) { note.focus(); }
+}
+function groupPanel(n) {
+  const panel = el("div", { class: "panel", id: "group-panel" }, el("h3", {}, "GLAN-Test group"));
+  const current = el("p", {}, "This ", n.level, " reports under ", el("strong", { class: "group-name" }, n.group || "no group yet"));
+  if (n.level !== "field") {
+    const field = S.nodes.get(S.nodes.get(n.parent_id).parent_id || n.parent_id);
+    panel.append(current, el("p", { class: "hint" }, "A group is set on the field: ",
+      el("button", { class: "link", onclick: () => select(field.id, true) }, `change it on ${field.name}`)));
+    return panel;
+  }
+  panel.append(current);
+  if (n.original_group !== n.group) panel.append(el("p", { class: "path" }, `was “${n.original_group || "no group"}” before an accepted change`));
+  for (const g of n.group_changes) {
+    const mine = (g.votes.find((v) => v.reviewer === S.me) || {}).vote;
+    panel.append(el("div", { class: "group-change" }, el("strong", {}, g.group), ` proposed by ${g.proposed_by} · ✓${g.tally.keep} ✗${g.tally.remove} · ${g.accepted ? "accepted" : "not accepted"}`,
+      voteButtons(g.id, mine, null)));
+  }
+  const list = el("datalist", { id: "group-options" }, ...S.groups.map((g) => el("option", { value: g })));
+  const box = el("input", { id: "group-input", list: "group-options", placeholder: "propose a group, e.g. academic_humanities", maxlength: 40 });
+  panel.append(el("div", { class: "inline" }, box, list, el("button", { id: "propose-group", onclick: () => box.value.trim() && post("/api/group", { target: n.id, group: box.value }).then((s) => s && (load(s), toast("group change proposed"))) }, "Propose group")));
+  return panel;
 }
 function select(id, fromClick) {
   S.selected = id;
@@ -204,8 +216,8 @@ $("#search").addEventListener("input", render);
 $("#filter").addEventListener("change", render);
 $("#expand-all").addEventListener("click", () => { S.order.forEach((id) => S.open.add(id)); render(); });
 $("#collapse-all").addEventListener("click", () => { S.open.clear(); render(); });
-function askName() { $("#name-input").value = S.me || ""; $("#name-dialog").showModal(); }
-$("#change-name").addEventListener("click", askName);
+function askName() { if (LINKS) return; $("#name-input").value = S.me || ""; $("#name-dialog").showModal(); }
+if ($("#change-name")) $("#change-name").addEventListener("click", askName);
 $("#name-form").addEventListener("submit", async (e) => {
   e.preventDefault();
   const r = await post("/api/name", { name: $("#name-input").value });
