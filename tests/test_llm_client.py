@@ -153,18 +153,75 @@ async def test_seed_sent_is_the_effective_seed(make_client, fake_server):
     ("reject", "expected_mode"), [("json_schema", "json_object"), ("both", "prompt")]
 )
 async def test_structured_output_falls_back(make_client, fake_server, reject, expected_mode):
+    """A server that lacks a mode refuses it for every body: after two different bodies the
+    schema steps down for good, and every reply was still answered and parsed."""
     fake_server.reject_response_format = reject
     fake_server.record_bodies = True
     client = make_client()
-    reply = await client.chat(ask(json_schema=SCHEMA))
-    assert set(reply.parsed) == {"name", "tags"}
-    assert client.backend.schema_mode == expected_mode
-    last = fake_server.seen_bodies[-1]
-    assert "JSON schema" in last["messages"][-1]["content"]
+    for text in ("first body", "second body"):
+        reply = await client.chat(ask(text, json_schema=SCHEMA))
+        assert set(reply.parsed) == {"name", "tags"}
+    assert client.backend.mode_for(SCHEMA) == expected_mode
+    fake_server.seen_bodies.clear()
+    await client.chat(ask("third body", json_schema=SCHEMA))
+    [only] = fake_server.seen_bodies  # sent once, at the mode the schema stepped down to
+    assert "JSON schema" in only["messages"][-1]["content"]
     if expected_mode == "json_object":  # llama.cpp servers constrain to the schema given here
-        assert last["response_format"] == {"type": "json_object", "schema": SCHEMA}
+        assert only["response_format"] == {"type": "json_object", "schema": SCHEMA}
     else:
-        assert "response_format" not in last
+        assert "response_format" not in only
+    changes = client.backend.structured_output_changes()
+    assert [(c["from"], c["to"]) for c in changes][-1][1] == expected_mode
+    assert all("refused for 2 different requests" in c["why"] for c in changes)
+
+
+OTHER_SCHEMA = {
+    "type": "object",
+    "properties": {"city": {"type": "string"}},
+    "required": ["city"],
+}
+
+
+async def test_one_body_that_breaks_the_grammar_keeps_structured_output_for_the_rest(
+    make_client, fake_server
+):
+    """The body that crashes the grammar engine is answered alone without the constraint; no
+    schema steps down, so other bodies and other stages keep theirs."""
+    fake_server.grammar_crash_when = lambda body: "poison" in body["messages"][-1]["content"]
+    fake_server.record_bodies = True
+    client = make_client()
+    crashed = await client.chat(ask("poison pill", json_schema=SCHEMA))
+    assert set(crashed.parsed) == {"name", "tags"}
+    # It crashed at json_schema and at json_object (schema given), then went without one.
+    assert fake_server.by_status["grammar_crash"] == 2
+    fake_server.seen_bodies.clear()
+    await client.chat(ask("an ordinary body", json_schema=SCHEMA))
+    await client.chat(ask("another stage's body", json_schema=OTHER_SCHEMA))
+    assert [b["response_format"]["type"] for b in fake_server.seen_bodies] == [
+        "json_schema",
+        "json_schema",
+    ]
+    assert client.backend.mode_for(SCHEMA) == client.backend.mode_for(OTHER_SCHEMA) == "json_schema"
+    assert client.backend.structured_output_changes() == []
+
+
+async def test_a_mode_refused_for_one_schema_stays_on_for_another(make_client, fake_server):
+    def has_name_field(body) -> bool:  # the grammar engine cannot compile SCHEMA
+        fmt = body.get("response_format") or {}
+        return "name" in str(fmt.get("json_schema", {}).get("schema") or fmt.get("schema"))
+
+    fake_server.grammar_crash_when = has_name_field
+    client = make_client()
+    for text in ("one", "two", "three"):
+        await client.chat(ask(text, json_schema=SCHEMA, schema_name="person"))
+    await client.chat(ask("a city", json_schema=OTHER_SCHEMA, schema_name="city"))
+    assert client.backend.mode_for(SCHEMA) == "prompt"
+    assert client.backend.mode_for(OTHER_SCHEMA) == "json_schema"
+    changes = client.backend.structured_output_changes()
+    assert [(c["schema"], c["from"], c["to"]) for c in changes] == [
+        ("person", "json_schema", "json_object"),
+        ("person", "json_object", "prompt"),
+    ]
 
 
 async def test_endpoint_that_never_recovers_opens_the_breaker(make_client, fake_server):

@@ -259,3 +259,16 @@ def test_subject_duplicates_dropped_within_a_discipline_not_across():
     # Another discipline may hold the same subject: repetition across disciplines is signal.
     other = subjects.unique_subjects([[subj("Acoustics", "Wave Optics", 0)]])
     assert [s.name for s in other] == ["Wave Optics"]
+
+
+def test_manifest_says_which_schema_stepped_down_when_and_why(fake_server, tmp_path):
+    fake_server.reject_response_format = "json_schema"
+    result = generate(tmp_path / "run", 10, config_for(fake_server), small_taxonomy("Optics"))
+    assert result.instructions == 10
+    changes = result.manifest["schema_downgrades"]
+    # Each stage schema the server refused for two bodies stepped down on its own, once, with
+    # a reason; the one listing call (a single subjects body) was answered at the next mode
+    # without stepping its schema down.
+    assert sorted(c["schema"] for c in changes) == ["question", "syllabus"]
+    assert all(c["from"] == "json_schema" and c["to"] == "json_object" for c in changes)
+    assert all("refused for 2 different requests" in c["why"] and c["at"] > 0 for c in changes)

@@ -258,6 +258,11 @@ class Pipeline:
             "retries": sum(s.retries for s in stats),
             "rate_limited": sum(s.rate_limited for s in stats),
             "concurrency_cuts": sum(s.cuts for s in stats),
+            "schema_downgrades": [
+                {"endpoint": c.backend.endpoint_id, **change}
+                for c in self.endpoints
+                for change in c.backend.structured_output_changes()
+            ],
             "usage": usage,
             "cost_usd": round(sum_cost(usage), 6),
             "usage_this_invocation": this_run,

@@ -2,11 +2,18 @@
 
 aiohttp was chosen by measurement (BENCHMARKS.md): at 256 connections on one core its client
 path costs a fraction of httpx's or the openai SDK's CPU per request.
+
+Structured output steps down (json_schema -> json_object -> prompt) per schema, never for the
+whole endpoint, and only when the server refuses it for two different bodies: a server that
+lacks the mode refuses every body, while one body that breaks the grammar engine (a crash this
+project has met) is answered alone at the next mode and leaves every other request
+constrained. Each step down is recorded (`structured_output_changes`) for the manifest.
 """
 
 from __future__ import annotations
 
 import email.utils
+import hashlib
 import os
 import time
 from typing import Any, Literal
@@ -16,6 +23,7 @@ import orjson
 
 from glan.llm.backend import Backend, Completion
 from glan.llm.errors import BadRequest, EndpointFatal, RateLimited, TransientError
+from glan.llm.memo import IdentityMemo
 from glan.llm.types import ChatRequest
 from glan.llm.wire import wire_schema
 
@@ -27,6 +35,17 @@ _SCHEMA_WORDS = ("response_format", "json_schema", "json_object", "schema", "gra
 
 class _SchemaRejected(Exception):
     """The server refused the response_format we sent."""
+
+
+# A schema's identity for the step-down table: a hash of its sorted JSON, computed once per
+# long-lived schema object (stage schemas are module-level dicts).
+_schema_id = IdentityMemo(
+    lambda schema: hashlib.sha256(orjson.dumps(schema, option=orjson.OPT_SORT_KEYS)).hexdigest()[
+        :16
+    ]
+)
+#: Distinct bodies a server must refuse a mode for before a schema steps down for good.
+REFUSALS_TO_STEP_DOWN = 2
 
 
 def schema_instructions(schema: dict[str, Any]) -> str:
@@ -75,7 +94,10 @@ class OpenAIBackend(Backend):
         self.base_url = base_url.rstrip("/")
         self.max_concurrency = max_concurrency
         self.timeout_s = timeout_s
-        self.schema_mode: SchemaMode = schema_mode
+        self.schema_mode: SchemaMode = schema_mode  # where every schema starts
+        self._modes: dict[str, SchemaMode] = {}  # schema id -> the mode it stepped down to
+        self._refusals: dict[tuple[str, SchemaMode], set[str]] = {}  # -> bodies refused
+        self._changes: list[dict[str, Any]] = []
         self._headers = {"Content-Type": "application/json"}
         key = self._read_key(api_key_env)
         if key:
@@ -124,7 +146,34 @@ class OpenAIBackend(Backend):
         if status in (401, 403):
             raise EndpointFatal(f"{self.base_url} refused the API key (HTTP {status})")
 
-    def _body(self, request: ChatRequest) -> dict[str, Any]:
+    def mode_for(self, schema: dict[str, Any]) -> SchemaMode:
+        """The structured-output mode this schema is sent with now."""
+        return self._modes.get(_schema_id(schema), self.schema_mode)
+
+    def structured_output_changes(self) -> list[dict[str, Any]]:
+        return list(self._changes)
+
+    def _refused(self, request: ChatRequest, mode: SchemaMode, detail: str) -> None:
+        """Count a refusal of `mode` for this body; step the schema down when different
+        bodies were refused it."""
+        assert request.json_schema is not None
+        schema = _schema_id(request.json_schema)
+        bodies = self._refusals.setdefault((schema, mode), set())
+        bodies.add(request.cache_key(self.endpoint_id))
+        if len(bodies) >= REFUSALS_TO_STEP_DOWN and self.mode_for(request.json_schema) == mode:
+            self._modes[schema] = _DOWNGRADE[mode]
+            self._changes.append(
+                {
+                    "schema": request.schema_name,
+                    "schema_id": schema,
+                    "from": mode,
+                    "to": _DOWNGRADE[mode],
+                    "at": time.time(),
+                    "why": f"refused for {len(bodies)} different requests; last: {detail[:200]}",
+                }
+            )
+
+    def _body(self, request: ChatRequest, mode: SchemaMode | None = None) -> dict[str, Any]:
         messages = [{"role": m.role, "content": m.content} for m in request.messages]
         body: dict[str, Any] = {
             "model": self._model,
@@ -136,13 +185,15 @@ class OpenAIBackend(Backend):
         }
         if request.json_schema is not None:
             schema = wire_schema(request.json_schema)  # what grammar engines can compile
-            if self.schema_mode == "json_schema":
+            if mode is None:
+                mode = self.mode_for(request.json_schema)
+            if mode == "json_schema":
                 body["response_format"] = {
                     "type": "json_schema",
                     "json_schema": {"name": request.schema_name, "schema": schema},
                 }
             else:
-                if self.schema_mode == "json_object":
+                if mode == "json_object":
                     # llama.cpp servers constrain to the schema given here; others ignore it.
                     body["response_format"] = {"type": "json_object", "schema": schema}
                 last = messages[-1]
@@ -150,19 +201,22 @@ class OpenAIBackend(Backend):
         return body
 
     async def complete(self, request: ChatRequest) -> Completion:
+        mode = None if request.json_schema is None else self.mode_for(request.json_schema)
         while True:
-            mode = self.schema_mode
             try:
-                return await self._post(request)
-            except _SchemaRejected:
-                # The server does not do this kind of structured output: step down, for good.
-                if self.schema_mode == mode:
-                    self.schema_mode = _DOWNGRADE[mode]
+                return await self._post(request, mode)
+            except _SchemaRejected as exc:
+                assert mode is not None and mode != "prompt"
+                self._refused(request, mode, str(exc))
+                # This body goes again at the next mode, whether or not its schema stepped
+                # down: one body breaking the grammar is answered without it.
+                mode = _DOWNGRADE[mode]
 
-    async def _post(self, request: ChatRequest) -> Completion:
+    async def _post(self, request: ChatRequest, mode: SchemaMode | None) -> Completion:
         url = f"{self.base_url}/chat/completions"
+        body = orjson.dumps(self._body(request, mode))
         try:
-            async with self._client().post(url, data=orjson.dumps(self._body(request))) as resp:
+            async with self._client().post(url, data=body) as resp:
                 status = resp.status
                 raw = await resp.read()
                 headers = resp.headers
@@ -174,8 +228,8 @@ class OpenAIBackend(Backend):
             return _parse_completion(raw)
         detail = raw[:300].decode("utf-8", "replace")
         if (
-            request.json_schema is not None
-            and self.schema_mode != "prompt"
+            mode is not None
+            and mode != "prompt"
             and status not in (401, 403, 404, 429)
             and any(word in detail.lower() for word in _SCHEMA_WORDS)
         ):

@@ -104,6 +104,9 @@ class FakeServer:
     timeout_sleep_s: float = 3.0
     # 400 on response_format json_schema (then on json_object too, when "both").
     reject_response_format: str | None = None
+    # Bodies this predicate picks crash the grammar engine when sent with a response_format
+    # (HTTP 500 naming the grammar, as llama.cpp's server does for a schema it cannot compile).
+    grammar_crash_when: Callable[[dict[str, Any]], bool] | None = None
     api_key: str | None = None
     models: list[str] | None = None
     host: str = "127.0.0.1"
@@ -231,6 +234,11 @@ class FakeServer:
             self._count("400")
             return web.json_response(
                 {"error": {"message": f"response_format {fmt} is not supported"}}, status=400
+            )
+        if fmt and self.grammar_crash_when is not None and self.grammar_crash_when(body):
+            self._count("grammar_crash")
+            return web.json_response(
+                {"error": {"message": "failed to parse grammar: rule too large"}}, status=500
             )
         if time.monotonic() < self.rate_limited_until:
             status = self._rate_limit_status
