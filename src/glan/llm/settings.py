@@ -23,7 +23,7 @@ class LocalSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    backend: Literal["local"] = "local"
+    backend: Literal["local"] = Field("local", description="in-process llama.cpp")
     model: str | None = Field(None, description="smollm2 (default), a .gguf path or owner/repo")
     n_threads: int | None = Field(
         None, ge=1, description="CPU threads; the default leaves a core free (see local.py)"
@@ -48,14 +48,18 @@ class OpenAISettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    backend: Literal["openai"] = "openai"
+    backend: Literal["openai"] = Field("openai", description="an OpenAI-compatible endpoint")
     model: str | None = Field(None, description="model name as the endpoint knows it")
-    base_url: str = "https://api.openai.com/v1"
+    base_url: str = Field("https://api.openai.com/v1", description="the endpoint's /v1 URL")
     api_key_env: str | None = Field(
         None, description="name of the environment variable holding the API key (never the key)"
     )
-    timeout_s: float = Field(120.0, gt=0)
-    schema_mode: Literal["json_schema", "json_object", "prompt"] = "json_schema"
+    timeout_s: float = Field(120.0, gt=0, description="per-request timeout in seconds")
+    schema_mode: Literal["json_schema", "json_object", "prompt"] = Field(
+        "json_schema",
+        description="structured output to start with; a schema the server refuses for two "
+        "different requests steps down (json_object, then the schema in the prompt)",
+    )
 
     @property
     def tiny(self) -> bool:
