@@ -25,7 +25,7 @@ class StageSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    backend: Literal["local", "openai"] | None = None
+    backend: Literal["local", "openai", "vllm"] | None = None
     model: str | None = None
     base_url: str | None = None
     api_key_env: str | None = None
