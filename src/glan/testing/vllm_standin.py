@@ -166,6 +166,7 @@ class StandInEngine:
         reply: Reply = schema_reply,
         max_model_len: int = 4096,
         model_defaults: dict[str, Any] | None = None,
+        tokenizer: Any = None,
     ) -> None:
         self.args = args
         self.reply = reply
@@ -173,7 +174,7 @@ class StandInEngine:
             max_model_len=args.get("max_model_len") or max_model_len,
             get_diff_sampling_param=lambda: dict(model_defaults or {}),
         )
-        self.tokenizer = StandInTokenizer()
+        self.tokenizer = tokenizer or StandInTokenizer()  # or a real one (transformers')
         self.calls: list[tuple[list[int], SamplingParams, str]] = []
         self.in_flight = 0
         self.peak_in_flight = 0
@@ -234,10 +235,13 @@ class StandIn:
     reply: Reply = schema_reply
     max_model_len: int = 4096
     model_defaults: dict[str, Any] = field(default_factory=dict)
+    tokenizer: Any = None
     engines: list[StandInEngine] = field(default_factory=list)
 
     def start(self, args: dict[str, Any]) -> StandInEngine:
-        engine = StandInEngine(args, self.reply, self.max_model_len, self.model_defaults)
+        engine = StandInEngine(
+            args, self.reply, self.max_model_len, self.model_defaults, self.tokenizer
+        )
         self.engines.append(engine)
         return engine
 
