@@ -266,6 +266,19 @@ async def test_the_chat_is_rendered_with_the_template_and_sent_as_token_ids():
     assert reply.prompt_tokens == len(ids) == 7
 
 
+async def test_a_tokenizer_that_returns_a_batch_encoding_still_gives_ids():
+    """transformers 5 returns a BatchEncoding from apply_chat_template unless told not to."""
+
+    class Encoding(vllm_standin.StandInTokenizer):
+        def apply_chat_template(self, messages, tools=None, **kwargs):
+            return super().apply_chat_template(messages, tools, **{**kwargs, "return_dict": True})
+
+    standin = StandIn(tokenizer=Encoding())
+    reply = await backend_on(standin).complete(ask("Explain entropy."))
+    ids, _, _ = standin.engine.calls[-1]
+    assert reply.prompt_tokens == len(ids) > 0 and all(isinstance(i, int) for i in ids)
+
+
 @pytest.mark.slow
 async def test_the_prompt_is_counted_with_the_models_own_tokenizer_and_template():
     """SmolLM2's real tokenizer and chat template (transformers reads them from the packaged

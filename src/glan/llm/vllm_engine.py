@@ -28,7 +28,7 @@ import importlib.metadata
 import inspect
 import itertools
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -269,15 +269,18 @@ class VLLMBackend(Backend):
             ) from None
 
     def prompt_ids(self, request: ChatRequest) -> list[int]:
-        """The chat as the model reads it: the template's text, tokenized once."""
-        text = self._tokenizer.apply_chat_template(
+        """The chat as the model reads it, as token ids: the template renders it and the
+        tokenizer counts it in one call (a Mistral tokenizer has no text form to re-encode)."""
+        ids = self._tokenizer.apply_chat_template(
             [{"role": m.role, "content": m.content} for m in request.messages],
-            tokenize=False,
+            tokenize=True,
             add_generation_prompt=True,
             chat_template=self.chat_template,
+            return_dict=False,  # transformers 5 returns a BatchEncoding otherwise
         )
-        # The template writes the special tokens (BOS included) itself.
-        return list(self._tokenizer.encode(text, add_special_tokens=False))
+        if isinstance(ids, Mapping):  # a tokenizer that returns one anyway
+            ids = ids["input_ids"]
+        return list(ids)
 
     def sampling_params(self, request: ChatRequest, max_tokens: int) -> Any:
         api = self._api

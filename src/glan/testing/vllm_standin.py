@@ -120,16 +120,18 @@ class StandInTokenizer:
         tokenize: bool = True,
         add_generation_prompt: bool = False,
         chat_template: str | None = None,
+        return_dict: bool = False,
         **kwargs: Any,
-    ) -> str:
-        if tokenize:
-            raise NotImplementedError("the backend tokenizes the rendered text itself")
+    ) -> str | list[int] | dict[str, list[int]]:
         turn = chat_template or self.default_template
         text = "".join(turn.format(role=m["role"], content=m["content"]) for m in messages)
         if add_generation_prompt:
             text += turn.split("{content}")[0].format(role="assistant")
         self.rendered.append(text)
-        return text
+        if not tokenize:
+            return text
+        ids = self.encode(text, add_special_tokens=False)  # the template wrote the specials
+        return {"input_ids": ids} if return_dict else ids
 
     def encode(
         self,
