@@ -23,6 +23,7 @@ vLLM is imported only in `load_vllm`, when an engine starts; tests inject a stan
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import importlib.metadata
 import inspect
@@ -108,12 +109,16 @@ def load_vllm() -> EngineAPI:
         from vllm import SamplingParams
         from vllm.config import StructuredOutputsConfig
         from vllm.engine.arg_utils import AsyncEngineArgs
-        from vllm.exceptions import VLLMClientError
         from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
         from vllm.v1.engine.async_llm import AsyncLLM
         from vllm.v1.engine.exceptions import EngineDeadError
     except ImportError as exc:
         raise EndpointFatal(f"vLLM {version} does not import: {describe(exc)}") from None
+    refused: tuple[type[BaseException], ...] = (ValueError, TypeError)  # older vLLM's kinds
+    with contextlib.suppress(ImportError):
+        from vllm.exceptions import VLLMClientError
+
+        refused = (VLLMClientError, *refused)
     try:
         from vllm.inputs.engine import tokens_input
 
@@ -136,7 +141,7 @@ def load_vllm() -> EngineAPI:
         structured_outputs=StructuredOutputsParams,
         final_only=RequestOutputKind.FINAL_ONLY,
         tokens_prompt=tokens_prompt,
-        refused=(VLLMClientError, ValueError, TypeError),
+        refused=refused,
         dead=(EngineDeadError,),
     )
 
