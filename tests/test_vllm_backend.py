@@ -421,6 +421,33 @@ def test_a_glan_run_with_backend_vllm_makes_pairs(vllm_033, tmp_path):
     assert len(vllm_033.engines) == 1 and vllm_033.engine.closed
 
 
+def test_a_dead_engine_stops_the_run_with_one_line_and_a_rerun_resumes(vllm_033, tmp_path):
+    from glan.api import generate
+
+    cfg = GenerateConfig.model_validate({"llm": {"backend": "vllm", "model": "org/model"}})
+    taxonomy = physics_taxonomy("Mechanics")
+    calls = 0
+
+    def dies_after_three(ids, params):
+        nonlocal calls
+        calls += 1
+        if calls > 3:
+            raise vllm_standin.EngineDeadError("EngineCore encountered an issue.")
+        return vllm_standin.schema_reply(ids, params)
+
+    vllm_033.reply = dies_after_three
+    with pytest.raises(EndpointFatal, match="engine died") as caught:
+        generate(tmp_path / "run", 6, cfg, taxonomy)
+    assert "\n" not in str(caught.value)
+    vllm_033.reply = vllm_standin.schema_reply
+    result = generate(tmp_path / "run", 6, cfg, taxonomy)
+    assert result.instructions == 6
+    generate(tmp_path / "fresh", 6, cfg, taxonomy)
+    _died, resumed, fresh = vllm_033.engines
+    assert all(e.closed for e in vllm_033.engines)
+    assert len(resumed.calls) == len(fresh.calls) - 3  # the 3 replies made before are kept
+
+
 # ---- the stand-in against vLLM's own classes ------------------------------------------------
 
 
