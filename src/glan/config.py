@@ -13,7 +13,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from glan.errors import UserError
-from glan.llm.settings import BACKEND_KINDS, BackendSettings, LocalSettings, OpenAISettings
+from glan.llm.settings import (
+    BACKEND_KINDS,
+    AnyBackendSettings,
+    BackendSettings,
+    LocalSettings,
+)
 from glan.llm.usage import Price
 
 StageName = Literal["subjects", "syllabus", "questions", "answers"]
@@ -25,7 +30,7 @@ class StageSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    backend: Literal["local", "openai"] | None = Field(
+    backend: Literal["local", "openai", "vllm"] | None = Field(
         None, description="another backend kind for this stage"
     )
     model: str | None = Field(None, description="another model for this stage")
@@ -162,7 +167,7 @@ class GenerateConfig(BaseModel):
         copy._sampling = {}  # an update may change what the memo was computed from
         return copy
 
-    def backend_for(self, stage: StageName) -> LocalSettings | OpenAISettings:
+    def backend_for(self, stage: StageName) -> AnyBackendSettings:
         """The `llm` block with the stage's overrides; a stage may switch to another kind."""
         override = self.stages.get(stage, StageSettings())
         fields = {
