@@ -3,17 +3,20 @@
 aiohttp was chosen by measurement (BENCHMARKS.md): at 256 connections on one core its client
 path costs a fraction of httpx's or the openai SDK's CPU per request.
 
-Structured output steps down (json_schema -> json_object -> prompt) per schema, never for the
-whole endpoint, and only when the server refuses it for two different bodies: a server that
-lacks the mode refuses every body, while one body that breaks the grammar engine (a crash this
-project has met) is answered alone at the next mode and leaves every other request
-constrained. Each step down is recorded (`structured_output_changes`) for the manifest.
+Structured output (json_schema, else json_object, else the schema in the prompt): a body the
+server refuses a mode for goes again alone at the next mode, and the first refusal of a mode
+sends one minimal probe with that mode. Only when the probe is refused too (the server lacks
+the mode) does the whole endpoint step down; a body that breaks the grammar engine (a crash
+this project has met), or a schema too large for it, never costs other requests their
+constraint. Which mode a body is sent with is then a function of the server's answers alone,
+never of timing or concurrency (a server that lacks a mode refuses every body, before or after
+the step down). Each step down and each body's fallback is recorded for the manifest.
 """
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
-import hashlib
 import os
 import time
 from typing import Any, Literal
@@ -23,8 +26,7 @@ import orjson
 
 from glan.llm.backend import Backend, Completion
 from glan.llm.errors import BadRequest, EndpointFatal, RateLimited, TransientError
-from glan.llm.memo import IdentityMemo
-from glan.llm.types import ChatRequest
+from glan.llm.types import ChatRequest, user
 from glan.llm.wire import wire_schema
 
 SchemaMode = Literal["json_schema", "json_object", "prompt"]
@@ -37,15 +39,13 @@ class _SchemaRejected(Exception):
     """The server refused the response_format we sent."""
 
 
-# A schema's identity for the step-down table: a hash of its sorted JSON, computed once per
-# long-lived schema object (stage schemas are module-level dicts).
-_schema_id = IdentityMemo(
-    lambda schema: hashlib.sha256(orjson.dumps(schema, option=orjson.OPT_SORT_KEYS)).hexdigest()[
-        :16
-    ]
-)
-#: Distinct bodies a server must refuse a mode for before a schema steps down for good.
-REFUSALS_TO_STEP_DOWN = 2
+# The minimal structured request that tells "the server lacks this mode" from "this body or
+# schema breaks its grammar engine".
+PROBE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"ok": {"type": "boolean"}},
+    "required": ["ok"],
+}
 
 
 def schema_instructions(schema: dict[str, Any]) -> str:
@@ -94,10 +94,10 @@ class OpenAIBackend(Backend):
         self.base_url = base_url.rstrip("/")
         self.max_concurrency = max_concurrency
         self.timeout_s = timeout_s
-        self.schema_mode: SchemaMode = schema_mode  # where every schema starts
-        self._modes: dict[str, SchemaMode] = {}  # schema id -> the mode it stepped down to
-        self._refusals: dict[tuple[str, SchemaMode], set[str]] = {}  # -> bodies refused
-        self._changes: list[dict[str, Any]] = []
+        self.schema_mode: SchemaMode = schema_mode  # the endpoint's mode now
+        self._probes: dict[SchemaMode, asyncio.Future[bool]] = {}  # mode -> server lacks it
+        self._changes: list[dict[str, Any]] = []  # endpoint step downs
+        self._fallbacks: dict[tuple[str, SchemaMode], dict[str, Any]] = {}  # bodies alone
         self._headers = {"Content-Type": "application/json"}
         key = self._read_key(api_key_env)
         if key:
@@ -147,31 +147,65 @@ class OpenAIBackend(Backend):
             raise EndpointFatal(f"{self.base_url} refused the API key (HTTP {status})")
 
     def mode_for(self, schema: dict[str, Any]) -> SchemaMode:
-        """The structured-output mode this schema is sent with now."""
-        return self._modes.get(_schema_id(schema), self.schema_mode)
+        """The structured-output mode a body with this schema is first sent with."""
+        return self.schema_mode
 
     def structured_output_changes(self) -> list[dict[str, Any]]:
-        return list(self._changes)
+        return [*self._changes, *self._fallbacks.values()]
 
-    def _refused(self, request: ChatRequest, mode: SchemaMode, detail: str) -> None:
-        """Count a refusal of `mode` for this body; step the schema down when different
-        bodies were refused it."""
-        assert request.json_schema is not None
-        schema = _schema_id(request.json_schema)
-        bodies = self._refusals.setdefault((schema, mode), set())
-        bodies.add(request.cache_key(self.endpoint_id))
-        if len(bodies) >= REFUSALS_TO_STEP_DOWN and self.mode_for(request.json_schema) == mode:
-            self._modes[schema] = _DOWNGRADE[mode]
-            self._changes.append(
-                {
-                    "schema": request.schema_name,
-                    "schema_id": schema,
-                    "from": mode,
-                    "to": _DOWNGRADE[mode],
-                    "at": time.time(),
-                    "why": f"refused for {len(bodies)} different requests; last: {detail[:200]}",
-                }
+    async def _server_lacks(self, mode: SchemaMode) -> bool:
+        """Whether the server refuses `mode` for a minimal probe too (asked once per mode;
+        a probe that fails for another reason decides nothing and is asked again later)."""
+        probe = self._probes.get(mode)
+        if probe is None:
+            probe = self._probes[mode] = asyncio.get_running_loop().create_future()
+            request = ChatRequest(
+                messages=user('Reply with the JSON {"ok": true}.'),
+                json_schema=PROBE_SCHEMA,
+                schema_name="probe",
+                max_tokens=16,
+                temperature=0.0,
             )
+            try:
+                await self._post(request, mode)
+                probe.set_result(False)
+            except _SchemaRejected:
+                probe.set_result(True)
+            except Exception:
+                del self._probes[mode]
+                probe.set_result(False)
+        return await asyncio.shield(probe)
+
+    async def _refused(self, request: ChatRequest, mode: SchemaMode, detail: str) -> None:
+        """A body was refused `mode`: step the endpoint down when the server lacks the mode,
+        else note this body's fallback."""
+        lower = _DOWNGRADE[mode]
+        if await self._server_lacks(mode):
+            if self.schema_mode == mode:
+                self.schema_mode = lower
+                self._changes.append(
+                    {
+                        "scope": "endpoint",
+                        "from": mode,
+                        "to": lower,
+                        "at": time.time(),
+                        "why": f"refused for a minimal probe too: {detail[:200]}",
+                    }
+                )
+            return
+        note = self._fallbacks.setdefault(
+            (request.schema_name, mode),
+            {
+                "scope": "request",
+                "schema": request.schema_name,
+                "from": mode,
+                "to": lower,
+                "requests": 0,
+                "at": time.time(),
+            },
+        )
+        note["requests"] += 1
+        note["why"] = f"refused for these bodies only (a minimal probe passed): {detail[:200]}"
 
     def _body(self, request: ChatRequest, mode: SchemaMode | None = None) -> dict[str, Any]:
         messages = [{"role": m.role, "content": m.content} for m in request.messages]
@@ -186,7 +220,7 @@ class OpenAIBackend(Backend):
         if request.json_schema is not None:
             schema = wire_schema(request.json_schema)  # what grammar engines can compile
             if mode is None:
-                mode = self.mode_for(request.json_schema)
+                mode = self.schema_mode
             if mode == "json_schema":
                 body["response_format"] = {
                     "type": "json_schema",
@@ -201,14 +235,14 @@ class OpenAIBackend(Backend):
         return body
 
     async def complete(self, request: ChatRequest) -> Completion:
-        mode = None if request.json_schema is None else self.mode_for(request.json_schema)
+        mode = None if request.json_schema is None else self.schema_mode
         while True:
             try:
                 return await self._post(request, mode)
             except _SchemaRejected as exc:
                 assert mode is not None and mode != "prompt"
-                self._refused(request, mode, str(exc))
-                # This body goes again at the next mode, whether or not its schema stepped
+                await self._refused(request, mode, str(exc))
+                # This body goes again at the next mode, whether or not the endpoint stepped
                 # down: one body breaking the grammar is answered without it.
                 mode = _DOWNGRADE[mode]
 
@@ -236,6 +270,10 @@ class OpenAIBackend(Backend):
             # Some servers answer 400, others 500 (llama-cpp-python's), when they lack the mode.
             raise _SchemaRejected(detail)
         retry_after = parse_retry_after(headers)
+        if status == 429 and "request too large" in detail.lower():
+            # OpenAI/Azure: this one body is larger than the per-minute token limit; waiting
+            # never lets it through, and it must not pause and cut everyone else.
+            raise BadRequest(f"HTTP 429: {detail}")
         if status == 429 or (status == 503 and retry_after is not None):
             # The endpoint answering "later" (a 503 with Retry-After is a 429 by another name).
             raise RateLimited(f"HTTP {status}: {detail}", retry_after)
