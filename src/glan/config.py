@@ -13,7 +13,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from glan.errors import UserError
-from glan.llm.settings import BACKEND_KINDS, BackendSettings, LocalSettings, OpenAISettings
+from glan.llm.batch.options import BatchOptions
+from glan.llm.settings import BACKEND_KINDS, AnySettings, BackendSettings, LocalSettings
 from glan.llm.usage import Price
 
 StageName = Literal["subjects", "syllabus", "questions", "answers"]
@@ -25,7 +26,7 @@ class StageSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    backend: Literal["local", "openai"] | None = None
+    backend: Literal["local", "openai", "openai-batch", "anthropic-batch"] | None = None
     model: str | None = None
     base_url: str | None = None
     api_key_env: str | None = None
@@ -111,6 +112,9 @@ class GenerateConfig(BaseModel):
     prices: dict[str, Price] = Field(
         default_factory=dict, description="USD per 1M tokens, by model"
     )
+    batch: BatchOptions = Field(
+        default_factory=BatchOptions, description="batch backends: sizes, polling, rounds"
+    )
     max_retries: int = Field(6, ge=0)
     breaker_failures: int = Field(20, ge=1)
     breaker_window_s: float = Field(120.0, gt=0)
@@ -129,7 +133,7 @@ class GenerateConfig(BaseModel):
         copy._sampling = {}  # an update may change what the memo was computed from
         return copy
 
-    def backend_for(self, stage: StageName) -> LocalSettings | OpenAISettings:
+    def backend_for(self, stage: StageName) -> AnySettings:
         """The `llm` block with the stage's overrides; a stage may switch to another kind."""
         override = self.stages.get(stage, StageSettings())
         fields = {

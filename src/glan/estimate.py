@@ -9,6 +9,7 @@ from __future__ import annotations
 from pydantic import BaseModel
 
 from glan.config import STAGES, GenerateConfig
+from glan.llm.settings import BATCH_KINDS
 from glan.llm.usage import Price
 from glan.planner import Plan
 
@@ -51,7 +52,11 @@ def estimate(plan: Plan, cfg: GenerateConfig) -> list[StageEstimate]:
                 calls=calls[stage],
                 prompt_tokens=p_tokens,
                 completion_tokens=c_tokens,
-                cost_usd=price.cost(p_tokens, c_tokens) if price else None,
+                cost_usd=(
+                    price.cost(p_tokens, c_tokens, settings.backend in BATCH_KINDS)
+                    if price
+                    else None
+                ),
             )
         )
     return out

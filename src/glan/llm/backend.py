@@ -26,6 +26,8 @@ class Completion:
 class Backend(ABC):
     #: How many requests this backend can usefully serve at once.
     max_concurrency: int = 1
+    #: Replies are billed at the batch price (Price.batch_factor of the online one).
+    batch_pricing: bool = False
 
     @property
     @abstractmethod
