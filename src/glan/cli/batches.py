@@ -51,10 +51,14 @@ def batches(
     if not db.is_file():
         fail(f"{run_dir} is not a run directory (no glan.sqlite)")
     ledger = BatchLedger(db)
+    cancelled = 0
     try:
         jobs = ledger.jobs()
         if cancel:
-            _cancel([job for job in jobs if job.live and job.batch_id], ledger)
+            from glan.aio import run
+            from glan.llm.batch.manage import cancel_live
+
+            cancelled = run(cancel_live(ledger))
             jobs = ledger.jobs()
     finally:
         ledger.close()
@@ -84,23 +88,7 @@ def batches(
     out.print(table)
     if cancel:
         out.print(
-            "cancelled the live batches; re-run the same generate command to resume",
+            f"asked {cancelled} live batches to cancel; re-run the same generate command to "
+            "resume (what finished is kept)",
             highlight=False,
         )
-
-
-def _cancel(jobs: list[Any], ledger: Any) -> None:
-    from glan.aio import run
-    from glan.llm.settings import batch_api
-
-    async def cancel_all() -> None:
-        for job in jobs:
-            api = batch_api(job.access)
-            try:
-                await api.cancel(job.batch_id)
-                # Settled by the next generate run, which downloads what finished.
-                ledger.set_status(job.local_id, "cancelling", job.done, job.failed)
-            finally:
-                await api.aclose()
-
-    run(cancel_all())

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 import threading
 import time
 from collections import Counter
@@ -60,6 +61,8 @@ class FakeBatchServer:
     steps: int = 2  # polls spent in progress
     rng_seed: int = 0
     api_key: str | None = None
+    # Anthropic lines asking for JSON-schema output are refused (a model without it).
+    refuse_output_format: bool = False
     host: str = "127.0.0.1"
     port: int = 0
 
@@ -395,6 +398,8 @@ class FakeBatchServer:
                     bad.append(self._failed_line(b, key, f"batch_{how}"))
                 elif self.line_failure_rate and self._rng.random() < self.line_failure_rate:
                     bad.append(self._failed_line(b, key, "server_error"))
+                elif self.refuse_output_format and "output_config" in body:
+                    bad.append(self._failed_line(b, key, "output_format"))
                 else:
                     self.answered[key] += 1
                     ok.append(self._ok_line(b, key, body))
@@ -420,8 +425,11 @@ class FakeBatchServer:
 
     def _failed_line(self, b: _Batch, key: str, code: str) -> dict[str, Any]:
         if b.shape == "anthropic":
-            if code == "server_error":
+            if code in ("server_error", "output_format"):
                 error = {"type": "error", "error": {"type": "api_error", "message": "boom"}}
+                if code == "output_format":
+                    message = "output_config.format: this model does not support it"
+                    error["error"] = {"type": "invalid_request_error", "message": message}
                 return {"custom_id": key, "result": {"type": "errored", "error": error}}
             kind = "expired" if code == "batch_expired" else "canceled"
             return {"custom_id": key, "result": {"type": kind}}
@@ -490,6 +498,7 @@ class FakeBatchServer:
         fmt = (params.get("output_config") or {}).get("format")
         schema = tools[0]["input_schema"] if tools else (fmt or {}).get("schema")
         if schema is not None:
+            schema = _described_bounds(schema)
             chat["response_format"] = {"type": "json_schema", "json_schema": {"schema": schema}}
         content = self.chat.replier(chat)
         if tools:
@@ -550,3 +559,19 @@ class FakeBatchServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _described_bounds(node: Any) -> Any:
+    """A schema with the bounds its descriptions state put back: the fake model follows a
+    described constraint as a real one follows its prompt (glan.llm.batch.anthropic_batch)."""
+    if isinstance(node, list):
+        return [_described_bounds(v) for v in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: _described_bounds(v) for k, v in node.items()}
+    found = re.search(r"\(constraints: ([^)]*)\)", str(node.get("description", "")))
+    if found:
+        for item in found.group(1).split(", "):
+            key, _, value = item.partition("=")
+            out[key] = int(value) if value.lstrip("-").isdigit() else value
+    return out

@@ -35,9 +35,14 @@ _STOP = {"max_tokens": "length", "end_turn": "stop", "stop_sequence": "stop", "t
 
 def output_schema(node: Any) -> Any:
     """The schema in the subset Anthropic's JSON-schema output compiles: closed objects, no
-    length or range bounds."""
+    length or range bounds. A dropped bound is written into the description (as Anthropic's
+    SDK does), so the model still reads it; the reply is validated against it afterwards."""
     if isinstance(node, dict):
         out = {k: output_schema(v) for k, v in node.items() if k not in _UNSUPPORTED}
+        dropped = [f"{k}={node[k]}" for k in sorted(node) if k in _UNSUPPORTED]
+        if dropped:
+            note = f"(constraints: {', '.join(dropped)})"
+            out["description"] = f"{out['description']} {note}" if "description" in out else note
         if out.get("type") == "object" or "properties" in out:
             out["additionalProperties"] = False
         return out

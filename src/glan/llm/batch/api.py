@@ -76,6 +76,8 @@ class BatchAPI(ABC):
     kind: str
     #: Where batches are listed, read and cancelled.
     batches_path: str
+    #: How the reply's JSON schema is sent (providers' own modes).
+    schema_mode: str
     #: Base delay of control-call retries (seconds); tests make it tiny.
     backoff_s: float = 1.0
 

@@ -95,12 +95,16 @@ class BatchBackend(Backend):
                 future.add_done_callback(_observe)
                 if key not in self._in_job:
                     self._enqueue(key, request)
+            mode = self.api.schema_mode  # what this line was sent with
             # Shielded: one waiter stopping must not cancel a line others (or the ledger) await.
             result = await asyncio.shield(future)
             if result.kind == "ok":
                 assert result.completion is not None
                 return result.completion
-            if result.kind == "later" or (result.kind == "schema" and self.api.step_down()):
+            stepped = result.kind == "schema" and (
+                self.api.schema_mode != mode or self.api.step_down()
+            )
+            if result.kind == "later" or stepped:
                 continue  # sent again: over a quota, or in the weaker structured-output form
             if result.kind in ("request", "schema"):
                 raise BadRequest(result.error)
