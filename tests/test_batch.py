@@ -323,7 +323,7 @@ def test_batch_options_are_set_with_dotted_keys():
     assert cfg.batch.limits("anthropic") == (100_000, 256_000_000)
     assert cfg.batch.limits("azure") == (100_000, 200_000_000)
     assert BatchOptions(max_requests_per_batch=10).limits("openai") == (10, 200_000_000)
-    with pytest.raises(UserError, match="batch.poll_second"):
+    with pytest.raises(UserError, match=r"batch\.poll_second"):
         load_config(None, {"batch.poll_second": 5})
 
 
