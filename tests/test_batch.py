@@ -14,8 +14,11 @@ import orjson
 import pytest
 import yaml
 from pydantic import TypeAdapter
+from rich.console import Console
 
 from glan.api import generate, plan
+from glan.cli.dry_run import print_dry_run
+from glan.cli.progress import progress_line
 from glan.config import load_config
 from glan.errors import UserError
 from glan.estimate import estimate
@@ -30,6 +33,7 @@ from glan.taxonomy import load_taxonomy
 from glan.testing.fake_batch import FakeBatchServer
 from glan.testing.fake_server import FakeServer
 from glan.testing.runs import FAST_BATCH, batch_config_for, config_for, read_jsonl
+from glan.tree.progress import RunProgress
 
 SCHEMA = {
     "type": "object",
@@ -276,6 +280,18 @@ def test_n200_with_failed_lines_expiry_and_shuffled_output(tmp_path, kind):
     assert max(server.answered.values()) == 1  # no reply paid twice
 
 
+def test_each_level_of_the_tree_goes_out_in_one_batch_and_progress_shows_it(batch_server, tmp_path):
+    """The walk keeps every pending request of a level open (the work window is the batch
+    transport's, not the HTTP concurrency), so a run without failures is four batches: the
+    listings, the syllabi, the questions, the answers."""
+    progress = RunProgress()
+    generate(tmp_path / "run", 200, batch_config_for(batch_server), progress=progress)
+    sizes = [len(b.lines) for b in batch_server.batches.values()]
+    assert len(sizes) == 4 and sizes[2:] == [200, 200]
+    line = progress_line(progress)
+    assert "batches: none live; 480 lines done" in line and "oldest" in line
+
+
 def test_mixed_online_and_batch_run(fake_server, batch_server, tmp_path):
     cfg = config_for(
         fake_server,
@@ -306,6 +322,9 @@ def test_dry_run_and_manifest_price_batch_stages_at_the_batch_price(batch_server
     custom = batch_config_for(batch_server, prices={"fake-model": {**price, "batch_factor": 0.6}})
     custom_cost = {e.stage: e.cost_usd for e in estimate(plan(100, custom, tax), custom)}
     assert custom_cost == pytest.approx({s: c * 0.6 for s, c in full.items()})
+    shown = Console(record=True, width=200)
+    print_dry_run(plan(100, batch, tax), batch, shown)
+    assert shown.export_text().count("fake-model (batch)") == 4
     result = generate(tmp_path / "run", 10, batch)
     usage = result.manifest["usage"]
     tokens = [(r["prompt_tokens"], r["completion_tokens"]) for rows in usage.values()

@@ -21,6 +21,7 @@ class StageEstimate(BaseModel):
     prompt_tokens: int
     completion_tokens: int
     cost_usd: float | None
+    batch: bool = False  # priced at the batch price (Price.batch_factor)
 
 
 def estimate(plan: Plan, cfg: GenerateConfig) -> list[StageEstimate]:
@@ -42,6 +43,7 @@ def estimate(plan: Plan, cfg: GenerateConfig) -> list[StageEstimate]:
         prompt, completion = per_call[stage]
         completion = min(completion, cfg.sampling_for(stage)["max_tokens"])
         p_tokens, c_tokens = int(calls[stage] * prompt), int(calls[stage] * completion)
+        batch = settings.backend in BATCH_KINDS
         price = cfg.prices.get(model)
         if price is None and settings.backend == "local":
             price = Price()  # the embedded model costs nothing per token
@@ -52,11 +54,8 @@ def estimate(plan: Plan, cfg: GenerateConfig) -> list[StageEstimate]:
                 calls=calls[stage],
                 prompt_tokens=p_tokens,
                 completion_tokens=c_tokens,
-                cost_usd=(
-                    price.cost(p_tokens, c_tokens, settings.backend in BATCH_KINDS)
-                    if price
-                    else None
-                ),
+                cost_usd=price.cost(p_tokens, c_tokens, batch) if price else None,
+                batch=batch,
             )
         )
     return out

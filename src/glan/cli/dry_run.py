@@ -36,7 +36,7 @@ def print_dry_run(plan: Plan, cfg: GenerateConfig, out: Console) -> None:
     for e in est:
         table.add_row(
             e.stage,
-            e.model,
+            f"{e.model} (batch)" if e.batch else e.model,
             f"{e.calls:,}",
             f"{e.prompt_tokens:,}",
             f"{e.completion_tokens:,}",
