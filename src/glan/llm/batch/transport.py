@@ -48,6 +48,7 @@ class BatchBackend(Backend):
         self._max_lines, self._max_bytes = options.limits(api.kind)
         self._waiting: dict[str, asyncio.Future[LineResult]] = {}
         self._pending: list[tuple[str, bytes]] = []
+        self._pending_keys: set[str] = set()  # a batch's custom_ids must be unique
         self._pending_bytes = 0
         self._oldest = self._last = 0.0
         self._in_job: dict[str, str] = {}  # custom_id -> the live job holding it
@@ -189,6 +190,8 @@ class BatchBackend(Backend):
 
     # ---- sending ---------------------------------------------------------------------------
     def _enqueue(self, key: str, request: ChatRequest) -> None:
+        if key in self._pending_keys:
+            return
         line = self.api.line(key, request)
         if self._pending and (
             len(self._pending) >= self._max_lines
@@ -200,12 +203,14 @@ class BatchBackend(Backend):
             self._oldest = now
         self._last = now
         self._pending.append((key, line))
+        self._pending_keys.add(key)
         self._pending_bytes += len(line)
         if len(self._pending) >= self._max_lines:
             self._flush()
 
     def _flush(self) -> None:
         items, self._pending, self._pending_bytes = self._pending, [], 0
+        self._pending_keys = set()
         if items:
             self._spawn(self._submit(items))
 
