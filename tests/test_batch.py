@@ -270,7 +270,10 @@ def test_a_crash_between_create_and_staging_the_id_re_attaches(batch_server, tmp
 @pytest.mark.parametrize("kind", KINDS)
 def test_n200_with_failed_lines_expiry_and_shuffled_output(tmp_path, kind):
     with FakeBatchServer(line_failure_rate=0.05, expire_rate=0.2, shuffle=True) as server:
-        cfg = batch_config_for(server, kind, batch={"max_requests_per_batch": 60})
+        # A line fails a round with p ~ 0.15 here (a fifth of batches expire half done, 5% of
+        # lines fail): 8 rounds make a line left for the next run a one-in-millions event.
+        options = {"max_requests_per_batch": 60, "max_rounds": 8}
+        cfg = batch_config_for(server, kind, batch=options)
         result = generate(tmp_path / "run", 200, cfg)
     assert result.instructions == 200
     assert_valid_records(tmp_path / "run", 200)
