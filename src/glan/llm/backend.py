@@ -43,7 +43,9 @@ class Backend(ABC):
 
     @abstractmethod
     async def complete(self, request: ChatRequest) -> Completion:
-        """One attempt. Raises TransientError, RateLimited or EndpointFatal on failure."""
+        """One attempt. Raises TransientError, RateLimited, BadRequest or EndpointFatal on
+        failure; a transport that makes its own rounds (glan.llm.batch) raises RequestFailed
+        once they are spent."""
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release connections or models."""

@@ -128,11 +128,13 @@ class FakeBatchServer:
             return web.json_response({"error": {"message": "api-version missing"}}, status=404)
         if not self.api_key:
             return None
-        given = (
-            request.headers.get("x-api-key")
-            or request.headers.get("api-key")
-            or request.headers.get("Authorization", "").removeprefix("Bearer ")
-        )
+        # Each provider reads its key from its own header.
+        if request.path.startswith("/openai"):
+            given = request.headers.get("api-key")
+        elif request.path.startswith("/v1/messages"):
+            given = request.headers.get("x-api-key")
+        else:
+            given = request.headers.get("Authorization", "").removeprefix("Bearer ")
         if given != self.api_key:
             return web.json_response({"error": {"message": "invalid api key"}}, status=401)
         return None
