@@ -232,6 +232,23 @@ def test_anthropic_steps_down_to_a_tool_when_json_output_is_refused(batch_server
     assert "tools" in last and "output_config" not in last
 
 
+def test_a_batch_the_provider_no_longer_knows_is_sent_again(batch_server, tmp_path):
+    async def scenario() -> list:
+        batch_server.hold = True
+        client = client_for(batch_server, "openai-batch", tmp_path / "glan.sqlite")
+        asked = asyncio.ensure_future(ask_all(client, requests(3)))
+        assert await asyncio.to_thread(batch_server.created.wait, 30)
+        batch_server.batches.clear()  # deleted at the provider: polls now answer 404
+        batch_server.hold = False
+        return await asked
+
+    replies = asyncio.run(scenario())
+    assert all(r.parsed for r in replies)
+    assert batch_server.lines_submitted == 6
+    jobs = BatchLedger(tmp_path / "glan.sqlite").jobs()
+    assert [job.status for job in jobs] == ["lost", "completed"]
+
+
 def test_identical_requests_go_once_and_replies_are_kept_without_a_waiter(batch_server, tmp_path):
     same = requests(1) * 3
     client = client_for(batch_server, "openai-batch", tmp_path / "glan.sqlite")

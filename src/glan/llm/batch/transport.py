@@ -130,7 +130,8 @@ class BatchBackend(Backend):
     # ---- progress --------------------------------------------------------------------------
     def summary(self) -> dict[str, Any]:
         """Live batches by status, lines done this run, the oldest live batch's age (s)."""
-        live = [job for job in self._live.values() if job.batch_id]
+        # Read from the progress thread: tuple() copies the dict's values without yielding.
+        live = [job for job in tuple(self._live.values()) if job.batch_id]
         now = time.time()
         return {
             "by_status": dict(Counter(job.status for job in live)),
@@ -296,7 +297,14 @@ class BatchBackend(Backend):
 
     async def _poll(self, job: Job) -> None:
         assert job.batch_id is not None
-        remote = await self.api.status(job.batch_id)
+        try:
+            remote = await self.api.status(job.batch_id)
+        except Refused as exc:
+            # The provider no longer knows the batch (deleted, another account): its lines
+            # are answered "missing" and go again.
+            remote = Remote(status="lost", terminal=True, refused=None)
+            self.ledger.set_status(job.local_id, "lost", job.done, job.failed)
+            job.error = str(exc)
         if not remote.terminal:
             if (remote.status, remote.done, remote.failed) != (job.status, job.done, job.failed):
                 job.status, job.done, job.failed = remote.status, remote.done, remote.failed
