@@ -15,41 +15,25 @@ from __future__ import annotations
 
 import asyncio
 import random
-import re
 import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 from aiohttp import web
 
+from glan.testing.fake_batch_wire import (
+    FakeBatch,
+    anthropic_view,
+    failed_line,
+    ok_line,
+    openai_view,
+)
 from glan.testing.fake_server import FakeServer
 
 OUTCOMES = ("ok", "expire", "all_failed", "validation_failed", "quota")
-
-
-@dataclass
-class _Batch:
-    id: str
-    shape: str  # openai | anthropic
-    lines: list[tuple[str, dict[str, Any]]]  # custom_id, OpenAI-style chat body (or params)
-    outcome: str
-    created: float
-    metadata: dict[str, Any]
-    input_file_id: str | None = None
-    status: str = "validating"
-    polls: int = 0
-    cancelled: bool = False
-    errors: list[dict[str, Any]] = field(default_factory=list)
-    output_file_id: str | None = None
-    error_file_id: str | None = None
-    results: bytes = b""
-    completed: int = 0
-    failed: int = 0
-    counts: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -69,7 +53,7 @@ class FakeBatchServer:
     def __post_init__(self) -> None:
         self.hold = False  # while True, batches stay in progress
         self.outcomes: list[str] = []  # queued outcomes of the next batches
-        self.batches: dict[str, _Batch] = {}
+        self.batches: dict[str, FakeBatch] = {}
         self.files: dict[str, bytes] = {}
         self.lines_submitted = 0
         self.submitted: Counter[str] = Counter()
@@ -96,8 +80,17 @@ class FakeBatchServer:
         return f"http://{self.host}:{self.port}/v1"
 
     @property
+    def origin(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
     def azure_url(self) -> str:
         return f"http://{self.host}:{self.port}/openai"
+
+    @property
+    def seen_twice(self) -> list[str]:
+        """custom_ids submitted in more than one batch (a failed line sent again counts)."""
+        return [key for key, n in self.submitted.items() if n > 1]
 
     def live_batches(self) -> list[str]:
         return [b.id for b in self.batches.values() if not self._ended(b)]
@@ -181,7 +174,7 @@ class FakeBatchServer:
             "openai", [(x["custom_id"], x["body"]) for x in lines], body.get("metadata") or {}
         )
         batch.input_file_id = body["input_file_id"]
-        return web.json_response(self._openai_view(batch))
+        return web.json_response(openai_view(batch))
 
     async def _list(self, request: web.Request) -> web.Response:
         if (refused := self._refused(request)) is not None:
@@ -196,7 +189,7 @@ class FakeBatchServer:
         return web.json_response(
             {
                 "object": "list",
-                "data": [self._openai_view(b) for b in page],
+                "data": [openai_view(b) for b in page],
                 "has_more": len(batches) > limit,
             }
         )
@@ -208,7 +201,7 @@ class FakeBatchServer:
         if batch is None:
             return web.json_response({"error": {"message": "no such batch"}}, status=404)
         self._advance(batch)
-        return web.json_response(self._openai_view(batch))
+        return web.json_response(openai_view(batch))
 
     async def _cancel(self, request: web.Request) -> web.Response:
         if (refused := self._refused(request)) is not None:
@@ -221,28 +214,8 @@ class FakeBatchServer:
         batch.cancelled = True
         batch.status = "cancelling" if batch.shape == "openai" else "canceling"
         return web.json_response(
-            self._openai_view(batch) if batch.shape == "openai" else self._anthropic_view(batch)
+            openai_view(batch) if batch.shape == "openai" else anthropic_view(batch, self.origin)
         )
-
-    def _openai_view(self, b: _Batch) -> dict[str, Any]:
-        return {
-            "id": b.id,
-            "object": "batch",
-            "endpoint": "/v1/chat/completions",
-            "errors": {"object": "list", "data": b.errors} if b.errors else None,
-            "input_file_id": b.input_file_id or "",
-            "completion_window": "24h",
-            "status": b.status,
-            "output_file_id": b.output_file_id,
-            "error_file_id": b.error_file_id,
-            "created_at": int(b.created),
-            "request_counts": {
-                "total": len(b.lines),
-                "completed": b.completed,
-                "failed": b.failed,
-            },
-            "metadata": b.metadata,
-        }
 
     # ---- Anthropic ---------------------------------------------------------------------------
     async def _a_create(self, request: web.Request) -> web.Response:
@@ -252,13 +225,13 @@ class FakeBatchServer:
         self.requests_seen.append(body)
         lines = [(r["custom_id"], r["params"]) for r in body["requests"]]
         batch = self._new_batch("anthropic", lines, {})
-        return web.json_response(self._anthropic_view(batch))
+        return web.json_response(anthropic_view(batch, self.origin))
 
     async def _a_list(self, request: web.Request) -> web.Response:
         if (refused := self._refused(request)) is not None:
             return refused
         batches = sorted(self.batches.values(), key=lambda b: b.id, reverse=True)
-        page = [self._anthropic_view(b) for b in batches if b.shape == "anthropic"]
+        page = [anthropic_view(b, self.origin) for b in batches if b.shape == "anthropic"]
         limit = int(request.query.get("limit", 20))
         return web.json_response(
             {
@@ -276,7 +249,7 @@ class FakeBatchServer:
         if batch is None:
             return web.json_response({"error": {"message": "no such batch"}}, status=404)
         self._advance(batch)
-        return web.json_response(self._anthropic_view(batch))
+        return web.json_response(anthropic_view(batch, self.origin))
 
     async def _a_cancel(self, request: web.Request) -> web.Response:
         return await self._cancel(request)
@@ -289,43 +262,16 @@ class FakeBatchServer:
             return web.json_response({"error": {"message": "not ended"}}, status=404)
         return web.Response(body=batch.results, content_type="application/binary")
 
-    def _anthropic_view(self, b: _Batch) -> dict[str, Any]:
-        ended = b.status == "ended"
-        processing = 0 if ended else len(b.lines)
-        counts = {
-            "processing": processing,
-            "succeeded": 0,
-            "errored": 0,
-            "canceled": 0,
-            "expired": 0,
-            **(b.counts if ended else {}),
-        }
-        stamp = datetime.fromtimestamp(b.created, UTC).isoformat()
-        return {
-            "id": b.id,
-            "type": "message_batch",
-            "processing_status": b.status,
-            "request_counts": counts,
-            "created_at": stamp,
-            "expires_at": stamp,
-            "ended_at": stamp if ended else None,
-            "archived_at": None,
-            "cancel_initiated_at": stamp if b.cancelled else None,
-            "results_url": f"http://{self.host}:{self.port}/v1/messages/batches/{b.id}/results"
-            if ended
-            else None,
-        }
-
     # ---- the batch life ----------------------------------------------------------------------
     def _new_batch(
         self, shape: str, lines: list[tuple[str, dict[str, Any]]], metadata: dict[str, Any]
-    ) -> _Batch:
+    ) -> FakeBatch:
         with self._lock:
             outcome = self.outcomes.pop(0) if self.outcomes else "ok"
             if outcome == "ok" and self.expire_rate and self._rng.random() < self.expire_rate:
                 outcome = "expire"
             ids = [key for key, _ in lines]
-            batch = _Batch(
+            batch = FakeBatch(
                 self._next_id("batch_" if shape == "openai" else "msgbatch_"),
                 shape,
                 lines,
@@ -347,10 +293,10 @@ class FakeBatchServer:
         self.created.set()
         return batch
 
-    def _ended(self, b: _Batch) -> bool:
+    def _ended(self, b: FakeBatch) -> bool:
         return b.status in ("completed", "failed", "expired", "cancelled", "ended")
 
-    def _advance(self, b: _Batch) -> None:
+    def _advance(self, b: FakeBatch) -> None:
         """One poll, one step; a held batch stays in progress (unless cancelled)."""
         if self._ended(b):
             return
@@ -387,7 +333,7 @@ class FakeBatchServer:
         elif b.polls > self.steps:
             self._finish(b, "expired" if b.outcome == "expire" else "completed")
 
-    def _finish(self, b: _Batch, how: str) -> None:
+    def _finish(self, b: FakeBatch, how: str) -> None:
         with self._lock:
             order = list(range(len(b.lines)))
             done_until = len(order) if how == "completed" else len(order) // 2
@@ -395,16 +341,16 @@ class FakeBatchServer:
             for i, (key, body) in enumerate(b.lines):
                 self._live[key] -= 1
                 if b.outcome == "all_failed":
-                    bad.append(self._failed_line(b, key, "server_error"))
+                    bad.append(failed_line(b, key, "server_error"))
                 elif i >= done_until:
-                    bad.append(self._failed_line(b, key, f"batch_{how}"))
+                    bad.append(failed_line(b, key, f"batch_{how}"))
                 elif self.line_failure_rate and self._rng.random() < self.line_failure_rate:
-                    bad.append(self._failed_line(b, key, "server_error"))
+                    bad.append(failed_line(b, key, "server_error"))
                 elif self.refuse_output_format and "output_config" in body:
-                    bad.append(self._failed_line(b, key, "output_format"))
+                    bad.append(failed_line(b, key, "output_format"))
                 else:
                     self.answered[key] += 1
-                    ok.append(self._ok_line(b, key, body))
+                    ok.append(ok_line(b, key, body, self.chat.replier))
             if self.shuffle:
                 self._rng.shuffle(ok)
                 self._rng.shuffle(bad)
@@ -425,155 +371,12 @@ class FakeBatchServer:
             b.counts = Counter(x["result"]["type"] for x in mixed)
             b.status = "ended"
 
-    def _failed_line(self, b: _Batch, key: str, code: str) -> dict[str, Any]:
-        if b.shape == "anthropic":
-            if code in ("server_error", "output_format"):
-                error = {"type": "error", "error": {"type": "api_error", "message": "boom"}}
-                if code == "output_format":
-                    message = "output_config.format: this model does not support it"
-                    error["error"] = {"type": "invalid_request_error", "message": message}
-                return {"custom_id": key, "result": {"type": "errored", "error": error}}
-            kind = "expired" if code == "batch_expired" else "canceled"
-            return {"custom_id": key, "result": {"type": kind}}
-        if code == "server_error":
-            body = {"error": {"message": "The server had an error", "type": "server_error"}}
-            return {
-                "id": f"req_{key[:8]}",
-                "custom_id": key,
-                "response": {"status_code": 500, "request_id": "r", "body": body},
-                "error": None,
-            }
-        return {
-            "id": f"req_{key[:8]}",
-            "custom_id": key,
-            "response": None,
-            "error": {
-                "code": code,
-                "message": f"This request could not be executed "
-                f"before the batch was {code.removeprefix('batch_')}.",
-            },
-        }
-
-    def _ok_line(self, b: _Batch, key: str, body: dict[str, Any]) -> dict[str, Any]:
-        if b.shape == "anthropic":
-            return {
-                "custom_id": key,
-                "result": {"type": "succeeded", "message": self._message(body)},
-            }
-        content = self.chat.replier(body)
-        if not isinstance(content, str):
-            content = orjson.dumps(content).decode()
-        prompt = sum(len(m["content"]) for m in body["messages"]) // 4 + 1
-        completion = {
-            "id": f"chatcmpl-{key[:8]}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": body.get("model"),
-            "choices": [
-                {
-                    "index": 0,
-                    "finish_reason": "stop",
-                    "logprobs": None,
-                    "message": {"role": "assistant", "content": content},
-                }
-            ],
-            "usage": {
-                "prompt_tokens": prompt,
-                "completion_tokens": len(content) // 4 + 1,
-                "total_tokens": prompt + len(content) // 4 + 1,
-            },
-        }
-        return {
-            "id": f"req_{key[:8]}",
-            "custom_id": key,
-            "response": {"status_code": 200, "request_id": "r", "body": completion},
-            "error": None,
-        }
-
-    def _message(self, params: dict[str, Any]) -> dict[str, Any]:
-        """A Messages API reply from the chat replier, for params in Anthropic's form."""
-        messages = list(params["messages"])
-        if params.get("system"):
-            messages.insert(0, {"role": "system", "content": params["system"]})
-        chat: dict[str, Any] = {"messages": messages, "seed": None}
-        tools = params.get("tools") or []
-        fmt = (params.get("output_config") or {}).get("format")
-        schema = tools[0]["input_schema"] if tools else (fmt or {}).get("schema")
-        if schema is not None:
-            schema = _described_bounds(schema)
-            chat["response_format"] = {"type": "json_schema", "json_schema": {"schema": schema}}
-        content = self.chat.replier(chat)
-        if tools:
-            block = {
-                "type": "tool_use",
-                "id": "toolu_fake",
-                "name": tools[0]["name"],
-                "input": content,
-            }
-            stop = "tool_use"
-        else:
-            text = content if isinstance(content, str) else orjson.dumps(content).decode()
-            block, stop = {"type": "text", "text": text}, "end_turn"
-        prompt = sum(len(m["content"]) for m in messages) // 4 + 1
-        return {
-            "id": "msg_fake",
-            "type": "message",
-            "role": "assistant",
-            "model": params["model"],
-            "content": [block],
-            "stop_reason": stop,
-            "stop_sequence": None,
-            "usage": {"input_tokens": prompt, "output_tokens": len(str(content)) // 4 + 1},
-        }
-
-    # ---- lifecycle ---------------------------------------------------------------------------
-    def start(self) -> FakeBatchServer:
-        ready = threading.Event()
-
-        def run() -> None:
-            loop = self._loop = asyncio.new_event_loop()
-            asyncio.set_event_loop(loop)
-            runner = web.AppRunner(self.app(), access_log=None)
-            loop.run_until_complete(runner.setup())
-            site = web.TCPSite(runner, self.host, self.port)
-            loop.run_until_complete(site.start())
-            self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-            ready.set()
-            loop.run_forever()
-            loop.run_until_complete(runner.cleanup())
-            loop.close()
-
-        self._thread = threading.Thread(target=run, name="fake-batch", daemon=True)
-        self._thread.start()
-        ready.wait(10)
-        return self
-
-    def stop(self) -> None:
-        loop, self._loop = self._loop, None
-        if loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(loop.stop)
-        if self._thread is not None:
-            self._thread.join(10)
-            self._thread = None
+    # ---- lifecycle: the chat server's loop in a thread ---------------------------------------------------------------------------
+    start = FakeServer.start
+    stop = FakeServer.stop
 
     def __enter__(self) -> FakeBatchServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-def _described_bounds(node: Any) -> Any:
-    """A schema with the bounds its descriptions state put back: the fake model follows a
-    described constraint as a real one follows its prompt (glan.llm.batch.anthropic_batch)."""
-    if isinstance(node, list):
-        return [_described_bounds(v) for v in node]
-    if not isinstance(node, dict):
-        return node
-    out = {k: _described_bounds(v) for k, v in node.items()}
-    found = re.search(r"\(constraints: ([^)]*)\)", str(node.get("description", "")))
-    if found:
-        for item in found.group(1).split(", "):
-            key, _, value = item.partition("=")
-            out[key] = int(value) if value.lstrip("-").isdigit() else value
-    return out
