@@ -196,13 +196,21 @@ def test_failed_expired_and_all_failed_batches_are_sent_again(batch_server, tmp_
     assert max(batch_server.answered.values()) == 1
 
 
-def test_lines_failing_every_round_give_up_for_the_endpoints_sake(batch_server, tmp_path):
-    batch_server.line_failure_rate = 1.0
+def test_a_line_failing_every_round_alike_is_given_up_for_its_own_sake(batch_server, tmp_path):
+    batch_server.line_failure_rate = 1.0  # the same HTTP 500 for these lines every round
     client = client_for(batch_server, "openai-batch", tmp_path / "glan.sqlite", max_rounds=2)
     replies = asyncio.run(ask_all(client, requests(3)))
-    assert all(isinstance(r, RequestFailed) and not r.permanent for r in replies)
+    assert all(isinstance(r, RequestFailed) and r.permanent for r in replies)
     assert "2 batch rounds" in str(replies[0])
     assert batch_server.lines_submitted == 6
+
+
+def test_a_line_expiring_every_round_is_left_for_the_next_run(batch_server, tmp_path):
+    batch_server.expire_rate = 1.0
+    client = client_for(batch_server, "openai-batch", tmp_path / "glan.sqlite", max_rounds=3)
+    replies = asyncio.run(ask_all(client, requests(1)))
+    assert isinstance(replies[0], RequestFailed) and not replies[0].permanent
+    assert batch_server.lines_submitted == 3
 
 
 def test_a_batch_refused_by_validation_stops_with_one_clear_line(batch_server, tmp_path):

@@ -9,8 +9,10 @@ batch replies unchanged: a re-ask is a new request, so it goes in a later batch.
   every reply downloaded is kept there, so a re-run re-attaches, never pays twice, never loses
   a reply;
 - failed, expired, cancelled or missing lines go again in the next batch, `max_rounds` batches
-  at most per request and run; a line refused for its own sake (a 400) gives up at once, as
-  online. A batch refused as a whole (file validation) stops the run with one clear line.
+  at most per request and run; then the unit is replaced when the provider failed the line
+  with the same error every round (as online, a body that breaks the model), else left to the
+  next run. A line refused for its own sake (a 400) gives up at once, as online. A batch
+  refused as a whole (file validation) stops the run with one clear line.
 """
 
 from __future__ import annotations
@@ -83,7 +85,7 @@ class BatchBackend(Backend):
     async def complete(self, request: ChatRequest) -> Completion:
         await self._start()
         key = request.cache_key(self._endpoint)
-        rounds = 0
+        failures: list[tuple[str, str]] = []  # (kind, error) of each round this line failed
         while True:
             if self._fatal is not None:
                 raise self._fatal
@@ -109,10 +111,14 @@ class BatchBackend(Backend):
                 continue  # sent again: over a quota, or in the weaker structured-output form
             if result.kind in ("request", "schema"):
                 raise BadRequest(result.error)
-            rounds += 1
-            if rounds >= self.options.max_rounds:
+            failures.append((result.kind, result.error))
+            if len(failures) >= self.options.max_rounds:
+                # The same provider error every round is the line's own (a body that breaks
+                # the model, as online): replaced. Expiry or mixed errors: the next run asks.
+                permanent = len(set(failures)) == 1 and failures[0][0] == "server"
                 raise RequestFailed(
-                    f"no reply after {rounds} batch rounds: {result.error}", permanent=False
+                    f"no reply after {len(failures)} batch rounds: {result.error}",
+                    permanent=permanent,
                 )
 
     async def aclose(self) -> None:
