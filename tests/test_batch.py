@@ -267,9 +267,13 @@ def test_identical_requests_go_once_and_replies_are_kept_without_a_waiter(batch_
     assert BatchLedger(tmp_path / "glan.sqlite").result(key)["text"] == replies[0].text
 
 
-def test_a_crash_between_create_and_staging_the_id_re_attaches(batch_server, tmp_path, monkeypatch):
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_crash_between_create_and_staging_the_id_re_attaches(
+    batch_server, tmp_path, monkeypatch, kind
+):
     """The batch was created, and the process died before its id was written: the next run
-    finds it by the staged intent, waits for it and submits none of its lines again."""
+    finds it by the staged intent (OpenAI: its file and metadata; Anthropic: its size and
+    creation time), waits for it and submits none of its lines again."""
 
     class Killed(BaseException):
         pass
@@ -280,12 +284,12 @@ def test_a_crash_between_create_and_staging_the_id_re_attaches(batch_server, tmp
     original = BatchLedger.set_batch
     monkeypatch.setattr(BatchLedger, "set_batch", die)
     batch_server.hold = True
-    client = client_for(batch_server, "openai-batch", tmp_path / "glan.sqlite")
+    client = client_for(batch_server, kind, tmp_path / "glan.sqlite")
     assert all(isinstance(r, UserError) for r in asyncio.run(ask_all(client, requests(5))))
     assert len(batch_server.live_batches()) == 1
     monkeypatch.setattr(BatchLedger, "set_batch", original)
     batch_server.hold = False
-    client = client_for(batch_server, "openai-batch", tmp_path / "glan.sqlite")
+    client = client_for(batch_server, kind, tmp_path / "glan.sqlite")
     replies = asyncio.run(ask_all(client, requests(5)))
     assert all(r.parsed for r in replies)
     assert batch_server.lines_submitted == 5 and len(batch_server.batches) == 1
