@@ -43,6 +43,13 @@ def print_dry_run(plan: Plan, cfg: GenerateConfig, out: Console) -> None:
             "?" if e.cost_usd is None else f"${e.cost_usd:,.2f}",
         )
     out.print(table)
+    if any(e.batch for e in est):
+        out.print(
+            "(batch): priced at the batch price, prices.MODEL.batch_factor of the online one "
+            "(0.5 unless set); expect about four batch turnarounds (docs/batch.md)",
+            highlight=False,
+            soft_wrap=True,
+        )
     unpriced = sorted({e.model for e in est if e.cost_usd is None})
     if unpriced:
         out.print(
