@@ -257,6 +257,15 @@ def test_a_batch_the_provider_no_longer_knows_is_sent_again(batch_server, tmp_pa
     assert [job.status for job in jobs] == ["lost", "completed"]
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_lost_answer_to_create_is_looked_up_never_created_again(batch_server, tmp_path, kind):
+    batch_server.lose_create_answers = 1  # the batch is made, its answer lost (a 502)
+    client = client_for(batch_server, kind, tmp_path / "glan.sqlite")
+    replies = asyncio.run(ask_all(client, requests(4)))
+    assert all(r.parsed for r in replies)
+    assert len(batch_server.batches) == 1 and batch_server.lines_submitted == 4
+
+
 def test_identical_requests_go_once_and_replies_are_kept_without_a_waiter(batch_server, tmp_path):
     same = requests(1) * 3
     client = client_for(batch_server, "openai-batch", tmp_path / "glan.sqlite")

@@ -47,6 +47,8 @@ class FakeBatchServer:
     api_key: str | None = None
     # Anthropic lines asking for JSON-schema output are refused (a model without it).
     refuse_output_format: bool = False
+    # The next creates make their batch, then answer 502 (an answer lost on the way back).
+    lose_create_answers: int = 0
     host: str = "127.0.0.1"
     port: int = 0
 
@@ -174,7 +176,13 @@ class FakeBatchServer:
             "openai", [(x["custom_id"], x["body"]) for x in lines], body.get("metadata") or {}
         )
         batch.input_file_id = body["input_file_id"]
-        return web.json_response(openai_view(batch))
+        return self._created(openai_view(batch))
+
+    def _created(self, view: dict[str, Any]) -> web.Response:
+        if self.lose_create_answers > 0:
+            self.lose_create_answers -= 1
+            return web.json_response({"error": {"message": "bad gateway"}}, status=502)
+        return web.json_response(view)
 
     async def _list(self, request: web.Request) -> web.Response:
         if (refused := self._refused(request)) is not None:
@@ -225,7 +233,7 @@ class FakeBatchServer:
         self.requests_seen.append(body)
         lines = [(r["custom_id"], r["params"]) for r in body["requests"]]
         batch = self._new_batch("anthropic", lines, {})
-        return web.json_response(anthropic_view(batch, self.origin))
+        return self._created(anthropic_view(batch, self.origin))
 
     async def _a_list(self, request: web.Request) -> web.Response:
         if (refused := self._refused(request)) is not None:

@@ -127,17 +127,12 @@ class AnthropicBatchAPI(BatchAPI):
         self.schema_mode = "tool"
         return True
 
-    async def create(self, job: Job, lines: list[bytes], on_file: Callable[[str], None]) -> str:
+    async def create(
+        self, job: Job, lines: list[bytes], on_file: Callable[[str], None], known: set[str]
+    ) -> str:
         body = b'{"requests":[' + b",".join(line.rstrip(b"\n") for line in lines) + b"]}"
-        created = orjson.loads(
-            await self.call(
-                "POST",
-                "/messages/batches",
-                data=body,
-                headers={"Content-Type": "application/json"},
-            )
-        )
-        return created["id"]
+        headers = {"Content-Type": "application/json"}
+        return await self.create_batch(job, known, "/messages/batches", data=body, headers=headers)
 
     async def find(self, job: Job, known: set[str]) -> str | None:
         """No metadata to match: the one batch created just after the job was staged with its

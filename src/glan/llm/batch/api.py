@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import aiohttp
+import orjson
 
 from glan.llm.backend import Completion
 from glan.llm.batch.ledger import Job
@@ -102,8 +103,9 @@ class BatchAPI(ABC):
         """The request as one JSONL line (with its newline), custom_id = `key`."""
 
     @abstractmethod
-    async def create(self, job: Job, lines: list[bytes], on_file: Any) -> str:
-        """Send the lines as one batch; its id. `on_file(file_id)` stages an upload's id."""
+    async def create(self, job: Job, lines: list[bytes], on_file: Any, known: set[str]) -> str:
+        """Send the lines as one batch (with `create_batch`); its id. `on_file(file_id)`
+        stages an upload's id; `known`: batch ids other jobs hold."""
 
     @abstractmethod
     async def find(self, job: Job, known: set[str]) -> str | None:
@@ -147,39 +149,71 @@ class BatchAPI(ABC):
             self._session = aiohttp.ClientSession(headers=self._headers, timeout=self._timeout)
         return self._session
 
+    async def _attempt(
+        self, method: str, url: str, stream: bool, **kwargs: Any
+    ) -> aiohttp.ClientResponse | bytes | str:
+        """One try: the body (or, with `stream`, the open response), or why another try may
+        work (a string: a network error, 429 or 5xx). 401/403 are fatal; other 4xx Refused."""
+        try:
+            resp = await self._client().request(method, url, **kwargs)
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            return str(exc) or type(exc).__name__
+        if resp.status < 400:
+            if stream:
+                return resp
+            async with resp:
+                return await resp.read()
+        async with resp:
+            detail = (await resp.read())[:300].decode("utf-8", "replace")
+        if resp.status in (401, 403):
+            raise EndpointFatal(
+                f"{self.base_url} refused the API key (HTTP {resp.status}): {detail}"
+            )
+        if resp.status < 500 and resp.status != 429:
+            raise Refused(resp.status, detail)
+        return f"HTTP {resp.status}: {detail}"
+
+    async def _pause(self, attempt: int) -> None:
+        if attempt + 1 < CONTROL_ATTEMPTS:
+            delay = min(60.0, self.backoff_s * 2**attempt)
+            await asyncio.sleep(random.uniform(delay / 2, delay))
+
+    def _gave_up(self, method: str, url: str, detail: str) -> EndpointFatal:
+        return EndpointFatal(
+            f"{method} {url} failed {CONTROL_ATTEMPTS} times: {detail}. Live batches are kept: "
+            "re-run the same command to re-attach to them."
+        )
+
     async def call(
         self, method: str, path: str, *, stream: bool = False, **kwargs: Any
     ) -> aiohttp.ClientResponse | bytes:
         """One control call, retried on network errors, 429 and 5xx; 401/403 are fatal and
-        other 4xx raise Refused. With `stream`, the open response (the caller releases it)."""
+        other 4xx raise Refused. With `stream`, the open response (the caller releases it).
+        Never for a call that creates a batch: see `create_batch`."""
         url = path if path.startswith("http") else self._url(path)
         for attempt in range(CONTROL_ATTEMPTS):
-            try:
-                resp = await self._client().request(method, url, **kwargs)
-            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-                detail = str(exc) or type(exc).__name__
-            else:
-                if resp.status < 400:
-                    if stream:
-                        return resp
-                    async with resp:
-                        return await resp.read()
-                async with resp:
-                    detail = (await resp.read())[:300].decode("utf-8", "replace")
-                if resp.status in (401, 403):
-                    raise EndpointFatal(
-                        f"{self.base_url} refused the API key (HTTP {resp.status}): {detail}"
-                    )
-                if resp.status < 500 and resp.status != 429:
-                    raise Refused(resp.status, detail)
-                detail = f"HTTP {resp.status}: {detail}"
-            if attempt + 1 < CONTROL_ATTEMPTS:
-                delay = min(60.0, self.backoff_s * 2**attempt)
-                await asyncio.sleep(random.uniform(delay / 2, delay))
-        raise EndpointFatal(
-            f"{method} {url} failed {CONTROL_ATTEMPTS} times: {detail}. Live batches are kept: "
-            "re-run the same command to re-attach to them."
-        )
+            got = await self._attempt(method, url, stream, **kwargs)
+            if not isinstance(got, str):
+                return got
+            detail = got
+            await self._pause(attempt)
+        raise self._gave_up(method, url, detail)
+
+    async def create_batch(self, job: Job, known: set[str], path: str, **kwargs: Any) -> str:
+        """The call that creates a batch, never repeated blindly: after a failure that may
+        have created it anyway (a timeout, a 5xx), the batch is looked for before another try,
+        so a lost answer never pays for the same lines twice."""
+        url = self._url(path)
+        for attempt in range(CONTROL_ATTEMPTS):
+            got = await self._attempt("POST", url, False, **kwargs)
+            if isinstance(got, bytes):
+                return orjson.loads(got)["id"]
+            found = await self.find(job, known)
+            if found is not None:
+                return found
+            detail = str(got)
+            await self._pause(attempt)
+        raise self._gave_up("POST", url, detail)
 
     async def lines_of(self, path: str) -> AsyncIterator[bytes]:
         """A JSONL download, line by line (any line length), without holding it whole."""

@@ -10,10 +10,10 @@ deployment's name; its key goes in the `api-key` header.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from typing import Any
 
-import aiohttp
 import orjson
 
 from glan.llm.batch.api import BatchAPI, LineResult, Remote, read_key
@@ -25,6 +25,27 @@ _TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
 # Batch-level failures that mean "too much enqueued now", not "this file is wrong".
 _QUOTA_CODES = frozenset({"token_limit_exceeded", "rate_limit_exceeded", "quota_exceeded"})
 _MISSING_CODES = frozenset({"batch_expired", "batch_cancelled"})
+
+
+def multipart(fields: dict[str, bytes], file: tuple[str, str, bytes]) -> tuple[bytes, str]:
+    """A multipart/form-data body as bytes (sent again as is when a try fails)."""
+    boundary = f"glan-{uuid.uuid4().hex}"
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'.encode()
+        + value
+        + b"\r\n"
+        for name, value in fields.items()
+    ]
+    name, filename, data = file
+    parts.append(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; '
+        f'filename="{filename}"\r\nContent-Type: application/jsonl\r\n\r\n'.encode()
+        + data
+        + b"\r\n"
+    )
+    return b"".join(parts) + f"--{boundary}--\r\n".encode(), (
+        f"multipart/form-data; boundary={boundary}"
+    )
 
 
 def is_azure(base_url: str) -> bool:
@@ -83,26 +104,25 @@ class OpenAIBatchAPI(BatchAPI):
             + b"\n"
         )
 
-    async def create(self, job: Job, lines: list[bytes], on_file: Callable[[str], None]) -> str:
-        form = aiohttp.FormData()
-        form.add_field("purpose", "batch")
-        form.add_field(
-            "file",
-            b"".join(lines),
-            filename=f"glan-{job.local_id}.jsonl",
-            content_type="application/jsonl",
+    async def create(
+        self, job: Job, lines: list[bytes], on_file: Callable[[str], None], known: set[str]
+    ) -> str:
+        body, content_type = multipart(
+            {"purpose": b"batch"}, ("file", f"glan-{job.local_id}.jsonl", b"".join(lines))
         )
-        uploaded = orjson.loads(await self.call("POST", "/files", data=form))
+        # An upload repeated after a lost answer costs nothing (a file is not a batch).
+        uploaded = orjson.loads(
+            await self.call("POST", "/files", data=body, headers={"Content-Type": content_type})
+        )
         on_file(uploaded["id"])
         job.file_id = uploaded["id"]
-        body = {
+        batch = {
             "input_file_id": uploaded["id"],
             "endpoint": self.path,
             "completion_window": self.completion_window,
             "metadata": {"glan_job": job.local_id},
         }
-        created = orjson.loads(await self.call("POST", "/batches", json=body))
-        return created["id"]
+        return await self.create_batch(job, known, "/batches", json=batch)
 
     async def find(self, job: Job, known: set[str]) -> str | None:
         if job.file_id is None:

@@ -55,6 +55,7 @@ class BatchBackend(Backend):
         self._oldest = self._last = 0.0
         self._in_job: dict[str, str] = {}  # custom_id -> the live job holding it
         self._live: dict[str, Job] = {}
+        self._known: set[str] = set()  # batch ids the ledger holds (never adopted twice)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._started = False
         self._start_lock = asyncio.Lock()
@@ -155,7 +156,8 @@ class BatchBackend(Backend):
                 return
             ledger = self.ledger
             jobs = ledger.jobs(self._endpoint)
-            known = {job.batch_id for job in jobs if job.batch_id}
+            known = self._known
+            known.update(job.batch_id for job in jobs if job.batch_id)
             for job in (job for job in jobs if job.live):
                 if job.batch_id is None:
                     # Staged, and the process died before the id was written: find the batch.
@@ -273,7 +275,7 @@ class BatchBackend(Backend):
             self._in_job[key] = local_id
         try:
             batch_id = await self.api.create(
-                job, lines, lambda file_id: ledger.set_file(local_id, file_id)
+                job, lines, lambda file_id: ledger.set_file(local_id, file_id), self._known
             )
         except Refused as exc:
             ledger.settle(local_id, "refused", [], len(keys), error=str(exc))
@@ -282,6 +284,7 @@ class BatchBackend(Backend):
                 f"{self.api.access['provider']} refused a batch of {len(keys)} requests: {exc}"
             ) from None
         ledger.set_batch(local_id, batch_id, "submitted")
+        self._known.add(batch_id)
         job.batch_id, job.status = batch_id, "submitted"
         self.lines_submitted += len(keys)
 
