@@ -228,7 +228,16 @@ def test_a_batch_over_the_token_quota_goes_again_without_using_a_round(batch_ser
     client = client_for(batch_server, "openai-batch", tmp_path / "glan.sqlite", max_rounds=1)
     replies = asyncio.run(ask_all(client, requests(5)))
     assert all(r.parsed for r in replies)
-    assert len(batch_server.batches) == 3
+    refused = [b for b in batch_server.batches.values() if b.outcome == "quota"]
+    assert len(refused) == 2 and batch_server.lines_submitted == 5
+
+
+def test_a_batch_alone_too_large_for_the_quota_is_sent_again_in_halves(batch_server, tmp_path):
+    batch_server.enqueue("quota")
+    client = client_for(batch_server, "openai-batch", tmp_path / "glan.sqlite", max_rounds=1)
+    replies = asyncio.run(ask_all(client, requests(8)))
+    assert all(r.parsed for r in replies)
+    assert [len(b.lines) for b in batch_server.batches.values()] == [8, 4, 4]
 
 
 def test_anthropic_steps_down_to_a_tool_when_json_output_is_refused(batch_server, tmp_path):

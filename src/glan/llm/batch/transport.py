@@ -336,7 +336,16 @@ class BatchBackend(Backend):
                 f"{remote.refused}"
             )
         if remote.retry_later:
-            self._held = True  # over the enqueued-token quota: hold until another settles
+            # Over the enqueued-token quota: hold until another batch settles; with none
+            # other out there, this batch alone is too large for the quota: halve them.
+            self._held = True
+            if not any(j.batch_id for j in self._live.values() if j is not job):
+                if len(keys) <= 1:
+                    raise EndpointFatal(
+                        f"{self.api.access['provider']} refused a batch of one request for "
+                        f"its quota: {remote.refused}"
+                    )
+                self._max_lines = min(self._max_lines, max(1, len(keys) // 2))
         else:
             self._held = False
             async for result in self.api.results(job.batch_id, remote):
