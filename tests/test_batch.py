@@ -25,6 +25,7 @@ from glan.estimate import estimate
 from glan.llm import ChatRequest, LLMClient, RequestFailed, user
 from glan.llm.batch.anthropic_batch import AnthropicBatchAPI
 from glan.llm.batch.ledger import BatchLedger
+from glan.llm.batch.manage import cancel_live
 from glan.llm.batch.openai_batch import OpenAIBatchAPI
 from glan.llm.batch.options import BatchOptions
 from glan.llm.settings import AnthropicBatchSettings, OpenAIBatchSettings, create_backend
@@ -273,6 +274,28 @@ def test_a_lost_answer_to_create_is_looked_up_never_created_again(batch_server, 
     replies = asyncio.run(ask_all(client, requests(4)))
     assert all(r.parsed for r in replies)
     assert len(batch_server.batches) == 1 and batch_server.lines_submitted == 4
+
+
+def test_a_cancel_from_outside_stops_the_run_and_keeps_what_finished(batch_server, tmp_path):
+    ledger_path = tmp_path / "glan.sqlite"
+
+    async def scenario() -> list:
+        batch_server.hold = True
+        client = client_for(batch_server, "openai-batch", ledger_path)
+        asked = asyncio.ensure_future(ask_all(client, requests(6)))
+        assert await asyncio.to_thread(batch_server.created.wait, 30)
+        assert await cancel_live(BatchLedger(ledger_path)) == 1  # as glan batches --cancel
+        batch_server.hold = False
+        return await asked
+
+    stopped = asyncio.run(scenario())
+    assert all(isinstance(r, UserError) and "was cancelled" in str(r) for r in stopped)
+    replies = asyncio.run(
+        ask_all(client_for(batch_server, "openai-batch", ledger_path), requests(6))
+    )
+    assert all(r.parsed for r in replies)
+    assert batch_server.lines_submitted == 9  # 6, then only the 3 the cancel left undone
+    assert batch_server.paid_twice == 0
 
 
 def test_identical_requests_go_once_and_replies_are_kept_without_a_waiter(batch_server, tmp_path):

@@ -156,6 +156,7 @@ class AnthropicBatchAPI(BatchAPI):
         return Remote(
             status=status,
             terminal=status == "ended",
+            cancelled=status == "canceling" or batch.get("cancel_initiated_at") is not None,
             done=int(counts.get("succeeded") or 0),
             failed=failed,
             sources=(url,) if url else (),

@@ -54,6 +54,8 @@ class Remote:
     retry_later: bool = False
     # Where its result lines are (output and error files, or a results URL).
     sources: tuple[str, ...] = ()
+    # Someone asked to cancel it (glan batches --cancel, the provider's console).
+    cancelled: bool = False
 
 
 class Refused(Exception):

@@ -163,6 +163,7 @@ class OpenAIBatchAPI(BatchAPI):
         return Remote(
             status=status,
             terminal=status in _TERMINAL,
+            cancelled=status in ("cancelling", "cancelled"),
             done=int(counts.get("completed") or 0),
             failed=int(counts.get("failed") or 0),
             refused=refused,

@@ -56,6 +56,7 @@ class BatchBackend(Backend):
         self._in_job: dict[str, str] = {}  # custom_id -> the live job holding it
         self._live: dict[str, Job] = {}
         self._known: set[str] = set()  # batch ids the ledger holds (never adopted twice)
+        self._cancel_known: set[str] = set()  # jobs cancelled before this run began
         self._tasks: set[asyncio.Task[Any]] = set()
         self._started = False
         self._start_lock = asyncio.Lock()
@@ -158,6 +159,7 @@ class BatchBackend(Backend):
             jobs = ledger.jobs(self._endpoint)
             known = self._known
             known.update(job.batch_id for job in jobs if job.batch_id)
+            self._cancel_known = {j.local_id for j in jobs if j.status.startswith("cancel")}
             for job in (job for job in jobs if job.live):
                 if job.batch_id is None:
                     # Staged, and the process died before the id was written: find the batch.
@@ -376,6 +378,14 @@ class BatchBackend(Backend):
         )
         self.lines_done += len(replies)
         self._drop(job, keys)
+        if remote.cancelled and job.local_id not in self._cancel_known:
+            # Cancelled from outside while this run waited: the user means "stop spending".
+            # The replies are kept; the same command resumes and sends only what is missing.
+            raise EndpointFatal(
+                f"{self.api.access['provider']} batch {job.batch_id} was cancelled (glan "
+                "batches --cancel, or the provider's console): stopping. What finished is "
+                "kept; re-run the same command to resume."
+            )
         for key in keys:
             result = found.get(key) or LineResult(
                 key,
