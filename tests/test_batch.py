@@ -20,7 +20,7 @@ from glan.llm.batch.openai_batch import OpenAIBatchAPI
 from glan.llm.batch.options import BatchOptions
 from glan.llm.settings import AnthropicBatchSettings, OpenAIBatchSettings, create_backend
 from glan.testing.fake_batch import FakeBatchServer
-from glan.testing.runs import FAST_BATCH, read_jsonl
+from glan.testing.runs import FAST_BATCH
 
 SCHEMA = {
     "type": "object",
@@ -57,17 +57,6 @@ async def ask_all(client: LLMClient, reqs: list[ChatRequest]) -> list:
         return await asyncio.gather(*(client.chat(r) for r in reqs), return_exceptions=True)
     finally:
         await client.aclose()
-
-
-def assert_valid_records(run: Path, n: int) -> None:
-    records = read_jsonl(run / "instructions.jsonl")
-    assert len(records) == n
-    assert len({r["id"] for r in records}) == n
-    for r in records:
-        assert [m["role"] for m in r["messages"]] == ["user", "assistant"]
-        assert all(m["content"] for m in r["messages"])
-    manifest = orjson.loads((run / "manifest.json").read_bytes())
-    assert manifest["status"] == "complete"
 
 
 # ---- the wire formats, checked with the official SDKs ---------------------------------------
