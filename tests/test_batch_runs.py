@@ -122,6 +122,11 @@ def test_batch_options_are_set_with_dotted_keys():
     assert BatchOptions(max_requests_per_batch=10).limits("openai") == (10, 200_000_000)
     with pytest.raises(UserError, match=r"batch\.poll_second"):
         load_config(None, {"batch.poll_second": 5})
+    azure = {"backend": "openai-batch", "api_version": "2024-10-21", "model": "deployment"}
+    mixed = load_config(None, {"llm.backend": "openai", "stages.answers": azure})
+    assert mixed.backend_for("answers").api_version == "2024-10-21"
+    with pytest.raises(UserError, match="api_version does not apply to the local backend"):
+        load_config(None, {"stages.answers.api_version": "1"}).backend_for("answers")
 
 
 # ---- crashes, cancels and `glan batches` ---------------------------------------------------

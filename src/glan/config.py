@@ -30,6 +30,7 @@ class StageSettings(BaseModel):
     model: str | None = None
     base_url: str | None = None
     api_key_env: str | None = None
+    api_version: str | None = Field(None, description="Azure's api-version (openai-batch)")
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
     max_tokens: int | None = Field(None, ge=16)
@@ -138,7 +139,7 @@ class GenerateConfig(BaseModel):
         override = self.stages.get(stage, StageSettings())
         fields = {
             name: getattr(override, name)
-            for name in ("model", "base_url", "api_key_env")
+            for name in ("model", "base_url", "api_key_env", "api_version")
             if getattr(override, name) is not None
         }
         base = self.llm
