@@ -129,7 +129,7 @@ class BatchLedger:
         access: dict[str, Any],
         keys: list[str],
         size: int,
-    ) -> None:
+    ) -> Job:
         """The intent to send these lines, before any call that could create a batch."""
         now = time.time()
         self._write(
@@ -145,6 +145,12 @@ class BatchLedger:
                 ),
             ]
         )
+        return Job(
+            local_id=local_id, endpoint=endpoint, provider=provider, access=access,
+            file_id=None, batch_id=None, status="staged", created=now, updated=now,
+            lines=len(keys), bytes=size, done=0, failed=0, prompt_tokens=0,
+            completion_tokens=0, settled=False, error=None,
+        )  # fmt: skip
 
     def set_file(self, local_id: str, file_id: str) -> None:
         self._write(

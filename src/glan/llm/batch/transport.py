@@ -251,27 +251,7 @@ class BatchBackend(Backend):
         local_id = uuid.uuid4().hex[:16]
         ledger = self.ledger
         # The intent first: from here a crash leaves a record a re-run can find the batch by.
-        ledger.stage(local_id, self._endpoint, self.api.kind, self.api.access, keys, size)
-        now = time.time()
-        job = Job(
-            local_id,
-            self._endpoint,
-            self.api.kind,
-            self.api.access,
-            None,
-            None,
-            "staged",
-            now,
-            now,
-            len(keys),
-            size,
-            0,
-            0,
-            0,
-            0,
-            False,
-            None,
-        )
+        job = ledger.stage(local_id, self._endpoint, self.api.kind, self.api.access, keys, size)
         self._live[local_id] = job
         for key in keys:
             self._in_job[key] = local_id
