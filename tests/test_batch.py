@@ -264,6 +264,35 @@ def test_a_cancel_from_outside_stops_the_run_and_keeps_what_finished(batch_serve
     assert batch_server.paid_twice == 0
 
 
+def test_a_reply_downloaded_with_no_one_waiting_is_kept_for_the_next_ask(batch_server, tmp_path):
+    ledger = tmp_path / "glan.sqlite"
+    request = requests(1)[0]
+
+    async def stopped_while_live() -> None:  # as Ctrl-C while the batch is out
+        batch_server.hold = True
+        client = client_for(batch_server, "openai-batch", ledger)
+        asked = asyncio.ensure_future(client.chat(request))
+        assert await asyncio.to_thread(batch_server.created.wait, 30)
+        asked.cancel()
+        await client.aclose()
+
+    async def next_run() -> str:
+        batch_server.hold = False
+        client = client_for(batch_server, "openai-batch", ledger, poll_seconds=3600)
+        await client.ensure_ready()  # re-attaches to the live batch
+        while client.backend.summary()["by_status"]:
+            await client.backend.poll_once()  # downloads it with no request waiting
+        key = request.cache_key(client.backend.endpoint_id)
+        assert BatchLedger(ledger).result(key) is not None
+        reply = await client.chat(request)
+        await client.aclose()
+        return reply.text
+
+    asyncio.run(stopped_while_live())
+    assert asyncio.run(next_run())
+    assert batch_server.lines_submitted == 1
+
+
 def test_identical_requests_go_once_and_replies_are_kept_without_a_waiter(batch_server, tmp_path):
     same = requests(1) * 3
     client = client_for(batch_server, "openai-batch", tmp_path / "glan.sqlite")

@@ -280,11 +280,14 @@ class BatchBackend(Backend):
     async def _poll_loop(self) -> None:
         while True:
             await asyncio.sleep(self.options.poll_seconds)
-            jobs = [job for job in self._live.values() if job.batch_id]
-            for start in range(0, len(jobs), POLL_AT_ONCE):
-                await asyncio.gather(
-                    *(self._poll(job) for job in jobs[start : start + POLL_AT_ONCE])
-                )
+            await self.poll_once()
+
+    async def poll_once(self) -> None:
+        """Poll every submitted live batch once and settle those that finished: their replies
+        are kept in the ledger whether or not a request still waits for them."""
+        jobs = [job for job in self._live.values() if job.batch_id]
+        for start in range(0, len(jobs), POLL_AT_ONCE):
+            await asyncio.gather(*(self._poll(job) for job in jobs[start : start + POLL_AT_ONCE]))
 
     async def _poll(self, job: Job) -> None:
         assert job.batch_id is not None
