@@ -109,6 +109,10 @@ def test_dry_run_and_manifest_price_batch_stages_at_the_batch_price(batch_server
               for r in rows.values()]  # fmt: skip
     online_cost = sum(Price(**price).cost(p, c) for p, c in tokens)
     assert result.manifest["cost_usd"] == pytest.approx(online_cost / 2, rel=1e-6)
+    listing = glan("batches", str(tmp_path / "run"))
+    costs = [float(line.rsplit("$", 1)[1]) for line in listing.stdout.splitlines() if "$" in line]
+    assert len(costs) == 4  # one batch per level, each priced
+    assert sum(costs) == pytest.approx(result.manifest["cost_usd"], abs=5e-4)
 
 
 def test_batch_options_are_set_with_dotted_keys():
