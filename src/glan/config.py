@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from glan.errors import UserError
+from glan.llm.batch.options import BatchOptions
 from glan.llm.settings import (
     BACKEND_KINDS,
     AnyBackendSettings,
@@ -30,7 +31,7 @@ class StageSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    backend: Literal["local", "openai", "vllm"] | None = Field(
+    backend: Literal["local", "openai", "vllm", "openai-batch", "anthropic-batch"] | None = Field(
         None, description="another backend kind for this stage"
     )
     model: str | None = Field(None, description="another model for this stage")
@@ -38,6 +39,7 @@ class StageSettings(BaseModel):
     api_key_env: str | None = Field(
         None, description="the variable holding this stage's API key (never the key)"
     )
+    api_version: str | None = Field(None, description="Azure's api-version (openai-batch)")
     temperature: float | None = Field(
         None, ge=0, le=2, description="sampling temperature (paper: 1.0; answers 0.7)"
     )
@@ -140,6 +142,9 @@ class GenerateConfig(BaseModel):
     prices: dict[str, Price] = Field(
         default_factory=dict, description="USD per 1M tokens, by model"
     )
+    batch: BatchOptions = Field(
+        default_factory=BatchOptions, description="batch backends: sizes, polling, rounds"
+    )
     max_retries: int = Field(
         6, ge=0, description="retries of one request on 5xx, timeouts and resets"
     )
@@ -172,7 +177,7 @@ class GenerateConfig(BaseModel):
         override = self.stages.get(stage, StageSettings())
         fields = {
             name: getattr(override, name)
-            for name in ("model", "base_url", "api_key_env")
+            for name in ("model", "base_url", "api_key_env", "api_version")
             if getattr(override, name) is not None
         }
         base = self.llm

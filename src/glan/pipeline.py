@@ -118,7 +118,12 @@ class Pipeline:
             backend_settings = self.cfg.backend_for(stage)
             key = backend_settings.identity()
             if key not in by_identity:
-                backend = create_backend(backend_settings, concurrency=self.cfg.concurrency)
+                backend = create_backend(
+                    backend_settings,
+                    concurrency=self.cfg.concurrency,
+                    batch=self.cfg.batch,
+                    ledger=self.out_dir / "glan.sqlite",
+                )
                 endpoint = settings.model_copy(update={"concurrency": backend.max_concurrency})
                 admission = (
                     self.admission_factory(key, endpoint)
@@ -130,6 +135,27 @@ class Pipeline:
                 )
             clients[stage] = by_identity[key]
         return clients
+
+    def _show_batches(self) -> None:
+        """Progress shows the batch transports' state (merged), when a stage uses one."""
+        summaries = [c.backend.summary for c in self.endpoints if hasattr(c.backend, "summary")]
+        if not summaries:
+            return
+
+        def merged() -> dict[str, Any]:
+            states = [summary() for summary in summaries]
+            by_status: dict[str, int] = {}
+            for state in states:
+                for status, n in state["by_status"].items():
+                    by_status[status] = by_status.get(status, 0) + n
+            return {
+                "by_status": by_status,
+                "lines_done": sum(s["lines_done"] for s in states),
+                "lines_pending": sum(s["lines_pending"] for s in states),
+                "oldest_s": max(s["oldest_s"] for s in states),
+            }
+
+        self.progress.batches = merged
 
     def work_window(self) -> int:
         """How many requests the walk keeps open: set apart in the config, else twice what
@@ -177,6 +203,7 @@ class Pipeline:
             self.clients = self._make_clients(cache)
             # Stages sharing an endpoint share one client: each is opened and closed once.
             self.endpoints = list({id(c): c for c in self.clients.values()}.values())
+            self._show_batches()
             try:
                 # Fail on a wrong URL or key before anything in the directory is touched.
                 for client in self.endpoints:

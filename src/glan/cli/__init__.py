@@ -1,6 +1,7 @@
 """The command line: a thin layer over glan.api and the library."""
 
 from glan.cli import (  # noqa: F401 - registers the commands
+    batches,
     evaluate,
     generate,
     post,

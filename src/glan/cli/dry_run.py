@@ -36,13 +36,20 @@ def print_dry_run(plan: Plan, cfg: GenerateConfig, out: Console) -> None:
     for e in est:
         table.add_row(
             e.stage,
-            e.model,
+            f"{e.model} (batch)" if e.batch else e.model,
             f"{e.calls:,}",
             f"{e.prompt_tokens:,}",
             f"{e.completion_tokens:,}",
             "?" if e.cost_usd is None else f"${e.cost_usd:,.2f}",
         )
     out.print(table)
+    if any(e.batch for e in est):
+        out.print(
+            "(batch): priced at the batch price, prices.MODEL.batch_factor of the online one "
+            "(0.5 unless set); expect about four batch turnarounds (docs/batch.md)",
+            highlight=False,
+            soft_wrap=True,
+        )
     unpriced = sorted({e.model for e in est if e.cost_usd is None})
     if unpriced:
         out.print(

@@ -35,7 +35,10 @@ def generate(
     n: Annotated[int, Opt("-n", help="number of instruction pairs to make")],
     config: Annotated[Path | None, Opt("--config", "-c", help="YAML config file")] = None,
     taxonomy: Annotated[Path | None, Opt("--taxonomy", "-t", help="taxonomy YAML")] = None,
-    backend: Annotated[str | None, Opt(help="local, openai or vllm (all stages)")] = None,
+    backend: Annotated[
+        str | None,
+        Opt(help="local, openai, vllm, openai-batch or anthropic-batch (all stages)"),
+    ] = None,
     model: Annotated[str | None, Opt(help="model for all stages")] = None,
     base_url: Annotated[str | None, Opt(help="OpenAI-compatible endpoint URL")] = None,
     api_key_env: Annotated[str | None, Opt(help="name of the env variable with the key")] = None,
