@@ -1,0 +1,172 @@
+"""GLAN-Test: the exam is held out from the run, and two models are graded by a judge in both
+orders; checked against the shared fake endpoint with answers and scores known in advance."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from glan.glantest.endpoints import parse_endpoint, parse_labelled
+from glan.glantest.grade import GradeSettings, grade
+from glan.testing.fake_server import FakeServer
+
+# Two disciplines in two groups, three questions each: (quality of A's answer, of B's).
+QUALITIES = {
+    "Sciences/Physics/Optics": ("academic_natural_science", [(7, 3), (5, 5), (6, 5)]),
+    "Industry/Services/Retail": ("industry_services", [(4, 8), (3, 4), (8, 6)]),
+}
+FIRST_BONUS = 2  # the fake judge's position bias: whatever is shown first gets 2 more
+
+
+def write_exam(test_dir: Path) -> None:
+    test_dir.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for path, (group, pairs) in QUALITIES.items():
+        field, subfield, discipline = path.split("/")
+        for i, (qa, qb) in enumerate(pairs):
+            meta = {
+                "field": field,
+                "subfield": subfield,
+                "discipline": discipline,
+                "group": group,
+                "subject": "S",
+                "level": "introductory",
+                "sessions": ["s"],
+                "concepts": ["c"],
+                "strategy": "single",
+                "question_model": "q",
+            }
+            question = f"Question {discipline} {i}: quality A={qa} B={qb}?"
+            lines.append(
+                orjson.dumps({"id": f"{discipline}-{i}", "question": question, "meta": meta})
+            )
+    (test_dir / "exam.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+
+
+def _between(text: str, start: str, end: str) -> str:
+    return text.split(start, 1)[1].split(end, 1)[0]
+
+
+def replier(body: dict[str, Any]) -> Any:
+    """model-a and model-b answer with their quality for the question; the judge scores each
+    answer its quality, plus FIRST_BONUS for the one shown first."""
+    last = body["messages"][0]["content"]  # the question or the judge's prompt (not a re-ask)
+    if body["model"] in ("model-a", "model-b"):
+        which = body["model"][-1].upper()
+        quality = re.search(rf"{which}=(\d+)", last).group(1)
+        return f"An answer of quality {quality}."
+    first = _between(last, "[The start of Assistant 1's answer]", "[The end of Assistant 1's")
+    second = _between(last, "[The start of Assistant 2's answer]", "[The end of Assistant 2's")
+    s1 = int(re.search(r"quality (\d+)", first).group(1)) + FIRST_BONUS
+    s2 = int(re.search(r"quality (\d+)", second).group(1))
+    return {"explanation": "known scores", "score_1": s1, "score_2": s2}
+
+
+def endpoints(server: FakeServer) -> tuple[dict[str, Any], Any]:
+    models = parse_labelled(
+        [f"A=openai:model-a@{server.base_url}", f"B=openai:model-b@{server.base_url}"]
+    )
+    return models, parse_endpoint(f"openai:judge@{server.base_url}")
+
+
+@pytest.fixture
+def exam(tmp_path: Path) -> Path:
+    write_exam(tmp_path / "exam")
+    return tmp_path / "exam"
+
+
+async def test_the_table_and_the_flip_rate_follow_from_the_judges_known_scores(exam, tmp_path):
+    with FakeServer(replier=replier) as server:
+        models, judge = endpoints(server)
+        report = await grade(exam, models, judge, tmp_path / "out")
+        # Two answers and two orders per item; one request less where both answers are the
+        # same text (5 and 5): its two orders are one request, asked once.
+        assert server.requests == 6 * 2 + 6 * 2 - 1
+    # Each model's item score is its quality + 1 (the bonus, halved over both orders); the
+    # verdict flips with the order exactly when the qualities differ by at most the bonus.
+    science, services = (
+        report["groups"]["academic_natural_science"],
+        report["groups"]["industry_services"],
+    )
+    assert science["mean"] == {"A": 7.0, "B": round(16 / 3, 4)}
+    assert science["wins"] == {"A": 2, "tie": 1, "B": 0}
+    assert science["flips"] == 2
+    assert services["mean"] == {"A": 6.0, "B": 7.0}
+    assert services["wins"] == {"A": 1, "tie": 0, "B": 2}
+    assert services["flips"] == 2
+    assert report["disciplines"]["Sciences/Physics/Optics"]["mean"] == science["mean"]
+    assert report["position_bias"]["verdict_flips"] == 4
+    assert report["position_bias"]["flip_rate"] == round(4 / 6, 4)
+    # First shown higher in 9 of 12 judgments; second in 2 (7-3 and 4-8 shown the other way
+    # round); one tie (8-6 with 6 shown first: 8 against 6 + 2).
+    assert report["position_bias"]["first_shown_scored_higher"] == 9
+    assert report["position_bias"]["second_shown_scored_higher"] == 2
+    for row in (science, services, report["overall"]):
+        for label in ("A", "B"):
+            lo, hi = row["ci95"][label]
+            assert lo <= row["mean"][label] <= hi
+    assert report["unscored"] == []
+    out = tmp_path / "out"
+    assert "| academic_natural_science | 3 | 7.00 [" in (out / "report.md").read_text()
+    assert "Position bias" in (out / "report.html").read_text()
+
+
+def _cached_replies(test_dir: Path) -> int:
+    with sqlite3.connect(test_dir / "glan.sqlite") as conn:
+        return conn.execute("SELECT count(*) FROM responses").fetchone()[0]
+
+
+async def test_a_killed_grading_run_resumes_without_asking_anything_it_had_finished(exam, tmp_path):
+    loop = asyncio.get_running_loop()
+    served = 0
+
+    def kill_midway(body: dict[str, Any]) -> Any:
+        nonlocal served
+        served += 1
+        if served == 9:  # the run is killed while the judge is half-way through
+            loop.call_soon_threadsafe(task.cancel)
+        return replier(body)
+
+    with FakeServer(replier=kill_midway) as server:
+        models, judge = endpoints(server)
+        settings = GradeSettings(concurrency=2)
+        task = asyncio.ensure_future(grade(exam, models, judge, tmp_path / "out", settings))
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        finished = _cached_replies(exam)
+        first_run = server.requests
+        assert 0 < finished < 23
+        assert not (tmp_path / "out" / "report.json").exists()
+        report = await grade(exam, models, judge, tmp_path / "out", settings)
+        # Only what had not finished is asked again (a request cut off in flight has no reply).
+        assert server.requests - first_run == 23 - finished
+    assert report["scored"] == 6
+    assert _cached_replies(exam) == 23
+
+
+async def test_a_judge_reply_that_never_parses_is_reported_and_never_scored(exam, tmp_path):
+    def garbled_for_one_item(body: dict[str, Any]) -> Any:
+        first = body["messages"][0]["content"]
+        if body["model"] == "judge" and "Optics 1:" in first:
+            return "I would give the first one a seven, probably."
+        return replier(body)
+
+    with FakeServer(replier=garbled_for_one_item) as server:
+        models, judge = endpoints(server)
+        report = await grade(exam, models, judge, tmp_path / "out")
+    assert report["scored"] == 5
+    [unscored] = report["unscored"]
+    assert unscored["id"] == "Optics-1"
+    assert "judge reply not usable" in unscored["why"] and "no parseable JSON" in unscored["why"]
+    assert report["groups"]["academic_natural_science"]["items"] == 2
+    records = [
+        orjson.loads(x) for x in (tmp_path / "out" / "judgments.jsonl").read_bytes().splitlines()
+    ]
+    optics_1 = next(r for r in records if r["id"] == "Optics-1")
+    assert all(j["scores"] is None and j["error"] for j in optics_1["judgments"])
