@@ -4,6 +4,7 @@ orders; checked against the shared fake endpoint with answers and scores known i
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import re
 import sqlite3
 from pathlib import Path
@@ -12,9 +13,15 @@ from typing import Any
 import orjson
 import pytest
 
+from glan.aio import run as run_async
+from glan.api import generate
+from glan.glantest.build import build_exam
+from glan.glantest.discipline import ExamSettings
 from glan.glantest.endpoints import parse_endpoint, parse_labelled
 from glan.glantest.grade import GradeSettings, grade
-from glan.testing.fake_server import FakeServer
+from glan.taxonomy import Taxonomy
+from glan.testing.fake_server import FakeServer, default_replier
+from glan.testing.runs import config_for, read_jsonl
 
 # Two disciplines in two groups, three questions each: (quality of A's answer, of B's).
 QUALITIES = {
@@ -170,3 +177,122 @@ async def test_a_judge_reply_that_never_parses_is_reported_and_never_scored(exam
     ]
     optics_1 = next(r for r in records if r["id"] == "Optics-1")
     assert all(j["scores"] is None and j["error"] for j in optics_1["judgments"])
+
+
+# ---- building the exam ------------------------------------------------------------------------
+SHARED = "Shared Course"  # every listing offers it: the run uses it, the exam must not
+WORDS = [
+    "light",
+    "wave",
+    "lens",
+    "prism",
+    "focus",
+    "angle",
+    "energy",
+    "sound",
+    "pitch",
+    "echo",
+    "pressure",
+    "medium",
+    "speed",
+    "image",
+]
+
+
+def realistic(body: dict[str, Any]) -> Any:
+    """The default fake replies, except that every listing offers SHARED first and questions
+    are sentences of a dozen words (so near-duplicates mean something)."""
+    reply = default_replier(body)
+    name = ((body.get("response_format") or {}).get("json_schema") or {}).get("name")
+    digest = int(
+        hashlib.sha256(orjson.dumps(body["messages"]) + str(body["seed"]).encode()).hexdigest(), 16
+    )
+    if name == "subjects":
+        reply["subjects"][0]["name"] = SHARED
+    elif name == "question":
+        picked = [WORDS[(digest >> (4 * i)) % len(WORDS)] for i in range(6)]
+        reply = {
+            "question": f"How does the {' '.join(picked)} idea explain what a student sees, and why?"
+        }
+    return reply
+
+
+def grouped_taxonomy() -> Taxonomy:
+    return Taxonomy.model_validate(
+        {
+            "fields": [
+                {
+                    "name": "Sciences",
+                    "group": "academic_natural_science",
+                    "subfields": [{"name": "Physics", "disciplines": [{"name": "Optics"}]}],
+                },
+                {
+                    "name": "Industry",
+                    "group": "industry_services",
+                    "subfields": [{"name": "Services", "disciplines": [{"name": "Retail"}]}],
+                },
+            ]
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def made_run(tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("gtest") / "run"
+    with FakeServer(replier=realistic) as server:
+        generate(run, 20, config_for(server), grouped_taxonomy())
+    return run
+
+
+def test_the_exam_uses_only_subjects_the_run_did_not_and_carries_the_groups(made_run, tmp_path):
+    with FakeServer(replier=realistic) as server:
+        manifest = run_async(
+            build_exam(
+                config_for(server),
+                grouped_taxonomy(),
+                tmp_path / "exam",
+                ExamSettings(per_discipline=6, per_subject=3),
+                run_dir=made_run,
+            )
+        )
+    items = read_jsonl(tmp_path / "exam" / "exam.jsonl")
+    run_subjects = {r["meta"]["subject"] for r in read_jsonl(made_run / "instructions.jsonl")}
+    assert SHARED in run_subjects
+    assert len(items) == 12
+    assert not {i["meta"]["subject"] for i in items} & run_subjects
+    assert manifest["held_out"]["listed_subjects_skipped_as_run_subjects"] >= 2
+    assert manifest["groups"] == {"academic_natural_science": 6, "industry_services": 6}
+    assert manifest["overlap"]["with_training_after_filtering"] == 0
+
+
+def test_training_questions_planted_in_the_exam_are_caught_dropped_and_replaced(made_run, tmp_path):
+    training = read_jsonl(made_run / "instructions.jsonl")
+    copied, edited = (training[i]["messages"][0]["content"] for i in (0, 1))
+    plants = [copied, edited.replace("and why?", "and why exactly?")]  # a copy, a near copy
+
+    def planting(body: dict[str, Any]) -> Any:
+        reply = realistic(body)
+        if "question" in reply and plants:
+            return {"question": plants.pop(0)}
+        return reply
+
+    with FakeServer(replier=planting) as server:
+        manifest = run_async(
+            build_exam(
+                config_for(server),
+                grouped_taxonomy(),
+                tmp_path / "exam",
+                ExamSettings(per_discipline=6, per_subject=3),
+                run_dir=made_run,
+            )
+        )
+    overlap = manifest["overlap"]
+    assert {(d["of"], d["kind"], d["source"]) for d in overlap["dropped"]} == {
+        (training[0]["id"], "exact", "training"),
+        (training[1]["id"], "near", "training"),
+    }
+    assert overlap["found_with_training"] == 2
+    assert overlap["with_training_after_filtering"] == 0
+    questions = [i["question"] for i in read_jsonl(tmp_path / "exam" / "exam.jsonl")]
+    assert len(questions) == 12  # both replaced from the same disciplines
+    assert copied not in questions and not any("why exactly" in q for q in questions)
