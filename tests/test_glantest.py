@@ -12,9 +12,12 @@ from typing import Any
 
 import orjson
 import pytest
+from typer.testing import CliRunner
 
 from glan.aio import run as run_async
 from glan.api import generate
+from glan.cli import app
+from glan.errors import UserError
 from glan.glantest.build import build_exam
 from glan.glantest.discipline import ExamSettings
 from glan.glantest.endpoints import parse_endpoint, parse_labelled
@@ -296,3 +299,80 @@ def test_training_questions_planted_in_the_exam_are_caught_dropped_and_replaced(
     questions = [i["question"] for i in read_jsonl(tmp_path / "exam" / "exam.jsonl")]
     assert len(questions) == 12  # both replaced from the same disciplines
     assert copied not in questions and not any("why exactly" in q for q in questions)
+
+
+# ---- the command line -------------------------------------------------------------------------
+def test_endpoint_specs_name_a_kind_a_model_an_address_and_settings():
+    local = parse_endpoint("local:smollm2")
+    assert (local.backend, local.model_name, local.tiny) == ("local", "smollm2", True)
+    remote = parse_endpoint("openai:llama-3@http://localhost:8000/v1,api_key_env=MY_KEY")
+    assert remote.identity() == ("openai", "http://localhost:8000/v1", "llama-3")
+    assert remote.api_key_env == "MY_KEY"
+    for bad, says in (
+        ("gpt:4o", "unknown kind 'gpt'"),
+        ("local:x@http://h/v1", "base_url does not apply to the local backend"),
+        ("openai:m,timeout", "expected FIELD=VALUE"),
+    ):
+        with pytest.raises(UserError, match=re.escape(says)):
+            parse_endpoint(bad)
+    with pytest.raises(UserError, match="given twice"):
+        parse_labelled(["A=local", "A=openai:m"])
+
+
+def test_glan_test_build_then_run_from_the_command_line(made_run, tmp_path):
+    runner = CliRunner()
+    exam = tmp_path / "exam"
+    with FakeServer(replier=realistic) as server:
+        result = runner.invoke(
+            app,
+            [
+                "test",
+                "build",
+                str(made_run),
+                "--out",
+                str(exam),
+                "--per-discipline",
+                "2",
+                "--base-url",
+                server.base_url,
+                "--model",
+                "fake-model",
+                "--reference-model",
+                f"openai:fake-model@{server.base_url}",
+            ],
+        )
+        assert result.exit_code == 0, result.output
+        assert "4 questions over 2 disciplines" in result.output
+        assert "overlap after filtering 0" in result.output
+        assert len(read_jsonl(exam / "references.jsonl")) == 4
+        manifest = orjson.loads((exam / "manifest.json").read_bytes())
+        assert manifest["config"]["seed"] == 0 and manifest["source"]["run_dir"] == str(made_run)
+
+    def judged(body: dict[str, Any]) -> Any:
+        if body["model"] == "judge":
+            return {"explanation": "fine", "score_1": 6, "score_2": 4}
+        return f"An answer from {body['model']}."
+
+    with FakeServer(replier=judged) as server:
+        url = server.base_url
+        specs = [
+            "--model",
+            f"base=openai:m1@{url}",
+            "--model",
+            f"tuned=openai:m2@{url}",
+            "--judge",
+            f"openai:judge@{url}",
+        ]
+        dry = runner.invoke(app, ["test", "run", str(exam), *specs, "--dry-run"])
+        assert dry.exit_code == 0, dry.output
+        assert re.search(r"judge\s+│\s+judge\s+│\s+8\s", dry.output)  # 4 questions, 2 orders
+        assert server.requests == 0
+        result = runner.invoke(app, ["test", "run", str(exam), *specs, "-q"])
+        assert result.exit_code == 0, result.output
+    out = exam / "results" / "base-vs-tuned"
+    report = orjson.loads((out / "report.json").read_bytes())
+    assert report["overall"]["mean"] == {"base": 5.0, "tuned": 5.0}  # 6 first, 4 second
+    assert report["overall"]["flip_rate"] == 1.0  # a judge that always prefers the first
+    assert report["references"] is True
+    assert "| academic_natural_science | 2 |" in result.output
+    assert (out / "report.html").is_file() and (out / "report.md").is_file()

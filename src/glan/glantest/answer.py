@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from glan.llm import ChatRequest, LLMClient, RequestFailed, user
+from glan.llm import BackendSettings, ChatRequest, LLMClient, RequestFailed, user
 
 ANSWER_TAG = "test_answers"
+TINY_TOKENS = 384  # the embedded 135M model loops when left to run on
+DEFAULT_TOKENS = 1024
 REFERENCE_TAG = "test_references"
 
 
@@ -22,6 +24,10 @@ class Answer:
     error: str | None = None
     finish_reason: str | None = None
     retry_later: bool = False  # the endpoint failed: neither answered nor judged this run
+
+
+def max_tokens_for(settings: BackendSettings) -> int:
+    return TINY_TOKENS if settings.tiny else DEFAULT_TOKENS
 
 
 def request(question: str, max_tokens: int, tag: str = ANSWER_TAG) -> ChatRequest:

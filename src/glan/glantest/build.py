@@ -47,7 +47,6 @@ from glan.store import ResponseCache
 from glan.taxonomy import Taxonomy
 
 ROUNDS = 3
-REFERENCE_TOKENS = 1024
 
 
 async def build_exam(
@@ -117,7 +116,10 @@ async def build_exam(
             references = (
                 await gather_all(
                     answer.answer(
-                        ref_client, item["question"], REFERENCE_TOKENS, answer.REFERENCE_TAG
+                        ref_client,
+                        item["question"],
+                        answer.max_tokens_for(reference),
+                        answer.REFERENCE_TAG,
                     )
                     for item in items
                 )

@@ -27,8 +27,6 @@ from glan.llm import AdmissionSettings, BackendSettings, Price, UsageLedger
 from glan.run.files import atomic_file, run_lock
 from glan.store import ResponseCache
 
-TINY_ANSWER_TOKENS = 384  # the embedded 135M model loops when left to run on
-
 
 class GradeSettings(BaseModel):
     concurrency: int = Field(8, ge=1, description="exam items in flight")
@@ -42,7 +40,7 @@ class GradeSettings(BaseModel):
     def answer_tokens(self, settings: BackendSettings) -> int:
         if self.answer_max_tokens is not None:
             return self.answer_max_tokens
-        return TINY_ANSWER_TOKENS if settings.tiny else 1024
+        return answer.max_tokens_for(settings)
 
 
 def check_labels(models: dict[str, BackendSettings]) -> tuple[str, str]:
