@@ -22,6 +22,7 @@ from glan.glantest.build import build_exam
 from glan.glantest.discipline import ExamSettings
 from glan.glantest.endpoints import parse_endpoint, parse_labelled
 from glan.glantest.grade import GradeSettings, grade
+from glan.glantest.stats import Outcome, summarise
 from glan.taxonomy import Taxonomy
 from glan.testing.fake_server import FakeServer, default_replier
 from glan.testing.runs import config_for, read_jsonl
@@ -124,7 +125,22 @@ async def test_the_table_and_the_flip_rate_follow_from_the_judges_known_scores(e
     assert report["unscored"] == []
     out = tmp_path / "out"
     assert "| academic_natural_science | 3 | 7.00 [" in (out / "report.md").read_text()
-    assert "Position bias" in (out / "report.html").read_text()
+    page = (out / "report.html").read_text()
+    assert "Position bias" in page and page.count('class="card"') == 4
+    assert "<script src=" not in page  # plotly inline: the page works offline
+
+
+def test_intervals_are_paired_bootstraps_over_items_fixed_by_the_seed():
+    scores = {"A": [9, 3, 7, 5, 8], "B": [2, 4, 7, 1, 6]}
+    outcomes = [Outcome(a, b, "tie", False) for a, b in zip(*scores.values(), strict=True)]
+    first = summarise(outcomes, ("A", "B"), "row", 1000, seed=0)
+    assert summarise(outcomes, ("A", "B"), "row", 1000, seed=0) == first
+    other = summarise(outcomes, ("A", "B"), "row", 1000, seed=1)
+    assert other["mean"] == first["mean"] == {"A": 6.4, "B": 4.0}
+    assert other["ci95"] != first["ci95"]
+    for label in ("A", "B"):
+        lo, hi = first["ci95"][label]
+        assert min(scores[label]) <= lo < first["mean"][label] < hi <= max(scores[label])
 
 
 def _cached_replies(test_dir: Path) -> int:

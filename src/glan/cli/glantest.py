@@ -114,22 +114,36 @@ def test_build(
     except ValueError:
         raise UserError("--per-discipline and --per-subject must be at least 1") from None
     reference = parse_endpoint(reference_model) if reference_model else None
+    chosen = select(tax, discipline)
     if dry_run:
         from glan.cli.dry_run import print_estimates
         from glan.glantest.answer import max_tokens_for
         from glan.glantest.estimate import build_estimate
 
-        chosen = select(tax, discipline)
         rows = build_estimate(
             chosen, cfg, settings, reference, max_tokens_for(reference) if reference else 0
         )
         title = f"GLAN-Test exam: {per_discipline} questions x {len(chosen)} disciplines"
         print_estimates(title, rows, out)
         return
+    from rich.progress import Progress
+
     from glan.glantest.build import build_exam
 
-    console.print(f"building the exam in {out_dir} ...", highlight=False)
-    m = run(build_exam(cfg, tax, out_dir, settings, run_dir, discipline, reference))
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task("disciplines examined", total=len(chosen))
+        m = run(
+            build_exam(
+                cfg,
+                tax,
+                out_dir,
+                settings,
+                run_dir,
+                discipline,
+                reference,
+                on_discipline=lambda: bar.advance(task),
+            )
+        )
     ov = m["overlap"]
     against = f"{ov['training_questions']:,} training questions" if run_dir else "no run"
     out.print(

@@ -90,15 +90,17 @@ async def build_exam(
             checker = OverlapChecker(training_questions(training_file) if training_file else ())
             kept: list[list[dict[str, Any]]] = [[] for _ in exams]
             dropped = []
-            for _ in range(ROUNDS):
+            for round_ in range(ROUNDS):
                 wants = [settings.per_discipline - len(k) for k in kept]
                 todo = [i for i, w in enumerate(wants) if w > 0]
                 if not todo:
                     break
 
-                async def more(i: int, wants: list[int] = wants) -> list[dict[str, Any]]:
+                async def more(
+                    i: int, wants: list[int] = wants, first: bool = round_ == 0
+                ) -> list[dict[str, Any]]:
                     made = await exams[i].more(wants[i])
-                    if on_discipline is not None:
+                    if first and on_discipline is not None:
                         on_discipline()
                     return made
 
