@@ -265,7 +265,17 @@ def made_run(tmp_path_factory) -> Path:
 
 def test_the_exam_uses_only_subjects_the_run_did_not_and_carries_the_groups(made_run, tmp_path):
     with FakeServer(replier=realistic) as server:
-        manifest = run_async(
+        exam = build_exam(
+            config_for(server),
+            grouped_taxonomy(),
+            tmp_path / "exam",
+            ExamSettings(per_discipline=6, per_subject=3),
+            run_dir=made_run,
+        )
+        manifest = run_async(exam)
+        items = read_jsonl(tmp_path / "exam" / "exam.jsonl")
+        asked = server.requests
+        again = run_async(
             build_exam(
                 config_for(server),
                 grouped_taxonomy(),
@@ -274,7 +284,9 @@ def test_the_exam_uses_only_subjects_the_run_did_not_and_carries_the_groups(made
                 run_dir=made_run,
             )
         )
-    items = read_jsonl(tmp_path / "exam" / "exam.jsonl")
+        assert server.requests == asked  # a re-run is answered from the cache alone
+        assert read_jsonl(tmp_path / "exam" / "exam.jsonl") == items
+        assert again["disciplines"] == manifest["disciplines"]
     run_subjects = {r["meta"]["subject"] for r in read_jsonl(made_run / "instructions.jsonl")}
     assert SHARED in run_subjects
     assert len(items) == 12
@@ -333,6 +345,38 @@ def test_endpoint_specs_name_a_kind_a_model_an_address_and_settings():
             parse_endpoint(bad)
     with pytest.raises(UserError, match="given twice"):
         parse_labelled(["A=local", "A=openai:m"])
+
+
+def test_build_dry_run_prices_the_stages_of_the_exam_without_a_run(tmp_path):
+    (tmp_path / "tax.yaml").write_text(grouped_taxonomy().to_yaml())
+    result = CliRunner().invoke(
+        app,
+        [
+            "test",
+            "build",
+            "--taxonomy",
+            str(tmp_path / "tax.yaml"),
+            "--out",
+            str(tmp_path / "x"),
+            "--per-discipline",
+            "10",
+            "--backend",
+            "openai",
+            "--model",
+            "m",
+            "--dry-run",
+            "--set",
+            "prices.m.input=1",
+            "--set",
+            "prices.m.output=1",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    # 2 disciplines x (1 listing, 10 / 5 = 2 syllabi, 10 questions); no answers stage
+    for stage, calls in (("subjects", 2), ("syllabus", 4), ("questions", 20)):
+        assert re.search(rf"{stage}\s+│\s+m\s+│\s+{calls}\s", result.output), stage
+    assert "answers" not in result.output and "$" in result.output
+    assert not (tmp_path / "x").exists()
 
 
 def test_glan_test_build_then_run_from_the_command_line(made_run, tmp_path):
