@@ -33,7 +33,7 @@ from glan.glantest.discipline import (
 )
 from glan.glantest.endpoints import Clients, describe
 from glan.glantest.exam import EXAM_FILE, MANIFEST_FILE, NO_GROUP, REFERENCES_FILE
-from glan.glantest.overlap import OverlapChecker, overlaps, training_questions
+from glan.glantest.overlap import Overlap, OverlapChecker, overlaps, training_questions
 from glan.llm import AdmissionSettings, BackendSettings, UsageLedger
 from glan.llm.usage import sum_cost
 from glan.run.files import (
@@ -169,7 +169,16 @@ async def build_exam(
 
 
 def _manifest(
-    cfg, taxonomy, settings, run_dir, exams, kept, dropped, remaining, checker, builder
+    cfg: GenerateConfig,
+    taxonomy: Taxonomy,
+    settings: ExamSettings,
+    run_dir: Path | None,
+    exams: list[DisciplineExam],
+    kept: list[list[dict[str, Any]]],
+    dropped: list[Overlap],
+    remaining: list[Overlap],
+    checker: OverlapChecker,
+    builder: ExamBuilder,
 ) -> dict[str, Any]:
     disciplines = {}
     groups: dict[str, int] = {}

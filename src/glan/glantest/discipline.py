@@ -21,11 +21,7 @@ from pydantic import BaseModel, Field
 from glan.aio import gather_all
 from glan.config import STAGES, GenerateConfig, StageName
 from glan.errors import UserError
-from glan.llm import (
-    ChatRequest,
-    ChatResponse,
-    RequestFailed,
-)
+from glan.llm import ChatRequest, ChatResponse, RequestFailed
 from glan.post.clean import read_records
 from glan.records import QuestionPlan, Subject, Syllabus
 from glan.stages import questions, subjects, syllabus
@@ -65,16 +61,17 @@ class _Counts:
 
 
 def run_subjects(run_dir: Path) -> set[str]:
-    """Every subject name (normalised) the run holds: its syllabi and its pairs."""
+    """Every subject name (normalised) the run holds: those with a syllabus, those with pairs."""
+    readers: tuple[tuple[str, Callable[[dict[str, Any]], Any]], ...] = (
+        ("subjects.jsonl", lambda r: r.get("name")),
+        ("instructions.jsonl", lambda r: (r.get("meta") or {}).get("subject")),
+    )
     names: set[str] = set()
-    for file, key in (("subjects.jsonl", None), ("instructions.jsonl", "meta")):
-        path = run_dir / file
-        if not path.is_file():
-            continue
-        for record in read_records(path):
-            source = record.get(key) or {} if key else record
-            if source.get("subject" if key else "name"):
-                names.add(subjects.normalise(source["subject" if key else "name"]))
+    for file, name_of in readers:
+        if (run_dir / file).is_file():
+            names.update(
+                subjects.normalise(n) for n in map(name_of, read_records(run_dir / file)) if n
+            )
     return names
 
 
