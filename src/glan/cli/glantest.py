@@ -244,5 +244,9 @@ def test_run(
         )
     from glan.glantest.report import markdown
 
-    out.print(markdown(report), highlight=False, soft_wrap=True)
-    out.print(f"report.html, report.json and report.md in {target}", highlight=False)
+    out.print(markdown(report, disciplines=False), highlight=False, soft_wrap=True)
+    out.print(
+        f"per discipline and plots: report.md, report.html, report.json in {target}",
+        highlight=False,
+        soft_wrap=True,
+    )

@@ -158,15 +158,15 @@ def _headline(report: dict[str, Any]) -> list[str]:
     return lines
 
 
-def markdown(report: dict[str, Any]) -> str:
+def markdown(report: dict[str, Any], disciplines: bool = True) -> str:
+    """The report's tables; without the per-discipline one for a terminal (it may be long)."""
     a, b = report["pair"]
     parts = [f"# GLAN-Test: {a} vs {b}", "", *_headline(report), ""]
-    overall = {"all items": report["overall"]}
-    for title, rows in (
-        ("Overall", overall),
-        ("By GLAN-Test group", report["groups"]),
-        ("By discipline", report["disciplines"]),
-    ):
+    sections = [("Overall", {"all items": report["overall"]})]
+    sections.append(("By GLAN-Test group", report["groups"]))
+    if disciplines:
+        sections.append(("By discipline", report["disciplines"]))
+    for title, rows in sections:
         parts += [f"## {title}", "", _md_table(*table_rows(report, rows)), ""]
     if report["unscored"]:
         parts += ["## Not scored", ""]
