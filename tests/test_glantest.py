@@ -347,6 +347,22 @@ def test_endpoint_specs_name_a_kind_a_model_an_address_and_settings():
         parse_labelled(["A=local", "A=openai:m"])
 
 
+def test_the_exam_inherits_the_runs_config_but_not_sizes_made_for_another_model(tmp_path):
+    from glan.cli.glantest import exam_config
+    from glan.config import GenerateConfig
+
+    run = tmp_path / "run"
+    run.mkdir()
+    made = GenerateConfig.model_validate({"seed": 7}).adapted()  # the embedded model's sizes
+    (run / "manifest.json").write_bytes(orjson.dumps({"config": made.model_dump(mode="json")}))
+    same = exam_config(run, None, {}, {})
+    assert (same.seed, same.syllabus.max_sessions, same.plan.subjects_per_call) == (7, 5, 4)
+    assert same.concurrency == GenerateConfig().concurrency  # a throughput knob, not inherited
+    switched = exam_config(run, None, {"llm.backend": "openai", "llm.model": "gpt-4o"}, {})
+    assert (switched.seed, switched.llm.model_name) == (7, "gpt-4o")
+    assert switched.syllabus.max_sessions == 30 and switched.plan.subjects_per_call == 15
+
+
 def test_build_dry_run_prices_the_stages_of_the_exam_without_a_run(tmp_path):
     (tmp_path / "tax.yaml").write_text(grouped_taxonomy().to_yaml())
     result = CliRunner().invoke(

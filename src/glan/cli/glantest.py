@@ -18,6 +18,7 @@ from glan.cli.generate import (
     parse_sets,
 )
 from glan.errors import UserError
+from glan.llm.settings import EMBEDDED_MODELS
 
 test_app = typer.Typer(
     no_args_is_help=True, help="GLAN-Test: a held-out exam over the taxonomy, graded by a judge."
@@ -42,7 +43,11 @@ def exam_config(
     run_dir: Path | None, config: Path | None, overrides: dict[str, Any], labels: dict[str, str]
 ):
     """The run's own config (its manifest) under the CLI's overrides, so the exam is made by the
-    run's models and sizes unless told otherwise; or the --config file, or the defaults."""
+    run's models and sizes unless told otherwise; or the --config file, or the defaults.
+
+    Not inherited: the concurrency (it shapes no record), and, when the endpoint is switched,
+    the run's llm block and the sizes glan shrank for the embedded model (they fit that model,
+    not the new one)."""
     import orjson
 
     from glan.config import load_config
@@ -56,9 +61,15 @@ def exam_config(
                 f"{run_dir} holds no readable manifest.json: is it a glan run?"
             ) from None
         base = _flatten(manifest.get("config") or {})
-        wanted = overrides.get("llm.backend")
-        if wanted is not None and wanted != base.get("llm.backend"):
-            base = {k: v for k, v in base.items() if not k.startswith("llm.")}
+        base.pop("concurrency", None)
+        endpoint = ("llm.backend", "llm.model", "llm.base_url")
+        if any(overrides.get(k) is not None for k in endpoint):
+            embedded = base.get("llm.backend") == "local" and base.get("llm.model") in (
+                None,
+                *EMBEDDED_MODELS,
+            )
+            shrunk = ("syllabus.", "plan.subjects_per_call") if embedded else ()
+            base = {k: v for k, v in base.items() if not k.startswith(("llm.", *shrunk))}
     given = {k: v for k, v in overrides.items() if v is not None}
     return load_config(config, {**base, **given}, labels)
 

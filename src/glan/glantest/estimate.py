@@ -77,7 +77,7 @@ def build_estimate(
     if reference is not None:
         rows.append(
             _row(
-                "reference answers",
+                "references",
                 reference,
                 plan.target,
                 160,
