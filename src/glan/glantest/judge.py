@@ -23,7 +23,9 @@ Order = Literal["AB", "BA"]
 SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
-        "explanation": {"type": "string"},
+        # Bounded (and sent bounded: glan.llm.wire keeps bounds up to 400), so a small judge
+        # cannot talk until max_tokens and lose its scores.
+        "explanation": {"type": "string", "maxLength": 400},
         "score_1": {"type": "integer", "minimum": 1, "maximum": 10},
         "score_2": {"type": "integer", "minimum": 1, "maximum": 10},
     },
