@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 import re
 import sqlite3
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -452,3 +453,34 @@ def test_glan_test_build_then_run_from_the_command_line(made_run, tmp_path):
     assert report["references"] is True
     assert "| academic_natural_science | 2 |" in result.output
     assert (out / "report.html").is_file() and (out / "report.md").is_file()
+
+
+@pytest.mark.slow
+def test_the_report_page_draws_its_plots_offline_in_headless_chromium(
+    exam, tmp_path, chromium, artifacts
+):
+    with FakeServer(replier=replier) as server:
+        models, judge = endpoints(server)
+        with ThreadPoolExecutor(1) as pool:  # sync Playwright holds this thread's event loop
+            pool.submit(run_async, grade(exam, models, judge, tmp_path / "out")).result()
+    outside: list[str] = []
+    errors: list[str] = []
+    page = chromium.new_page(viewport={"width": 1280, "height": 900})
+    page.route(
+        "**/*",
+        lambda route: (
+            route.continue_()
+            if route.request.url.startswith("file://")
+            else (outside.append(route.request.url), route.abort())
+        ),
+    )
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto((tmp_path / "out" / "report.html").as_uri())
+    page.wait_for_function("document.querySelectorAll('.js-plotly-plot .main-svg').length >= 4")
+    bars = page.eval_on_selector_all(".bars path", "els => els.length")
+    error_bars = page.eval_on_selector_all(".errorbar", "els => els.length")
+    page.screenshot(path=str(artifacts / "glan-test-report.png"), full_page=True)
+    page.close()
+    assert bars >= 10 and error_bars >= 6  # means per group and discipline, with intervals
+    assert not errors, errors
+    assert not outside, outside
