@@ -22,7 +22,7 @@ from glan.errors import UserError
 from glan.glantest.build import build_exam
 from glan.glantest.discipline import ExamSettings
 from glan.glantest.endpoints import parse_endpoint, parse_labelled
-from glan.glantest.grade import GradeSettings, grade
+from glan.glantest.grade import GradeSettings, check_labels, grade
 from glan.glantest.stats import Outcome, summarise
 from glan.taxonomy import Taxonomy
 from glan.testing.fake_server import FakeServer, default_replier
@@ -346,6 +346,12 @@ def test_endpoint_specs_name_a_kind_a_model_an_address_and_settings():
             parse_endpoint(bad)
     with pytest.raises(UserError, match="given twice"):
         parse_labelled(["A=local", "A=openai:m"])
+    for labels, says in (
+        (["tie=local", "b=local"], "is a verdict"),
+        (["../x=local", "b=local"], "use letters"),
+    ):
+        with pytest.raises(UserError, match=says):
+            check_labels(parse_labelled(labels))
 
 
 def test_the_exam_inherits_the_runs_config_but_not_sizes_made_for_another_model(tmp_path):

@@ -8,6 +8,7 @@ sends only the rest. The records are a function of the exam, the endpoints and t
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -43,6 +44,9 @@ class GradeSettings(BaseModel):
         return answer.max_tokens_for(settings)
 
 
+_LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
 def check_labels(models: dict[str, BackendSettings]) -> tuple[str, str]:
     if len(models) != 2:
         raise UserError(
@@ -52,6 +56,8 @@ def check_labels(models: dict[str, BackendSettings]) -> tuple[str, str]:
     for label in (a, b):
         if label == "tie":
             raise UserError("'tie' is a verdict, not a model label: choose another label")
+        if not _LABEL.fullmatch(label):  # it names the results directory, A-vs-B
+            raise UserError(f"model label {label!r}: use letters, digits, '.', '_' or '-'")
     return a, b
 
 
