@@ -65,6 +65,11 @@ def _between(text: str, start: str, end: str) -> str:
     return text.split(start, 1)[1].split(end, 1)[0]
 
 
+def _quality(answer: str) -> int:
+    found = re.search(r"quality (\d+)", answer)
+    return int(found.group(1)) if found else 1  # "(no answer)"
+
+
 def replier(body: dict[str, Any]) -> Any:
     """model-a and model-b answer with their quality for the question; the judge scores each
     answer its quality, plus FIRST_BONUS for the one shown first."""
@@ -75,8 +80,7 @@ def replier(body: dict[str, Any]) -> Any:
         return f"An answer of quality {quality}."
     first = _between(last, "[The start of Assistant 1's answer]", "[The end of Assistant 1's")
     second = _between(last, "[The start of Assistant 2's answer]", "[The end of Assistant 2's")
-    s1 = int(re.search(r"quality (\d+)", first).group(1)) + FIRST_BONUS
-    s2 = int(re.search(r"quality (\d+)", second).group(1))
+    s1, s2 = _quality(first) + FIRST_BONUS, _quality(second)
     return {"explanation": "known scores", "score_1": s1, "score_2": s2}
 
 
@@ -502,5 +506,7 @@ async def test_an_answer_lost_to_a_failing_endpoint_is_not_judged_and_a_rerun_fi
         [lost] = report["unscored"]
         assert "did not answer" in lost["why"] and "re-run to resume" in lost["why"]
         assert report["scored"] == 5
+        records = read_jsonl(tmp_path / "out" / "judgments.jsonl")
+        assert next(r for r in records if r["id"] == lost["id"])["judgments"] == []
         report = await grade(exam, models, judge, tmp_path / "out")
     assert report["scored"] == 6 and report["unscored"] == []
