@@ -25,6 +25,7 @@ from glan.glantest import answer
 from glan.glantest.discipline import (
     LISTING_BASE,
     METHOD,
+    WHY,
     DisciplineExam,
     ExamBuilder,
     ExamSettings,
@@ -202,6 +203,7 @@ def _manifest(
         },
         "held_out": {
             "method": METHOD,
+            "why": WHY,
             "listing_sample_base": LISTING_BASE,
             "run_subject_names": len(builder.excluded),
             "listed_subjects_skipped_as_run_subjects": counts.skipped_run_subjects,

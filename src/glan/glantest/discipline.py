@@ -39,6 +39,13 @@ METHOD = (
     "training questions with glan clean's exact and MinHash near-duplicate dedup"
 )
 
+WHY = (
+    "a question about a course the run trained on shares that course's concepts and phrasing "
+    "with many training questions even when its exact concept combination was never drawn; a "
+    "course the run never saw is held out as a whole, while the question style and discipline "
+    "stay the run's (docs/glan-test.md)"
+)
+
 
 class ExamSettings(BaseModel):
     per_discipline: int = Field(50, ge=1, description="questions per discipline (paper: 50)")
