@@ -465,6 +465,24 @@ def test_glan_test_build_then_run_from_the_command_line(made_run, tmp_path):
     assert (out / "report.html").is_file() and (out / "report.md").is_file()
 
 
+async def test_an_answer_lost_to_a_failing_endpoint_is_not_judged_and_a_rerun_fills_it(
+    exam, tmp_path
+):
+    with FakeServer(replier=replier) as server:
+        models, judge = endpoints(server)
+        server.enqueue("503")  # the first answer's only attempt fails
+        report = await grade(exam, models, judge, tmp_path / "out", GradeSettings(max_retries=0))
+        [lost] = report["unscored"]
+        assert "did not answer" in lost["why"] and "re-run to resume" in lost["why"]
+        assert report["scored"] == 5
+        records = read_jsonl(tmp_path / "out" / "judgments.jsonl")
+        assert next(r for r in records if r["id"] == lost["id"])["judgments"] == []
+        report = await grade(exam, models, judge, tmp_path / "out")
+    assert report["scored"] == 6 and report["unscored"] == []
+
+
+# Last in the module: sync Playwright keeps an event loop running in this thread until the
+# module-scoped browser closes, and async tests after it could not run.
 @pytest.mark.slow
 def test_the_report_page_draws_its_plots_offline_in_headless_chromium(
     exam, tmp_path, chromium, artifacts
@@ -494,19 +512,3 @@ def test_the_report_page_draws_its_plots_offline_in_headless_chromium(
     assert bars >= 10 and error_bars >= 6  # means per group and discipline, with intervals
     assert not errors, errors
     assert not outside, outside
-
-
-async def test_an_answer_lost_to_a_failing_endpoint_is_not_judged_and_a_rerun_fills_it(
-    exam, tmp_path
-):
-    with FakeServer(replier=replier) as server:
-        models, judge = endpoints(server)
-        server.enqueue("503")  # the first answer's only attempt fails
-        report = await grade(exam, models, judge, tmp_path / "out", GradeSettings(max_retries=0))
-        [lost] = report["unscored"]
-        assert "did not answer" in lost["why"] and "re-run to resume" in lost["why"]
-        assert report["scored"] == 5
-        records = read_jsonl(tmp_path / "out" / "judgments.jsonl")
-        assert next(r for r in records if r["id"] == lost["id"])["judgments"] == []
-        report = await grade(exam, models, judge, tmp_path / "out")
-    assert report["scored"] == 6 and report["unscored"] == []
