@@ -4,6 +4,7 @@ from glan.cli import (  # noqa: F401 - registers the commands
     batches,
     evaluate,
     generate,
+    glantest,
     post,
     review,
     taxonomy,

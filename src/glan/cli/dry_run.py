@@ -6,7 +6,7 @@ from rich.console import Console
 from rich.table import Table
 
 from glan.config import GenerateConfig
-from glan.estimate import estimate
+from glan.estimate import StageEstimate, estimate
 from glan.planner import Plan
 
 
@@ -17,10 +17,14 @@ def plural(count: int, word: str) -> str:
 def print_dry_run(plan: Plan, cfg: GenerateConfig, out: Console) -> None:
     """`cfg` as the pipeline will run it (adapted to the models), so the calls shown are the
     ones the run's manifest will plan."""
-    est = estimate(plan, cfg)
     title = (
         f"plan for {plural(plan.target, 'pair')} over {plural(len(plan.disciplines), 'discipline')}"
     )
+    print_estimates(title, estimate(plan, cfg), out)
+
+
+def print_estimates(title: str, est: list[StageEstimate], out: Console) -> None:
+    """Calls, tokens and cost per row, with a total and a hint for models without a price."""
     table = Table(title=title, show_footer=True)
     total_cost = None if any(e.cost_usd is None for e in est) else sum(e.cost_usd or 0 for e in est)
     footer = {
