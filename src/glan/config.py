@@ -85,6 +85,23 @@ class QuestionSettings(BaseModel):
     difficulty: str | None = Field(None, description="e.g. 'challenging'; off by default")
 
 
+class ExecutorSettings(BaseModel):
+    """Where the walk runs: in this process (local), or as shards on a Ray cluster (ray, see
+    docs/scale-out.md). Never part of what shapes the records: every executor makes the same."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["local", "ray"] = "local"
+    ray_address: str | None = Field(
+        None, description="auto, ray://HOST:PORT, or unset: a local cluster on this machine"
+    )
+    workers: int | None = Field(None, ge=1, description="Ray workers (default: the cluster's CPUs)")
+    worker_cpus: float = Field(1.0, gt=0, description="CPUs Ray reserves for each worker")
+    shards_per_worker: int = Field(
+        8, ge=1, description="the run is cut into this many shards per worker, pulled as they free"
+    )
+
+
 class GenerateConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -114,6 +131,7 @@ class GenerateConfig(BaseModel):
     max_retries: int = Field(6, ge=0)
     breaker_failures: int = Field(20, ge=1)
     breaker_window_s: float = Field(120.0, gt=0)
+    executor: ExecutorSettings = Field(default_factory=ExecutorSettings)
     _sampling: dict[str, dict[str, float | int]] = PrivateAttr(default_factory=dict)
 
     @model_validator(mode="before")

@@ -10,7 +10,7 @@ what is missing; the run is a function of (config, taxonomy, seed) and the repli
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -65,9 +65,11 @@ class Pipeline:
         update: bool = False,
         shard: tuple[int, int] | None = None,
         admission_factory: AdmissionFactory | None = None,
+        only: Collection[str] | None = None,
     ) -> None:
         """`admission_factory`: builds the admission of an endpoint (its identity, its local
-        settings); executors that share one limit across processes pass theirs."""
+        settings); executors that share one limit across processes pass theirs.
+        `only`: make only these disciplines (by path), a cluster executor's shard of the plan."""
         if target <= 0:
             raise UserError(f"-n must be a positive number of pairs, got {target}")
         self.cfg = config.adapted()
@@ -77,6 +79,8 @@ class Pipeline:
             raise UserError("the taxonomy keeps no discipline: nothing to generate")
         self.full_plan: Plan = make_plan(target, disciplines, self.cfg)
         self.plan = self.full_plan if shard is None else self.full_plan.shard(*shard)
+        if only is not None:
+            self.plan = self.plan.subset(only)
         self.shard = shard
         self.out_dir = out_dir
         self.target = target
@@ -246,6 +250,7 @@ class Pipeline:
             "deferred_units": self.walk.deferred,
             "seed": self.cfg.seed,
             "shard": list(self.shard) if self.shard else None,
+            "executor": self.cfg.executor.kind,
             **published,
             "planned_calls": self.plan.calls(self.cfg.subjects_mode == "two_turn"),
             "disciplines": len(self.plan.disciplines),

@@ -29,6 +29,8 @@ class RunProgress:
     rejected: Counter[tuple[str, str]] = field(default_factory=Counter)
     resumed_pairs: int = 0
     target: int = 0
+    # Figures an executor adds to the display (a cluster's workers alive, its rate limits).
+    notes: dict[str, str] = field(default_factory=dict)
 
     def pairs(self) -> int:
         return self.resumed_pairs + self.strategies.total()
