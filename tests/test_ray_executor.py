@@ -7,6 +7,9 @@ import asyncio
 import importlib.util
 import os
 import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import orjson
@@ -256,3 +259,30 @@ async def test_failures_at_two_workers_open_the_breaker_at_a_third():
             await asyncio.sleep(0.01)
 
     await asyncio.wait_for(until_down(), 5)
+
+
+@pytest.mark.slow
+def test_killing_the_driver_and_rerunning_the_same_command_resumes(
+    ray_cluster, local_run, tmp_path
+):
+    address = ray_cluster.get_runtime_context().gcs_address
+    out = tmp_path / "run"
+    with FakeServer(latency_s=0.05) as server:
+        command = [
+            sys.executable, "-m", "glan", "generate", "--out", str(out), "-n", "200",
+            "--backend", "openai", "--base-url", server.base_url, "--model", "fake-model",
+            "--concurrency", "4", "--executor", "ray", "--ray-address", address,
+            "--workers", "2", "--set", "executor.worker_cpus=0.5",
+        ]  # fmt: skip
+        driver = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        # Kill -9 once a shard has finished (its manifest is written) and others are still going.
+        while not list(out.glob("shards/*/manifest.json")) and driver.poll() is None:
+            time.sleep(0.05)
+        driver.kill()
+        driver.wait()
+        assert not (out / "manifest.json").exists()  # it died before publishing
+        again = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert "200/200 pairs" in again.stdout
+    assert manifest(out)["resumed_pairs"] > 0
+    assert_same_records(out, local_run)
