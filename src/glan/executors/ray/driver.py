@@ -36,7 +36,6 @@ from glan.taxonomy import Taxonomy
 from glan.tree.progress import RunProgress
 
 POLL_S = 1.0
-SLOTS_PER_WORKER = 2  # shards a worker runs at once: one ramps up while the other drains
 MAX_ATTEMPTS = 4  # a shard whose workers keep dying stops the run after this many
 AUTHORITY_VERSION = 1  # bump when the authority's protocol changes: an old actor is not reused
 
@@ -88,6 +87,10 @@ class RayRun:
         self.update = update
         self.display = ClusterProgress(progress or RunProgress())
         self.on_poll = on_poll
+        # Shards a worker runs at once: a shard is a deep chain (listing, syllabus, question,
+        # answer), so one at a time would leave the endpoint idle while it ramps and drains;
+        # half of a worker's share runs at once and the rest is pulled as those finish.
+        self.slots = max(1, self.cfg.executor.shards_per_worker // 2)
 
     # ---- setup -------------------------------------------------------------------------------
     def _worker_count(self) -> int:
@@ -118,24 +121,28 @@ class RayRun:
             ).remote(settings)
         return authorities
 
-    def _start_worker(self, index: int) -> tuple[Any, dict[str, Any]]:
+    def _start_workers(self, indices: list[int]) -> dict[int, Any]:
+        """Start workers (at once: an actor takes a second or two to come up) and have each
+        prove it sees the run directory."""
         ex = self.cfg.executor
         actor = self.ray.remote(
             num_cpus=ex.worker_cpus,
             max_restarts=0,
-            max_concurrency=SLOTS_PER_WORKER + 4,
+            max_concurrency=self.slots + 4,
             scheduling_strategy="SPREAD",
         )(ShardWorker)
-        handle = actor.remote(f"w{index}", self.authorities)
-        where = self.ray.get(handle.where.remote())
-        problem = self.ray.get(handle.probe.remote(str(self.shards_dir), self.token))
-        if problem is not None:
-            raise UserError(
-                f"Ray worker on {where['host']} (pid {where['pid']}) cannot use the run "
-                f"directory {self.shards_dir}: {problem}. Every worker must see --out: use a "
-                "shared filesystem mounted at the same path on every node (docs/scale-out.md)"
-            )
-        return handle, where
+        handles = {i: actor.remote(f"w{i}", self.authorities) for i in indices}
+        for handle in handles.values():
+            where = self.ray.get(handle.where.remote())
+            problem = self.ray.get(handle.probe.remote(str(self.shards_dir), self.token))
+            if problem is not None:
+                raise UserError(
+                    f"Ray worker on {where['host']} (pid {where['pid']}) cannot use the run "
+                    f"directory {self.shards_dir}: {problem}. Every worker must see --out: use "
+                    "a shared filesystem mounted at the same path on every node "
+                    "(docs/scale-out.md)"
+                )
+        return handles
 
     # ---- the run -----------------------------------------------------------------------------
     def run(self) -> RunResult:
@@ -173,9 +180,9 @@ class RayRun:
         ray = self.ray
         quota = {d.discipline.path: d.quota for d in self.pipeline.full_plan.disciplines}
         queue = deque(sorted(shards, key=lambda s: (-sum(quota[p] for p in shards[s]), s)))
-        workers: dict[int, Any] = {}
-        for i in range(count):
-            workers[i], _ = self._start_worker(i)
+        begun = time.monotonic()
+        workers = self._start_workers(list(range(count)))
+        self.startup_s = time.monotonic() - begun
         busy: dict[int, int] = dict.fromkeys(workers, 0)
         running: dict[Any, tuple[int, Any, int]] = {}
         next_poll = time.monotonic()
@@ -184,7 +191,7 @@ class RayRun:
         try:
             while queue or running:
                 for i in workers:
-                    while queue and busy[i] < SLOTS_PER_WORKER:
+                    while queue and busy[i] < self.slots:
                         shard = queue.popleft()
                         self.attempts[shard] = self.attempts.get(shard, 0) + 1
                         ref = workers[i].run_shard.remote(
@@ -216,7 +223,7 @@ class RayRun:
                         queue.appendleft(shard)
                         if workers[i] is handle:
                             self.display.worker_lost()
-                            workers[i], _ = self._start_worker(i)
+                            workers[i] = self._start_workers([i])[i]
                     except ray.exceptions.RayTaskError as exc:
                         raise exc.as_instanceof_cause() from None
                 if time.monotonic() >= next_poll:
@@ -291,6 +298,7 @@ class RayRun:
             "shard": None,
             "executor": "ray",
             "workers": workers,
+            "worker_startup_s": round(getattr(self, "startup_s", 0.0), 3),
             **published,
             "planned_calls": plan.calls(self.cfg.subjects_mode == "two_turn"),
             "disciplines": len(plan.disciplines),
