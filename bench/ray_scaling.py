@@ -38,7 +38,8 @@ TICK = os.sysconf("SC_CLK_TCK")
 
 
 def tree_cpu(root: int, exclude: int) -> dict[int, float]:
-    """CPU seconds of every live process under `root` (itself included), but `exclude`."""
+    """CPU seconds of every live process under `root` (itself included), but `exclude`;
+    records each process's role in ROLE (driver, worker, or Ray's own daemons)."""
     parents: dict[int, int] = {}
     cpu: dict[int, float] = {}
     for entry in os.scandir("/proc"):
@@ -58,7 +59,18 @@ def tree_cpu(root: int, exclude: int) -> dict[int, float]:
             p = parents.get(p, 0)
         if p == root and pid != exclude:
             mine[pid] = cpu[pid]
+            if pid not in ROLE:
+                try:
+                    name = Path(f"/proc/{pid}/comm").read_text().strip()
+                except OSError:
+                    name = ""
+                ROLE[pid] = (
+                    "driver" if pid == root else "workers" if name.startswith("ray::") else "ray"
+                )
     return mine
+
+
+ROLE: dict[int, str] = {}
 
 
 class CpuMeter:
@@ -84,7 +96,12 @@ class CpuMeter:
         self.stop.set()
         self.thread.join()
         self.seen.update(tree_cpu(os.getpid(), self.exclude))
-        self.total = sum(v - self.base.get(pid, 0.0) for pid, v in self.seen.items())
+        used = {pid: v - self.base.get(pid, 0.0) for pid, v in self.seen.items()}
+        self.total = sum(used.values())
+        self.by_role = {
+            role: sum(v for pid, v in used.items() if ROLE.get(pid) == role)
+            for role in ("driver", "workers", "ray")
+        }
 
 
 def one_run(base: str, pairs: int, c: int, workers: int | None, tmp: Path) -> dict:
@@ -108,8 +125,12 @@ def one_run(base: str, pairs: int, c: int, workers: int | None, tmp: Path) -> di
     return {"requests": requests, "elapsed": elapsed, "startup": startup, "manifest": m}
 
 
-def report(label: str, run: dict, cpu: float, c: int, latency: float, local: float | None) -> float:
+def report(
+    label: str, run: dict, meter: CpuMeter, c: int, latency: float, local: float | None
+) -> float:
     requests, elapsed, startup = run["requests"], run["elapsed"], run["startup"]
+    cpu = meter.total
+    split = ", ".join(f"{k} {v / requests * 1000:.2f}" for k, v in meter.by_role.items() if v)
     walk = elapsed - startup
     rate = requests / walk
     ideal = c / latency
@@ -117,7 +138,7 @@ def report(label: str, run: dict, cpu: float, c: int, latency: float, local: flo
     print(
         f"{label:>14}: {requests:,} requests in {elapsed:.1f} s ({startup:.1f} s starting workers); "
         f"{rate:,.0f} req/s = {rate / ideal:.2f} of ideal {ideal:,.0f}{vs}; "
-        f"client CPU {cpu / requests * 1000:.2f} ms/request",
+        f"client CPU {cpu / requests * 1000:.2f} ms/request ({split})",
         flush=True,
     )
     return rate
@@ -205,6 +226,9 @@ def main() -> None:
     print(f"load: {subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}")
     proc, base = start_server(args.latency)
     ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    with CpuMeter(exclude=proc.pid) as idle:
+        time.sleep(5)
+    print(f"Ray idle (no run): {idle.total / 5:.2f} cores ({idle.by_role})")
     try:
         with tempfile.TemporaryDirectory() as tmp:
             if "1" in parts:
@@ -214,14 +238,14 @@ def main() -> None:
                     with CpuMeter(exclude=proc.pid) as meter:
                         run = one_run(base, args.pairs, 256, workers, Path(tmp))
                     label = "local" if workers is None else f"ray x{workers}"
-                    rate = report(label, run, meter.total, 256, args.latency, local)
+                    rate = report(label, run, meter, 256, args.latency, local)
                     local = local or rate
             if "2" in parts:
                 print("== C per worker: C = 64 x workers")
                 for workers in counts:
                     with CpuMeter(exclude=proc.pid) as meter:
                         run = one_run(base, args.pairs, 64 * workers, workers, Path(tmp))
-                    report(f"ray x{workers}", run, meter.total, 64 * workers, args.latency, None)
+                    report(f"ray x{workers}", run, meter, 64 * workers, args.latency, None)
             if "3" in parts:
                 print("== admission: an actor call per request vs leased blocks")
                 admission_alternatives(ray)

@@ -286,3 +286,13 @@ def test_killing_the_driver_and_rerunning_the_same_command_resumes(
     assert "200/200 pairs" in again.stdout
     assert manifest(out)["resumed_pairs"] > 0
     assert_same_records(out, local_run)
+
+
+@pytest.mark.slow
+def test_an_endpoint_that_fails_everything_stops_the_cluster_with_one_line(ray_cluster, tmp_path):
+    with FakeServer(fault_rates={"500": 1.0}) as server:
+        cfg = on_ray(config_for(server, max_retries=1, breaker_failures=5))
+        with pytest.raises(EndpointDown) as stopped:
+            generate(tmp_path / "run", 200, cfg)
+    assert "failed" in str(stopped.value) and "\n" not in str(stopped.value)
+    assert manifest(tmp_path / "run")["status"] == "stopped"

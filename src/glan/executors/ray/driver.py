@@ -225,7 +225,10 @@ class RayRun:
                             self.display.worker_lost()
                             workers[i] = self._start_workers([i])[i]
                     except ray.exceptions.RayTaskError as exc:
-                        raise exc.as_instanceof_cause() from None
+                        cause = exc.cause
+                        if isinstance(cause, UserError):  # the endpoint is down, a bad input:
+                            raise type(cause)(str(cause)) from None  # one line, as locally
+                        raise
                 if time.monotonic() >= next_poll:
                     next_poll = time.monotonic() + POLL_S
                     self._poll(workers)
