@@ -59,14 +59,16 @@ def tree_cpu(root: int, exclude: int) -> dict[int, float]:
             p = parents.get(p, 0)
         if p == root and pid != exclude:
             mine[pid] = cpu[pid]
-            if pid not in ROLE:
-                try:
-                    name = Path(f"/proc/{pid}/comm").read_text().strip()
-                except OSError:
-                    name = ""
-                ROLE[pid] = (
-                    "driver" if pid == root else "workers" if name.startswith("ray::") else "ray"
-                )
+            try:  # a Ray worker's title changes when it becomes an actor: read it each time
+                name = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
+            except OSError:
+                name = b""
+            if pid == root:
+                ROLE[pid] = "driver"
+            elif name.startswith((b"ray::ShardWorker", b"ray::Authority", b"ray::Client")):
+                ROLE[pid] = "workers"  # glan's actors (and the admission bench's)
+            elif ROLE.get(pid) != "workers":
+                ROLE[pid] = "ray"
     return mine
 
 
@@ -92,6 +94,11 @@ class CpuMeter:
         while not self.stop.wait(0.5):
             self.seen.update(tree_cpu(os.getpid(), self.exclude))
 
+    def now(self) -> float:
+        """CPU used since the meter started, read now."""
+        self.seen.update(tree_cpu(os.getpid(), self.exclude))
+        return sum(v - self.base.get(pid, 0.0) for pid, v in self.seen.items())
+
     def __exit__(self, *exc: object) -> None:
         self.stop.set()
         self.thread.join()
@@ -104,7 +111,7 @@ class CpuMeter:
         }
 
 
-def one_run(base: str, pairs: int, c: int, workers: int | None, tmp: Path) -> dict:
+def one_run(base: str, pairs: int, c: int, workers: int | None, tmp: Path, meter: CpuMeter) -> dict:
     executor = {"kind": "local"}
     if workers:
         executor = {"kind": "ray", "workers": workers, "worker_cpus": 0.25}
@@ -116,13 +123,26 @@ def one_run(base: str, pairs: int, c: int, workers: int | None, tmp: Path) -> di
         }
     )
     out = tmp / f"{executor['kind']}-{workers}-{c}-{time.monotonic_ns()}"
+    first: list[tuple[float, int]] = []
+
+    def at_first_poll(snapshot: dict) -> None:
+        """Workers are up: what the run costs from here on is its steady state."""
+        if not first:
+            done = sum(
+                stage[1]
+                for w in snapshot["workers"].values()
+                for shard in w["shards"].values()
+                for stage in shard["stages"].values()
+            )
+            first.append((meter.now(), done))
+
     started = time.perf_counter()
-    result = execute(cfg, load_taxonomy(), out, pairs)
+    result = execute(cfg, load_taxonomy(), out, pairs, on_poll=at_first_poll)
     elapsed = time.perf_counter() - started
     m = result.manifest
     requests = sum(r["requests"] for s in m["usage_this_invocation"].values() for r in s.values())
     startup = m.get("worker_startup_s", 0.0)
-    return {"requests": requests, "elapsed": elapsed, "startup": startup, "manifest": m}
+    return {"requests": requests, "elapsed": elapsed, "startup": startup, "first": first}
 
 
 def report(
@@ -131,6 +151,10 @@ def report(
     requests, elapsed, startup = run["requests"], run["elapsed"], run["startup"]
     cpu = meter.total
     split = ", ".join(f"{k} {v / requests * 1000:.2f}" for k, v in meter.by_role.items() if v)
+    steady = ""
+    if run["first"]:
+        cpu0, done0 = run["first"][0]
+        steady = f"; after the workers are up {(cpu - cpu0) / (requests - done0) * 1000:.2f}"
     walk = elapsed - startup
     rate = requests / walk
     ideal = c / latency
@@ -138,7 +162,7 @@ def report(
     print(
         f"{label:>14}: {requests:,} requests in {elapsed:.1f} s ({startup:.1f} s starting workers); "
         f"{rate:,.0f} req/s = {rate / ideal:.2f} of ideal {ideal:,.0f}{vs}; "
-        f"client CPU {cpu / requests * 1000:.2f} ms/request ({split})",
+        f"client CPU {cpu / requests * 1000:.2f} ms/request ({split}){steady}",
         flush=True,
     )
     return rate
@@ -236,7 +260,7 @@ def main() -> None:
                 local = None
                 for workers in (None, *counts):
                     with CpuMeter(exclude=proc.pid) as meter:
-                        run = one_run(base, args.pairs, 256, workers, Path(tmp))
+                        run = one_run(base, args.pairs, 256, workers, Path(tmp), meter)
                     label = "local" if workers is None else f"ray x{workers}"
                     rate = report(label, run, meter, 256, args.latency, local)
                     local = local or rate
@@ -244,7 +268,7 @@ def main() -> None:
                 print("== C per worker: C = 64 x workers")
                 for workers in counts:
                     with CpuMeter(exclude=proc.pid) as meter:
-                        run = one_run(base, args.pairs, 64 * workers, workers, Path(tmp))
+                        run = one_run(base, args.pairs, 64 * workers, workers, Path(tmp), meter)
                     report(f"ray x{workers}", run, meter, 64 * workers, args.latency, None)
             if "3" in parts:
                 print("== admission: an actor call per request vs leased blocks")

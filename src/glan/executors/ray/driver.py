@@ -132,16 +132,21 @@ class RayRun:
             scheduling_strategy="SPREAD",
         )(ShardWorker)
         handles = {i: actor.remote(f"w{i}", self.authorities) for i in indices}
-        for handle in handles.values():
-            where = self.ray.get(handle.where.remote())
-            problem = self.ray.get(handle.probe.remote(str(self.shards_dir), self.token))
-            if problem is not None:
-                raise UserError(
-                    f"Ray worker on {where['host']} (pid {where['pid']}) cannot use the run "
-                    f"directory {self.shards_dir}: {problem}. Every worker must see --out: use "
-                    "a shared filesystem mounted at the same path on every node "
-                    "(docs/scale-out.md)"
-                )
+        try:
+            for handle in handles.values():
+                where = self.ray.get(handle.where.remote())
+                problem = self.ray.get(handle.probe.remote(str(self.shards_dir), self.token))
+                if problem is not None:
+                    raise UserError(
+                        f"Ray worker on {where['host']} (pid {where['pid']}) cannot use the run "
+                        f"directory {self.shards_dir}: {problem}. Every worker must see --out: "
+                        "use a shared filesystem mounted at the same path on every node "
+                        "(docs/scale-out.md)"
+                    )
+        except BaseException:
+            for handle in handles.values():
+                self.ray.kill(handle)
+            raise
         return handles
 
     # ---- the run -----------------------------------------------------------------------------
@@ -171,7 +176,11 @@ class RayRun:
                 self._drive(shards, workers)
                 status = "finished"
             finally:
-                manifest = self._finish(run_dir, shards, status, started, workers)
+                try:
+                    manifest = self._finish(run_dir, shards, status, started, workers)
+                finally:
+                    for authority in self.authorities.values():
+                        self.ray.kill(authority)
             return RunResult(
                 self.out_dir, manifest["counts"]["instructions"], self.target, manifest
             )
@@ -183,6 +192,7 @@ class RayRun:
         begun = time.monotonic()
         workers = self._start_workers(list(range(count)))
         self.startup_s = time.monotonic() - begun
+        # From here every worker this loop started is killed on the way out, whatever happens.
         busy: dict[int, int] = dict.fromkeys(workers, 0)
         running: dict[Any, tuple[int, Any, int]] = {}
         next_poll = time.monotonic()
