@@ -28,15 +28,14 @@ class ClusterProgress:
         progress.usage = self.usage  # type: ignore[assignment]
         self.done: dict[int, dict[str, Any]] = {}  # finished shards' last counters
         self.running: dict[int, dict[str, Any]] = {}
-        self.rate_limited_done = 0
         self.lost = 0
+        self.workers = 0
 
-    def start(self, plan: Plan, workers: int, two_turn: bool) -> None:
-        self.workers = workers
+    def start(self, plan: Plan, two_turn: bool) -> None:
         self.progress.target = sum(d.quota for d in plan.disciplines)
         for stage, n in plan.calls(two_turn).items():
             self.progress.stages[stage].planned = n
-        self.progress.notes["workers"] = f"{workers} alive"
+        self.progress.notes["workers"] = "starting"
 
     def shard_done(self, summary: dict[str, Any]) -> None:
         self.done[summary["shard"]] = summary["progress"]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import secrets
 import time
 from collections import deque
@@ -58,7 +59,7 @@ def connect(ray: Any, address: str | None) -> None:
             address=address,
             include_dashboard=False,
             log_to_driver=False,
-            configure_logging=False,
+            logging_level=logging.ERROR,  # glan's display is the run's voice, not Ray's INFO
         )
     except (ConnectionError, RuntimeError, ValueError) as exc:
         where = address or "a new local one"
@@ -156,9 +157,11 @@ class RayRun:
             inputs = self.pipeline.inputs()
             run_dir.changed_stages(inputs, self.update)  # refused here, before any worker
             self.previous = run_dir.read_manifest() or {}
+            plan = self.pipeline.full_plan
+            self.display.start(plan, self.cfg.subjects_mode == "two_turn")
             connect(self.ray, self.cfg.executor.ray_address)
             workers = self._worker_count()
-            plan = self.pipeline.full_plan
+            self.display.workers = workers
             shards = shard_layout(
                 self.shards_dir, plan, workers, self.cfg.executor.shards_per_worker
             )
@@ -170,7 +173,6 @@ class RayRun:
             started = time.time()
             self.summaries: dict[int, dict[str, Any]] = {}
             self.attempts: dict[int, int] = {}
-            self.display.start(plan, workers, self.cfg.subjects_mode == "two_turn")
             status = "stopped"
             try:
                 self._drive(shards, workers)
