@@ -296,3 +296,29 @@ def test_an_endpoint_that_fails_everything_stops_the_cluster_with_one_line(ray_c
             generate(tmp_path / "run", 200, cfg)
     assert "failed" in str(stopped.value) and "\n" not in str(stopped.value)
     assert manifest(tmp_path / "run")["status"] == "stopped"
+
+
+def test_the_executor_is_set_in_the_yaml_config_and_a_wrong_one_is_one_line(tmp_path):
+    from glan.config import load_config
+
+    path = tmp_path / "glan.yaml"
+    path.write_text("executor:\n  kind: ray\n  workers: 3\n")
+    assert load_config(path).executor.workers == 3
+    path.write_text("executor:\n  kind: spark\n")
+    with pytest.raises(UserError, match=r"executor\.kind"):
+        load_config(path)
+
+
+def test_dry_run_is_the_same_on_ray(fake_server, tmp_path):
+    def dry(*extra: str) -> str:
+        proc = subprocess.run(
+            [sys.executable, "-m", "glan", "generate", "--out", str(tmp_path / "o"), "-n", "500",
+             "--dry-run", "--backend", "openai", "--base-url", fake_server.base_url,
+             "--model", "fake-model", *extra],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+
+    assert dry("--executor", "ray", "--workers", "4") == dry()
+    assert fake_server.requests == 0 and not (tmp_path / "o").exists()
