@@ -22,6 +22,7 @@ from glan.errors import UserError
 from glan.llm import (
     Admission,
     AdmissionSettings,
+    Backend,
     ChatRequest,
     ChatResponse,
     LLMClient,
@@ -42,6 +43,7 @@ from glan.tree.walk import GaveUp, TreeWalk
 
 T = TypeVar("T")
 AdmissionFactory = Callable[[tuple[str, ...], AdmissionSettings], Admission]
+BackendFactory = Callable[[Any, int], Backend]
 
 __all__ = ["Pipeline", "RunProgress", "RunResult", "StageProgress"]
 
@@ -66,9 +68,12 @@ class Pipeline:
         shard: tuple[int, int] | None = None,
         admission_factory: AdmissionFactory | None = None,
         only: Collection[str] | None = None,
+        backend_factory: BackendFactory | None = None,
     ) -> None:
         """`admission_factory`: builds the admission of an endpoint (its identity, its local
         settings); executors that share one limit across processes pass theirs.
+        `backend_factory`: builds (or lends) an endpoint's backend from its settings and the
+        concurrency, e.g. one connection pool for all the shards a worker runs.
         `only`: make only these disciplines (by path), a cluster executor's shard of the plan."""
         if target <= 0:
             raise UserError(f"-n must be a positive number of pairs, got {target}")
@@ -94,6 +99,7 @@ class Pipeline:
             self.progress.stages[stage].planned = n
         self.failure_examples: dict[str, list[str]] = {}
         self.admission_factory = admission_factory
+        self.backend_factory = backend_factory or create_backend
 
     def inputs(self) -> dict[str, Any]:
         """What shapes this run's records (compared on every re-run: glan.run.rundir)."""
@@ -120,7 +126,7 @@ class Pipeline:
             backend_settings = self.cfg.backend_for(stage)
             key = backend_settings.identity()
             if key not in by_identity:
-                backend = create_backend(backend_settings, concurrency=self.cfg.concurrency)
+                backend = self.backend_factory(backend_settings, self.cfg.concurrency)
                 endpoint = settings.model_copy(update={"concurrency": backend.max_concurrency})
                 admission = (
                     self.admission_factory(key, endpoint)

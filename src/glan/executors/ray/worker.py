@@ -16,7 +16,7 @@ from typing import Any
 
 from glan.config import GenerateConfig
 from glan.executors.lease import LEASE_TTL_S, LeasedAdmission, PermitAuthority
-from glan.llm import Admission, AdmissionSettings, LocalAdmission
+from glan.llm import Admission, AdmissionSettings, Backend, LocalAdmission, create_backend
 from glan.taxonomy import Taxonomy
 from glan.tree.progress import RunProgress
 
@@ -53,6 +53,7 @@ class ShardWorker:
         self.name = f"{name}-{uuid.uuid4().hex[:6]}"
         self.authorities = authorities
         self.admissions: dict[tuple[str, ...], Admission] = {}
+        self.backends: dict[tuple[str, ...], Backend] = {}
         self.running: dict[int, RunProgress] = {}
 
     def where(self) -> dict[str, Any]:
@@ -89,6 +90,22 @@ class ShardWorker:
             self.admissions[identity] = admission
         return admission
 
+    def _backend(self, settings: Any, concurrency: int) -> Backend:
+        """One connection pool per HTTP endpoint for every shard of this worker: shards come
+        and go, the connections stay (a pool per shard cost a connection per request at first,
+        on both sides). An in-process model is loaded per shard, as locally."""
+        if settings.backend != "openai":
+            return create_backend(settings, concurrency)
+        backend = self.backends.get(settings.identity())
+        if backend is None:
+            backend = self.backends[settings.identity()] = create_backend(settings, concurrency)
+
+            async def keep_open() -> None:
+                """A shard's end does not close the worker's pool."""
+
+            backend.aclose = keep_open  # type: ignore[method-assign]
+        return backend
+
     async def run_shard(
         self,
         number: int,
@@ -112,6 +129,7 @@ class ShardWorker:
                 progress,
                 update=update,
                 admission_factory=self._admission,
+                backend_factory=self._backend,
                 only=disciplines,
             )
             result = await pipeline.run()
