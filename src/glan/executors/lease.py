@@ -45,8 +45,8 @@ from glan.llm.admission import (
 )
 from glan.llm.errors import EndpointDown
 
-SYNC_S = 0.05  # a worker's report interval while it has demand
-IDLE_SYNC_S = 0.5  # and while it has none
+SYNC_S = 0.05  # a worker's report interval while it wants more permits or has news
+IDLE_SYNC_S = 0.1  # otherwise: a cut or pause reaches every worker within this
 LEASE_TTL_S = 10.0
 
 Report = dict[str, Any]
@@ -98,6 +98,10 @@ class PermitAuthority:
         self.high_water = max(self.high_water, others + holder.reserved)
         return {
             "grant": grant,
+            # Whether reporting soon can change anything: permits are free, or another worker
+            # waits for some this one may hand back.
+            "busy": others + holder.reserved < int(self.limit)
+            or any(h.demand > h.reserved for n, h in self.holders.items() if n != worker),
             "epoch": self.epoch,
             "pause_s": max(0.0, self.paused_until - now),
             "down": self.down,
@@ -186,6 +190,7 @@ class LeasedAdmission(Admission):
         self._task: asyncio.Task[None] | None = None
         self._urgent: asyncio.Event | None = None
         self._down: str | None = None
+        self._busy = True
         self._reset_report()
         self.release = self.limiter.release  # type: ignore[method-assign]
 
@@ -297,9 +302,17 @@ class LeasedAdmission(Admission):
             else:
                 last_ok = time.monotonic()
                 self._apply(reply, last_ok)
-            idle = report["demand"] == 0 and not self._rate_limited
+            # Report often only while it matters: requests wait and the authority has permits
+            # to give or others wait too, or there is news (rate limits, failures) the others
+            # must hear. A worker holding all it can get has nothing to ask for.
+            pressed = (
+                (report["demand"] > report["granted"] and self._busy)
+                or report["rate_limited"]
+                or report["failures"]
+                or self._rate_limited
+            )
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._urgent.wait(), IDLE_SYNC_S if idle else SYNC_S)
+                await asyncio.wait_for(self._urgent.wait(), SYNC_S if pressed else IDLE_SYNC_S)
             self._urgent.clear()
 
     def _apply(self, reply: Reply, now: float) -> None:
@@ -310,6 +323,7 @@ class LeasedAdmission(Admission):
         lim.limit = float(reply["grant"])
         lim._wake()
         self._down = reply["down"]
+        self._busy = reply["busy"]
         # The breaker mirrors the cluster's, plus what happened here since the report left.
         b = self.breaker
         b.successes = reply["successes"] + self._successes
