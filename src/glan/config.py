@@ -102,6 +102,23 @@ class QuestionSettings(BaseModel):
     difficulty: str | None = Field(None, description="e.g. 'challenging'; off by default")
 
 
+class ExecutorSettings(BaseModel):
+    """Where the walk runs: in this process (local), or as shards on a Ray cluster (ray, see
+    docs/scale-out.md). Never part of what shapes the records: every executor makes the same."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["local", "ray"] = "local"
+    ray_address: str | None = Field(
+        None, description="auto, ray://HOST:PORT, or unset: a local cluster on this machine"
+    )
+    workers: int | None = Field(None, ge=1, description="Ray workers (default: the cluster's CPUs)")
+    worker_cpus: float = Field(1.0, gt=0, description="CPUs Ray reserves for each worker")
+    shards_per_worker: int = Field(
+        8, ge=1, description="the run is cut into this many shards per worker, pulled as they free"
+    )
+
+
 class GenerateConfig(BaseModel):
     """Everything that shapes a `glan generate` run (the YAML given with --config)."""
 
@@ -156,6 +173,10 @@ class GenerateConfig(BaseModel):
         gt=0,
         description="how long an endpoint may fail, or answer only rate limits, before the run "
         "stops (finished work is kept; the same command resumes)",
+    )
+    executor: ExecutorSettings = Field(
+        default_factory=ExecutorSettings,
+        description="where the run executes: local (one process) or a Ray cluster",
     )
     _sampling: dict[str, dict[str, float | int]] = PrivateAttr(default_factory=dict)
 

@@ -104,16 +104,32 @@ def generate(
         str | None,
         Opt(help="I/K: make only the I-th of K disjoint sets of disciplines (see glan merge)"),
     ] = None,
+    executor: Annotated[
+        str | None, Opt(help="local (this process) or ray (a Ray cluster: docs/scale-out.md)")
+    ] = None,
+    ray_address: Annotated[
+        str | None, Opt(help="Ray cluster: auto, ray://HOST:PORT (default: start one here)")
+    ] = None,
+    workers: Annotated[int | None, Opt(help="Ray workers (default: one per CPU)")] = None,
 ) -> None:
     """Walk the taxonomy down to N question-answer pairs (re-running resumes)."""
     from glan.api import plan as make_plan
     from glan.config import load_config
-    from glan.pipeline import Pipeline, RunProgress
+    from glan.executors import execute
+    from glan.pipeline import RunProgress
     from glan.taxonomy import load_taxonomy
 
     overrides, labels = config_overrides(
         backend, model, base_url, api_key_env, concurrency, seed, set_
     )
+    executor_options = {
+        "executor.kind": (executor, "--executor"),
+        "executor.ray_address": (ray_address, "--ray-address"),
+        "executor.workers": (workers, "--workers"),
+    }
+    for key, (value, flag) in executor_options.items():
+        overrides.setdefault(key, value)
+        labels.setdefault(key, flag)
     cfg = load_config(config, overrides, labels)
     tax = load_taxonomy(taxonomy)
     if n <= 0:
@@ -124,16 +140,14 @@ def generate(
         print_dry_run(make_plan(n, cfg, tax), cfg.adapted(), out)
         return
     progress = RunProgress()
-    pipeline = Pipeline(
-        cfg, tax, out_dir, n, progress, update=update, shard=parse_shard(shard) if shard else None
-    )
-    from glan.aio import run, sigterm_as_interrupt
+    parsed_shard = parse_shard(shard) if shard else None
+    from glan.aio import sigterm_as_interrupt
     from glan.cli.progress import show_progress
 
     with sigterm_as_interrupt() as terminated:
         try:
             with show_progress(progress, console, quiet):
-                result = run(pipeline.run())
+                result = execute(cfg, tax, out_dir, n, progress, update, parsed_shard)
         except KeyboardInterrupt:
             kept = published_pairs(out_dir)
             how = "terminated" if terminated else "interrupted"
@@ -163,8 +177,8 @@ def generate(
         markup=False,
         soft_wrap=True,
     )
-    target = sum(d.quota for d in pipeline.plan.disciplines)
-    if result.instructions < target:
+    target = result.instructions + m["missing"]
+    if m["missing"]:
         why = (
             f"{m['deferred_units']} units failed for a transient reason (the endpoint's): "
             "re-run the same command to make them"

@@ -67,7 +67,13 @@ def progress_table(progress: RunProgress) -> Table:
             f"${spend:.4f}",
             _eta(max(0, st.planned - st.done), st.done, elapsed),
         )
+    if progress.notes:
+        table.caption = _notes(progress)
     return table
+
+
+def _notes(progress: RunProgress) -> str:
+    return ", ".join(f"{key} {value}" for key, value in progress.notes.items())
 
 
 def progress_line(progress: RunProgress) -> str:
@@ -84,6 +90,7 @@ def progress_line(progress: RunProgress) -> str:
         f"({requests / elapsed:.1f}/s), {tokens / elapsed:,.0f} tokens/s, "
         f"ETA {_eta(left, new_pairs, elapsed) if new_pairs else 'estimating'}, {elapsed:.0f} s"
         + (f"; {batches}" if batches else "")
+        + (f", {_notes(progress)}" if progress.notes else "")
     )
 
 

@@ -132,6 +132,8 @@ class FakeServer:
             raise ValueError(f"unknown fault kinds: {sorted(unknown)}")
         self.queue: list[str] = []
         self.requests = 0
+        self.in_flight = 0  # requests being answered now, and the most there ever were
+        self.max_in_flight = 0
         self.by_status: Counter[str] = Counter()
         self.answered: Counter[str] = Counter()  # request_key -> 200 replies
         self.seen_bodies: list[dict[str, Any]] = []
@@ -213,6 +215,14 @@ class FakeServer:
         self.by_status[status] += 1
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            return await self._answer(request)
+        finally:
+            self.in_flight -= 1
+
+    async def _answer(self, request: web.Request) -> web.StreamResponse:
         self.requests += 1
         if self.fixed_reply is not None:  # benchmark fast path
             if self.latency_s:

@@ -33,6 +33,8 @@ class RunProgress:
     target: int = 0
     # Batch transports' state (glan.llm.batch.transport.BatchBackend.summary), when any.
     batches: Callable[[], dict[str, Any]] | None = None
+    # Figures an executor adds to the display (a cluster's workers alive, its rate limits).
+    notes: dict[str, str] = field(default_factory=dict)
 
     def pairs(self) -> int:
         return self.resumed_pairs + self.strategies.total()
