@@ -108,7 +108,9 @@ class ExecutorSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    kind: Literal["local", "ray"] = "local"
+    kind: Literal["local", "ray"] = Field(
+        "local", description="local: this process; ray: shards on a Ray cluster"
+    )
     ray_address: str | None = Field(
         None, description="auto, ray://HOST:PORT, or unset: a local cluster on this machine"
     )
