@@ -82,6 +82,8 @@ def test_unusable_questions_are_rejected_with_a_reason(question, kind):
         "the previous lessons",
         "these lectures",
         "earlier chapters",
+        "the 4th session",
+        "the third lecture",
     ],
 )
 def test_references_to_course_parts_are_caught_in_the_plural_too(reference):
@@ -96,6 +98,7 @@ def test_references_to_course_parts_are_caught_in_the_plural_too(reference):
         "Implement this class so that its instances are immutable.",
         "How many units of insulin does a 70 kg patient need at 0.5 units per kg?",
         "Convert 3 units of alcohol to grams.",
+        "What happens in the first chapter of Pride and Prejudice?",
     ],
 )
 def test_numbers_and_parts_that_are_the_subject_matter_are_not_references(question):

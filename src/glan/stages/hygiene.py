@@ -21,11 +21,15 @@ _NAMED = r"(?!\s*(?:bankruptcy|lever|felony|misdemeanou?r|medical devices?))"
 # "this class" or "this module" is a coding question's own object, so only the parts no
 # program has are matched after this/that/our/your.
 _TAUGHT = r"(?:session|lecture|lesson|chapter)s?"
+# "the 4th unit", "the third lecture"; a word ordinal only before parts no book has ("the
+# first chapter" of a novel is fine).
+_ORDINAL = r"(?:first|second|third|fourth|fifth|sixth|seventh|eighth|ninth|tenth)"
 # A syllabus-bound question: the student sees only the question, never the course material.
 _NOT_STANDALONE = re.compile(
     rf"\b{_PART}\s+{_NUMBERS}\b{_NAMED}"
     rf"|\b(?:previous|preceding|last|next|earlier|upcoming|today's)\s+{_PART}\b"
     rf"|\b(?:this|that|these|those|our|your)\s+{_TAUGHT}\b"
+    rf"|\b\d+(?:st|nd|rd|th)\s+{_PART}\b|\b{_ORDINAL}\s+(?:session|lecture|lesson)s?\b"
     r"|\b(?:the|this|our|your)\s+(?:syllabus|course"
     r"|curriculum|key concepts? (?:above|listed|given))\b"
     r"|\b(?:above|listed) (?:concepts|sessions|topics)\b",
