@@ -1,14 +1,14 @@
 """How many question replies a model wastes on questions that are not standalone.
 
-Takes the syllabi of a finished (or stopped) run, plans questions over them as a run does, and
-asks only the questions stage, re-asking as a run does, so two versions of the prompt and the
+Takes the syllabi of a finished (or stopped) run, draws the same question plans the run drew
+(its seed, discipline and subject slot), and asks only the questions stage, re-asking as a run
+does, so two versions of the prompt and the
 checks (run it with each version's sources first on PYTHONPATH) are compared on the same
 syllabi, plans and seeds. Writes every reply with its verdict to --out (JSON) and prints the
 summary: replies, kept questions, replies rejected per reason, and the share rejected as not
 standalone. Default model: the embedded SmolLM2 (the `local` backend).
 
-Usage: PYTHONPATH=src python bench/question_standalone.py RUN_DIR/syllabi.jsonl \
-           --per-syllabus 8 --out after.json
+Usage: PYTHONPATH=src python bench/question_standalone.py RUN_DIR --per-syllabus 8 --out after.json
 Audit a results file with the current checks: python bench/question_standalone.py --audit X.json
 """
 
@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import contextlib
 import random
+import sqlite3
 import time
 from collections import Counter
 from pathlib import Path
@@ -31,17 +32,25 @@ from glan.stages import hygiene, questions
 from glan.stages.errors import Rejected
 
 
+def run_syllabi(run: Path) -> list[tuple[str, int, Syllabus]]:
+    """(discipline path, subject slot, syllabus) of every syllabus the run's state holds."""
+    con = sqlite3.connect(f"file:{run / 'glan.sqlite'}?mode=ro", uri=True)
+    rows = con.execute("SELECT d, s, body FROM st_syllabi WHERE body IS NOT NULL ORDER BY d, s")
+    return [(d, s, Syllabus.model_validate_json(body)) for d, s, body in rows]
+
+
 async def ask_all(
-    syllabi: list[Syllabus], per_syllabus: int, cfg: GenerateConfig
+    syllabi: list[tuple[str, int, Syllabus]], per_syllabus: int, cfg: GenerateConfig
 ) -> tuple[list[dict], dict]:
     """Every unit's replies with their verdicts, and the client's usage (requests, re-asks)."""
     client = LLMClient(create_backend(cfg.llm, concurrency=1))
     results: list[dict] = []
     try:
-        for n, syl in enumerate(syllabi):
+        for d, s, syl in syllabi:
             text = questions.syllabus_text(syl)
-            rng = random.Random(f"{cfg.seed}:{n}")
-            for plan in questions.plan_questions(syl, per_syllabus, 0.5, rng):
+            rng = random.Random(f"{cfg.seed}|{d}|{s}")  # as glan.tree.walk draws a slot's plans
+            ratio = cfg.questions.multi_ratio
+            for plan in questions.plan_questions(syl, per_syllabus, ratio, rng):
                 replies: list[dict] = []
 
                 def check(reply: ChatResponse, replies: list[dict] = replies) -> str | None:
@@ -84,7 +93,7 @@ def summary(results: list[dict]) -> dict[str, object]:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("syllabi", type=Path, nargs="?")
+    parser.add_argument("run", type=Path, nargs="?", help="a run directory with syllabi")
     parser.add_argument("--per-syllabus", type=int, default=8)
     parser.add_argument("--out", type=Path)
     parser.add_argument("--audit", type=Path, help="summarise a results file with today's checks")
@@ -92,7 +101,7 @@ def main() -> None:
     if args.audit:
         print(orjson.dumps(summary(orjson.loads(args.audit.read_bytes()))).decode())
         return
-    syllabi = [Syllabus.model_validate_json(x) for x in args.syllabi.read_bytes().splitlines()]
+    syllabi = run_syllabi(args.run)
     cfg = GenerateConfig().adapted()
     started = time.time()
     results, usage = asyncio.run(ask_all(syllabi, args.per_syllabus, cfg))
