@@ -109,6 +109,7 @@ def test_near_same_names_share_a_key(a, b):
         ("Knowledge/Quantitative/Topology", "academic_formal_science"),
         ("Life/Home/Cooking", "general_capabilities"),
         ("Society/Law/Tort Law", "academic_social_science"),
+        ("Data Science/Business Intelligence/Data Science", "academic_applied_science"),
     ],
 )
 def test_a_discipline_takes_its_group_from_its_names(path, group):

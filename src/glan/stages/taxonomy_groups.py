@@ -36,7 +36,7 @@ KEYWORDS: tuple[tuple[str, tuple[str, ...]], ...] = (
         "architect", "comput", "software", "robot", "electronic", "material", "biotech",
         "nanotech", "health", "epidemiolog", "nutrition", "machine learning", "artificial",
         "cybersecurity", "security", "network", "database", "urban planning", "aerospace",
-        "technolog", "applied",
+        "technolog", "applied", "data science", "data engineering",
     )),
     ("industry_services", (
         "business", "financ", "bank", "accounting", "marketing", "retail", "hospitality", "touris",
