@@ -257,8 +257,8 @@ def test_each_discipline_shows_its_group_and_a_voted_change_moves_it(store):
     store.vote(change, "cid", "remove")
     store.vote(change, "dan", "remove")  # 2 keep, 2 remove: a tie changes nothing
     assert tree_view(store.snapshot(), 2)[n["Bread"]].group == "general_capabilities"
-    with pytest.raises(UserError, match="set on a field"):
-        store.propose_group(n["Bread"], "industry_services", "ann")
+    with pytest.raises(UserError, match="not on a subfield"):
+        store.propose_group(n["Baking"], "industry_services", "ann")
     with pytest.raises(UserError, match="lowercase"):
         store.propose_group(n["Cooking"], "Services!", "ann")
 
@@ -284,6 +284,27 @@ def test_a_group_change_is_proposed_and_voted_from_the_page(store):
     for who in ("bob", "cid"):
         store.vote(change, who, "remove")  # the change is voted down after the re-import
     assert tree_view(store.snapshot())[n["Bread"]].group == "general_capabilities"
+
+
+def test_a_discipline_keeps_its_own_group_through_review_and_export(tmp_path):
+    """A drafted field can mix groups (glan taxonomy build gives such a discipline its own):
+    the page shows it, the summary counts it, a reviewer can change it, the export keeps it."""
+    tax = small_taxonomy()
+    tax.fields[1].subfields[0].disciplines[0].group = "industry_services"  # Bread
+    store = ReviewStore(tmp_path / "review.sqlite")
+    store.import_taxonomy(tax)
+    n = ids(store)
+    view = tree_view(store.snapshot())
+    assert view[n["Bread"]].group == "industry_services"
+    assert view[n["Cakes"]].group == "general_capabilities"  # its field's
+    assert summary(view)["per_group"]["industry_services"] == 1
+    exported = review_taxonomy(tree_view(store.snapshot()))
+    assert exported.fields[1].subfields[0].disciplines[0].group == "industry_services"
+    assert exported.fields[1].subfields[0].disciplines[1].group is None
+    store.propose_group(n["Cakes"], "industry_manufacturing", "ann")  # the proposer's keep
+    assert tree_view(store.snapshot())[n["Cakes"]].group == "industry_manufacturing"
+    with pytest.raises(UserError, match="not on a subfield"):
+        store.propose_group(n["Baking"], "industry_services", "ann")
 
 
 def test_export_review_writes_yaml_that_generate_reads(store, tmp_path):

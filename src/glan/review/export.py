@@ -81,6 +81,8 @@ def _build(views: dict[str, NodeView]) -> tuple[Taxonomy, Pins]:
         }
         if v.level == "field":
             data["group"] = v.group
+        elif v.level == "discipline" and v.own_group:
+            data["group"] = v.own_group
         node = _MODELS[v.level].model_validate(data)
         built[v.id] = node
         if v.parent_id is None:

@@ -104,6 +104,7 @@ class NodeView:
     votes: list[VoteView]
     renames: list[RenameView] = field(default_factory=list)
     original_group: str | None = None
+    own_group: str | None = None  # set on this node itself (a field's, or a discipline's own)
     group_changes: list[GroupChangeView] = field(default_factory=list)
     children: list[str] = field(default_factory=list)
 
@@ -137,7 +138,9 @@ def tree_view(snapshot, quorum: int = 0) -> dict[str, NodeView]:
         ]
         regrouped = [g.group for g in regroups if g.accepted]
         parent = views.get(row.parent_id) if row.parent_id else None
-        group = parent.group if parent is not None else (regrouped or [row.group])[-1]
+        own = (regrouped or [row.group])[-1]
+        # A field's group, inherited below it; a discipline may carry its own.
+        group = own if parent is None or (row.level == "discipline" and own) else parent.group
         if parent is not None and parent.state in ("removed", "removed-by-ancestor", "pending"):
             state: State = "removed-by-ancestor"
         elif in_effect(tally, proposal):
@@ -164,6 +167,7 @@ def tree_view(snapshot, quorum: int = 0) -> dict[str, NodeView]:
             votes=votes,
             renames=renames,
             original_group=row.group,
+            own_group=own,
             group_changes=regroups,
         )
         views[row.id] = view
@@ -184,7 +188,7 @@ def summary(views: dict[str, NodeView]) -> dict:
         sub = views[v.parent_id]  # type: ignore[index]
         fld = views[sub.parent_id]  # type: ignore[index]
         per_field[fld.name] = per_field.get(fld.name, 0) + 1
-        group = fld.group or "(none)"
+        group = v.group or "(none)"
         per_group[group] = per_group.get(group, 0) + 1
     live = [v for v in views.values() if v.state != "removed-by-ancestor"]
     return {

@@ -152,7 +152,9 @@ class ReviewStore:
                     added, matched = added + new, matched + (not new)
                     for dpos, d in enumerate(s.disciplines):
                         dp = (*sp, d.name)
-                        _, new = self._upsert(con, sid, "discipline", d, dpos, None, status(d, dp))
+                        _, new = self._upsert(
+                            con, sid, "discipline", d, dpos, d.group, status(d, dp)
+                        )
                         added, matched = added + new, matched + (not new)
             log_event(con, source, None, "import", f"{added} new, {matched} known nodes")
         return added, matched
@@ -246,7 +248,8 @@ class ReviewStore:
             return _change(con, "renames", node_id, new_name, reviewer)
 
     def propose_group(self, node_id: str, group: str, reviewer: str) -> str:
-        """A change of a field's GLAN-Test group (its disciplines report under it), voted on."""
+        """A change of a field's GLAN-Test group (its disciplines report under it), or of one
+        discipline's own (a drafted field can mix groups), voted on."""
         group = group.strip().lower().replace(" ", "_")
         if not GROUP_RE.fullmatch(group):
             raise UserError(
@@ -256,8 +259,11 @@ class ReviewStore:
             row = con.execute("SELECT level FROM nodes WHERE id=?", (node_id,)).fetchone()
             if row is None:
                 raise UserError(f"no node {node_id!r}")
-            if row[0] != "field":
-                raise UserError("a group is set on a field; its disciplines report under it")
+            if row[0] == "subfield":
+                raise UserError(
+                    "a group is set on a field (its disciplines report under it) or on one "
+                    "discipline, not on a subfield"
+                )
             return _change(con, "regroups", node_id, group, reviewer)
 
     def remember_quorum(self, quorum: int | None) -> int:

@@ -135,7 +135,7 @@ function renderDetail() {
 function groupPanel(n) {
   const panel = el("div", { class: "panel", id: "group-panel" }, el("h3", {}, "GLAN-Test group"));
   const current = el("p", {}, "This ", n.level, " reports under ", el("strong", { class: "group-name" }, n.group || "no group yet"));
-  if (n.level !== "field") {
+  if (n.level === "subfield") {
     const field = S.nodes.get(S.nodes.get(n.parent_id).parent_id || n.parent_id);
     panel.append(current, el("p", { class: "hint" }, "A group is set on the field: ",
       el("button", { class: "link", onclick: () => select(field.id, true) }, `change it on ${field.name}`)));
