@@ -126,7 +126,8 @@ def test_build_merges_overlapping_drafts_and_groups_every_discipline(fake_server
     fake_server.replier = overlapping_drafts
     out = tmp_path / "draft.yaml"
     runner = CliRunner()
-    endpoint = ["--backend", "openai", "--base-url", fake_server.base_url, "--model", "small"]
+    # --base-url alone implies the openai backend, as for generate.
+    endpoint = ["--base-url", fake_server.base_url, "--model", "small"]
     built = runner.invoke(app, ["taxonomy", "build", "--out", str(out), *endpoint])
     assert built.exit_code == 0, built.output
     assert fake_server.requests == 3

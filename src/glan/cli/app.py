@@ -27,6 +27,8 @@ def endpoint_config(
     """A config whose `llm` block is these endpoint options (None keeps the default)."""
     from glan.config import load_config
 
+    if base_url is not None and backend is None:
+        backend = "openai"  # a URL only means something to the HTTP backend, as in generate
     options = {"backend": backend, "model": model, "base_url": base_url, "api_key_env": api_key_env}
     return load_config(None, {f"llm.{k}": v for k, v in options.items()})
 
