@@ -55,8 +55,24 @@ class Slot:
 
 @dataclass
 class SubjectPairs:
+    """A subject's finished (and failed) question plans. The sets are held only while the
+    subject is open in the walk; a closed subject keeps its counts (`close`), and its sets
+    are read back from the state if it opens again, so memory follows the open subjects,
+    not N."""
+
     done: set[int] = field(default_factory=set)
     failed: set[int] = field(default_factory=set)
+    closed: bool = False
+    done_count: int = 0
+    failed_count: int = 0
+
+    @property
+    def n_done(self) -> int:
+        return self.done_count if self.closed else len(self.done)
+
+    def close(self) -> None:
+        self.done_count, self.failed_count = len(self.done), len(self.failed)
+        self.done, self.failed, self.closed = set(), set(), True
 
 
 @dataclass
@@ -104,12 +120,22 @@ class RunState:
             state.slots[slot] = Slot(s, extra)
         for s, body in conn.execute("SELECT s, body FROM st_syllabi WHERE d = ?", (d,)):
             state.syllabi[s] = None if body is None else Syllabus.model_validate_json(body)
-        for s, p, failed in conn.execute(
-            "SELECT s, p, body IS NULL FROM st_pairs WHERE d = ?", (d,)
+        for s, done, failed in conn.execute(
+            "SELECT s, count(body), sum(body IS NULL) FROM st_pairs WHERE d = ? GROUP BY s",
+            (d,),
         ):
-            pairs = state.pairs_of(s)
-            (pairs.failed if failed else pairs.done).add(p)
+            state.pairs[s] = SubjectPairs(closed=True, done_count=done, failed_count=failed)
         return state
+
+    def subject_pairs(self, d: str, s: int) -> SubjectPairs:
+        """A subject's staged plans, done and failed, read back when it opens."""
+        self.flush()
+        pairs = SubjectPairs()
+        for p, failed in self._conn.execute(
+            "SELECT p, body IS NULL FROM st_pairs WHERE d = ? AND s = ?", (d, s)
+        ):
+            (pairs.failed if failed else pairs.done).add(p)
+        return pairs
 
     # ---- writing -------------------------------------------------------------------------
     def _queue(self, sql: str, row: tuple[Any, ...]) -> None:

@@ -152,9 +152,7 @@ class TreeWalk:
                 return  # what is missing may be the deferred units' own: decide next run
             live = [slot for slot in live if filled[slot]]
             missing = dp.quota - sum(
-                len(st.pairs_of(st.slots[slot].s).done)
-                for slot in range(n_slots)
-                if slot in st.slots
+                st.pairs_of(st.slots[slot].s).n_done for slot in range(n_slots) if slot in st.slots
             )
             if missing <= 0 or not live:
                 return
@@ -171,7 +169,7 @@ class TreeWalk:
         listed = sum(1 for i in st.listings if i < dp.subject_samples)
         stages["subjects"].planned -= listed * (2 if self.cfg.subjects_mode == "two_turn" else 1)
         stages["syllabus"].planned -= min(dp.subjects, len(st.syllabi))
-        done = min(dp.quota, sum(len(p.done) for p in st.pairs.values()))
+        done = min(dp.quota, sum(p.n_done for p in st.pairs.values()))
         stages["questions"].planned -= done
         stages["answers"].planned -= done
         self.progress.resumed_pairs += done
@@ -352,6 +350,16 @@ class TreeWalk:
         slot is started, never more than can still be needed. False when the syllabus ran out
         of combinations."""
         pairs = job.st.pairs_of(s)
+        if pairs.closed:  # its plans are read back only while it is open
+            pairs = job.st.pairs[s] = self.state.subject_pairs(job.path, s)
+        try:
+            return await self._open_pairs(job, s, syl, target, pairs)
+        finally:
+            pairs.close()
+
+    async def _open_pairs(
+        self, job: _Discipline, s: int, syl: Syllabus, target: int, pairs: SubjectPairs
+    ) -> bool:
         seen = pairs.done | pairs.failed
         rng = random.Random(f"{self.cfg.seed}|{job.path}|{s}")
         fresh = (
