@@ -66,6 +66,12 @@ class CleanSummary(BaseModel):
 
 
 def read_records(path: Path) -> Iterator[dict[str, Any]]:
+    for record, _ in read_records_sized(path):
+        yield record
+
+
+def read_records_sized(path: Path) -> Iterator[tuple[dict[str, Any], int]]:
+    """Each record with the size of its line in bytes (for progress over a file's size)."""
     if not path.is_file():
         raise UserError(f"input not found: {path}")
     with open(path, "rb") as fh:
@@ -73,7 +79,7 @@ def read_records(path: Path) -> Iterator[dict[str, Any]]:
             if not line.strip():
                 continue
             try:
-                yield orjson.loads(line)
+                yield orjson.loads(line), len(line)
             except orjson.JSONDecodeError:
                 raise UserError(f"{path}:{number}: not a JSON line") from None
 

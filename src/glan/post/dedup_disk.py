@@ -370,10 +370,6 @@ def _first_kept(members: Partitions, buckets: int, kind, of, steps: Steps | None
         step.done += n
 
 
-def memory_bytes(gb: float) -> int:
-    return int(gb * (1 << 30))
-
-
 def work_folder(out: Path) -> Any:
     """A temporary folder beside the output (on disk, not a RAM-backed /tmp)."""
     import tempfile
