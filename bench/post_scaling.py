@@ -48,10 +48,10 @@ import json, sys, time
 from pathlib import Path
 from glan.post.dedup_disk import DedupParams, plan_duplicates
 from glan.post.filters import FilterSettings
-inp, work = Path(sys.argv[1]), Path(sys.argv[2])
+inp, work, budget = Path(sys.argv[1]), Path(sys.argv[2]), float(sys.argv[3])
 params = DedupParams(True, FilterSettings(), True, 0.7, 128, 3)
 t = time.perf_counter()
-plan = plan_duplicates(inp, params, work, 2 << 30, 2)
+plan = plan_duplicates(inp, params, work, int(budget * (1 << 30)), 2)
 found = int((plan.kind != 0).sum())
 print(json.dumps({"seconds": time.perf_counter() - t, "found": found, "records": plan.records}))
 """
@@ -155,6 +155,7 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[250_000, 1_000_000])
     parser.add_argument("--dir", type=Path, default=None, help="where the runs go (disk space)")
     parser.add_argument("--steps", nargs="+", default=["dedup", "clean", "parquet", "hf", "report"])
+    parser.add_argument("--memory-gb", type=float, default=2.0, help="dedup and clean's budget")
     args = parser.parse_args()
     glan = [sys.executable, "-m", "glan"]
     print(f"load before: {os.getloadavg()}", flush=True)
@@ -170,8 +171,11 @@ def main() -> None:
                 flush=True,
             )
             commands = {
-                "dedup": [sys.executable, "-c", DEDUP, str(run / "instructions.jsonl"), tmp],
-                "clean": [*glan, "clean", str(run), "-q"],
+                "dedup": [
+                    *(sys.executable, "-c", DEDUP, str(run / "instructions.jsonl"), tmp),
+                    str(args.memory_gb),
+                ],
+                "clean": [*glan, "clean", str(run), "-q", "--memory-gb", str(args.memory_gb)],
                 "parquet": [*glan, "export", str(run), "-f", "parquet", "-q"],
                 "hf": [*glan, "export", str(run), "-f", "hf", "-q"],
                 "report": [*glan, "report", str(run), "-q"],
@@ -189,6 +193,7 @@ def main() -> None:
                         {
                             "n": n,
                             "step": step,
+                            "memory_gb": args.memory_gb,
                             "seconds": round(row["seconds"], 1),
                             "records_per_s": round(n / row["seconds"]),
                             "cpu_s": round(row["cpu_s"], 1),

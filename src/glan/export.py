@@ -128,18 +128,18 @@ def _missing_dirs(target: Path) -> list[Path]:
 
 
 def _batches(
-    src: Path, fmt: str, step: Step, by_bytes: bool
+    src: Path, fmt: str | None, step: Step, by_bytes: bool
 ) -> Iterator[tuple[list[dict[str, Any]], list[dict[str, Any]]]]:
-    """(records, rows in `fmt`) in batches of BATCH_ROWS, counting progress on `step`."""
+    """(records, rows in `fmt`, none without) in batches of BATCH_ROWS, counting on `step`."""
     records: list[dict[str, Any]] = []
     for record, size in read_records_sized(src):
         records.append(record)
         step.done += size if by_bytes else 1
         if len(records) == BATCH_ROWS:
-            yield records, [convert(r, fmt) for r in records]
+            yield records, [convert(r, fmt) for r in records] if fmt else []
             records = []
     if records:
-        yield records, [convert(r, fmt) for r in records]
+        yield records, [convert(r, fmt) for r in records] if fmt else []
 
 
 def _scan(src: Path, fmt: str, steps: Steps | None) -> tuple[CardStats, Any]:
@@ -147,10 +147,11 @@ def _scan(src: Path, fmt: str, steps: Steps | None) -> tuple[CardStats, Any]:
     stats = CardStats()
     schema = None
     step = begin(steps, "export: read", src.stat().st_size, "bytes")
-    for records, rows in _batches(src, "messages", step, by_bytes=True):
+    tabular = fmt in ("parquet", "hf")
+    for records, rows in _batches(src, "messages" if tabular else None, step, by_bytes=True):
         for record in records:
             stats.add(record)
-        if fmt in ("parquet", "hf"):
+        if tabular:
             schema = unify(schema, rows)
     return stats, schema
 
