@@ -5,6 +5,8 @@ bench/clean_throughput.py: 2% near-duplicates, 0.1% planted benchmark items; 80-
 answers; taxonomy metadata), then runs, each as its own `glan` process:
 
   dedup    duplicate removal alone (glan.post.dedup_disk: signatures, sorts, first copies)
+  reference  the in-memory index (glan.post.dedup.Deduplicator) on the same file: its removals'
+           digest must equal dedup's (only with --steps reference)
   clean    glan clean (filters, dedup, decontamination against the five shipped benchmarks)
   parquet  glan export --format parquet
   hf       glan export --format hf
@@ -44,7 +46,7 @@ TAXONOMY = [
 ]
 
 DEDUP = """
-import json, sys, time
+import hashlib, json, sys, time
 from pathlib import Path
 from glan.post.dedup_disk import DedupParams, plan_duplicates
 from glan.post.filters import FilterSettings
@@ -52,8 +54,34 @@ inp, work, budget = Path(sys.argv[1]), Path(sys.argv[2]), float(sys.argv[3])
 params = DedupParams(True, FilterSettings(), True, 0.7, 128, 3)
 t = time.perf_counter()
 plan = plan_duplicates(inp, params, work, int(budget * (1 << 30)), 2)
-found = int((plan.kind != 0).sum())
-print(json.dumps({"seconds": time.perf_counter() - t, "found": found, "records": plan.records}))
+seconds = time.perf_counter() - t
+found, digest = 0, hashlib.sha256()
+for k in range(plan.count):
+    d = plan.check("", "")
+    if d is not None:
+        found += 1
+        digest.update(f"{plan.record_id(k)} {d.kind} {d.of}\\n".encode())
+print(json.dumps({"seconds": seconds, "found": found, "sha256": digest.hexdigest()}))
+"""
+
+# The in-memory index over the same file: what the bounded path must remove, exactly.
+REFERENCE = """
+import hashlib, json, sys, time
+from pathlib import Path
+from glan.post.clean import read_records
+from glan.post.dedup import Deduplicator
+from glan.post.filters import FilterSettings, record_text, reject_reason
+dedup, found, digest = Deduplicator(0.7), 0, hashlib.sha256()
+t = time.perf_counter()
+for n, record in enumerate(read_records(Path(sys.argv[1])), 1):
+    if reject_reason(record, FilterSettings()) is None:
+        rid = str(record.get("id", n))
+        d = dedup.check(rid, record_text(record))
+        if d is not None:
+            found += 1
+            digest.update(f"{rid} {d.kind} {d.of}\\n".encode())
+seconds = time.perf_counter() - t
+print(json.dumps({"seconds": seconds, "found": found, "sha256": digest.hexdigest()}))
 """
 
 
@@ -175,6 +203,7 @@ def main() -> None:
                     *(sys.executable, "-c", DEDUP, str(run / "instructions.jsonl"), tmp),
                     str(args.memory_gb),
                 ],
+                "reference": [sys.executable, "-c", REFERENCE, str(run / "instructions.jsonl")],
                 "clean": [*glan, "clean", str(run), "-q", "--memory-gb", str(args.memory_gb)],
                 "parquet": [*glan, "export", str(run), "-f", "parquet", "-q"],
                 "hf": [*glan, "export", str(run), "-f", "hf", "-q"],
@@ -183,9 +212,12 @@ def main() -> None:
             for step in args.steps:
                 row = measure(commands[step])
                 extra = ""
-                if step == "dedup":
-                    found = json.loads(row["stdout"].strip().splitlines()[-1])["found"]
-                    extra = f"; removed {found:,} (planted near {planted['near']:,})"
+                if step in ("dedup", "reference"):
+                    got = json.loads(row["stdout"].strip().splitlines()[-1])
+                    extra = (
+                        f"; removed {got['found']:,} (planted near {planted['near']:,}), "
+                        f"sha256 of (id, kind, duplicate of) {got['sha256'][:16]}"
+                    )
                 if step == "clean":
                     extra = "; " + row["stdout"].strip().splitlines()[-1][:160]
                 print(
