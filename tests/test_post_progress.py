@@ -16,7 +16,7 @@ def test_a_plain_line_says_the_step_its_share_and_what_is_left():
     step = steps.begin("dedup: signatures", 4_000_000_000, "bytes")
     step.done = 1_000_000_000
     line = step_line(steps)
-    assert line.startswith("glan: dedup: signatures: 1,000 MB of 4,000 MB (25%), ")
+    assert line.startswith("glan: dedup: signatures: 1,000/4,000 MB (25%), ")
     assert "MB/s, ETA " in line
     steps.begin("upload", None, "files").done = 3
     assert step_line(steps).startswith("glan: upload: 3 files, ")
@@ -30,8 +30,8 @@ def test_a_terminal_gets_one_bar_per_step_with_its_final_count():
         steps.begin("export: read", 10).done = 10
         steps.begin("export: write parquet", 7).done = 7
     text = buffer.getvalue()
-    assert "export: read" in text and "10/10" in text
-    assert "export: write parquet" in text and "7/7" in text
+    assert "export: read" in text and "10/10 records" in text
+    assert "export: write parquet" in text and "7/7 records" in text
 
 
 def test_quiet_shows_nothing():

@@ -123,6 +123,14 @@ def _amount(n: float, unit: str) -> str:
     return f"{n / 1e6:,.0f} MB" if unit == "bytes" else f"{n:,.0f} {unit}"
 
 
+def _fraction(done: int, total: int | None, unit: str) -> str:
+    """'1,200/4,000 MB', '25/30 records', or just the count when the total is unknown."""
+    if unit == "bytes":
+        scaled = f"{done / 1e6:,.0f}" + (f"/{total / 1e6:,.0f}" if total else "")
+        return f"{scaled} MB"
+    return f"{done:,}" + (f"/{total:,}" if total else "") + f" {unit}"
+
+
 def step_line(steps: Steps) -> str:
     """One plain line about the current step of clean, export or upload."""
     step = steps.current
@@ -133,11 +141,13 @@ def step_line(steps: Steps) -> str:
     if step.total:
         left = max(0, step.total - step.done)
         return (
-            f"glan: {step.name}: {_amount(step.done, step.unit)} of "
-            f"{_amount(step.total, step.unit)} ({100 * step.done / step.total:.0f}%), "
+            f"glan: {step.name}: {_fraction(step.done, step.total, step.unit)} "
+            f"({100 * step.done / step.total:.0f}%), "
             f"{_amount(rate, step.unit)}/s, ETA {_eta(left, step.done, elapsed)}"
         )
-    return f"glan: {step.name}: {_amount(step.done, step.unit)}, {_amount(rate, step.unit)}/s"
+    return (
+        f"glan: {step.name}: {_fraction(step.done, None, step.unit)}, {_amount(rate, step.unit)}/s"
+    )
 
 
 @contextlib.contextmanager
@@ -148,7 +158,6 @@ def show_steps(steps: Steps, console: Console, quiet: bool = False) -> Iterator[
     elif console.is_terminal:
         from rich.progress import (
             BarColumn,
-            MofNCompleteColumn,
             Progress,
             TextColumn,
             TimeElapsedColumn,
@@ -158,8 +167,7 @@ def show_steps(steps: Steps, console: Console, quiet: bool = False) -> Iterator[
         bars = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[unit]}"),
+            TextColumn("{task.fields[amount]}"),
             TimeElapsedColumn(),
             TimeRemainingColumn(),
             console=console,
@@ -168,9 +176,10 @@ def show_steps(steps: Steps, console: Console, quiet: bool = False) -> Iterator[
 
         def refresh() -> None:
             for i, step in enumerate(list(steps.steps)):
+                amount = _fraction(step.done, step.total, step.unit)
                 if i not in tasks:
-                    tasks[i] = bars.add_task(step.name, total=step.total, unit=step.unit)
-                bars.update(tasks[i], completed=step.done, total=step.total)
+                    tasks[i] = bars.add_task(step.name, total=step.total, amount=amount)
+                bars.update(tasks[i], completed=step.done, total=step.total, amount=amount)
 
         with bars, _every(0.25, refresh):
             yield
