@@ -39,13 +39,13 @@ class Partitions:
     def add(self, rows: np.ndarray, part: np.ndarray) -> None:
         self.rows += len(rows)
         if self.parts == 1:
-            self._files[0].write(rows.tobytes())
+            self._files[0].write(memoryview(rows).cast("B"))  # no copy
             return
         order = np.argsort(part, kind="stable")
         bounds = np.searchsorted(part[order], np.arange(self.parts + 1))
         for p in range(self.parts):
             if bounds[p + 1] > bounds[p]:
-                self._files[p].write(rows[order[bounds[p] : bounds[p + 1]]].tobytes())
+                self._files[p].write(memoryview(rows[order[bounds[p] : bounds[p + 1]]]).cast("B"))
 
     def close(self) -> None:
         for fh in self._files:
