@@ -274,14 +274,21 @@ def _sign(
     return count, records
 
 
+def _rows(path: Path, dtype: Any, width: int, start: int, end: int) -> np.ndarray:
+    """Rows [start, end) of a file of `width` values per record, read (not mapped: mapped
+    pages would stay in the process's resident size as the scan goes)."""
+    size = np.dtype(dtype).itemsize * width
+    flat = np.fromfile(path, dtype, count=(end - start) * width, offset=start * size)
+    return flat.reshape(end - start, width)
+
+
 def _exact(folder: Path, count: int, kind, of, memory_bytes: int, steps: Steps | None) -> None:
-    digests = np.memmap(folder / "digests.bin", np.uint64, "r", shape=(count, 2))
     dtype = np.dtype([("hi", "<u8"), ("lo", "<u8"), ("k", "<i8")])
     parts = Partitions(folder, "exact", partitions_for(count, dtype.itemsize, memory_bytes), dtype)
     step = begin(steps, "dedup: exact", count)
     rows_per = max(1, (memory_bytes // 8) // (dtype.itemsize * 2))
     for start in range(0, count, rows_per):
-        block = digests[start : start + rows_per]
+        block = _rows(folder / "digests.bin", np.uint64, 2, start, min(count, start + rows_per))
         rows = np.empty(len(block), dtype)
         rows["hi"], rows["lo"] = block[:, 0], block[:, 1]
         rows["k"] = np.arange(start, start + len(block))
@@ -304,8 +311,6 @@ def _exact(folder: Path, count: int, kind, of, memory_bytes: int, steps: Steps |
 def _near(
     folder: Path, count: int, bands: int, kind, of, memory_bytes: int, steps: Steps | None
 ) -> None:
-    keys = np.memmap(folder / "keys.bin", np.uint64, "r", shape=(count, bands))
-    tokens = np.memmap(folder / "tokens.bin", np.bool_, "r", shape=(count,))
     dtype = np.dtype([("key", "<u8"), ("k", "<i8")])
     n_parts = partitions_for(count * bands, dtype.itemsize, memory_bytes)
     parts = Partitions(folder, "bands", n_parts, dtype)
@@ -313,9 +318,11 @@ def _near(
     rows_per = max(1, (memory_bytes // 8) // (dtype.itemsize * bands * 2))
     for start in range(0, count, rows_per):
         end = min(count, start + rows_per)
-        live = np.flatnonzero(tokens[start:end] & (kind[start:end] == NONE)) + start
+        tokens = _rows(folder / "tokens.bin", np.bool_, 1, start, end)[:, 0]
+        live = np.flatnonzero(tokens & (kind[start:end] == NONE))
         rows = np.empty(len(live) * bands, dtype)
-        rows["key"] = keys[live].reshape(-1)
+        rows["key"] = _rows(folder / "keys.bin", np.uint64, bands, start, end)[live].reshape(-1)
+        live += start
         rows["k"] = np.repeat(live, bands)
         parts.add(rows, parts.part_of_key(rows["key"]))
         step.done = end
