@@ -17,6 +17,8 @@ import resource
 import subprocess
 import sys
 import time
+from collections import deque
+from collections.abc import Iterator
 
 VOCAB = [
     "the",
@@ -105,25 +107,35 @@ VOCAB = [
 ]
 
 
-def questions(n: int, seed: int = 0) -> tuple[list[str], int, int]:
+def iter_questions(n: int, seed: int = 0) -> Iterator[tuple[str, str]]:
+    """(kind, question) one at a time: kind is "benchmark" (a planted item), "near" (a one-word
+    edit of one of the last 1,000 questions) or "new". Memory: the last 1,000 questions."""
     from glan.post.benchmarks import KNOWN, load_benchmarks
 
     bench = [i.text for i in load_benchmarks(list(KNOWN)).items]
     rng = random.Random(seed)
-    out: list[str] = []
-    planted = near = 0
+    recent: deque[str] = deque(maxlen=1000)
     for i in range(n):
         r = rng.random()
         if r < 0.001:
-            out.append("Answer the following question. " + rng.choice(bench))
-            planted += 1
-        elif r < 0.021 and out:
-            words = out[rng.randrange(max(0, i - 1000), i)].split()
+            kind, text = "benchmark", "Answer the following question. " + rng.choice(bench)
+        elif r < 0.021 and recent:
+            words = recent[rng.randrange(max(0, i - 1000), i) - max(0, i - 1000)].split()
             words[rng.randrange(len(words))] = rng.choice(VOCAB)
-            out.append(" ".join(words))
-            near += 1
+            kind, text = "near", " ".join(words)
         else:
-            out.append(" ".join(rng.choices(VOCAB, k=rng.randint(20, 60))) + f" q{i}?")
+            kind, text = "new", " ".join(rng.choices(VOCAB, k=rng.randint(20, 60))) + f" q{i}?"
+        recent.append(text)
+        yield kind, text
+
+
+def questions(n: int, seed: int = 0) -> tuple[list[str], int, int]:
+    out: list[str] = []
+    planted = near = 0
+    for kind, text in iter_questions(n, seed):
+        out.append(text)
+        planted += kind == "benchmark"
+        near += kind == "near"
     return out, planted, near
 
 

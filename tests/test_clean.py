@@ -393,3 +393,22 @@ def test_packaged_minilm_finds_paraphrases_minhash_misses():
     assert minhash.check("p", paraphrase) is None  # MinHash sees two different questions
     dedup = SemanticDeduplicator(minilm_encoder(), threshold=0.75)
     assert dedup.check_batch(["q", "p", "o"], [question, paraphrase, other]) == [None, "q", None]
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [(["--memory-gb", "0"], "--memory-gb:"), (["--threshold", "1.5"], "--threshold:")],
+)
+def test_a_bad_clean_option_is_one_line_naming_it(tmp_path, args, needle):
+    run = tmp_path / "run"
+    run.mkdir()
+    write_jsonl(run / "instructions.jsonl", [record("r1", "What is a prime number?")])
+    proc = subprocess.run(
+        [sys.executable, "-m", "glan", "clean", str(run), *args],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    [line] = [x for x in proc.stderr.splitlines() if x.strip()]
+    assert needle in line

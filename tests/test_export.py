@@ -177,3 +177,87 @@ def test_push_to_hub_uploads_the_export_and_its_card(run_dir, tmp_path):
 def test_unknown_format_is_a_user_error(run_dir):
     result = CliRunner().invoke(app, ["export", str(run_dir), "--format", "csv"])
     assert result.exit_code != 0
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "messages", "hf"])
+def test_small_shards_load_back_as_one_dataset_in_order(run_dir, tmp_path, fmt, monkeypatch):
+    from datasets import load_dataset
+
+    monkeypatch.setattr("glan.export.BATCH_ROWS", 2)  # a shard closes between batches
+    target = export(run_dir, fmt, tmp_path / fmt, shard_bytes=1500)
+    card = (target / "README.md").read_text()
+    listed = [line[6:] for line in card.split("---")[1].splitlines() if line.startswith("    - ")]
+    assert len(listed) > 2, "a 1.5 kB shard size must give several shards"
+    suffix = {"parquet": ".parquet", "messages": ".jsonl", "hf": ".arrow"}[fmt]
+    on_disk = sorted(str(p.relative_to(target)) for p in target.rglob(f"*{suffix}"))
+    assert listed == on_disk and listed[-1].endswith(f"-of-{len(listed):05d}{suffix}")
+    ds = load_dataset(str(target), split="train")  # the card's configs: block names the shards
+    assert [r["messages"][0]["content"] for r in ds] == questions(run_dir)
+    if fmt == "hf":
+        from datasets import load_from_disk
+
+        assert [r["messages"][0]["content"] for r in load_from_disk(str(target / "dataset"))] == (
+            questions(run_dir)
+        )
+
+
+def test_a_re_export_leaves_no_stale_shard(run_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr("glan.export.BATCH_ROWS", 2)
+    target = export(run_dir, "parquet", tmp_path / "p", shard_bytes=1500)
+    assert len(list(target.glob("train-*-of-*.parquet"))) > 2
+    export(run_dir, "parquet", target)
+    assert sorted(p.name for p in target.iterdir()) == ["README.md", "train.parquet"]
+
+
+def test_parquet_row_groups_are_batches_not_the_whole_file(run_dir, tmp_path, monkeypatch):
+    import pyarrow.parquet as pq
+
+    monkeypatch.setattr("glan.export.BATCH_ROWS", 5)
+    target = export(run_dir, "parquet", tmp_path / "p")
+    meta = pq.ParquetFile(target / "train.parquet").metadata
+    assert [meta.row_group(i).num_rows for i in range(meta.num_row_groups)] == [5, 5, 2]
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [("500MB", 500 * 10**6), ("2GB", 2 * 10**9), ("1.5k", 1500), ("64MiB", 64 << 20), ("123", 123)],
+)
+def test_shard_sizes_read_like_people_write_them(text, size):
+    from glan.post.shards import parse_size
+
+    assert parse_size(text) == size
+
+
+def test_a_bad_shard_size_is_one_line(run_dir):
+    result = CliRunner().invoke(app, ["export", str(run_dir), "--shard-size", "lots"])
+    assert result.exit_code == 2
+    assert result.output.strip() == "error: not a size: 'lots' (e.g. 500MB, 2GB)"
+
+
+def test_push_to_hub_resumes_sending_only_what_the_repo_lacks(run_dir, tmp_path, monkeypatch):
+    from glan.errors import UserError
+    from glan.export import push_to_hub
+
+    monkeypatch.setattr("glan.export.BATCH_ROWS", 2)
+    target = export(run_dir, "parquet", tmp_path / "p", shard_bytes=1500)
+    shards = sorted(p.name for p in target.glob("train-*.parquet"))
+    assert len(shards) == 6
+    hub = FakeHub(fail_after_commits=1)
+    hub.install()
+    try:
+        with pytest.raises(UserError, match="run it again: files already there are not sent"):
+            push_to_hub(target, "me/glan-data", token="hf_fake")
+        assert hub.commits == [shards[:4]]  # the first commit arrived, the second failed
+        hub.fail_after_commits = None
+        push_to_hub(target, "me/glan-data", token="hf_fake")
+        assert hub.commits[1:] == [shards[4:], ["README.md"]]
+        push_to_hub(target, "me/glan-data", token="hf_fake")
+        assert len(hub.commits) == 3  # all there: nothing sent
+        assert all(hub.files[name] == (target / name).read_bytes() for name in shards)
+        export(run_dir, "parquet", target)  # one file now: the old shards must go from the repo
+        push_to_hub(target, "me/glan-data", token="hf_fake")
+    finally:
+        hub.uninstall()
+    assert sorted(hub.commits[-2]) == ["train.parquet"]
+    assert sorted(hub.commits[-1]) == sorted(["README.md", *(f"-{name}" for name in shards)])
+    assert set(hub.files) == {"train.parquet", "README.md"}

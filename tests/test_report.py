@@ -71,3 +71,32 @@ def test_report_plots_render_offline_in_headless_chromium(cleaned_run, chromium,
     assert plots == 6 and sunburst_slices > 10 and bars > 5
     assert not errors, errors
     assert not outside, outside  # works offline: nothing fetched from anywhere
+
+
+def test_length_histograms_keep_one_count_per_length_not_per_record(tmp_path):
+    import numpy as np
+    import orjson
+
+    from glan.report import RunStats, length_histograms
+
+    run = tmp_path / "run"
+    run.mkdir()
+    lengths = [3, 5, 5, 9, 9, 9, 40] * 300
+    records = [
+        {
+            "id": str(i),
+            "messages": [
+                {"role": "user", "content": " ".join(["w"] * n)},
+                {"role": "assistant", "content": " ".join(["a"] * (2 * n))},
+            ],
+            "meta": {"field": "f", "subfield": "s", "discipline": "d"},
+        }
+        for i, n in enumerate(lengths)
+    ]
+    (run / "instructions.jsonl").write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in records))
+    stats = RunStats(run)
+    assert stats.question_words == {3: 300, 5: 600, 9: 900, 40: 300}  # 4 entries, not 2,100
+    questions = length_histograms(stats).data[0]
+    counts, edges = np.histogram(lengths, bins=4)  # what a list of every length gives
+    assert list(questions.y) == counts.tolist()
+    assert list(questions.x) == ((edges[:-1] + edges[1:]) / 2).tolist()

@@ -2,8 +2,9 @@
 
 Formats: `messages` (chat JSONL, what TRL's SFTTrainer and most chat trainers read), `alpaca`
 (instruction/input/output), `sharegpt` (conversations with from/value), `parquet`, and `hf` (a
-Hugging Face dataset saved with save_to_disk). `push_to_hub` uploads the export folder, card
-included, as a dataset repository.
+Hugging Face dataset saved with save_to_disk), each in shards of a set size (glan.post.shards).
+`push_to_hub` uploads the export folder, card included, as a dataset repository, skipping what
+the repository already holds (glan.post.hub).
 
 An export never ships stale records: clean.jsonl is used only when it was made from the current
 instructions.jsonl (glan.post.provenance), and the card names the records' fingerprint.
@@ -11,18 +12,30 @@ instructions.jsonl (glan.post.provenance), and the card names the records' finge
 
 from __future__ import annotations
 
+import os
 import shutil
+import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
-import orjson
-
-from glan import __version__
 from glan.errors import UserError
-from glan.post.clean import read_records
-from glan.post.provenance import RECORDS, current_clean_summary, records_fingerprint
-from glan.run.files import atomic_write_bytes, atomic_write_text
+from glan.post.card import CardStats, dataset_card
+from glan.post.clean import read_records_sized
+from glan.post.hub import push_folder as push_to_hub  # noqa: F401 (the export's upload)
+from glan.post.progress import Step, Steps, begin
+from glan.post.provenance import RECORDS, current_clean_summary
+from glan.post.shards import (
+    BATCH_ROWS,
+    DEFAULT_SHARD_BYTES,
+    ArrowShards,
+    JsonlShards,
+    ParquetShards,
+    ShardWriter,
+    unify,
+    write_dataset_state,
+)
 
 Format = Literal["messages", "alpaca", "sharegpt", "parquet", "hf"]
 FORMATS: tuple[str, ...] = ("messages", "alpaca", "sharegpt", "parquet", "hf")
@@ -66,13 +79,20 @@ def convert(record: dict[str, Any], fmt: str) -> dict[str, Any]:
     return {"id": record.get("id"), "messages": record.get("messages"), "meta": record.get("meta")}
 
 
-def _rows(path: Path, fmt: str) -> Iterator[dict[str, Any]]:
-    for record in read_records(path):
-        yield convert(record, fmt)
+def export(
+    run_dir: Path,
+    fmt: str,
+    out_dir: Path | None = None,
+    shard_bytes: int = DEFAULT_SHARD_BYTES,
+    steps: Steps | None = None,
+) -> Path:
+    """Write `run_dir`'s records in `fmt` under out_dir (default run_dir/export/fmt), in shards
+    of about `shard_bytes`, with a dataset card; returns the folder.
 
-
-def export(run_dir: Path, fmt: str, out_dir: Path | None = None) -> Path:
-    """Write `run_dir`'s records in `fmt` under out_dir (default run_dir/export/fmt); returns it."""
+    Two streaming passes (the card's counts and the columns' types, then the shards), so memory
+    stays flat at any size. Files are made in a staging folder inside the target and moved into
+    place at the end (replacing an earlier export's files of this format); a failed export
+    leaves the target as it was, and removes any folder it made."""
     if fmt not in FORMATS:
         raise UserError(f"unknown format {fmt!r}: choose one of {', '.join(FORMATS)}")
     src, cleaning = _source(run_dir)
@@ -84,10 +104,15 @@ def export(run_dir: Path, fmt: str, out_dir: Path | None = None) -> Path:
     target = out_dir or run_dir / "export" / fmt
     created = _missing_dirs(target)
     target.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=target, prefix=".export-"))
     try:
-        _write(src, target, fmt)
-        atomic_write_text(target / "README.md", dataset_card(run_dir, src, fmt, cleaning))
+        stats, schema = _scan(src, fmt, steps)
+        files = _write(src, staging, fmt, shard_bytes, schema, stats.n, steps)
+        card = dataset_card(run_dir, src, fmt, cleaning, stats, files)
+        (staging / "README.md").write_text(card, encoding="utf-8")
+        _publish(staging, target, fmt)
     except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
         if created:  # the outermost folder this export made: no empty dir left behind
             shutil.rmtree(created[-1], ignore_errors=True)
         raise
@@ -102,147 +127,87 @@ def _missing_dirs(target: Path) -> list[Path]:
     return missing
 
 
-def _write(src: Path, target: Path, fmt: str) -> None:
+def _batches(
+    src: Path, fmt: str | None, step: Step, by_bytes: bool
+) -> Iterator[tuple[list[dict[str, Any]], list[dict[str, Any]]]]:
+    """(records, rows in `fmt`, none without) in batches of BATCH_ROWS, counting on `step`."""
+    records: list[dict[str, Any]] = []
+    for record, size in read_records_sized(src):
+        records.append(record)
+        step.done += size if by_bytes else 1
+        if len(records) == BATCH_ROWS:
+            yield records, [convert(r, fmt) for r in records] if fmt else []
+            records = []
+    if records:
+        yield records, [convert(r, fmt) for r in records] if fmt else []
+
+
+def _scan(src: Path, fmt: str, steps: Steps | None) -> tuple[CardStats, Any]:
+    """Pass 1: the card's counts and, for parquet and hf, one schema that fits every row."""
+    stats = CardStats()
+    schema = None
+    step = begin(steps, "export: read", src.stat().st_size, "bytes")
+    tabular = fmt in ("parquet", "hf")
+    for records, rows in _batches(src, "messages" if tabular else None, step, by_bytes=True):
+        for record in records:
+            stats.add(record)
+        if tabular:
+            schema = unify(schema, rows)
+    return stats, schema
+
+
+def _write(
+    src: Path,
+    folder: Path,
+    fmt: str,
+    shard_bytes: int,
+    schema: Any,
+    total: int,
+    steps: Steps | None,
+) -> list[str]:
+    """Pass 2: the shards; returns their paths relative to `folder`."""
+    step = begin(steps, f"export: write {fmt}", total)
     if fmt in ("messages", "alpaca", "sharegpt"):
-        data = b"".join(orjson.dumps(row) + b"\n" for row in _rows(src, fmt))
-        atomic_write_bytes(target / "train.jsonl", data)
+        writer: ShardWriter = JsonlShards(folder, "train", shard_bytes)
     elif fmt == "parquet":
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        table = pa.Table.from_pylist(list(_rows(src, "messages")))
-        pq.write_table(table, target / "train.parquet")
+        writer = ParquetShards(folder, "train", shard_bytes, schema or _empty_schema())
     else:
-        from datasets import Dataset
+        from datasets import Features
 
-        Dataset.from_list(list(_rows(src, "messages"))).save_to_disk(str(target / "dataset"))
-
-
-def _load_json(path: Path) -> dict[str, Any]:
-    return orjson.loads(path.read_bytes()) if path.is_file() else {}
-
-
-def dataset_card(run_dir: Path, src: Path, fmt: str, cleaning: dict[str, Any]) -> str:
-    """A README for the export: what it is, how it was made and cleaned (`cleaning`: the
-    current clean summary, {} when the source is the raw records), and its caveats."""
-    from collections import Counter
-
-    manifest = _load_json(run_dir / "manifest.json")
-    records = records_fingerprint(run_dir, cleaning) if (run_dir / RECORDS).is_file() else None
-    fields: Counter[str] = Counter()
-    disciplines: Counter[str] = Counter()
-    strategies: Counter[str] = Counter()
-    n = 0
-    for record in read_records(src):
-        meta = record.get("meta") or {}
-        fields[meta.get("field", "?")] += 1
-        disciplines[meta.get("discipline", "?")] += 1
-        strategies[meta.get("strategy", "?")] += 1
-        n += 1
-    cfg = manifest.get("config", {})
-    # `usage` and `cost_usd` add up every invocation that worked on the run (resumes included).
-    stage_rows = []
-    totals = Counter[str]()
-    for stage, models in (manifest.get("usage") or {}).items():
-        for model, row in models.items():
-            stage_rows.append(
-                f"| {stage} | {model} | {row['requests']:,} | {row['prompt_tokens']:,} | "
-                f"{row['completion_tokens']:,} | ${row['cost_usd']:.4f} |"
-            )
-            totals.update({k: row[k] for k in ("requests", "prompt_tokens", "completion_tokens")})
-    if stage_rows:
-        stage_rows.append(
-            f"| **total** | | {totals['requests']:,} | {totals['prompt_tokens']:,} | "
-            f"{totals['completion_tokens']:,} | ${manifest.get('cost_usd', 0.0):.4f} |"
-        )
-    made_from = (
-        f"Made from `{RECORDS}` sha256 `{records.sha256}` ({records.bytes:,} bytes)."
-        if records
-        else ""
-    )
-    lines = [
-        "---",
-        "license: other",
-        "task_categories:\n- text-generation",
-        "tags:\n- synthetic\n- instruction-tuning\n- glan",
-        "---",
-        "",
-        "# GLAN synthetic instruction data",
-        "",
-        f"{n:,} question-answer pairs made with glan {__version__} by walking a taxonomy of "
-        "human knowledge (field > sub-field > discipline > subject > syllabus > class sessions and "
-        "key concepts) and asking a model for homework questions and their answers, the method "
-        "of Li et al. (2024), *Synthetic Data (Almost) from Scratch: Generalized Instruction "
-        "Tuning for Language Models*.",
-        "",
-        f"Format: `{fmt}`. Source file: `{src.name}`. {made_from}".rstrip(),
-        "",
-        "## Coverage",
-        "",
-        f"{len(fields)} fields, {len(disciplines)} disciplines. Sampling strategies: "
-        + ", ".join(f"{k} {v:,}" for k, v in sorted(strategies.items()))
-        + ".",
-        "",
-        "| field | pairs |",
-        "|---|---:|",
-        *[f"| {k} | {v:,} |" for k, v in fields.most_common()],
-        "",
-        "## How it was made",
-        "",
-        f"Seed {manifest.get('seed', '?')}, target {manifest.get('target', '?')}, "
-        f"glan {manifest.get('glan_version', '?')}, subjects mode `{cfg.get('subjects_mode', '?')}`. "
-        "Tokens and cost add up every invocation that worked on the run (resumes included).",
-        "",
-        "| stage | model | requests | prompt tokens | completion tokens | cost |",
-        "|---|---|---:|---:|---:|---:|",
-        *stage_rows,
-        "",
-        "## Cleaning and decontamination",
-        "",
-    ]
-    if cleaning:
-        s = cleaning.get("settings", {})
-        lines += [
-            f"{cleaning.get('input', 0):,} records in, {cleaning.get('kept', 0):,} kept.",
-            f"- filtered: {cleaning.get('filtered') or 'none'}",
-            f"- duplicates removed (exact; MinHash-LSH at Jaccard {s.get('near_threshold')}): "
-            f"{cleaning.get('duplicates') or 'none'}",
-            f"- decontaminated against {_benchmarks(cleaning)} by {s.get('ngram')}-gram "
-            f"overlap (>= {s.get('min_overlap')} of an item's n-grams): "
-            f"{cleaning.get('contaminated') or 'nothing matched'}",
-            *[
-                f"- not decontaminated against {name}: {why}"
-                for name, why in (cleaning.get("benchmarks_missing") or {}).items()
-            ],
-        ]
-    else:
-        lines.append("Not cleaned: run `glan clean` before training or reporting benchmark scores.")
-    lines += [
-        "",
-        "## License and caveats",
-        "",
-        "The text was written by the models named above; their terms of use govern what you may do "
-        "with it. Synthetic answers can be wrong: verify before relying on them.",
-        "",
-    ]
-    return "\n".join(lines)
+        features = Features.from_arrow_schema(schema or _empty_schema())
+        (folder / "dataset").mkdir()
+        writer = ArrowShards(folder / "dataset", "data", shard_bytes, features.arrow_schema)
+    row_fmt = fmt if writer.suffix == ".jsonl" else "messages"
+    for _, rows in _batches(src, row_fmt, step, by_bytes=False):
+        writer.write(rows)
+    names = writer.close()
+    if fmt == "hf":
+        write_dataset_state(folder / "dataset", features, names, uuid.uuid4().hex[:16])
+        return [f"dataset/{name}" for name in names]
+    return names
 
 
-def _benchmarks(cleaning: dict[str, Any]) -> str:
-    used = cleaning.get("benchmarks_used") or {}
-    return ", ".join(f"{name} ({n:,} items)" for name, n in used.items()) or "no benchmark"
+def _empty_schema() -> Any:
+    """The columns of an export with no records."""
+    import pyarrow as pa
+
+    turn = pa.struct([("role", pa.string()), ("content", pa.string())])
+    return pa.schema([("id", pa.string()), ("messages", pa.list_(turn))])
 
 
-def push_to_hub(folder: Path, repo_id: str, private: bool = True, token: str | None = None) -> str:
-    """Upload an export folder (card included) as a dataset repository; returns its URL."""
-    try:
-        from huggingface_hub import HfApi
-    except ImportError:
-        raise UserError("--push-to-hub needs: pip install 'glan[hf]'") from None
-    api = HfApi(token=token)
-    try:
-        url = api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
-        api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="dataset")
-    except Exception as exc:  # the hub client raises many kinds; the user needs one line
-        raise UserError(f"push to {repo_id} failed: {str(exc).splitlines()[0][:200]}") from None
-    return str(url)
+_OUTPUTS = {"parquet": ("train.parquet", "train-*-of-*.parquet"), "hf": ("dataset",)}
+_JSONL_OUTPUTS = ("train.jsonl", "train-*-of-*.jsonl")
+
+
+def _publish(staging: Path, target: Path, fmt: str) -> None:
+    """Replace an earlier export's files of this format (a stale shard must not linger) by the
+    staged ones."""
+    for pattern in _OUTPUTS.get(fmt, _JSONL_OUTPUTS):
+        for old in target.glob(pattern):
+            if old.is_dir():
+                shutil.rmtree(old)
+            else:
+                old.unlink()
+    for item in staging.iterdir():
+        os.replace(item, target / item.name)
+    staging.rmdir()

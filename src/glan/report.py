@@ -20,7 +20,8 @@ import plotly.graph_objects as go
 
 from glan.config import STAGES
 from glan.errors import UserError
-from glan.post.clean import read_records
+from glan.post.clean import read_records_sized
+from glan.post.progress import Steps, begin
 from glan.post.provenance import current_clean_summary, records_fingerprint
 from glan.run.files import atomic_write_text
 
@@ -30,17 +31,21 @@ def _load_json(path: Path) -> dict[str, Any]:
 
 
 class RunStats:
-    """Everything the page shows, gathered in one streaming pass."""
+    """Everything the page shows, gathered in one streaming pass. Memory is the taxonomy's and
+    the number of distinct lengths', never the number of records."""
 
-    def __init__(self, run_dir: Path) -> None:
+    def __init__(self, run_dir: Path, steps: Steps | None = None) -> None:
         src = run_dir / "instructions.jsonl"
         if not src.is_file():
             raise UserError(f"{run_dir} holds no instructions.jsonl: is it a glan run directory?")
         self.tree: Counter[tuple[str, str, str]] = Counter()
         self.levels: Counter[str] = Counter()
         self.strategies: Counter[str] = Counter()
-        q_len, a_len = [], []
-        for record in read_records(src):
+        self.question_words: Counter[int] = Counter()
+        self.answer_words: Counter[int] = Counter()
+        step = begin(steps, "report: read", src.stat().st_size, "bytes")
+        for record, size in read_records_sized(src):
+            step.done += size
             meta = record.get("meta") or {}
             self.tree[
                 (meta.get("field", "?"), meta.get("subfield", "?"), meta.get("discipline", "?"))
@@ -48,10 +53,8 @@ class RunStats:
             self.levels[meta.get("level", "?")] += 1
             self.strategies[meta.get("strategy", "?")] += 1
             turns = {m.get("role"): m.get("content", "") for m in record.get("messages", [])}
-            q_len.append(len(turns.get("user", "").split()))
-            a_len.append(len(turns.get("assistant", "").split()))
-        self.question_words = np.array(q_len, dtype=np.int64)
-        self.answer_words = np.array(a_len, dtype=np.int64)
+            self.question_words[len(turns.get("user", "").split())] += 1
+            self.answer_words[len(turns.get("assistant", "").split())] += 1
         self.manifest = _load_json(run_dir / "manifest.json")
         self.cleaning = current_clean_summary(run_dir)
         self.records = records_fingerprint(run_dir, self.cleaning)
@@ -107,12 +110,17 @@ def _bars(counter: dict[str, float] | Counter[str], title: str, x_title: str = "
 
 def length_histograms(stats: RunStats) -> go.Figure:
     fig = go.Figure()
-    for name, values in (("questions", stats.question_words), ("answers", stats.answer_words)):
-        if len(values) == 0:
+    for name, lengths in (("questions", stats.question_words), ("answers", stats.answer_words)):
+        if not lengths:
             continue
-        counts, edges = np.histogram(values, bins=min(40, max(1, len(np.unique(values)))))
+        values = np.fromiter(lengths, dtype=np.int64, count=len(lengths))
+        weights = np.fromiter(lengths.values(), dtype=np.int64, count=len(lengths))
+        # the histogram of every record's length, from one entry per distinct length
+        counts, edges = np.histogram(values, bins=min(40, len(values)), weights=weights)
         centres = (edges[:-1] + edges[1:]) / 2
-        fig.add_trace(go.Bar(x=centres.tolist(), y=counts.tolist(), name=name, opacity=0.7))
+        fig.add_trace(
+            go.Bar(x=centres.tolist(), y=counts.astype(np.int64).tolist(), name=name, opacity=0.7)
+        )
     fig.update_layout(barmode="overlay")
     fig.update_xaxes(title="words")
     return _layout(fig, "Question and answer lengths")
@@ -178,8 +186,8 @@ table {{ border-collapse: collapse; }} td, th {{ padding: 4px 12px; text-align: 
 """
 
 
-def build_report(run_dir: Path, out: Path | None = None) -> Path:
-    stats = RunStats(run_dir)
+def build_report(run_dir: Path, out: Path | None = None, steps: Steps | None = None) -> Path:
+    stats = RunStats(run_dir, steps)
     figures = [
         taxonomy_sunburst(stats),
         _bars(stats.levels, "Subject levels"),

@@ -9,8 +9,10 @@ from typing import Annotated
 
 import typer
 
-from glan.cli.app import Opt, app, error_line, fail, out
+from glan.cli.app import Opt, app, console, error_line, fail, out
 from glan.errors import UserError
+
+Quiet = Annotated[bool, Opt("--quiet", "-q", help="no progress display")]
 
 
 def _benchmark_list(text: str) -> list[str]:
@@ -30,6 +32,17 @@ def user_errors() -> Iterator[None]:
     except UserError as exc:
         error_line(str(exc))  # here too, so CliRunner-driven callers see the same one line
         raise typer.Exit(exc.exit_code) from None
+
+
+@contextmanager
+def progress(quiet: bool) -> Iterator:
+    """The steps a long command reports, shown while the block runs (glan.cli.progress)."""
+    from glan.cli.progress import show_steps
+    from glan.post.progress import Steps
+
+    steps = Steps()
+    with show_steps(steps, console, quiet):
+        yield steps
 
 
 @app.command()
@@ -56,6 +69,10 @@ def clean(
         bool, Opt("--semantic", help="also drop paraphrases by embedding (glan[semantic])")
     ] = False,
     semantic_threshold: Annotated[float, Opt(help="cosine similarity for --semantic")] = 0.92,
+    memory_gb: Annotated[
+        float, Opt(help="memory for duplicate removal's sorts, in GB (beyond it, disk)")
+    ] = 2.0,
+    quiet: Quiet = False,
 ) -> None:
     """Filter, de-duplicate and decontaminate a run: clean.jsonl, removed.jsonl, clean_summary.json."""
     from glan.post.clean import CleanSettings, clean_file
@@ -64,18 +81,28 @@ def clean(
     source = run_dir / "instructions.jsonl"
     if not source.is_file():
         fail(f"{run_dir} holds no instructions.jsonl: is it a glan run directory?")
-    settings = CleanSettings(
-        dedup=not no_dedup,
-        near_threshold=threshold,
-        benchmarks=None if benchmarks is None else _benchmark_list(benchmarks),
-        ngram=ngram,
-        min_overlap=min_overlap,
-        check_answers=check_answers,
-        semantic=semantic,
-        semantic_threshold=semantic_threshold,
-    )
-    with user_errors():
-        summary = clean_file(source, run_dir / "clean.jsonl", run_dir / "removed.jsonl", settings)
+    from pydantic import ValidationError
+
+    try:
+        settings = CleanSettings(
+            dedup=not no_dedup,
+            near_threshold=threshold,
+            benchmarks=None if benchmarks is None else _benchmark_list(benchmarks),
+            ngram=ngram,
+            min_overlap=min_overlap,
+            check_answers=check_answers,
+            semantic=semantic,
+            semantic_threshold=semantic_threshold,
+            memory_gb=memory_gb,
+        )
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        flag = _CLEAN_FLAGS.get(str(err["loc"][0]), str(err["loc"][0]))
+        fail(f"{flag}: {err['msg']}")
+    with user_errors(), progress(quiet) as steps:
+        summary = clean_file(
+            source, run_dir / "clean.jsonl", run_dir / "removed.jsonl", settings, steps=steps
+        )
     atomic_write_json(run_dir / "clean_summary.json", summary.model_dump(mode="json"))
     _say_benchmarks(summary.benchmarks_used, summary.benchmarks_missing)
     say(
@@ -83,6 +110,16 @@ def clean(
         f"duplicates {sum(summary.duplicates.values()):,}, contaminated "
         f"{sum(summary.contaminated.values()):,} -> {run_dir / 'clean.jsonl'}"
     )
+
+
+# CleanSettings fields as the user wrote them, for one clear error line.
+_CLEAN_FLAGS = {
+    "near_threshold": "--threshold",
+    "ngram": "--ngram",
+    "min_overlap": "--min-overlap",
+    "semantic_threshold": "--semantic-threshold",
+    "memory_gb": "--memory-gb",
+}
 
 
 def _say_benchmarks(used: dict[str, int], missing: dict[str, str]) -> None:
@@ -131,15 +168,25 @@ def export_cmd(
     out_dir: Annotated[Path | None, Opt("--out", help="default: RUN_DIR/export/FORMAT")] = None,
     push_to_hub: Annotated[str | None, Opt(help="upload to this Hugging Face dataset repo")] = None,
     public: Annotated[bool, Opt("--public", help="make the pushed repo public")] = False,
+    shard_size: Annotated[
+        str, Opt(help="largest file of the export, e.g. 500MB, 2GB (more: more files)")
+    ] = "500MB",
+    quiet: Quiet = False,
 ) -> None:
-    """Write the (cleaned, if `glan clean` ran) records for a trainer, with a dataset card."""
+    """Write the (cleaned, if `glan clean` ran) records for a trainer, with a dataset card.
+
+    Files hold at most --shard-size each; --push-to-hub sends only what the repo lacks."""
     from glan import export as exporting
+    from glan.post.shards import parse_size
 
     with user_errors():
-        target = exporting.export(run_dir, fmt, out_dir)
+        shard_bytes = parse_size(shard_size)
+        with progress(quiet) as steps:
+            target = exporting.export(run_dir, fmt, out_dir, shard_bytes, steps)
         say(f"exported {fmt} to {target}")
         if push_to_hub:
-            url = exporting.push_to_hub(target, push_to_hub, private=not public)
+            with progress(quiet) as steps:
+                url = exporting.push_to_hub(target, push_to_hub, not public, steps=steps)
             say(f"pushed to {url}")
 
 
@@ -147,10 +194,11 @@ def export_cmd(
 def report(
     run_dir: Annotated[Path, typer.Argument(help="a run's output directory")],
     out_path: Annotated[Path | None, Opt("--out", help="default: RUN_DIR/report.html")] = None,
+    quiet: Quiet = False,
 ) -> None:
     """Write one self-contained HTML page with plots about a run."""
     from glan.report import build_report
 
-    with user_errors():
-        target = build_report(run_dir, out_path)
+    with user_errors(), progress(quiet) as steps:
+        target = build_report(run_dir, out_path, steps)
     say(f"report: {target}")

@@ -1,5 +1,6 @@
-"""Progress while a run works: a live table on a terminal, a plain line every ~10 s elsewhere
-(logs, nohup, CI), nothing with --quiet."""
+"""Progress while a run works (generate: a live table) or a long step runs (clean, export,
+upload, report: bars): on a terminal, live; elsewhere (logs, nohup, CI) a plain line every
+~10 s; nothing with --quiet."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ from collections.abc import Callable, Iterator
 
 from rich.console import Console
 from rich.live import Live
+from rich.progress import TaskID
 from rich.table import Table
 
+from glan.post.progress import Steps
 from glan.tree.progress import RunProgress
 
 PLAIN_EVERY_S = 10.0
@@ -126,9 +129,83 @@ def show_progress(progress: RunProgress, console: Console, quiet: bool) -> Itera
         with live, _every(0.25, lambda: live.update(progress_table(progress))):
             yield
     else:
-        # A first line soon (a run that fails at once prints only its error), then every ~10 s.
-        def line() -> None:
-            console.print(progress_line(progress), markup=False, highlight=False, soft_wrap=True)
+        with _plain_lines(console, lambda: progress_line(progress)):
+            yield
 
-        with _every(PLAIN_EVERY_S, line, first=FIRST_LINE_S):
+
+def _plain_lines(console: Console, line: Callable[[], str]) -> contextlib.AbstractContextManager:
+    """A first line soon (a command that fails at once prints only its error), then every ~10 s."""
+
+    def tick() -> None:
+        console.print(line(), markup=False, highlight=False, soft_wrap=True)
+
+    return _every(PLAIN_EVERY_S, tick, first=FIRST_LINE_S)
+
+
+def _amount(n: float, unit: str) -> str:
+    return f"{n / 1e6:,.0f} MB" if unit == "bytes" else f"{n:,.0f} {unit}"
+
+
+def _fraction(done: int, total: int | None, unit: str) -> str:
+    """'1,200/4,000 MB', '25/30 records', or just the count when the total is unknown."""
+    if unit == "bytes":
+        scaled = f"{done / 1e6:,.0f}" + (f"/{total / 1e6:,.0f}" if total else "")
+        return f"{scaled} MB"
+    return f"{done:,}" + (f"/{total:,}" if total else "") + f" {unit}"
+
+
+def step_line(steps: Steps) -> str:
+    """One plain line about the current step of clean, export or upload."""
+    step = steps.current
+    if step is None:
+        return "glan: starting"
+    elapsed = max(1e-6, time.monotonic() - step.started)
+    rate = step.done / elapsed
+    if step.total:
+        left = max(0, step.total - step.done)
+        return (
+            f"glan: {step.name}: {_fraction(step.done, step.total, step.unit)} "
+            f"({100 * step.done / step.total:.0f}%), "
+            f"{_amount(rate, step.unit)}/s, ETA {_eta(left, step.done, elapsed)}"
+        )
+    return (
+        f"glan: {step.name}: {_fraction(step.done, None, step.unit)}, {_amount(rate, step.unit)}/s"
+    )
+
+
+@contextlib.contextmanager
+def show_steps(steps: Steps, console: Console, quiet: bool = False) -> Iterator[None]:
+    """Bars on a terminal (one per step, as steps begin), a plain line every ~10 s elsewhere."""
+    if quiet:
+        yield
+    elif console.is_terminal:
+        from rich.progress import (
+            BarColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        bars = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.fields[amount]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+        )
+        tasks: dict[int, TaskID] = {}
+
+        def refresh() -> None:
+            for i, step in enumerate(list(steps.steps)):
+                amount = _fraction(step.done, step.total, step.unit)
+                if i not in tasks:
+                    tasks[i] = bars.add_task(step.name, total=step.total, amount=amount)
+                bars.update(tasks[i], completed=step.done, total=step.total, amount=amount)
+
+        with bars, _every(0.25, refresh):
+            yield
+    else:
+        with _plain_lines(console, lambda: step_line(steps)):
             yield

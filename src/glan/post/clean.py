@@ -19,8 +19,9 @@ from pydantic import BaseModel, Field
 from glan.errors import UserError
 from glan.post.benchmarks import KNOWN, load_benchmarks
 from glan.post.decontam import Decontaminator, ParallelChecker
-from glan.post.dedup import Deduplicator
-from glan.post.filters import FilterSettings, reject_reason
+from glan.post.dedup_disk import DedupParams, DedupPlan, plan_duplicates, work_folder
+from glan.post.filters import FilterSettings, record_text, reject_reason
+from glan.post.progress import Steps, begin
 from glan.post.provenance import Fingerprint, fingerprint
 from glan.post.semantic import Encoder, SemanticDeduplicator, minilm_encoder
 from glan.run.files import atomic_file
@@ -47,6 +48,9 @@ class CleanSettings(BaseModel):
     semantic: bool = Field(False, description="embedding dedup (pip install 'glan[semantic]')")
     semantic_threshold: float = Field(0.92, gt=0, le=1, description="cosine similarity")
     workers: int = Field(default_factory=lambda: min(2, os.cpu_count() or 1), ge=1)
+    memory_gb: float = Field(
+        2.0, gt=0, description="memory for duplicate removal's sorts (more spills less to disk)"
+    )
 
 
 class CleanSummary(BaseModel):
@@ -62,6 +66,12 @@ class CleanSummary(BaseModel):
 
 
 def read_records(path: Path) -> Iterator[dict[str, Any]]:
+    for record, _ in read_records_sized(path):
+        yield record
+
+
+def read_records_sized(path: Path) -> Iterator[tuple[dict[str, Any], int]]:
+    """Each record with the size of its line in bytes (for progress over a file's size)."""
     if not path.is_file():
         raise UserError(f"input not found: {path}")
     with open(path, "rb") as fh:
@@ -69,20 +79,9 @@ def read_records(path: Path) -> Iterator[dict[str, Any]]:
             if not line.strip():
                 continue
             try:
-                yield orjson.loads(line)
+                yield orjson.loads(line), len(line)
             except orjson.JSONDecodeError:
                 raise UserError(f"{path}:{number}: not a JSON line") from None
-
-
-def _texts(record: dict[str, Any], answers: bool) -> str:
-    roles = ("user", "assistant") if answers else ("user",)
-    return "\n".join(
-        m.get("content", "") for m in record.get("messages", []) if m.get("role") in roles
-    )
-
-
-def _question(record: dict[str, Any]) -> str:
-    return _texts(record, answers=False)
 
 
 class _Cleaner:
@@ -94,6 +93,7 @@ class _Cleaner:
         kept: BinaryIO,
         removed: BinaryIO,
         encoder: Encoder | None = None,
+        dedup: DedupPlan | None = None,
     ) -> None:
         self.settings = settings
         self.kept, self.removed = kept, removed
@@ -112,13 +112,7 @@ class _Cleaner:
             if loaded.items
             else None
         )
-        self.dedup = (
-            Deduplicator(
-                settings.near_threshold, settings.num_perm, settings.shingle, settings.near_dedup
-            )
-            if settings.dedup
-            else None
-        )
+        self.dedup = dedup
         self.semantic = None
         if settings.semantic:
             self.semantic = SemanticDeduplicator(
@@ -142,7 +136,7 @@ class _Cleaner:
                 self._remove("filter", reason, record)
                 return
         if self.dedup is not None:
-            dup = self.dedup.check(str(record.get("id", self.summary.input)), _question(record))
+            dup = self.dedup.check(str(record.get("id", self.summary.input)), record_text(record))
             if dup is not None:
                 self.duplicates[dup.kind] += 1
                 self._remove("dedup", f"{dup.kind} duplicate", record, duplicate_of=dup.of)
@@ -154,7 +148,7 @@ class _Cleaner:
     def _drop_paraphrases(self) -> None:
         assert self.semantic is not None
         ids = [str(r.get("id", i)) for i, r in enumerate(self.batch)]
-        matches = self.semantic.check_batch(ids, [_question(r) for r in self.batch])
+        matches = self.semantic.check_batch(ids, [record_text(r) for r in self.batch])
         survivors = []
         for record, match in zip(self.batch, matches, strict=True):
             if match is None:
@@ -168,7 +162,7 @@ class _Cleaner:
         if self.semantic is not None and self.batch:
             self._drop_paraphrases()
         if self.batch:
-            texts = [_texts(r, self.settings.check_answers) for r in self.batch]
+            texts = [record_text(r, self.settings.check_answers) for r in self.batch]
             handle = self.checker.submit(texts) if self.checker else [None] * len(texts)
             self.pending.append((self.batch, handle))
             self.batch = []
@@ -205,18 +199,55 @@ class _Cleaner:
         return self.summary
 
 
+def _plan(inp: Path, settings: CleanSettings, work: Path, steps: Steps | None) -> DedupPlan | None:
+    if not settings.dedup:
+        return None
+    params = DedupParams(
+        filter=settings.filter,
+        filters=settings.filters,
+        near=settings.near_dedup,
+        threshold=settings.near_threshold,
+        num_perm=settings.num_perm,
+        shingle=settings.shingle,
+    )
+    memory = int(settings.memory_gb * (1 << 30))
+    return plan_duplicates(inp, params, work, memory, settings.workers, steps)
+
+
 def clean_file(
-    inp: Path, out: Path, removed: Path, settings: CleanSettings, encoder: Encoder | None = None
+    inp: Path,
+    out: Path,
+    removed: Path,
+    settings: CleanSettings,
+    encoder: Encoder | None = None,
+    steps: Steps | None = None,
 ) -> CleanSummary:
     """Both outputs appear only once complete; the input is never modified. The summary records
-    the input's fingerprint, taken before reading (a file replaced meanwhile reads as stale)."""
-    source = fingerprint(inp) if inp.is_file() else None
-    records = read_records(inp)
-    with atomic_file(out) as kept_fh, atomic_file(removed) as removed_fh:
-        cleaner = _Cleaner(settings, kept_fh, removed_fh, encoder)
-        for record in records:
-            cleaner.add(record)
-        summary = cleaner.finish()
+    the input's fingerprint, taken before reading (a file replaced meanwhile reads as stale).
+
+    Two passes: duplicates are decided first, in bounded memory (glan.post.dedup_disk), then
+    the records stream through filters, that decision and decontamination."""
+    if not inp.is_file():
+        raise UserError(f"input not found: {inp}")
+    source = fingerprint(inp)
+    with (
+        work_folder(out) as work,
+        atomic_file(out) as kept_fh,
+        atomic_file(removed) as removed_fh,
+    ):
+        plan = _plan(inp, settings, Path(work), steps)
+        try:
+            cleaner = _Cleaner(settings, kept_fh, removed_fh, encoder, plan)
+            step = begin(steps, "clean: filter, dedup, decontaminate", plan and plan.records)
+            for record in read_records(inp):
+                cleaner.add(record)
+                step.done += 1
+            summary = cleaner.finish()
+            if plan is not None:
+                plan.finish()
+        finally:
+            if plan is not None:
+                plan.close()
     summary.source = source
     return summary
 

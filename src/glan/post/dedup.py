@@ -1,5 +1,9 @@
 """Duplicate removal over questions: exact (after normalisation), then MinHash-LSH near-duplicates.
 
+This is the in-memory index (about 2.4 KB per kept record): `glan clean` uses the bounded-memory
+path in glan.post.dedup_disk, which removes exactly the same records (a test compares them); this
+one stays as its reference and for small interactive use.
+
 rensa was chosen over datasketch by measurement (BENCHMARKS.md: ~37x the throughput with better
 recall at the same threshold). Records are seen in file order and the first copy stays, so the
 choice of survivor is deterministic. Shingles are word trigrams of the normalised text; the LSH
@@ -15,6 +19,17 @@ from dataclasses import dataclass
 from rensa import RMinHash, RMinHashLSH
 
 from glan.post.normalize import words
+
+
+def shingles(tokens: list[str], n: int) -> list[str]:
+    """Word n-grams of the normalised tokens (the whole text when it is shorter)."""
+    if len(tokens) <= n:
+        return [" ".join(tokens)]
+    return list(map(" ".join, zip(*(tokens[i:] for i in range(n)), strict=False)))
+
+
+def exact_key(tokens: list[str]) -> bytes:
+    return hashlib.blake2b(" ".join(tokens).encode(), digest_size=16).digest()
 
 
 def band_layout(threshold: float, num_perm: int) -> int:
@@ -44,16 +59,10 @@ class Deduplicator:
         )
         self._ids: list[str] = []
 
-    def _shingles(self, tokens: list[str]) -> list[str]:
-        n = self.shingle
-        if len(tokens) <= n:
-            return [" ".join(tokens)]
-        return [" ".join(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
-
     def check(self, record_id: str, text: str) -> Duplicate | None:
         """Is this a duplicate of a record seen before? If not, remember it."""
         tokens = words(text)
-        digest = hashlib.blake2b(" ".join(tokens).encode(), digest_size=16).digest()
+        digest = exact_key(tokens)
         first = self._exact.get(digest)
         if first is not None:
             return Duplicate(first, "exact")
@@ -61,7 +70,7 @@ class Deduplicator:
         if not self.near or not tokens:
             return None
         sig = RMinHash(num_perm=self.num_perm, seed=1)
-        sig.update(self._shingles(tokens))
+        sig.update(shingles(tokens, self.shingle))
         candidates = self._lsh.query(sig)
         if candidates:
             return Duplicate(self._ids[min(candidates)], "near")

@@ -41,3 +41,12 @@ def reject_reason(record: dict, settings: FilterSettings) -> str | None:
     if settings.drop_refusals and REFUSAL.search(answer):
         return "refusal"
     return None
+
+
+def record_text(record: dict, answers: bool = False) -> str:
+    """The user turns (and the assistant's, with `answers`) joined: what dedup and
+    decontamination compare."""
+    roles = ("user", "assistant") if answers else ("user",)
+    return "\n".join(
+        m.get("content", "") for m in record.get("messages", []) if m.get("role") in roles
+    )
