@@ -57,7 +57,8 @@ def clean(
     ] = False,
     semantic_threshold: Annotated[float, Opt(help="cosine similarity for --semantic")] = 0.92,
 ) -> None:
-    """Filter, de-duplicate and decontaminate a run: clean.jsonl, removed.jsonl, clean_summary.json."""
+    """Filter, de-duplicate and decontaminate a run. Writes clean.jsonl, removed.jsonl and
+    clean_summary.json into it."""
     from glan.post.clean import CleanSettings, clean_file
     from glan.run.files import atomic_write_json
 
@@ -132,7 +133,8 @@ def export_cmd(
     push_to_hub: Annotated[str | None, Opt(help="upload to this Hugging Face dataset repo")] = None,
     public: Annotated[bool, Opt("--public", help="make the pushed repo public")] = False,
 ) -> None:
-    """Write the (cleaned, if `glan clean` ran) records for a trainer, with a dataset card."""
+    """Write a run's records for a trainer, with a dataset card. The cleaned records, when
+    `glan clean` has run."""
     from glan import export as exporting
 
     with user_errors():
