@@ -120,6 +120,9 @@ class FakeServer:
     throttle_retry_after_s: float = 0.2
     # Or exactly the bodies this predicate picks.
     throttle_when: Callable[[dict[str, Any]], bool] | None = None
+    # Called, in the server's thread, as each chat request arrives: a test breaks the endpoint
+    # once the run has reached a given point, instead of after a given time.
+    on_request: Callable[[], None] | None = None
 
     def __post_init__(self) -> None:
         unknown = set(self.fault_rates) - set(FAULTS)
@@ -127,6 +130,10 @@ class FakeServer:
             raise ValueError(f"unknown fault kinds: {sorted(unknown)}")
         self.queue: list[str] = []
         self.requests = 0
+        # Chat requests inside a handler now, and the most there have been at once: what tests
+        # wait for and count instead of sleeping or timing.
+        self.in_flight = 0
+        self.max_in_flight = 0
         self.by_status: Counter[str] = Counter()
         self.answered: Counter[str] = Counter()  # request_key -> 200 replies
         self.seen_bodies: list[dict[str, Any]] = []
@@ -209,6 +216,24 @@ class FakeServer:
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         self.requests += 1
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            return await self._answer(request)
+        finally:
+            self.in_flight -= 1
+
+    def wait_idle(self, timeout_s: float = 60.0) -> None:
+        """Block until no chat request is inside a handler (requests a stopped client left
+        behind are still answered into the void); AssertionError after `timeout_s`."""
+        deadline = time.monotonic() + timeout_s
+        while self.in_flight:
+            assert time.monotonic() < deadline, f"{self.in_flight} requests still in flight"
+            time.sleep(0.01)
+
+    async def _answer(self, request: web.Request) -> web.StreamResponse:
+        if self.on_request is not None:
+            self.on_request()
         if self.fixed_reply is not None:  # benchmark fast path
             if self.latency_s:
                 await asyncio.sleep(self.latency_s)
@@ -333,7 +358,9 @@ class FakeServer:
         def run() -> None:
             loop = self._loop = asyncio.new_event_loop()
             asyncio.set_event_loop(loop)
-            self._runner = web.AppRunner(self.app(), access_log=None)
+            # A stopped server cancels what is still in its handlers after half a second
+            # (aiohttp would wait a minute for a request held by a long latency).
+            self._runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=0.5)
             loop.run_until_complete(self._runner.setup())
             site = web.TCPSite(self._runner, self.host, self.port, backlog=1024)
             loop.run_until_complete(site.start())
@@ -341,6 +368,10 @@ class FakeServer:
             ready.set()
             loop.run_forever()
             loop.run_until_complete(self._runner.cleanup())
+            left = asyncio.all_tasks(loop)  # handlers the shutdown timeout gave up on
+            for task in left:
+                task.cancel()
+            loop.run_until_complete(asyncio.gather(*left, return_exceptions=True))
             loop.close()
 
         self._thread = threading.Thread(target=run, name="fake-openai", daemon=True)

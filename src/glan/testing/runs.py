@@ -33,3 +33,18 @@ def physics_taxonomy(*names: str) -> Taxonomy:
     for name in names:
         tax.add(f"Sciences/Physics/{name}")
     return tax
+
+
+def staged_pairs(run_dir: Path) -> int:
+    """Pairs a run (possibly still going, in another thread or process) has staged in its
+    state: what a test waits for instead of sleeping. 0 before the table exists."""
+    import sqlite3
+
+    try:
+        conn = sqlite3.connect(f"file:{run_dir / 'glan.sqlite'}?mode=ro", uri=True, timeout=5)
+        try:
+            return conn.execute("SELECT count(*) FROM st_pairs").fetchone()[0]
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return 0
