@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import orjson
@@ -86,21 +85,22 @@ def _stop_after(server: FakeServer, requests: int):
     return undo
 
 
-def test_poisoned_requests_are_replaced_in_the_stream_and_cost_little_time(tmp_path):
+def test_poisoned_requests_are_replaced_in_the_stream_and_cost_little(tmp_path):
     server = FakeServer(latency_s=0.02, poisoned_rate=0.05).start()
     try:
         cfg = config_for(server, concurrency=32, max_retries=6, breaker_window_s=30)
-        started = time.monotonic()
         result = generate(tmp_path / "run", 300, cfg)
-        elapsed = time.monotonic() - started
         assert result.instructions == 300
         records = read_jsonl(tmp_path / "run" / "instructions.jsonl")
         assert len({r["id"] for r in records}) == 300
-        calls = sum(s for s in result.manifest["planned_calls"].values())
-        ideal = calls * 0.02 / 32
-        assert server.by_status["poisoned"] > 0
-        # Each poisoned body costs a few backed-off retries, overlapped with everything else.
-        assert elapsed < 5 * ideal + 2, (elapsed, ideal)
+        given_up = sum(result.manifest["failures"].values())
+        assert server.by_status["poisoned"] > 0 and given_up > 0
+        # Each poisoned body is sent twice (rarely three times) and costs one backoff wait
+        # (rarely two), not max_retries of them (the time against an undisturbed run:
+        # bench/failure_costs.py); its retries wait for a slot like any request.
+        assert server.by_status["poisoned"] <= 3 * given_up
+        assert result.manifest["retries"] <= 2 * given_up
+        assert server.max_in_flight <= 32
     finally:
         server.stop()
 
