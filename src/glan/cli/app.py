@@ -44,7 +44,7 @@ def _root(
         Opt("--version", is_eager=True, callback=_print_version, help="print glan's version"),
     ] = False,
 ) -> None:
-    """GLAN: instruction-tuning data made by walking a taxonomy of human knowledge."""
+    """Options of `glan` itself; its help text is the app's `help`."""
 
 
 def endpoint_config(
