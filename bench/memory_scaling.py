@@ -1,4 +1,4 @@
-"""Peak memory of `glan generate` as N grows: 20k and 200k records against the fake server.
+"""Peak memory (and tasks alive) of `glan generate` as N grows, against the fake server.
 
 Each size runs in a fresh process (so its peak RSS is its own) against the schema-aware fake
 server in another process at zero latency. Flat memory means the two peaks are close: records
@@ -22,19 +22,38 @@ import urllib.request
 from pathlib import Path
 
 CHILD = """
-import json, resource, sys, time
-from glan.api import generate
+import asyncio, json, resource, sys, time
+from pathlib import Path
+from glan.aio import run
 from glan.config import GenerateConfig
+from glan.pipeline import Pipeline
+from glan.taxonomy import load_taxonomy
 out, n, url, conc = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
 cfg = GenerateConfig.model_validate(
     {"llm": {"backend": "openai", "base_url": url, "model": "bench"}, "concurrency": conc}
 )
+peak_tasks = 0
+
+async def main():
+    global peak_tasks
+    async def sample():
+        global peak_tasks
+        while True:
+            peak_tasks = max(peak_tasks, len(asyncio.all_tasks()))
+            await asyncio.sleep(0.05)
+    sampler = asyncio.ensure_future(sample())
+    try:
+        return await Pipeline(cfg, load_taxonomy(), Path(out), n).run()
+    finally:
+        sampler.cancel()
+
 t = time.perf_counter()
-result = generate(out, n, cfg)
+result = run(main())
 print(json.dumps({
     "n": result.instructions,
     "seconds": time.perf_counter() - t,
     "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    "peak_tasks": peak_tasks,
     "requests": sum(r["requests"] for m in result.manifest["usage"].values() for r in m.values()),
 }))
 """
@@ -91,7 +110,7 @@ def main() -> None:
                 print(
                     f"N={row['n']:>7,}  {row['requests']:>8,} requests  {row['seconds']:7.1f} s  "
                     f"{row['requests'] / row['seconds']:6.0f} req/s  peak RSS {row['peak_rss_mb']:6.1f} MB"
-                    f"  run dir {size / 1e6:6.1f} MB",
+                    f"  run dir {size / 1e6:6.1f} MB  tasks alive at most {row['peak_tasks']:,}",
                     flush=True,
                 )
     finally:

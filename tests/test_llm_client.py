@@ -11,7 +11,7 @@ import pytest
 
 from glan.llm import ChatRequest, EndpointDown, EndpointFatal, RequestFailed, user
 from glan.llm.openai_http import OpenAIBackend
-from glan.testing.fake_server import FakeServer
+from glan.testing.fake_server import FakeServer, default_replier
 
 SCHEMA = {
     "type": "object",
@@ -153,18 +153,102 @@ async def test_seed_sent_is_the_effective_seed(make_client, fake_server):
     ("reject", "expected_mode"), [("json_schema", "json_object"), ("both", "prompt")]
 )
 async def test_structured_output_falls_back(make_client, fake_server, reject, expected_mode):
+    """A server that lacks a mode refuses a minimal probe too: the endpoint steps down for
+    good, and the refused body itself was still answered and parsed."""
     fake_server.reject_response_format = reject
     fake_server.record_bodies = True
     client = make_client()
-    reply = await client.chat(ask(json_schema=SCHEMA))
+    reply = await client.chat(ask("first body", json_schema=SCHEMA))
     assert set(reply.parsed) == {"name", "tags"}
-    assert client.backend.schema_mode == expected_mode
-    last = fake_server.seen_bodies[-1]
-    assert "JSON schema" in last["messages"][-1]["content"]
+    assert client.backend.mode_for(SCHEMA) == expected_mode
+    fake_server.seen_bodies.clear()
+    await client.chat(ask("second body", json_schema=SCHEMA))
+    [only] = fake_server.seen_bodies  # sent once, at the mode the endpoint stepped down to
+    assert "JSON schema" in only["messages"][-1]["content"]
     if expected_mode == "json_object":  # llama.cpp servers constrain to the schema given here
-        assert last["response_format"] == {"type": "json_object", "schema": SCHEMA}
+        assert only["response_format"] == {"type": "json_object", "schema": SCHEMA}
     else:
-        assert "response_format" not in last
+        assert "response_format" not in only
+    changes = client.backend.structured_output_changes()
+    assert [(c["scope"], c["to"]) for c in changes][-1] == ("endpoint", expected_mode)
+    assert all("minimal probe too" in c["why"] for c in changes)
+
+
+OTHER_SCHEMA = {
+    "type": "object",
+    "properties": {"city": {"type": "string"}},
+    "required": ["city"],
+}
+
+
+async def test_one_body_that_breaks_the_grammar_keeps_structured_output_for_the_rest(
+    make_client, fake_server
+):
+    """The body that crashes the grammar engine is answered alone without the constraint; a
+    minimal probe passes, so the endpoint keeps its mode for other bodies and schemas."""
+    fake_server.grammar_crash_when = lambda body: "poison" in body["messages"][-1]["content"]
+    fake_server.record_bodies = True
+    client = make_client()
+    crashed = await client.chat(ask("poison pill", json_schema=SCHEMA, schema_name="person"))
+    assert set(crashed.parsed) == {"name", "tags"}
+    # It crashed at json_schema and at json_object (schema given), then went without one.
+    assert fake_server.by_status["grammar_crash"] == 2
+    fake_server.seen_bodies.clear()
+    await client.chat(ask("an ordinary body", json_schema=SCHEMA))
+    await client.chat(ask("another stage's body", json_schema=OTHER_SCHEMA))
+    assert [b["response_format"]["type"] for b in fake_server.seen_bodies] == [
+        "json_schema",
+        "json_schema",
+    ]
+    assert client.backend.mode_for(SCHEMA) == "json_schema"
+    changes = client.backend.structured_output_changes()
+    assert [(c["scope"], c["schema"], c["from"], c["requests"]) for c in changes] == [
+        ("request", "person", "json_schema", 1),
+        ("request", "person", "json_object", 1),
+    ]
+
+
+async def test_a_body_and_its_reasks_never_step_the_endpoint_down(make_client, fake_server):
+    """The body breaking the grammar, answered without it, needs a re-ask (its reply did not
+    parse); the re-ask breaks the grammar too. Still one body's problem: no step down."""
+    fake_server.grammar_crash_when = lambda body: "POISON" in body["messages"][0]["content"]
+    first_reply = []
+
+    def replier(body):
+        if "POISON" in body["messages"][0]["content"] and not first_reply:
+            first_reply.append(1)
+            return "not json"
+        return default_replier(body)
+
+    fake_server.replier = replier
+    client = make_client()
+    reply = await client.chat(ask("POISON body", json_schema=SCHEMA))
+    assert reply.reasks == 1
+    assert client.backend.mode_for(SCHEMA) == "json_schema"
+    assert all(c["scope"] == "request" for c in client.backend.structured_output_changes())
+
+
+async def test_a_schema_the_grammar_cannot_compile_leaves_other_schemas_their_mode(
+    make_client, fake_server
+):
+    def has_name_field(body) -> bool:  # the grammar engine cannot compile SCHEMA
+        fmt = body.get("response_format") or {}
+        return "name" in str(fmt.get("json_schema", {}).get("schema") or fmt.get("schema"))
+
+    fake_server.grammar_crash_when = has_name_field
+    fake_server.record_bodies = True
+    client = make_client()
+    for text in ("one", "two", "three"):
+        reply = await client.chat(ask(text, json_schema=SCHEMA, schema_name="person"))
+        assert set(reply.parsed) == {"name", "tags"}
+    fake_server.seen_bodies.clear()
+    await client.chat(ask("a city", json_schema=OTHER_SCHEMA, schema_name="city"))
+    assert fake_server.seen_bodies[0]["response_format"]["type"] == "json_schema"
+    changes = client.backend.structured_output_changes()
+    assert [(c["scope"], c["schema"], c["from"], c["requests"]) for c in changes] == [
+        ("request", "person", "json_schema", 3),
+        ("request", "person", "json_object", 3),
+    ]
 
 
 async def test_endpoint_that_never_recovers_opens_the_breaker(make_client, fake_server):

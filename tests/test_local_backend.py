@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from glan.errors import UserError
-from glan.llm import ChatRequest, LLMClient, user
+from glan.llm import ChatRequest, LLMClient, RequestFailed, user
+from glan.llm.errors import BadRequest
 from glan.llm.local import LocalBackend, default_n_threads, resolve_model
 
 NESTED = {
@@ -80,6 +81,44 @@ def test_default_threads_leave_a_core_free():
 def test_local_backend_threads_default_and_setting():
     assert LocalBackend().n_threads == default_n_threads()
     assert LocalBackend(n_threads=3).n_threads == 3  # llm.n_threads in the config
+
+
+class OverflowingLlama:
+    """llama-cpp-python's Llama as it answers a prompt longer than its context."""
+
+    def __init__(self, error: ValueError) -> None:
+        self.error = error
+
+    def create_chat_completion(self, **kwargs):
+        raise self.error
+
+
+async def test_a_context_overflow_fails_that_request_not_the_run():
+    backend = LocalBackend()
+    # The exact message of llama_cpp.Llama._create_completion (0.3.x).
+    backend._llm = OverflowingLlama(
+        ValueError("Requested tokens (5120) exceed context window of 4096")
+    )
+    with pytest.raises(BadRequest, match=r"prompt too long .*5120.*4096"):
+        await backend.complete(ChatRequest(messages=user("a long prompt")))
+
+
+async def test_other_llama_errors_are_not_taken_for_an_overflow():
+    backend = LocalBackend()
+    backend._llm = OverflowingLlama(ValueError("logprobs is not supported"))
+    with pytest.raises(ValueError, match="logprobs"):
+        await backend.complete(ChatRequest(messages=user("hello")))
+
+
+@pytest.mark.slow
+async def test_a_prompt_longer_than_the_real_models_context_is_replaced_and_the_next_answered():
+    client = LLMClient(LocalBackend(n_ctx=512))
+    with pytest.raises(RequestFailed, match="exceed context window of 512") as caught:
+        await client.chat(ChatRequest(messages=user("photosynthesis " * 600), max_tokens=8))
+    assert caught.value.permanent  # replaced by the walk like any refused request
+    reply = await client.chat(ChatRequest(messages=user("Say hi."), max_tokens=8))
+    assert reply.text.strip()
+    await client.aclose()
 
 
 @pytest.mark.slow

@@ -259,3 +259,15 @@ def test_subject_duplicates_dropped_within_a_discipline_not_across():
     # Another discipline may hold the same subject: repetition across disciplines is signal.
     other = subjects.unique_subjects([[subj("Acoustics", "Wave Optics", 0)]])
     assert [s.name for s in other] == ["Wave Optics"]
+
+
+def test_manifest_says_which_schema_stepped_down_when_and_why(fake_server, tmp_path):
+    fake_server.reject_response_format = "json_schema"
+    result = generate(tmp_path / "run", 10, config_for(fake_server), small_taxonomy("Optics"))
+    assert result.instructions == 10
+    [change] = result.manifest["schema_downgrades"]
+    # The server lacks json_schema (a minimal probe was refused too): the endpoint stepped
+    # down once, for every stage, and says when and why.
+    assert change["scope"] == "endpoint" and change["endpoint"].startswith("openai|")
+    assert (change["from"], change["to"]) == ("json_schema", "json_object")
+    assert "minimal probe too" in change["why"] and change["at"] > 0

@@ -120,3 +120,80 @@ async def test_a_body_that_always_fails_the_same_way_is_given_up_quickly(make_cl
     # The time each costs is its backoff waits: one each, rarely two, not six. (The run's
     # time against the endpoint's own: bench/failure_costs.py.)
     assert client.stats.retries <= 2 * failed
+
+
+async def test_a_body_that_breaks_the_server_is_deferred_then_given_up_the_next_run(
+    make_client, fake_server, tmp_path
+):
+    """The same hard 500 twice while others succeed: the first run defers it (a flaky
+    endpoint's random 500s share one text too); a later run that sees the same gives it up."""
+    fake_server.grammar_crash_when = None
+    fake_server.fault_when = lambda body: "500" if "poison" in str(body["messages"]) else None
+    first = make_client(cache=tmp_path / "c.sqlite")
+    await first.chat(ask("an ordinary body"))
+    with pytest.raises(RequestFailed, match="same error twice") as deferred:
+        await first.chat(ask("poison"))
+    assert not deferred.value.permanent
+    first.new_invocation()  # a later pass, or the next command
+    with pytest.raises(RequestFailed, match="in an earlier run") as given_up:
+        await first.chat(ask("poison"))
+    assert given_up.value.permanent
+    assert fake_server.by_status["500"] == 4  # twice each time, no backoff spent beyond
+
+
+async def test_one_body_throttled_for_ever_does_not_cut_or_pause_everyone(make_client, fake_server):
+    """One body answered 429 at every try (others served): its first 429 may cut once; its
+    repeats wait alone, so the limit stays where the endpoint's health puts it."""
+    fake_server.throttle_when = lambda body: "STUCK" in body["messages"][-1]["content"]
+    fake_server.throttle_s = math.inf
+    fake_server.throttle_retry_after_s = 0.02
+    fake_server.latency_s = 0.02
+    client = make_client(concurrency=16, breaker_window_s=30.0, cache=False)
+    stuck = asyncio.ensure_future(client.chat(ask("STUCK")))
+    await asyncio.gather(*(client.chat(ask(f"q{i}")) for i in range(400)))
+    assert fake_server.by_status["429_throttled"] >= 3  # it kept trying alongside the others
+    assert client.stats.cuts <= 1
+    stuck.cancel()
+
+
+async def test_a_request_larger_than_the_token_limit_fails_alone(make_client, fake_server):
+    """OpenAI answers 429 "Request too large ... tokens per min" for a body over the limit:
+    waiting never lets it through, so it fails at once as a bad request, pausing nobody."""
+    from aiohttp import web
+
+    async def too_large(request):
+        return web.json_response(
+            {"error": {"message": "Request too large for gpt-4o on tokens per min (TPM)"}},
+            status=429,
+        )
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", too_large)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    from glan.llm import LLMClient
+    from glan.llm.openai_http import OpenAIBackend
+
+    client = LLMClient(OpenAIBackend(model="m", base_url=f"http://127.0.0.1:{port}/v1"))
+    client._preflighted = True
+    try:
+        with pytest.raises(RequestFailed, match="Request too large") as failed:
+            await client.chat(ask("a very long prompt"))
+        assert failed.value.permanent and client.stats.rate_limited == 0
+    finally:
+        await client.aclose()
+        await runner.cleanup()
+
+
+async def test_a_retry_after_longer_than_the_breaker_window_stops_at_once(make_client, fake_server):
+    """A spent hourly quota (Retry-After: 3600) with a 1 s breaker window: the run stops with
+    one line now instead of sleeping an hour without looking at the breaker."""
+    fake_server.rate_limit_for(math.inf, retry_after=3600)
+    client = make_client(concurrency=4, breaker_window_s=1.0)
+    with pytest.raises(EndpointDown, match="asks to wait 3600 s"):
+        await asyncio.wait_for(
+            asyncio.gather(*(client.chat(ask(f"q{i}")) for i in range(4))), timeout=60
+        )

@@ -250,3 +250,35 @@ def writing(run_dir: Path) -> bool:
         except FileNotFoundError:  # renamed into place meanwhile
             pass
     return False
+
+
+async def test_a_stop_while_the_clients_close_still_publishes(tmp_path, fake_server, monkeypatch):
+    """SIGTERM or Ctrl-C cancels the run's task; landing while a finished run closes its
+    clients (a session's or an engine's shutdown takes a moment), it must not skip publishing."""
+    import asyncio
+
+    from glan.llm.openai_http import OpenAIBackend
+    from glan.pipeline import Pipeline
+    from glan.testing.runs import config_for as runs_config
+    from glan.testing.runs import physics_taxonomy
+
+    closing = asyncio.Event()
+    original = OpenAIBackend.aclose
+
+    async def slow_close(self):
+        closing.set()
+        try:
+            await asyncio.sleep(30)
+        finally:
+            await original(self)
+
+    monkeypatch.setattr(OpenAIBackend, "aclose", slow_close)
+    pipeline = Pipeline(runs_config(fake_server), physics_taxonomy("Optics"), tmp_path / "run", 10)
+    task = asyncio.ensure_future(pipeline.run())
+    await closing.wait()  # every pair is staged; the run is closing its clients
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert len(read_jsonl(tmp_path / "run" / "instructions.jsonl")) == 10
+    # Every pair was made before the stop: the manifest says so.
+    assert orjson.loads((tmp_path / "run" / "manifest.json").read_bytes())["status"] == "complete"

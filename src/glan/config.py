@@ -13,7 +13,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from glan.errors import UserError
-from glan.llm.settings import BACKEND_KINDS, BackendSettings, LocalSettings, OpenAISettings
+from glan.llm.settings import (
+    BACKEND_KINDS,
+    AnyBackendSettings,
+    BackendSettings,
+    LocalSettings,
+)
 from glan.llm.usage import Price
 
 StageName = Literal["subjects", "syllabus", "questions", "answers"]
@@ -25,13 +30,19 @@ class StageSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    backend: Literal["local", "openai"] | None = None
-    model: str | None = None
-    base_url: str | None = None
-    api_key_env: str | None = None
-    temperature: float | None = Field(None, ge=0, le=2)
-    top_p: float | None = Field(None, gt=0, le=1)
-    max_tokens: int | None = Field(None, ge=16)
+    backend: Literal["local", "openai", "vllm"] | None = Field(
+        None, description="another backend kind for this stage"
+    )
+    model: str | None = Field(None, description="another model for this stage")
+    base_url: str | None = Field(None, description="another endpoint for this stage")
+    api_key_env: str | None = Field(
+        None, description="the variable holding this stage's API key (never the key)"
+    )
+    temperature: float | None = Field(
+        None, ge=0, le=2, description="sampling temperature (paper: 1.0; answers 0.7)"
+    )
+    top_p: float | None = Field(None, gt=0, le=1, description="nucleus sampling (paper: 0.95)")
+    max_tokens: int | None = Field(None, ge=16, description="reply length cap in tokens")
 
 
 # The paper's sampling settings (GLAN.md): GPT-4 at 1.0/0.95 for the tree, 0.7/0.95 for answers.
@@ -61,11 +72,13 @@ class PlanSettings(BaseModel):
 
 
 class SyllabusSettings(BaseModel):
+    """How large the syllabi asked for are (the embedded tiny model gets smaller ones)."""
+
     model_config = ConfigDict(extra="forbid")
 
     min_sessions: int = Field(10, ge=1, description="paper: 10-30 class sessions")
-    max_sessions: int = Field(30, ge=1)
-    min_concepts: int = Field(2, ge=1)
+    max_sessions: int = Field(30, ge=1, description="paper: 10-30 class sessions")
+    min_concepts: int = Field(2, ge=1, description="key concepts per session, at least")
     max_concepts: int = Field(6, ge=1, description="paper: about 5 key concepts per session")
 
     @model_validator(mode="after")
@@ -76,6 +89,8 @@ class SyllabusSettings(BaseModel):
 
 
 class QuestionSettings(BaseModel):
+    """How homework questions are sampled (the paper's two strategies)."""
+
     model_config = ConfigDict(extra="forbid")
 
     multi_ratio: float = Field(
@@ -86,9 +101,11 @@ class QuestionSettings(BaseModel):
 
 
 class GenerateConfig(BaseModel):
+    """Everything that shapes a `glan generate` run (the YAML given with --config)."""
+
     model_config = ConfigDict(extra="forbid")
 
-    seed: int = 0
+    seed: int = Field(0, description="the run's seed: the same seed and inputs give the same run")
     concurrency: int = Field(
         32, ge=1, description="requests in flight at an HTTP endpoint (across all workers)"
     )
@@ -98,22 +115,43 @@ class GenerateConfig(BaseModel):
         description="how many requests the walk keeps open (default: twice the largest "
         "number a stage's transport takes in flight; batch transports take many more)",
     )
-    llm: BackendSettings = Field(default_factory=LocalSettings)
-    stages: dict[StageName, StageSettings] = Field(default_factory=dict)
+    llm: BackendSettings = Field(
+        default_factory=LocalSettings,
+        description="the backend every stage uses unless `stages` says otherwise",
+    )
+    stages: dict[StageName, StageSettings] = Field(
+        default_factory=dict,
+        description="per-stage overrides: subjects, syllabus, questions, answers",
+    )
     subjects_mode: Literal["structured", "two_turn"] = Field(
         "structured",
         description="structured: one schema-constrained call; two_turn: free text, then a "
         "formatting turn (the paper's way: format instructions can hurt the list's quality)",
     )
-    plan: PlanSettings = Field(default_factory=PlanSettings)
-    syllabus: SyllabusSettings = Field(default_factory=SyllabusSettings)
-    questions: QuestionSettings = Field(default_factory=QuestionSettings)
+    plan: PlanSettings = Field(
+        default_factory=PlanSettings, description="how N is spread down the tree"
+    )
+    syllabus: SyllabusSettings = Field(
+        default_factory=SyllabusSettings, description="syllabus sizes asked for"
+    )
+    questions: QuestionSettings = Field(
+        default_factory=QuestionSettings, description="question sampling"
+    )
     prices: dict[str, Price] = Field(
         default_factory=dict, description="USD per 1M tokens, by model"
     )
-    max_retries: int = Field(6, ge=0)
-    breaker_failures: int = Field(20, ge=1)
-    breaker_window_s: float = Field(120.0, gt=0)
+    max_retries: int = Field(
+        6, ge=0, description="retries of one request on 5xx, timeouts and resets"
+    )
+    breaker_failures: int = Field(
+        20, ge=1, description="failures in a row (and no success for the window) that stop the run"
+    )
+    breaker_window_s: float = Field(
+        120.0,
+        gt=0,
+        description="how long an endpoint may fail, or answer only rate limits, before the run "
+        "stops (finished work is kept; the same command resumes)",
+    )
     _sampling: dict[str, dict[str, float | int]] = PrivateAttr(default_factory=dict)
 
     @model_validator(mode="before")
@@ -129,7 +167,7 @@ class GenerateConfig(BaseModel):
         copy._sampling = {}  # an update may change what the memo was computed from
         return copy
 
-    def backend_for(self, stage: StageName) -> LocalSettings | OpenAISettings:
+    def backend_for(self, stage: StageName) -> AnyBackendSettings:
         """The `llm` block with the stage's overrides; a stage may switch to another kind."""
         override = self.stages.get(stage, StageSettings())
         fields = {

@@ -42,8 +42,8 @@ def estimate(plan: Plan, cfg: GenerateConfig) -> list[StageEstimate]:
         completion = min(completion, cfg.sampling_for(stage)["max_tokens"])
         p_tokens, c_tokens = int(calls[stage] * prompt), int(calls[stage] * completion)
         price = cfg.prices.get(model)
-        if price is None and settings.backend == "local":
-            price = Price()  # the embedded model costs nothing per token
+        if price is None and settings.backend in ("local", "vllm"):
+            price = Price()  # a model on your own hardware costs nothing per token
         out.append(
             StageEstimate(
                 stage=stage,

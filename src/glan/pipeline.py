@@ -42,6 +42,8 @@ from glan.tree.walk import GaveUp, TreeWalk
 
 T = TypeVar("T")
 AdmissionFactory = Callable[[tuple[str, ...], AdmissionSettings], Admission]
+#: Walks of the tree per invocation while units are deferred (see Pipeline._walk_passes).
+MAX_PASSES = 10
 
 __all__ = ["Pipeline", "RunProgress", "RunResult", "StageProgress"]
 
@@ -190,28 +192,57 @@ class Pipeline:
             run_dir.record_inputs(inputs)
             atomic_write_text(self.out_dir / "taxonomy.yaml", self.taxonomy.to_yaml())
             models = {s: self.clients[s].backend.model for s in STAGES}
-            walk = self.walk = TreeWalk(
+            self.walk = TreeWalk(
                 self.plan, self.cfg, state, self.ask, models, self.progress, self.work_window()
             )
             started = time.time()
             status = "stopped"
             try:
                 with long_run_gc():
-                    await walk.run()
+                    await self._walk_passes(state, models)
                 for client in self.endpoints:
                     client.admission.raise_if_never_answered(client.backend.endpoint_id)
                 status = "finished"
             finally:
-                for client in self.endpoints:
-                    await client.aclose()
+                # Published whatever happens to the closing (a stop may land in it).
                 try:
-                    manifest = self._finish(run_dir, state, status, started)
+                    for client in self.endpoints:
+                        await client.aclose()
                 finally:
-                    cache.close()
-                    state.close()
+                    try:
+                        manifest = self._finish(run_dir, state, status, started)
+                    finally:
+                        cache.close()
+                        state.close()
             return RunResult(
                 self.out_dir, manifest["counts"]["instructions"], self.target, manifest
             )
+
+    async def _walk_passes(self, state: Any, models: dict[str, str]) -> None:
+        """Walk the tree; while units were deferred (transient failures) and the last pass
+        moved, walk again, as a re-run of the same command would (same records, no new
+        decisions): one command finishes what a flaky endpoint interrupted. Each pass is its
+        own invocation for the clients' notes on bodies that break the server."""
+        await self.walk.run()
+        for _ in range(MAX_PASSES - 1):
+            if not self.walk.deferred:
+                return
+            writes = state.writes
+            for client in self.endpoints:
+                client.new_invocation()
+            self.walk = TreeWalk(
+                self.plan,
+                self.cfg,
+                state,
+                self.ask,
+                models,
+                self.progress,
+                self.work_window(),
+                count_resumed=False,
+            )
+            await self.walk.run()
+            if state.writes == writes:
+                return  # nothing moved: the endpoint is what fails; the next run asks again
 
     def _finish(self, run_dir: RunDir, state: Any, status: str, started: float) -> dict[str, Any]:
         """Publish the outputs and the manifest. Every staged unit survives in the state, so a
@@ -258,6 +289,15 @@ class Pipeline:
             "retries": sum(s.retries for s in stats),
             "rate_limited": sum(s.rate_limited for s in stats),
             "concurrency_cuts": sum(s.cuts for s in stats),
+            # Every invocation's, this one's last (each run re-learns what its server lacks).
+            "schema_downgrades": [
+                *previous.get("schema_downgrades", []),
+                *(
+                    {"endpoint": c.backend.endpoint_id, **change}
+                    for c in self.endpoints
+                    for change in c.backend.structured_output_changes()
+                ),
+            ],
             "usage": usage,
             "cost_usd": round(sum_cost(usage), 6),
             "usage_this_invocation": this_run,

@@ -26,6 +26,12 @@ CREATE TABLE IF NOT EXISTS responses (
     body BLOB NOT NULL,
     created REAL NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS suspects (
+    key TEXT NOT NULL,
+    signature TEXT NOT NULL,
+    invocation TEXT NOT NULL,
+    PRIMARY KEY (key, signature)
+) WITHOUT ROWID;
 """
 
 
@@ -155,6 +161,24 @@ class ResponseCache:
                 self._conn.execute("ROLLBACK")
                 raise
             self._conn.execute("COMMIT")
+
+    def suspected_earlier(self, key: str, signature: str, invocation: str) -> bool:
+        """Whether an earlier invocation (or pass) gave this request up after meeting this
+        hard error twice running (see `suspect`)."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT invocation FROM suspects WHERE key = ? AND signature = ?",
+                (key, signature),
+            ).fetchone()
+        return row is not None and row[0] != invocation
+
+    def suspect(self, key: str, signature: str, invocation: str) -> None:
+        """Note that this request met this hard error twice running in `invocation`. Rare (a
+        path of failures), so written at once, outside the group commit."""
+        with self._lock:
+            self._conn.execute(
+                "INSERT OR IGNORE INTO suspects VALUES (?, ?, ?)", (key, signature, invocation)
+            )
 
     def __len__(self) -> int:
         self.flush()

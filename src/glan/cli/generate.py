@@ -35,7 +35,7 @@ def generate(
     n: Annotated[int, Opt("-n", help="number of instruction pairs to make")],
     config: Annotated[Path | None, Opt("--config", "-c", help="YAML config file")] = None,
     taxonomy: Annotated[Path | None, Opt("--taxonomy", "-t", help="taxonomy YAML")] = None,
-    backend: Annotated[str | None, Opt(help="local or openai (all stages)")] = None,
+    backend: Annotated[str | None, Opt(help="local, openai or vllm (all stages)")] = None,
     model: Annotated[str | None, Opt(help="model for all stages")] = None,
     base_url: Annotated[str | None, Opt(help="OpenAI-compatible endpoint URL")] = None,
     api_key_env: Annotated[str | None, Opt(help="name of the env variable with the key")] = None,
@@ -189,7 +189,7 @@ def merge(
 
 @app.command()
 def check(
-    backend: Annotated[str, Opt(help="local or openai")] = "openai",
+    backend: Annotated[str, Opt(help="local, openai or vllm")] = "openai",
     model: Annotated[str | None, Opt(help="model name")] = None,
     base_url: Annotated[str | None, Opt(help="endpoint URL")] = None,
     api_key_env: Annotated[str | None, Opt(help="name of the env variable with the key")] = None,

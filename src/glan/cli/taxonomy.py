@@ -13,7 +13,7 @@ from glan.cli.app import Opt, console, endpoint_config, fail, out, taxonomy_app
 @taxonomy_app.command("build")
 def taxonomy_build(
     file: Annotated[Path, Opt("--out", "-o", help="where to write the draft YAML")],
-    backend: Annotated[str | None, Opt(help="local or openai")] = None,
+    backend: Annotated[str | None, Opt(help="local, openai or vllm")] = None,
     model: Annotated[str | None, Opt(help="model name")] = None,
     base_url: Annotated[str | None, Opt(help="endpoint URL")] = None,
     api_key_env: Annotated[str | None, Opt(help="name of the env variable with the key")] = None,

@@ -214,7 +214,9 @@ class FailureMemory:
     signature: str | None = None
     failures: int = 0
 
-    def repeats(self, signature: str | None, successes: int, streak: int) -> bool:
+    def repeats(
+        self, signature: str | None, successes: int, streak: int, known: bool = False
+    ) -> bool:
         """Record this failure; True when it is the same hard error as the last while the
         endpoint is otherwise healthy: it served other requests since this one was sent, or
         nothing but this request has failed since its last success (`streak`, the breaker's
@@ -226,7 +228,8 @@ class FailureMemory:
             signature is not None
             and signature == self.signature
             and (
-                successes > self.successes_at_send
+                known  # an earlier run saw the endpoint healthy while this body failed so
+                or successes > self.successes_at_send
                 or (successes > 0 and streak - self.streak_at_send <= self.failures)
             )
         )
@@ -312,6 +315,14 @@ class LocalAdmission(Admission):
     def on_rate_limited(
         self, epoch: int, retry_after: float | None, error: str, endpoint: str
     ) -> None:
+        if retry_after is not None and retry_after >= self.settings.breaker_window_s:
+            # A spent hourly or daily quota: waiting it out would outlast the breaker window
+            # while looking at nothing; say so now (finished work is kept).
+            raise EndpointDown(
+                f"{endpoint} asks to wait {retry_after:.0f} s (Retry-After), longer than "
+                f"breaker_window_s={self.settings.breaker_window_s:g}: its quota is spent for "
+                f"now; last answer: {error}. Re-run the same command later to resume."
+            )
         self.limiter.on_rate_limited(epoch, retry_after)
         self.breaker.on_rate_limited(error, endpoint)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import Any
 
 from glan.llm.types import ChatRequest
 
@@ -42,6 +43,11 @@ class Backend(ABC):
     @abstractmethod
     async def complete(self, request: ChatRequest) -> Completion:
         """One attempt. Raises TransientError, RateLimited or EndpointFatal on failure."""
+
+    def structured_output_changes(self) -> list[dict[str, Any]]:
+        """Where structured output was weakened during the run (which schema, from and to
+        which mode, when and why), for the manifest; most backends never weaken it."""
+        return []
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release connections or models."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Callable
 
 from glan.llm.admission import (
@@ -55,6 +56,7 @@ class LLMClient:
             )
         self.admission = admission
         self.settings = admission.settings
+        self.invocation = uuid.uuid4().hex  # tells this run's notes from an earlier run's
         self.usage = usage or UsageLedger()
         self.max_reasks = max_reasks
         self._preflighted = False
@@ -184,6 +186,7 @@ class LLMClient:
         admission = self.admission
         memory = FailureMemory(admission.successes, admission.consecutive_failures)
         endpoint = self.backend.endpoint_id
+        rate_limited = False
         while True:
             admission.check(endpoint)
             epoch = await admission.acquire()
@@ -191,21 +194,43 @@ class LLMClient:
             try:
                 completion = await self.backend.complete(request)
             except RateLimited as exc:
-                # Cut and pause before the permit goes back, so no waiter slips in unpaused.
-                admission.on_rate_limited(epoch, exc.retry_after, str(exc), endpoint)
-                admission.release()
+                try:
+                    if not rate_limited:
+                        # Cut and pause before the permit goes back, so no waiter slips in
+                        # unpaused.
+                        admission.on_rate_limited(epoch, exc.retry_after, str(exc), endpoint)
+                    else:
+                        # This request again: a body the endpoint keeps refusing "for now"
+                        # must not cut or pause everyone else at each try. It waits alone.
+                        admission.on_rate_limited(-1, 0.0, str(exc), endpoint)
+                finally:
+                    admission.release()
+                if rate_limited:
+                    await asyncio.sleep(
+                        exc.retry_after
+                        if exc.retry_after is not None
+                        else self.settings.default_retry_after_s
+                    )
+                rate_limited = True
                 continue
             except TransientError as exc:
                 admission.release()
-                admission.on_failure(str(exc), endpoint)
+                known = self._suspected_earlier(request, exc.signature)
+                if not known:  # a body known to break the server says nothing of its health
+                    admission.on_failure(str(exc), endpoint)
                 if memory.repeats(
-                    exc.signature, admission.successes, admission.consecutive_failures
+                    exc.signature, admission.successes, admission.consecutive_failures, known
                 ):
-                    # The body itself breaks the server: asking it again later is pointless.
+                    # Likely the body itself breaks the server: stop spending backoff on it.
+                    # The first time it is deferred to the next run (a flaky endpoint's random
+                    # 500s share one text too, and luck must not change the records); given
+                    # up for good when a later run sees the same again.
+                    if not known:
+                        self._suspect(request, exc.signature)
                     raise RequestFailed(
                         f"gave up: the same error twice for this request while others "
-                        f"succeeded: {exc}",
-                        permanent=True,
+                        f"succeeded{' (and in an earlier run)' if known else ''}: {exc}",
+                        permanent=known or self.cache is None,
                     ) from None
                 if attempt >= self.settings.max_retries:
                     raise RequestFailed(f"gave up after {attempt} retries: {exc}") from None
@@ -222,6 +247,23 @@ class LLMClient:
             admission.release()
             admission.on_success()
             return completion, time.perf_counter() - started
+
+    def new_invocation(self) -> None:
+        """Start a new pass: notes on bodies that break the server made so far count as an
+        earlier run's."""
+        self.invocation = uuid.uuid4().hex
+
+    def _suspected_earlier(self, request: ChatRequest, signature: str | None) -> bool:
+        if self.cache is None or signature is None:
+            return False
+        key = request.cache_key(self.backend.endpoint_id)
+        return self.cache.suspected_earlier(key, signature, self.invocation)
+
+    def _suspect(self, request: ChatRequest, signature: str | None) -> None:
+        if self.cache is not None and signature is not None:
+            self.cache.suspect(
+                request.cache_key(self.backend.endpoint_id), signature, self.invocation
+            )
 
     async def aclose(self) -> None:
         if self.cache is not None:

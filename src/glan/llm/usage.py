@@ -12,8 +12,8 @@ from pydantic import BaseModel, Field
 class Price(BaseModel):
     """US dollars per one million tokens."""
 
-    input: float = Field(0.0, ge=0)
-    output: float = Field(0.0, ge=0)
+    input: float = Field(0.0, ge=0, description="USD per 1M prompt tokens")
+    output: float = Field(0.0, ge=0, description="USD per 1M completion tokens")
 
     def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
         return (prompt_tokens * self.input + completion_tokens * self.output) / 1e6

@@ -104,6 +104,11 @@ class FakeServer:
     timeout_sleep_s: float = 3.0
     # 400 on response_format json_schema (then on json_object too, when "both").
     reject_response_format: str | None = None
+    # The fault (a FAULTS kind) this predicate names for a body, every time it is asked.
+    fault_when: Callable[[dict[str, Any]], str | None] | None = None
+    # Bodies this predicate picks crash the grammar engine when sent with a response_format
+    # (HTTP 500 naming the grammar, as llama.cpp's server does for a schema it cannot compile).
+    grammar_crash_when: Callable[[dict[str, Any]], bool] | None = None
     api_key: str | None = None
     models: list[str] | None = None
     host: str = "127.0.0.1"
@@ -257,6 +262,11 @@ class FakeServer:
             return web.json_response(
                 {"error": {"message": f"response_format {fmt} is not supported"}}, status=400
             )
+        if fmt and self.grammar_crash_when is not None and self.grammar_crash_when(body):
+            self._count("grammar_crash")
+            return web.json_response(
+                {"error": {"message": "failed to parse grammar: rule too large"}}, status=500
+            )
         if time.monotonic() < self.rate_limited_until:
             status = self._rate_limit_status
             self._count(f"{status}_window")
@@ -279,7 +289,8 @@ class FakeServer:
             return web.json_response(
                 {"error": {"message": "this request crashes the model"}}, status=500
             )
-        fault = self._next_fault()
+        fault = self.fault_when(body) if self.fault_when is not None else None
+        fault = fault or self._next_fault()
         if fault is not None:
             response = await self._fault(fault, request, body)
             if response is not None:

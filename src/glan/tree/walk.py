@@ -89,10 +89,12 @@ class TreeWalk:
         models: dict[str, str],
         progress: RunProgress,
         window: int | None = None,
+        count_resumed: bool = True,
     ) -> None:
         """`window`: how many requests the walk keeps open (default: twice the configured
         concurrency); open subjects and pairs in flight are bounded by it, open disciplines
-        by half of it."""
+        by half of it. `count_resumed`: take work found in the state off the progress plan
+        (not again on a second pass of the same invocation)."""
         self.plan = plan
         self.cfg = cfg
         self.state = state
@@ -104,6 +106,7 @@ class TreeWalk:
         self.pair_slots = asyncio.Semaphore(max(2, window))
         self.discipline_window = max(2, window // 2)
         self.deferred = 0  # units deferred to the next run (transient failures)
+        self.count_resumed = count_resumed
 
     async def run(self) -> None:
         await bounded_map(self._discipline, self.plan.disciplines, self.discipline_window)
@@ -111,7 +114,8 @@ class TreeWalk:
     # ---- disciplines ---------------------------------------------------------------------
     async def _discipline(self, dp: DisciplinePlan) -> None:
         job = _Discipline(dp, self.state.load(dp.discipline.path))
-        self._count_resumed(dp, job.st)
+        if self.count_resumed:
+            self._count_resumed(dp, job.st)
         try:
             await self._fill_discipline(job)
         finally:
@@ -125,13 +129,14 @@ class TreeWalk:
             # Every listing failed for its own sake: ask another.
             if not await self._list(job, range(len(st.listings), len(st.listings) + 1)):
                 return
-        n_slots = min(dp.subjects, len(job.listed))
+        base = self._base_subjects(job)
+        n_slots = min(dp.subjects, len(base))
         if n_slots == 0:
             return
         quotas = split_evenly(dp.quota, [1.0] * n_slots)
         for slot in range(n_slots):
             if slot not in st.slots:
-                spare = self._spare(st, job.listed)
+                spare = self._spare(st, base)
                 if spare is None:
                     break
                 st.slots[slot] = Slot(spare)
@@ -198,29 +203,51 @@ class TreeWalk:
             request = subjects.build(d, i, self.cfg)
         return await self.ask("subjects", request, lambda r: subjects.parse(d, i, r))
 
-    def _spare(self, st: DisciplineState, listed: list[Subject]) -> int | None:
-        """The first listed subject no slot has used and whose syllabus has not failed."""
-        used = {slot.s for slot in st.slots.values()}
-        for s in range(len(listed)):
-            if s not in used and not (s in st.syllabi and st.syllabi[s] is None):
-                return s
-        return None
+    def _base_subjects(self, job: _Discipline) -> list[Subject]:
+        """The subjects the discipline's slots are planned from: those of its planned
+        listings (and, when those listed nothing, of the extra ones asked until something was
+        listed), never those of a listing asked later for spares, so a resumed run plans the
+        same slots as an uninterrupted one."""
+        st = job.st
+        k = job.plan.subject_samples
+        base = subjects.unique_subjects([st.listings.get(i) or [] for i in range(k)])
+        while not base and k in st.listings:
+            k += 1
+            base = subjects.unique_subjects([st.listings.get(i) or [] for i in range(k)])
+        return base
 
-    async def _take_spare(self, job: _Discipline, slot: int) -> bool:
-        """Give `slot` the next spare subject (asking another listing when none is left);
-        False when there is none, or when a listing was deferred."""
+    def _spares(self, st: DisciplineState, listed: list[Subject]) -> list[int]:
+        """Listed subjects no slot has used and whose syllabus has not failed, in order."""
+        used = {slot.s for slot in st.slots.values()}
+        return [
+            s
+            for s in range(len(listed))
+            if s not in used and not (s in st.syllabi and st.syllabi[s] is None)
+        ]
+
+    def _spare(self, st: DisciplineState, listed: list[Subject]) -> int | None:
+        spares = self._spares(st, listed)
+        return spares[0] if spares else None
+
+    async def _hand_out_spares(self, job: _Discipline, failed: list[int]) -> list[int] | None:
+        """Give each failed slot, in slot order, the next spare subject; the slots given one.
+        Extra listings are asked first, until there are spares enough or none may be asked,
+        and the spares are then handed out in one step (one group commit): a stop or a
+        deferred listing can never leave half a round handed out. None when a listing was
+        deferred (nothing is handed out; the next run does it)."""
         dp, st = job.plan, job.st
-        while True:
-            spare = self._spare(st, job.listed)
-            if spare is not None:
-                st.slots[slot].s = spare
-                self.state.put_slot(job.path, slot, st.slots[slot])
-                return True
+        while len(self._spares(st, job.listed)) < len(failed):
             extra = len(st.listings)
             if extra >= dp.subject_samples + EXTRA_LISTINGS:
-                return False
+                break
             if not await self._list(job, range(extra, extra + 1)):
-                return False
+                return None
+        given = []
+        for slot, spare in zip(failed, self._spares(st, job.listed), strict=False):
+            st.slots[slot].s = spare
+            self.state.put_slot(job.path, slot, st.slots[slot])
+            given.append(slot)
+        return given
 
     # ---- subjects ------------------------------------------------------------------------
     async def _fill_slots(
@@ -245,16 +272,14 @@ class TreeWalk:
                         )
                 if job.deferred:
                     break
-                round_slots = []
-                for slot in sorted(s for s, o in outcomes.items() if o == "failed"):
-                    if await self._take_spare(job, slot):
-                        round_slots.append(slot)
-                    elif job.deferred:
-                        break
-                    else:
+                failed = sorted(s for s, o in outcomes.items() if o == "failed")
+                given = await self._hand_out_spares(job, failed) if failed else []
+                if given is None:
+                    break  # a listing was deferred: the next run hands this round out
+                for slot in failed:
+                    if slot not in given:
                         filled[slot] = False
-                if job.deferred:
-                    break  # spares handed out so far are staged; the next run goes on from them
+                round_slots = given
         return filled
 
     async def _open_subject(
