@@ -15,6 +15,7 @@ import pytest
 from glan.llm import AdmissionSettings, LLMClient
 from glan.llm.openai_http import OpenAIBackend
 from glan.store import ResponseCache
+from glan.testing.fake_batch import FakeBatchServer
 from glan.testing.fake_server import FakeServer
 
 
@@ -63,6 +64,16 @@ FAST = {
 @pytest.fixture
 def fake_server() -> Iterator[FakeServer]:
     server = FakeServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def batch_server() -> Iterator[FakeBatchServer]:
+    """The fake batch APIs (OpenAI/Azure and Anthropic shapes) on loopback."""
+    server = FakeBatchServer().start()
     try:
         yield server
     finally:

@@ -71,7 +71,22 @@ def test_commands_are_listed_in_the_workflow_s_order():
     assert names.index("check") < names.index("generate")
 
 
-@pytest.mark.parametrize("group", [(), ("taxonomy",)], ids=["glan", "glan taxonomy"])
+def all_groups() -> list[tuple[str, ...]]:
+    """glan and every command of it that has commands of its own (taxonomy, test, ...)."""
+    root = typer.main.get_command(app)
+    with root.make_context("glan", ["--help"], resilient_parsing=True) as ctx:
+        paths = list(command_paths(root, ctx))
+        groups = [()]
+        for path in paths:
+            command = root
+            for name in path:
+                command = command.get_command(ctx, name)
+            if hasattr(command, "list_commands"):
+                groups.append(path)
+    return groups
+
+
+@pytest.mark.parametrize("group", all_groups(), ids=lambda path: " ".join(("glan", *path)))
 def test_each_command_is_one_whole_sentence_on_one_line(group):
     rows = command_rows(invoke(*group, "--help"))
     assert rows and all(name for name, _ in rows), rows  # no summary wraps onto a second line

@@ -3,7 +3,9 @@ reasons are counted in the manifest."""
 
 from __future__ import annotations
 
+import hashlib
 import random
+import re
 from pathlib import Path
 
 import orjson
@@ -12,8 +14,8 @@ import pytest
 from glan.api import generate
 from glan.config import GenerateConfig
 from glan.llm import ChatResponse
-from glan.records import Session, Subject, Syllabus
-from glan.stages import answers, questions, subjects, syllabus
+from glan.records import QuestionPlan, Session, Subject, Syllabus
+from glan.stages import answers, hygiene, questions, subjects, syllabus
 from glan.stages.errors import Rejected
 from glan.taxonomy import DisciplineRef, Taxonomy
 from glan.testing.fake_server import FakeServer, default_replier
@@ -44,7 +46,9 @@ def session(title: str, *concepts: str) -> dict:
     ("question", "kind"),
     [
         ('"] ,', "debris"),
-        ("According to Session 5, what is the refractive index of glass?", "not_standalone"),
+        ("What does Session 5 give as the refractive index of glass?", "not_standalone"),
+        ("Based on the information in sessions 2 and 4 how can a lens focus?", "not_standalone"),
+        ("According to session 3, explain it.", "not_standalone"),  # too little left to keep
         ("Using the key concepts listed above, explain diffraction.", "not_standalone"),
         ("As covered in the syllabus, derive Snell's law.", "not_standalone"),
         ("Using what the previous session taught, explain refraction.", "not_standalone"),
@@ -59,6 +63,102 @@ def test_unusable_questions_are_rejected_with_a_reason(question, kind):
     with pytest.raises(Rejected) as caught:
         questions.parse(reply({"question": question}))
     assert caught.value.kind == kind and str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "reference",
+    [
+        "sessions 2 and 4",
+        "Lectures 1-3",
+        "lectures 1 and 2",
+        "classes 2, 3 and 5",
+        "unit 4",
+        "units 4 to 6",
+        "Module 3",
+        "modules 2 & 3",
+        "chapter 5",
+        "chapters 3, 4 or 7",
+        "lessons 1–2",
+        "the previous lessons",
+        "these lectures",
+        "earlier chapters",
+        "the 4th session",
+        "the third lecture",
+    ],
+)
+def test_references_to_course_parts_are_caught_in_the_plural_too(reference):
+    assert hygiene.not_standalone(f"What does {reference} say about refraction?")
+
+
+@pytest.mark.parametrize(
+    "question",
+    [
+        "Which assets are protected when a company files for Chapter 11 bankruptcy?",
+        "Why does a Class 2 lever always give a mechanical advantage?",
+        "Implement this class so that its instances are immutable.",
+        "How many units of insulin does a 70 kg patient need at 0.5 units per kg?",
+        "Convert 3 units of alcohol to grams.",
+        "What happens in the first chapter of Pride and Prejudice?",
+    ],
+)
+def test_numbers_and_parts_that_are_the_subject_matter_are_not_references(question):
+    assert hygiene.not_standalone(question) is None
+
+
+@pytest.mark.parametrize(
+    ("question", "repaired"),
+    [
+        (
+            "Based on the information provided in sessions 2 and 4, how can a lens focus light?",
+            "How can a lens focus light?",
+        ),
+        (
+            "According to session 3, what is the boiling point of water at 2 atm?",
+            "What is the boiling point of water at 2 atm?",
+        ),
+        (
+            "Using the concepts from lectures 1 and 2, explain why the sky is blue.",
+            "Explain why the sky is blue.",
+        ),
+        ("As discussed in chapters 3-5, pH falls how far?", "pH falls how far?"),
+        # a leading clause that is not a reference stays
+        (
+            "In a closed system, what is conserved in a collision?",
+            "In a closed system, what is conserved in a collision?",
+        ),
+    ],
+)
+def test_a_leading_reference_clause_is_cut_rather_than_re_asked(question, repaired):
+    assert questions.parse(reply({"question": question})) == repaired
+
+
+def test_the_question_prompt_gives_no_session_numbers_to_cite():
+    syl = Syllabus(
+        field="Sciences",
+        subfield="Physics",
+        discipline="Optics",
+        subject="Wave Optics",
+        level="intermediate",
+        introduction="Light as a wave.",
+        sessions=[
+            Session(title="Interference", concepts=["coherence", "path difference"]),
+            Session(title="Diffraction", concepts=["single slit", "gratings"]),
+            Session(title="Polarisation", concepts=["Malus's law"]),
+        ],
+    )
+    plan = QuestionPlan(
+        index=0, strategy="multi", session_ids=(0, 1), concepts=("coherence", "gratings")
+    )
+    text = questions.prompt(syl, plan, CFG)
+    # the paper's content: the whole syllabus, what was learned up to, the sampled concepts
+    for s in syl.sessions:
+        assert s.title in text and all(c in text for c in s.concepts)
+    assert 'learned up to the topic "Diffraction"' in text
+    assert '"Interference" and "Diffraction"' in text
+    assert "- coherence\n- gratings" in text
+    # nothing numbered to cite, and the rule said outright
+    assert not re.search(r"\b(?:session|lecture|topic)s?\s+\d", text, re.IGNORECASE)
+    assert "must stand alone" in text
 
 
 def test_a_standalone_question_passes():
@@ -145,26 +245,45 @@ def sloppy_replier():
         seen.add(body["messages"][0]["content"])
         schema_name = ((body.get("response_format") or {}).get("json_schema") or {}).get("name")
         if first_time and schema_name == "question":
-            return {"question": "Based on Session 2 of the course, what is a wave?"}
+            return {"question": "What does Session 2 of the course say a wave is?"}
         return default_replier(body)
 
     return replier
 
 
-def test_rejected_replies_are_re_asked_and_counted(tmp_path: Path):
-    server = FakeServer(replier=sloppy_replier()).start()
+def optics_run(run_dir: Path, n: int, replier) -> tuple[object, list[dict]]:
+    """A run of `n` pairs on one discipline against a fake server answering with `replier`."""
+    server = FakeServer(replier=replier).start()
     try:
         cfg = GenerateConfig.model_validate(
             {"llm": {"backend": "openai", "base_url": server.base_url, "model": "m"}}
         )
         tax = Taxonomy()
         tax.add("Sciences/Physics/Optics")
-        result = generate(tmp_path / "run", 10, cfg, tax)
+        result = generate(run_dir, n, cfg, tax)
     finally:
         server.stop()
+    lines = (run_dir / "instructions.jsonl").read_bytes().splitlines()
+    return result, [orjson.loads(x) for x in lines]
+
+
+def test_rejected_replies_are_re_asked_and_counted(tmp_path: Path):
+    result, records = optics_run(tmp_path / "run", 10, sloppy_replier())
     assert result.instructions == 10
-    records = [
-        orjson.loads(x) for x in (tmp_path / "run" / "instructions.jsonl").read_bytes().splitlines()
-    ]
     assert not any("Session 2" in r["messages"][0]["content"] for r in records)
     assert result.manifest["rejected_replies"]["questions.not_standalone"] >= 10
+
+
+def test_a_leading_reference_is_repaired_in_a_run_without_a_re_ask(tmp_path: Path):
+    def replier(body: dict):
+        schema_name = ((body.get("response_format") or {}).get("json_schema") or {}).get("name")
+        if schema_name == "question":
+            tag = hashlib.sha256(body["messages"][0]["content"].encode()).hexdigest()[:8]
+            return {"question": f"Based on sessions 2 and 4, how is light {tag} measured?"}
+        return default_replier(body)
+
+    result, records = optics_run(tmp_path / "run", 6, replier)
+    assert result.instructions == 6, result.manifest
+    for r in records:
+        assert r["messages"][0]["content"].startswith("How is ")
+    assert "questions.not_standalone" not in result.manifest["rejected_replies"]

@@ -74,7 +74,7 @@ def test_question_prompts_carry_syllabus_sessions_concepts_and_never_repeat(fake
         for text in prompts:
             for session in syllabi[subject]["sessions"]:
                 assert session["title"] in text  # the whole syllabus is there
-            assert "learned up to session" in text
+            assert "learned up to the topic" in text
     for r in read_jsonl(tmp_path / "run" / "instructions.jsonl"):
         assert r["meta"]["concepts"]
 

@@ -74,3 +74,27 @@ def test_exhaustion_and_rebalancing_survive_a_deferral(tmp_path, deferred):
         {deferred: ["trans", "trans"]},
         sessions={"SubjA": 1},
     )
+
+
+def test_a_subject_whose_questions_always_fail_runs_out_after_its_failure_budget(tmp_path):
+    """A model that never writes a usable question for SubjA: without a bound the walk would
+    try every combination of its syllabus (thousands at the paper's sizes). It stops SubjA
+    after its failure budget, counted, and SubjB takes over its pairs; an interrupted run ends
+    the same way."""
+    from glan.tree.walk import FAILURES_PER_TARGET, MIN_FAILURE_BUDGET
+
+    plan = one_discipline_plan(quota=10, subjects=2, samples=1)
+    always = {("questions", "SubjA", i): ["perm"] for i in range(10_000)}
+    ask = ScriptedAsk({0: ["SubjA", "SubjB"]}, always, sessions=30)
+    records = walk_until_settled(tmp_path / "clean", plan, ask)
+    asked = sum(n for key, n in ask.calls.items() if key[:2] == ("questions", "SubjA"))
+    assert asked == max(MIN_FAILURE_BUDGET, FAILURES_PER_TARGET * 5)
+    assert [subject for subject, _ in records] == ["SubjB"] * 10
+    assert_resume_gives_the_uninterrupted_records(
+        tmp_path / "again",
+        plan,
+        {0: ["SubjA", "SubjB"]},
+        always,
+        {("questions", "SubjB", 1): ["trans"]},
+        sessions=30,
+    )

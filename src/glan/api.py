@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from glan.aio import run
 from glan.config import GenerateConfig
+from glan.executors import execute
 from glan.pipeline import Pipeline, RunProgress, RunResult
 from glan.planner import Plan
 from glan.taxonomy import Taxonomy, load_taxonomy
@@ -24,8 +24,9 @@ def generate(
 
     `update`: the directory was made with another taxonomy or other stage settings; keep what
     still fits and re-make what changed (refused otherwise). `shard=(i, k)`: make only the i-th
-    of k disjoint sets of disciplines (merge the shards with `merge_shards`)."""
-    pipeline = Pipeline(
+    of k disjoint sets of disciplines (merge the shards with `merge_shards`). The config's
+    `executor` says where it runs: here, or on a Ray cluster (docs/scale-out.md)."""
+    return execute(
         config or GenerateConfig(),
         taxonomy or load_taxonomy(),
         Path(out_dir),
@@ -34,7 +35,6 @@ def generate(
         update=update,
         shard=shard,
     )
-    return run(pipeline.run())
 
 
 def plan(n: int, config: GenerateConfig | None = None, taxonomy: Taxonomy | None = None) -> Plan:

@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from glan.errors import UserError
+from glan.llm.batch.options import BatchOptions
 from glan.llm.settings import (
     BACKEND_KINDS,
     AnyBackendSettings,
@@ -30,7 +31,7 @@ class StageSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    backend: Literal["local", "openai", "vllm"] | None = Field(
+    backend: Literal["local", "openai", "vllm", "openai-batch", "anthropic-batch"] | None = Field(
         None, description="another backend kind for this stage"
     )
     model: str | None = Field(None, description="another model for this stage")
@@ -38,6 +39,7 @@ class StageSettings(BaseModel):
     api_key_env: str | None = Field(
         None, description="the variable holding this stage's API key (never the key)"
     )
+    api_version: str | None = Field(None, description="Azure's api-version (openai-batch)")
     temperature: float | None = Field(
         None, ge=0, le=2, description="sampling temperature (paper: 1.0; answers 0.7)"
     )
@@ -100,6 +102,25 @@ class QuestionSettings(BaseModel):
     difficulty: str | None = Field(None, description="e.g. 'challenging'; off by default")
 
 
+class ExecutorSettings(BaseModel):
+    """Where the walk runs: in this process (local), or as shards on a Ray cluster (ray, see
+    docs/scale-out.md). Never part of what shapes the records: every executor makes the same."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["local", "ray"] = Field(
+        "local", description="local: this process; ray: shards on a Ray cluster"
+    )
+    ray_address: str | None = Field(
+        None, description="auto, ray://HOST:PORT, or unset: a local cluster on this machine"
+    )
+    workers: int | None = Field(None, ge=1, description="Ray workers (default: the cluster's CPUs)")
+    worker_cpus: float = Field(1.0, gt=0, description="CPUs Ray reserves for each worker")
+    shards_per_worker: int = Field(
+        8, ge=1, description="the run is cut into this many shards per worker, pulled as they free"
+    )
+
+
 class GenerateConfig(BaseModel):
     """Everything that shapes a `glan generate` run (the YAML given with --config)."""
 
@@ -140,6 +161,9 @@ class GenerateConfig(BaseModel):
     prices: dict[str, Price] = Field(
         default_factory=dict, description="USD per 1M tokens, by model"
     )
+    batch: BatchOptions = Field(
+        default_factory=BatchOptions, description="batch backends: sizes, polling, rounds"
+    )
     max_retries: int = Field(
         6, ge=0, description="retries of one request on 5xx, timeouts and resets"
     )
@@ -151,6 +175,10 @@ class GenerateConfig(BaseModel):
         gt=0,
         description="how long an endpoint may fail, or answer only rate limits, before the run "
         "stops (finished work is kept; the same command resumes)",
+    )
+    executor: ExecutorSettings = Field(
+        default_factory=ExecutorSettings,
+        description="where the run executes: local (one process) or a Ray cluster",
     )
     _sampling: dict[str, dict[str, float | int]] = PrivateAttr(default_factory=dict)
 
@@ -172,7 +200,7 @@ class GenerateConfig(BaseModel):
         override = self.stages.get(stage, StageSettings())
         fields = {
             name: getattr(override, name)
-            for name in ("model", "base_url", "api_key_env")
+            for name in ("model", "base_url", "api_key_env", "api_version")
             if getattr(override, name) is not None
         }
         base = self.llm

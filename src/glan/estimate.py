@@ -9,6 +9,7 @@ from __future__ import annotations
 from pydantic import BaseModel
 
 from glan.config import STAGES, GenerateConfig
+from glan.llm.settings import BATCH_KINDS
 from glan.llm.usage import Price
 from glan.planner import Plan
 
@@ -20,6 +21,7 @@ class StageEstimate(BaseModel):
     prompt_tokens: int
     completion_tokens: int
     cost_usd: float | None
+    batch: bool = False  # priced at the batch price (Price.batch_factor)
 
 
 def estimate(plan: Plan, cfg: GenerateConfig) -> list[StageEstimate]:
@@ -41,6 +43,7 @@ def estimate(plan: Plan, cfg: GenerateConfig) -> list[StageEstimate]:
         prompt, completion = per_call[stage]
         completion = min(completion, cfg.sampling_for(stage)["max_tokens"])
         p_tokens, c_tokens = int(calls[stage] * prompt), int(calls[stage] * completion)
+        batch = settings.backend in BATCH_KINDS
         price = cfg.prices.get(model)
         if price is None and settings.backend in ("local", "vllm"):
             price = Price()  # a model on your own hardware costs nothing per token
@@ -51,7 +54,8 @@ def estimate(plan: Plan, cfg: GenerateConfig) -> list[StageEstimate]:
                 calls=calls[stage],
                 prompt_tokens=p_tokens,
                 completion_tokens=c_tokens,
-                cost_usd=price.cost(p_tokens, c_tokens) if price else None,
+                cost_usd=price.cost(p_tokens, c_tokens, batch) if price else None,
+                batch=batch,
             )
         )
     return out

@@ -10,7 +10,7 @@ what is missing; the run is a function of (config, taxonomy, seed) and the repli
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -22,6 +22,7 @@ from glan.errors import UserError
 from glan.llm import (
     Admission,
     AdmissionSettings,
+    Backend,
     ChatRequest,
     ChatResponse,
     LLMClient,
@@ -44,6 +45,7 @@ T = TypeVar("T")
 AdmissionFactory = Callable[[tuple[str, ...], AdmissionSettings], Admission]
 #: Walks of the tree per invocation while units are deferred (see Pipeline._walk_passes).
 MAX_PASSES = 10
+BackendFactory = Callable[[Any, int], Backend]
 
 __all__ = ["Pipeline", "RunProgress", "RunResult", "StageProgress"]
 
@@ -67,9 +69,14 @@ class Pipeline:
         update: bool = False,
         shard: tuple[int, int] | None = None,
         admission_factory: AdmissionFactory | None = None,
+        only: Collection[str] | None = None,
+        backend_factory: BackendFactory | None = None,
     ) -> None:
         """`admission_factory`: builds the admission of an endpoint (its identity, its local
-        settings); executors that share one limit across processes pass theirs."""
+        settings); executors that share one limit across processes pass theirs.
+        `backend_factory`: builds (or lends) an endpoint's backend from its settings and the
+        concurrency, e.g. one connection pool for all the shards a worker runs.
+        `only`: make only these disciplines (by path), a cluster executor's shard of the plan."""
         if target <= 0:
             raise UserError(f"-n must be a positive number of pairs, got {target}")
         self.cfg = config.adapted()
@@ -79,6 +86,8 @@ class Pipeline:
             raise UserError("the taxonomy keeps no discipline: nothing to generate")
         self.full_plan: Plan = make_plan(target, disciplines, self.cfg)
         self.plan = self.full_plan if shard is None else self.full_plan.shard(*shard)
+        if only is not None:
+            self.plan = self.plan.subset(only)
         self.shard = shard
         self.out_dir = out_dir
         self.target = target
@@ -92,12 +101,23 @@ class Pipeline:
             self.progress.stages[stage].planned = n
         self.failure_examples: dict[str, list[str]] = {}
         self.admission_factory = admission_factory
+        self.backend_factory = backend_factory or self._create_backend
 
     def inputs(self) -> dict[str, Any]:
         """What shapes this run's records (compared on every re-run: glan.run.rundir)."""
         return {"taxonomy": self.taxonomy.fingerprint(), **self.cfg.stage_inputs()}
 
     # ---- clients -------------------------------------------------------------------------
+    def _create_backend(self, settings: Any, concurrency: int) -> Backend:
+        """The default: a backend of its own for each endpoint; batch transports keep their
+        ledger in the run's SQLite file."""
+        return create_backend(
+            settings,
+            concurrency=concurrency,
+            batch=self.cfg.batch,
+            ledger=self.out_dir / "glan.sqlite",
+        )
+
     def admission_settings(self) -> AdmissionSettings:
         return AdmissionSettings(
             concurrency=self.cfg.concurrency,
@@ -118,7 +138,7 @@ class Pipeline:
             backend_settings = self.cfg.backend_for(stage)
             key = backend_settings.identity()
             if key not in by_identity:
-                backend = create_backend(backend_settings, concurrency=self.cfg.concurrency)
+                backend = self.backend_factory(backend_settings, self.cfg.concurrency)
                 endpoint = settings.model_copy(update={"concurrency": backend.max_concurrency})
                 admission = (
                     self.admission_factory(key, endpoint)
@@ -130,6 +150,27 @@ class Pipeline:
                 )
             clients[stage] = by_identity[key]
         return clients
+
+    def _show_batches(self) -> None:
+        """Progress shows the batch transports' state (merged), when a stage uses one."""
+        summaries = [c.backend.summary for c in self.endpoints if hasattr(c.backend, "summary")]
+        if not summaries:
+            return
+
+        def merged() -> dict[str, Any]:
+            states = [summary() for summary in summaries]
+            by_status: dict[str, int] = {}
+            for state in states:
+                for status, n in state["by_status"].items():
+                    by_status[status] = by_status.get(status, 0) + n
+            return {
+                "by_status": by_status,
+                "lines_done": sum(s["lines_done"] for s in states),
+                "lines_pending": sum(s["lines_pending"] for s in states),
+                "oldest_s": max(s["oldest_s"] for s in states),
+            }
+
+        self.progress.batches = merged
 
     def work_window(self) -> int:
         """How many requests the walk keeps open: set apart in the config, else twice what
@@ -177,6 +218,7 @@ class Pipeline:
             self.clients = self._make_clients(cache)
             # Stages sharing an endpoint share one client: each is opened and closed once.
             self.endpoints = list({id(c): c for c in self.clients.values()}.values())
+            self._show_batches()
             try:
                 # Fail on a wrong URL or key before anything in the directory is touched.
                 for client in self.endpoints:
@@ -277,6 +319,7 @@ class Pipeline:
             "deferred_units": self.walk.deferred,
             "seed": self.cfg.seed,
             "shard": list(self.shard) if self.shard else None,
+            "executor": self.cfg.executor.kind,
             **published,
             "planned_calls": self.plan.calls(self.cfg.subjects_mode == "two_turn"),
             "disciplines": len(self.plan.disciplines),

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Collection
 
 from pydantic import BaseModel
 
@@ -42,6 +43,11 @@ class Plan(BaseModel):
         if not 0 <= index < count:
             raise ValueError(f"shard {index} of {count} does not exist")
         mine = [d for d in self.disciplines if shard_of(d.discipline.path, count) == index]
+        return Plan(target=sum(d.quota for d in mine), disciplines=mine)
+
+    def subset(self, paths: Collection[str]) -> Plan:
+        """Only these disciplines (a shard of a cluster run: glan.executors.layout)."""
+        mine = [d for d in self.disciplines if d.discipline.path in paths]
         return Plan(target=sum(d.quota for d in mine), disciplines=mine)
 
     def calls(self, two_turn: bool = False) -> dict[str, int]:

@@ -39,7 +39,9 @@ class Node(BaseModel):
 
 
 class Discipline(Node):
-    pass
+    group: str | None = Field(
+        None, description="GLAN-Test group, where it is not its field's (a drafted field mixes)"
+    )
 
 
 class Subfield(Node):
@@ -91,7 +93,7 @@ class Taxonomy(BaseModel):
                                 name=d.name,
                                 description=d.description,
                                 weight=d.weight,
-                                group=f.group,
+                                group=d.group or f.group,
                             )
                         )
         return out

@@ -1,8 +1,10 @@
 """The command line: a thin layer over glan.api and the library."""
 
 from glan.cli import (  # noqa: F401 - registers the commands
+    batches,
     evaluate,
     generate,
+    glantest,
     post,
     review,
     taxonomy,

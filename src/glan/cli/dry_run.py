@@ -6,7 +6,7 @@ from rich.console import Console
 from rich.table import Table
 
 from glan.config import GenerateConfig
-from glan.estimate import estimate
+from glan.estimate import StageEstimate, estimate
 from glan.planner import Plan
 
 
@@ -17,10 +17,14 @@ def plural(count: int, word: str) -> str:
 def print_dry_run(plan: Plan, cfg: GenerateConfig, out: Console) -> None:
     """`cfg` as the pipeline will run it (adapted to the models), so the calls shown are the
     ones the run's manifest will plan."""
-    est = estimate(plan, cfg)
     title = (
         f"plan for {plural(plan.target, 'pair')} over {plural(len(plan.disciplines), 'discipline')}"
     )
+    print_estimates(title, estimate(plan, cfg), out)
+
+
+def print_estimates(title: str, est: list[StageEstimate], out: Console) -> None:
+    """Calls, tokens and cost per row, with a total and a hint for models without a price."""
     table = Table(title=title, show_footer=True)
     total_cost = None if any(e.cost_usd is None for e in est) else sum(e.cost_usd or 0 for e in est)
     footer = {
@@ -36,13 +40,20 @@ def print_dry_run(plan: Plan, cfg: GenerateConfig, out: Console) -> None:
     for e in est:
         table.add_row(
             e.stage,
-            e.model,
+            f"{e.model} (batch)" if e.batch else e.model,
             f"{e.calls:,}",
             f"{e.prompt_tokens:,}",
             f"{e.completion_tokens:,}",
             "?" if e.cost_usd is None else f"${e.cost_usd:,.2f}",
         )
     out.print(table)
+    if any(e.batch for e in est):
+        out.print(
+            "(batch): priced at the batch price, prices.MODEL.batch_factor of the online one "
+            "(0.5 unless set); expect about four batch turnarounds (docs/batch.md)",
+            highlight=False,
+            soft_wrap=True,
+        )
     unpriced = sorted({e.model for e in est if e.cost_usd is None})
     if unpriced:
         out.print(

@@ -29,17 +29,60 @@ def parse_sets(items: list[str]) -> dict[str, Any]:
     return parsed
 
 
+# The endpoint options `glan generate` shares with the commands that make data like it.
+BackendOpt = Annotated[
+    str | None, Opt(help="local, openai, vllm, openai-batch or anthropic-batch (all stages)")
+]
+ModelOpt = Annotated[str | None, Opt(help="model for all stages")]
+BaseUrlOpt = Annotated[str | None, Opt(help="OpenAI-compatible endpoint URL")]
+KeyEnvOpt = Annotated[str | None, Opt(help="name of the env variable with the key")]
+ConcurrencyOpt = Annotated[int | None, Opt(help="requests in flight at most")]
+
+
+def config_overrides(
+    backend: str | None,
+    model: str | None,
+    base_url: str | None,
+    api_key_env: str | None,
+    concurrency: int | None,
+    seed: int | None,
+    set_: list[str] | None,
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """The options as dotted config overrides, and how the user wrote each (for errors)."""
+    if base_url is not None and backend is None:
+        backend = "openai"  # a URL only means something to the HTTP backend
+    sets = parse_sets(set_ or [])
+    overrides = {
+        "llm.backend": backend,
+        "llm.model": model,
+        "llm.base_url": base_url,
+        "llm.api_key_env": api_key_env,
+        "concurrency": concurrency,
+        "seed": seed,
+        **sets,
+    }
+    options = {
+        "llm.backend": "--backend",
+        "llm.model": "--model",
+        "llm.base_url": "--base-url",
+        "llm.api_key_env": "--api-key-env",
+        "concurrency": "--concurrency",
+        "seed": "--seed",
+    }
+    return overrides, {**options, **{key: f"--set {key}" for key in sets}}
+
+
 @app.command()
 def generate(
     out_dir: Annotated[Path, Opt("--out", "-o", help="output directory (resumed if it exists)")],
     n: Annotated[int, Opt("-n", help="number of instruction pairs to make")],
     config: Annotated[Path | None, Opt("--config", "-c", help="YAML config file")] = None,
     taxonomy: Annotated[Path | None, Opt("--taxonomy", "-t", help="taxonomy YAML")] = None,
-    backend: Annotated[str | None, Opt(help="local, openai or vllm (all stages)")] = None,
-    model: Annotated[str | None, Opt(help="model for all stages")] = None,
-    base_url: Annotated[str | None, Opt(help="OpenAI-compatible endpoint URL")] = None,
-    api_key_env: Annotated[str | None, Opt(help="name of the env variable with the key")] = None,
-    concurrency: Annotated[int | None, Opt(help="requests in flight at most")] = None,
+    backend: BackendOpt = None,
+    model: ModelOpt = None,
+    base_url: BaseUrlOpt = None,
+    api_key_env: KeyEnvOpt = None,
+    concurrency: ConcurrencyOpt = None,
     seed: Annotated[int | None, Opt(help="run seed")] = None,
     set_: Annotated[
         list[str] | None,
@@ -61,33 +104,32 @@ def generate(
         str | None,
         Opt(help="I/K: make only the I-th of K disjoint sets of disciplines (see glan merge)"),
     ] = None,
+    executor: Annotated[
+        str | None, Opt(help="local (this process) or ray (a Ray cluster: docs/scale-out.md)")
+    ] = None,
+    ray_address: Annotated[
+        str | None, Opt(help="Ray cluster: auto, ray://HOST:PORT (default: start one here)")
+    ] = None,
+    workers: Annotated[int | None, Opt(help="Ray workers (default: one per CPU)")] = None,
 ) -> None:
     """Walk the taxonomy down to N question-answer pairs. Re-running the command resumes."""
     from glan.api import plan as make_plan
     from glan.config import load_config
-    from glan.pipeline import Pipeline, RunProgress
+    from glan.executors import execute
+    from glan.pipeline import RunProgress
     from glan.taxonomy import load_taxonomy
 
-    if base_url is not None and backend is None:
-        backend = "openai"  # a URL only means something to the HTTP backend
-    overrides = {
-        "llm.backend": backend,
-        "llm.model": model,
-        "llm.base_url": base_url,
-        "llm.api_key_env": api_key_env,
-        "concurrency": concurrency,
-        "seed": seed,
-        **parse_sets(set_ or []),
+    overrides, labels = config_overrides(
+        backend, model, base_url, api_key_env, concurrency, seed, set_
+    )
+    executor_options = {
+        "executor.kind": (executor, "--executor"),
+        "executor.ray_address": (ray_address, "--ray-address"),
+        "executor.workers": (workers, "--workers"),
     }
-    options = {
-        "llm.backend": "--backend",
-        "llm.model": "--model",
-        "llm.base_url": "--base-url",
-        "llm.api_key_env": "--api-key-env",
-        "concurrency": "--concurrency",
-        "seed": "--seed",
-    }
-    labels = {**options, **{key: f"--set {key}" for key in parse_sets(set_ or [])}}
+    for key, (value, flag) in executor_options.items():
+        overrides.setdefault(key, value)
+        labels.setdefault(key, flag)
     cfg = load_config(config, overrides, labels)
     tax = load_taxonomy(taxonomy)
     if n <= 0:
@@ -98,16 +140,14 @@ def generate(
         print_dry_run(make_plan(n, cfg, tax), cfg.adapted(), out)
         return
     progress = RunProgress()
-    pipeline = Pipeline(
-        cfg, tax, out_dir, n, progress, update=update, shard=parse_shard(shard) if shard else None
-    )
-    from glan.aio import run, sigterm_as_interrupt
+    parsed_shard = parse_shard(shard) if shard else None
+    from glan.aio import sigterm_as_interrupt
     from glan.cli.progress import show_progress
 
     with sigterm_as_interrupt() as terminated:
         try:
             with show_progress(progress, console, quiet):
-                result = run(pipeline.run())
+                result = execute(cfg, tax, out_dir, n, progress, update, parsed_shard)
         except KeyboardInterrupt:
             kept = published_pairs(out_dir)
             how = "terminated" if terminated else "interrupted"
@@ -137,8 +177,8 @@ def generate(
         markup=False,
         soft_wrap=True,
     )
-    target = sum(d.quota for d in pipeline.plan.disciplines)
-    if result.instructions < target:
+    target = result.instructions + m["missing"]
+    if m["missing"]:
         why = (
             f"{m['deferred_units']} units failed for a transient reason (the endpoint's): "
             "re-run the same command to make them"

@@ -41,13 +41,16 @@ def first_sentence(text: str) -> str:
 
 def _tidy(command: Any, ctx: Any) -> None:
     """Give `command` a one-line summary and hide the type Typer shows beside flags (`<bool>`
-    beside --quiet says nothing a flag does not)."""
+    beside --quiet says nothing a flag does not); the same for every command under it, so a
+    sub-app made with a plain typer.Typer (glan test) reads the same."""
     if not getattr(command, "short_help", None) and getattr(command, "help", None):
         command.short_help = first_sentence(command.help)
     # get_params includes --help, which click builds once per command and keeps.
     for param in command.get_params(ctx):
         if getattr(param, "is_flag", False) and param.metavar is None:
             param.metavar = ""
+    for sub in getattr(command, "commands", {}).values():
+        _tidy(sub, ctx)
 
 
 class WorkflowGroup(TyperGroup):

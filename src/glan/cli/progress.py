@@ -34,9 +34,23 @@ def _eta(left: int, done: int, elapsed: float) -> str:
     return f"{seconds / 60:.0f} min" if seconds >= 120 else f"{seconds:.0f} s"
 
 
+def batch_text(progress: RunProgress) -> str:
+    """Batches by status, lines done, the oldest live batch's age; "" without batches."""
+    if progress.batches is None:
+        return ""
+    state = progress.batches()
+    statuses = ", ".join(f"{n} {status}" for status, n in sorted(state["by_status"].items()))
+    oldest = state["oldest_s"]
+    age = f"{oldest / 60:.0f} min" if oldest >= 120 else f"{oldest:.0f} s"
+    return (
+        f"batches: {statuses or 'none live'}; {state['lines_done']:,} lines done, "
+        f"{state['lines_pending']:,} waiting to be sent; oldest {age}"
+    )
+
+
 def progress_table(progress: RunProgress) -> Table:
     elapsed = max(1e-6, time.monotonic() - progress.started)
-    table = Table(box=None, pad_edge=False)
+    table = Table(box=None, pad_edge=False, caption=batch_text(progress) or None)
     for col in ("stage", "done/planned", "failed", "req/s", "tokens", "spend", "ETA"):
         table.add_column(col, justify="right" if col != "stage" else "left")
     usage = progress.usage.as_dict() if progress.usage else {}
@@ -53,7 +67,13 @@ def progress_table(progress: RunProgress) -> Table:
             f"${spend:.4f}",
             _eta(max(0, st.planned - st.done), st.done, elapsed),
         )
+    if progress.notes:
+        table.caption = _notes(progress)
     return table
+
+
+def _notes(progress: RunProgress) -> str:
+    return ", ".join(f"{key} {value}" for key, value in progress.notes.items())
 
 
 def progress_line(progress: RunProgress) -> str:
@@ -64,10 +84,13 @@ def progress_line(progress: RunProgress) -> str:
     requests = sum(st.done for st in progress.stages.values())
     tokens = _tokens(progress)
     left = max(0, progress.target - pairs)
+    batches = batch_text(progress)
     return (
         f"glan: {pairs:,}/{progress.target:,} pairs, {requests:,} requests "
         f"({requests / elapsed:.1f}/s), {tokens / elapsed:,.0f} tokens/s, "
         f"ETA {_eta(left, new_pairs, elapsed) if new_pairs else 'estimating'}, {elapsed:.0f} s"
+        + (f"; {batches}" if batches else "")
+        + (f", {_notes(progress)}" if progress.notes else "")
     )
 
 

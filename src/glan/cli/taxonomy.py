@@ -39,14 +39,19 @@ def taxonomy_build(
             await client.aclose()
             cache.close()
 
-    tax = run(draft())
+    tax, merged = run(draft())
     if not tax.disciplines():
         fail("the model produced no usable taxonomy; try a stronger model or more --samples")
     save_taxonomy(tax, file)
-    out.print(
+    lines = [f"{merged.drafts} drafts listed {merged.listed} disciplines: {merged.summary()}"]
+    lines += [f"  field {into!r} merged into {kept!r}" for kept, into in merged.merged_fields]
+    lines += [f"  dropped {name!r}: not a field" for name in merged.non_fields]
+    lines.append(
         f"wrote {len(tax.disciplines())} disciplines in {len(tax.fields)} fields to {file}; "
         f"review it in the browser: glan taxonomy review {file}"
     )
+    for line in lines:  # one line each, unwrapped: they are read by scripts as well as people
+        out.print(line, highlight=False, soft_wrap=True)
 
 
 @taxonomy_app.command("show")

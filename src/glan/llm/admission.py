@@ -192,6 +192,13 @@ class CircuitBreaker:
                 f"last error: {self.last_error}. Finished work is kept; re-run the same command to resume."
             )
 
+    def raise_if_never_answered(self, endpoint: str) -> None:
+        if self.consecutive_failures and not self.ever_succeeded:
+            raise EndpointDown(
+                f"{endpoint} never answered usefully ({self.consecutive_failures} failures); "
+                f"last error: {self.last_error}"
+            )
+
 
 @dataclass(slots=True)
 class FailureMemory:
@@ -338,12 +345,7 @@ class LocalAdmission(Admission):
         return self.breaker.consecutive_failures
 
     def raise_if_never_answered(self, endpoint: str) -> None:
-        breaker = self.breaker
-        if breaker.consecutive_failures and not breaker.ever_succeeded:
-            raise EndpointDown(
-                f"{endpoint} never answered usefully ({breaker.consecutive_failures} failures); "
-                f"last error: {breaker.last_error}"
-            )
+        self.breaker.raise_if_never_answered(endpoint)
 
 
 def backoff_delay(attempt: int, settings: AdmissionSettings) -> float:

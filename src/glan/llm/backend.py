@@ -27,6 +27,8 @@ class Completion:
 class Backend(ABC):
     #: How many requests this backend can usefully serve at once.
     max_concurrency: int = 1
+    #: Replies are billed at the batch price (Price.batch_factor of the online one).
+    batch_pricing: bool = False
 
     @property
     @abstractmethod
@@ -42,7 +44,9 @@ class Backend(ABC):
 
     @abstractmethod
     async def complete(self, request: ChatRequest) -> Completion:
-        """One attempt. Raises TransientError, RateLimited or EndpointFatal on failure."""
+        """One attempt. Raises TransientError, RateLimited, BadRequest or EndpointFatal on
+        failure; a transport that makes its own rounds (glan.llm.batch) raises RequestFailed
+        once they are spent."""
 
     def structured_output_changes(self) -> list[dict[str, Any]]:
         """Where structured output was weakened during the run (which schema, from and to

@@ -160,7 +160,12 @@ class LLMClient:
                 error = check(response) if check is not None else None
             if error is None:
                 self.usage.record(
-                    request.tag, self.backend.model, prompt_tokens, completion_tokens, reask
+                    request.tag,
+                    self.backend.model,
+                    prompt_tokens,
+                    completion_tokens,
+                    reask,
+                    batch=self.backend.batch_pricing,
                 )
                 return response
             reask_template = REASK_TEXT if request.json_schema is None else REASK_JSON
@@ -173,7 +178,14 @@ class LLMClient:
                     )
                 }
             )
-        self.usage.record(request.tag, self.backend.model, prompt_tokens, completion_tokens, 0)
+        self.usage.record(
+            request.tag,
+            self.backend.model,
+            prompt_tokens,
+            completion_tokens,
+            0,
+            batch=self.backend.batch_pricing,
+        )
         raise RequestFailed(
             f"no usable reply after {self.max_reasks} re-asks: {error}", permanent=True
         )

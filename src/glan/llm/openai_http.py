@@ -76,6 +76,33 @@ def parse_retry_after(headers: Any) -> float | None:
         return max(0.0, when.timestamp() - time.time())
 
 
+def chat_body(model: str, request: ChatRequest, schema_mode: SchemaMode) -> dict[str, Any]:
+    """The chat-completions body of a request (also one line of an OpenAI batch file)."""
+    messages = [{"role": m.role, "content": m.content} for m in request.messages]
+    body: dict[str, Any] = {
+        "model": model,
+        "messages": messages,
+        "temperature": request.temperature,
+        "top_p": request.top_p,
+        "max_tokens": request.max_tokens,
+        "seed": request.effective_seed,
+    }
+    if request.json_schema is not None:
+        schema = wire_schema(request.json_schema)  # what grammar engines can compile
+        if schema_mode == "json_schema":
+            body["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": request.schema_name, "schema": schema},
+            }
+        else:
+            if schema_mode == "json_object":
+                # llama.cpp servers constrain to the schema given here; others ignore it.
+                body["response_format"] = {"type": "json_object", "schema": schema}
+            last = messages[-1]
+            messages[-1] = {**last, "content": last["content"] + schema_instructions(schema)}
+    return body
+
+
 class OpenAIBackend(Backend):
     def __init__(
         self,
@@ -208,31 +235,7 @@ class OpenAIBackend(Backend):
         note["why"] = f"refused for these bodies only (a minimal probe passed): {detail[:200]}"
 
     def _body(self, request: ChatRequest, mode: SchemaMode | None = None) -> dict[str, Any]:
-        messages = [{"role": m.role, "content": m.content} for m in request.messages]
-        body: dict[str, Any] = {
-            "model": self._model,
-            "messages": messages,
-            "temperature": request.temperature,
-            "top_p": request.top_p,
-            "max_tokens": request.max_tokens,
-            "seed": request.effective_seed,
-        }
-        if request.json_schema is not None:
-            schema = wire_schema(request.json_schema)  # what grammar engines can compile
-            if mode is None:
-                mode = self.schema_mode
-            if mode == "json_schema":
-                body["response_format"] = {
-                    "type": "json_schema",
-                    "json_schema": {"name": request.schema_name, "schema": schema},
-                }
-            else:
-                if mode == "json_object":
-                    # llama.cpp servers constrain to the schema given here; others ignore it.
-                    body["response_format"] = {"type": "json_object", "schema": schema}
-                last = messages[-1]
-                messages[-1] = {**last, "content": last["content"] + schema_instructions(schema)}
-        return body
+        return chat_body(self._model, request, mode or self.schema_mode)
 
     async def complete(self, request: ChatRequest) -> Completion:
         mode = None if request.json_schema is None else self.schema_mode
@@ -302,19 +305,26 @@ def _describe(exc: BaseException) -> str:
     return text.splitlines()[0][:200]
 
 
+def completion_from(data: Any) -> Completion:
+    """A chat completion's text, finish reason and tokens (KeyError etc. when it is not one)."""
+    choice = data["choices"][0]
+    text = choice["message"].get("content") or ""
+    usage = data.get("usage") or {}
+    return Completion(
+        text if isinstance(text, str) else str(text),
+        choice.get("finish_reason"),
+        int(usage.get("prompt_tokens") or 0),
+        int(usage.get("completion_tokens") or 0),
+    )
+
+
+NOT_A_COMPLETION = (orjson.JSONDecodeError, KeyError, IndexError, TypeError, AttributeError)
+
+
 def _parse_completion(raw: bytes) -> Completion:
     try:
-        data = orjson.loads(raw)
-        choice = data["choices"][0]
-        text = choice["message"].get("content") or ""
-        usage = data.get("usage") or {}
-        return Completion(
-            text if isinstance(text, str) else str(text),
-            choice.get("finish_reason"),
-            int(usage.get("prompt_tokens") or 0),
-            int(usage.get("completion_tokens") or 0),
-        )
-    except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, AttributeError):
+        return completion_from(orjson.loads(raw))
+    except NOT_A_COMPLETION:
         snippet = raw[:120].decode("utf-8", "replace")
         raise TransientError(
             f"the server's reply is not an OpenAI chat completion: {snippet!r}"

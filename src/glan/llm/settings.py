@@ -10,12 +10,16 @@ normal sizes.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from glan.errors import UserError
 from glan.llm.backend import Backend
+from glan.llm.batch.options import BatchOptions
+
+if TYPE_CHECKING:
+    from glan.llm.batch.api import BatchAPI
 
 EMBEDDED_MODELS = ("smollm2",)
 
@@ -59,8 +63,8 @@ class OpenAISettings(BaseModel):
     timeout_s: float = Field(120.0, gt=0, description="per-request timeout in seconds")
     schema_mode: Literal["json_schema", "json_object", "prompt"] = Field(
         "json_schema",
-        description="structured output to start with; a schema the server refuses for two "
-        "different requests steps down (json_object, then the schema in the prompt)",
+        description="structured output to start with; the endpoint steps down (json_object, "
+        "then the schema in the prompt) when it refuses a minimal probe too",
     )
 
     @property
@@ -127,14 +131,97 @@ class VLLMSettings(BaseModel):
         )
 
 
-AnyBackendSettings = LocalSettings | OpenAISettings | VLLMSettings
-BackendSettings = Annotated[AnyBackendSettings, Field(discriminator="backend")]
-BACKEND_KINDS = {"local": LocalSettings, "openai": OpenAISettings, "vllm": VLLMSettings}
+class OpenAIBatchSettings(BaseModel):
+    """OpenAI's Batch API at half price; Azure OpenAI Global Batch with `api_version` (the
+    base URL is the resource's https://NAME.openai.azure.com/openai, the model its batch
+    deployment). Batch sizes and polling are the `batch:` block's (glan.llm.batch.options)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    backend: Literal["openai-batch"] = Field(
+        "openai-batch", description="OpenAI's (or Azure's) Batch API"
+    )
+    model: str | None = Field(None, description="model name (Azure: the batch deployment)")
+    base_url: str = Field("https://api.openai.com/v1", description="the endpoint's /v1 URL")
+    api_key_env: str | None = Field(
+        None,
+        description="environment variable holding the key (default OPENAI_API_KEY, "
+        "or AZURE_OPENAI_API_KEY for Azure)",
+    )
+    api_version: str | None = Field(None, description="Azure's api-version, e.g. 2024-10-21")
+    timeout_s: float = Field(600.0, gt=0, description="one upload, download or control call")
+    schema_mode: Literal["json_schema", "json_object", "prompt"] = Field(
+        "json_schema", description="structured output each batch line asks for"
+    )
+
+    @property
+    def tiny(self) -> bool:
+        return False
+
+    @property
+    def model_name(self) -> str:
+        return self.model or "gpt-4o-mini"
+
+    def identity(self) -> tuple[str, ...]:
+        return ("openai-batch", self.base_url, self.model_name)
 
 
-def create_backend(settings: AnyBackendSettings, concurrency: int = 64) -> Backend:
-    """The backend these settings name. `concurrency` sizes the HTTP backend's connection pool;
-    the in-process ones know their own (one llama.cpp context; vLLM's max_num_seqs)."""
+class AnthropicBatchSettings(BaseModel):
+    """Anthropic's Message Batches at half price."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    backend: Literal["anthropic-batch"] = Field(
+        "anthropic-batch", description="Anthropic's Message Batches"
+    )
+    model: str | None = Field(None, description="e.g. claude-sonnet-4-5")
+    base_url: str = Field("https://api.anthropic.com/v1", description="the API's /v1 URL")
+    api_key_env: str | None = Field(
+        None, description="environment variable holding the key (default ANTHROPIC_API_KEY)"
+    )
+    timeout_s: float = Field(600.0, gt=0, description="one create, download or control call")
+    schema_mode: Literal["json_schema", "tool"] = Field(
+        "json_schema",
+        description="json_schema: Anthropic's JSON-schema output (stepping down to tool when a "
+        "model refuses it); tool: a tool whose input is the schema",
+    )
+
+    @property
+    def tiny(self) -> bool:
+        return False
+
+    @property
+    def model_name(self) -> str:
+        return self.model or "claude-sonnet-4-5"
+
+    def identity(self) -> tuple[str, ...]:
+        return ("anthropic-batch", self.base_url, self.model_name)
+
+
+AnySettings = (
+    LocalSettings | OpenAISettings | VLLMSettings | OpenAIBatchSettings | AnthropicBatchSettings
+)
+AnyBackendSettings = AnySettings
+BackendSettings = Annotated[AnySettings, Field(discriminator="backend")]
+BACKEND_KINDS: dict[str, type[AnySettings]] = {
+    "local": LocalSettings,
+    "openai": OpenAISettings,
+    "vllm": VLLMSettings,
+    "openai-batch": OpenAIBatchSettings,
+    "anthropic-batch": AnthropicBatchSettings,
+}
+BATCH_KINDS = ("openai-batch", "anthropic-batch")
+
+
+def create_backend(
+    settings: AnySettings,
+    concurrency: int = 64,
+    batch: BatchOptions | None = None,
+    ledger: Path | None = None,
+) -> Backend:
+    """`batch` and `ledger` (the run directory's SQLite file) serve the batch kinds only."""
+    if isinstance(settings, OpenAIBatchSettings | AnthropicBatchSettings):
+        return _batch_backend(settings, batch or BatchOptions(), ledger)
     if isinstance(settings, LocalSettings):
         from glan.llm.local import LocalBackend
 
@@ -166,4 +253,52 @@ def create_backend(settings: AnyBackendSettings, concurrency: int = 64) -> Backe
         max_concurrency=concurrency,
         timeout_s=settings.timeout_s,
         schema_mode=settings.schema_mode,
+    )
+
+
+def _batch_backend(
+    settings: OpenAIBatchSettings | AnthropicBatchSettings,
+    options: BatchOptions,
+    ledger: Path | None,
+) -> Backend:
+    from glan.llm.batch.transport import BatchBackend
+
+    if ledger is None:
+        raise UserError(
+            f"the {settings.backend} backend works inside a run directory (glan generate): "
+            "its batches are recorded there"
+        )
+    api = batch_api(settings.model_dump(), options.completion_window)
+    return BatchBackend(api, ledger, options)
+
+
+def batch_api(fields: dict[str, Any], completion_window: str = "24h") -> BatchAPI:
+    """A provider's batch API from its settings, or from what the ledger recorded of them
+    (`glan batches --cancel`: the kind, model, address and key variable; never the key)."""
+    kind = fields.get("backend") or fields["provider"]
+    settings = BACKEND_KINDS[kind].model_validate(
+        {k: v for k, v in fields.items() if k in BACKEND_KINDS[kind].model_fields and v is not None}
+        | {"backend": kind}
+    )
+    if isinstance(settings, OpenAIBatchSettings):
+        from glan.llm.batch.openai_batch import OpenAIBatchAPI
+
+        return OpenAIBatchAPI(
+            settings.model_name,
+            settings.base_url,
+            settings.api_key_env,
+            settings.api_version,
+            completion_window,
+            settings.schema_mode,
+            settings.timeout_s,
+        )
+    assert isinstance(settings, AnthropicBatchSettings)
+    from glan.llm.batch.anthropic_batch import AnthropicBatchAPI
+
+    return AnthropicBatchAPI(
+        settings.model_name,
+        settings.base_url,
+        settings.api_key_env,
+        settings.schema_mode,
+        settings.timeout_s,
     )

@@ -14,9 +14,13 @@ class Price(BaseModel):
 
     input: float = Field(0.0, ge=0, description="USD per 1M prompt tokens")
     output: float = Field(0.0, ge=0, description="USD per 1M completion tokens")
+    batch_factor: float = Field(
+        0.5, ge=0, description="share of these prices a batch API charges (0.5: half price)"
+    )
 
-    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
-        return (prompt_tokens * self.input + completion_tokens * self.output) / 1e6
+    def cost(self, prompt_tokens: int, completion_tokens: int, batch: bool = False) -> float:
+        online = (prompt_tokens * self.input + completion_tokens * self.output) / 1e6
+        return online * self.batch_factor if batch else online
 
 
 @dataclass
@@ -38,7 +42,13 @@ class UsageLedger:
         self.rows: dict[tuple[str, str], UsageRow] = defaultdict(UsageRow)
 
     def record(
-        self, tag: str, model: str, prompt_tokens: int, completion_tokens: int, reasks: int = 0
+        self,
+        tag: str,
+        model: str,
+        prompt_tokens: int,
+        completion_tokens: int,
+        reasks: int = 0,
+        batch: bool = False,
     ) -> None:
         row = self.rows[(tag, model)]
         row.requests += 1
@@ -47,7 +57,7 @@ class UsageLedger:
         row.completion_tokens += completion_tokens
         price = self.prices.get(model)
         if price is not None:
-            row.cost_usd += price.cost(prompt_tokens, completion_tokens)
+            row.cost_usd += price.cost(prompt_tokens, completion_tokens, batch)
 
     def record_cached(self, tag: str, model: str) -> None:
         self.rows[(tag, model)].cached += 1

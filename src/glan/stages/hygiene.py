@@ -11,12 +11,28 @@ from __future__ import annotations
 import re
 
 _WORD = re.compile(r"[^\W_]{2,}")
+# What a course is cut into. A small model cites them by number ("in sessions 2 and 4",
+# "lectures 1-3", "Chapter 5") or by position ("the previous lesson"). Not "week": a question
+# may well say "in week 12 of a pregnancy".
+_PART = r"(?:session|lecture|class|lesson|unit|module|chapter|topic)(?:e?s)?"
+_NUMBERS = r"\d+(?:\s*(?:,|-|–|to|and|&|or)\s*\d+)*"
+# Numbered names that are the subject matter, not a course's parts.
+_NAMED = r"(?!\s*(?:bankruptcy|lever|felony|misdemeanou?r|medical devices?))"
+# "this class" or "this module" is a coding question's own object, so only the parts no
+# program has are matched after this/that/our/your.
+_TAUGHT = r"(?:session|lecture|lesson|chapter)s?"
+# "the 4th unit", "the third lecture"; a word ordinal only before parts no book has ("the
+# first chapter" of a novel is fine).
+_ORDINAL = r"(?:first|second|third|fourth|fifth|sixth|seventh|eighth|ninth|tenth)"
 # A syllabus-bound question: the student sees only the question, never the course material.
 _NOT_STANDALONE = re.compile(
-    r"\b(?:session|lecture|class)\s+\d+\b"
-    r"|\b(?:previous|this|that|last|next|earlier|today's)\s+(?:session|lecture|class)\b"
+    rf"\b{_PART}\s+{_NUMBERS}\b{_NAMED}"
+    rf"|\b(?:previous|preceding|last|next|earlier|upcoming|today's)\s+{_PART}\b"
+    rf"|\b(?:this|that|these|those|our|your)\s+{_TAUGHT}\b"
+    rf"|\b\d+(?:st|nd|rd|th)\s+{_PART}\b|\b{_ORDINAL}\s+(?:session|lecture|lesson)s?\b"
     r"|\b(?:the|this|our|your)\s+(?:syllabus|course"
-    r"|curriculum|key concepts? (?:above|listed|given))\b|\b(?:above|listed) (?:concepts|sessions)\b",
+    r"|curriculum|key concepts? (?:above|listed|given))\b"
+    r"|\b(?:above|listed) (?:concepts|sessions|topics)\b",
     re.IGNORECASE,
 )
 
@@ -67,6 +83,33 @@ def not_standalone(question: str) -> str | None:
             "so it must not refer to sessions, the course or the syllabus"
         )
     return None
+
+
+# A leading clause that only says where the material came from: "Based on the information
+# provided in sessions 2 and 4,", "According to session 3,", "Using the concepts from lectures
+# 1 and 2,". The question after it usually stands alone, so it is cut rather than re-asked.
+_LEAD = re.compile(
+    r"^\s*(?:based on|according to|using|drawing (?:on|from|upon)|building on|in light of"
+    r"|with reference to|referring to|as \w+(?: \w+)? (?:in|during|on|from|throughout)"
+    r"|recalling|reflecting on|considering|applying|following|given|having \w+"
+    r"|in|during|from|after|with|for|by)\b[^,.;:?!]{0,160},\s*",
+    re.IGNORECASE,
+)
+_MIN_REST_WORDS = 4  # what is left must still be a question, not a stub
+
+
+def strip_reference(question: str) -> str:
+    """The question without a leading clause that points at the course, re-capitalised; the
+    question unchanged when it has no such clause or nothing standalone would be left."""
+    lead = _LEAD.match(question)
+    if lead is None or not _NOT_STANDALONE.search(lead.group(0)):
+        return question
+    rest = question[lead.end() :].strip()
+    if len(rest.split()) < _MIN_REST_WORDS or _NOT_STANDALONE.search(rest):
+        return question
+    if rest[0].islower() and not rest[1:2].isupper():  # "how can" -> "How can", "pH" stays
+        rest = rest[0].upper() + rest[1:]
+    return rest
 
 
 def repetitive(text: str, n: int = 6, min_distinct: float = 0.5) -> str | None:

@@ -112,10 +112,18 @@ def plan_questions(
 
 
 def syllabus_text(syllabus: Syllabus) -> str:
-    lines = [syllabus.introduction] if syllabus.introduction else []
-    for i, s in enumerate(syllabus.sessions, 1):
-        lines.append(f"Session {i}: {s.title}. Key concepts: {', '.join(s.concepts)}.")
+    """The syllabus as topics by title, unnumbered: a number in the prompt is what a small
+    model cites back ("in session 2"), and the student never sees it."""
+    lines = [syllabus.introduction, ""] if syllabus.introduction else []
+    lines.append("Its topics, in order, with their key concepts:")
+    for s in syllabus.sessions:
+        lines.append(f"- {s.title}: {', '.join(s.concepts)}")
     return "\n".join(lines)
+
+
+def _titles(titles: list[str]) -> str:
+    quoted = [f'"{t}"' for t in titles]
+    return quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} and {quoted[-1]}"
 
 
 def prompt(
@@ -129,9 +137,6 @@ def prompt(
         knobs += f"Make it a {cfg.questions.question_type} question. "
     if cfg.questions.difficulty:
         knobs += f"Make it {cfg.questions.difficulty}. "
-    sessions = "\n".join(
-        f"- Session {i + 1}: {syllabus.sessions[i].title}" for i in plan.session_ids
-    )
     return render(
         "question",
         level=syllabus.level,
@@ -140,11 +145,10 @@ def prompt(
         field=syllabus.field,
         subfield=syllabus.subfield,
         syllabus=text if text is not None else syllabus_text(syllabus),
-        upto=upto + 1,
         upto_title=syllabus.sessions[upto].title,
         concepts="\n".join(f"- {c}" for c in plan.concepts),
-        session_phrase="this session" if len(plan.session_ids) == 1 else "these two sessions",
-        sessions=sessions,
+        topic_phrase="the topic" if len(plan.session_ids) == 1 else "the topics",
+        topics=_titles([syllabus.sessions[i].title for i in plan.session_ids]),
         knobs=knobs + ("\n" if knobs else ""),
     )
 
@@ -174,6 +178,8 @@ def parse(reply: ChatResponse) -> str:
     echoed = hygiene.echoed_instruction(question, _INSTRUCTIONS)
     if echoed:
         raise Rejected("echo", f"the question repeats the instructions ({echoed[:60]!r})")
+    # A leading "According to session 3," is cut; a reference inside the question is re-asked.
+    question = hygiene.strip_reference(question)
     reason = hygiene.not_standalone(question)
     if reason:
         raise Rejected("not_standalone", reason)

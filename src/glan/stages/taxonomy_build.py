@@ -1,17 +1,18 @@
 """Stage 0: an LLM-drafted taxonomy for people to review.
 
 Several differently-worded prompts each list fields, sub-fields and disciplines; the drafts are
-merged by normalised name (first spelling kept) and written as YAML. Nothing is kept or removed
-here: that is the reviewers' vote.
+merged into one (glan.stages.taxonomy_merge: same-meaning fields joined, each discipline once,
+non-fields dropped, every discipline grouped) and written as YAML. What is kept in the end is
+the reviewers' vote.
 """
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from glan.llm import ChatRequest, LLMClient, RequestFailed, user
-from glan.taxonomy import Discipline, KnowledgeField, Subfield, Taxonomy
+from glan.stages.taxonomy_merge import MergeReport, merge_drafts
+from glan.taxonomy import Taxonomy
 
 PROMPTS = (
     "List the main fields of human knowledge and capabilities, from the academic sciences and "
@@ -65,34 +66,14 @@ def schema(max_fields: int) -> dict[str, Any]:
     }
 
 
-def _key(name: str) -> str:
-    return re.sub(r"\s+", " ", name).strip().casefold()
-
-
 def merge(drafts: list[dict[str, Any]]) -> Taxonomy:
-    """Union of drafts; a node named twice (case, spacing aside) appears once."""
-    tax = Taxonomy()
-    fields: dict[str, KnowledgeField] = {}
-    for draft in drafts:
-        for f in draft["fields"]:
-            field = fields.get(_key(f["name"]))
-            if field is None:
-                field = fields[_key(f["name"])] = KnowledgeField(name=f["name"].strip())
-                tax.fields.append(field)
-            for s in f["subfields"]:
-                sub = next((x for x in field.subfields if _key(x.name) == _key(s["name"])), None)
-                if sub is None:
-                    sub = Subfield(name=s["name"].strip())
-                    field.subfields.append(sub)
-                for d in s["disciplines"]:
-                    if all(_key(x.name) != _key(d) for x in sub.disciplines):
-                        sub.disciplines.append(Discipline(name=d.strip()))
-    return tax
+    """The drafts as one taxonomy (what was merged: `merge_drafts`)."""
+    return merge_drafts(drafts)[0]
 
 
 async def build_taxonomy(
     client: LLMClient, seed: int = 0, samples_per_prompt: int = 1, max_fields: int = 12
-) -> Taxonomy:
+) -> tuple[Taxonomy, MergeReport]:
     drafts = []
     for p_idx, text in enumerate(PROMPTS):
         for i in range(samples_per_prompt):
@@ -111,4 +92,4 @@ async def build_taxonomy(
                 drafts.append((await client.chat(request)).parsed)
             except RequestFailed:
                 continue
-    return merge(drafts)
+    return merge_drafts(drafts)

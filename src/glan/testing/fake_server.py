@@ -135,9 +135,7 @@ class FakeServer:
             raise ValueError(f"unknown fault kinds: {sorted(unknown)}")
         self.queue: list[str] = []
         self.requests = 0
-        # Chat requests inside a handler now, and the most there have been at once: what tests
-        # wait for and count instead of sleeping or timing.
-        self.in_flight = 0
+        self.in_flight = 0  # requests being answered now, and the most there ever were
         self.max_in_flight = 0
         self.by_status: Counter[str] = Counter()
         self.answered: Counter[str] = Counter()  # request_key -> 200 replies
@@ -220,7 +218,6 @@ class FakeServer:
         self.by_status[status] += 1
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
-        self.requests += 1
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
@@ -237,6 +234,7 @@ class FakeServer:
             time.sleep(0.01)
 
     async def _answer(self, request: web.Request) -> web.StreamResponse:
+        self.requests += 1
         if self.on_request is not None:
             self.on_request()
         if self.fixed_reply is not None:  # benchmark fast path

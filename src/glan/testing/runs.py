@@ -35,6 +35,23 @@ def physics_taxonomy(*names: str) -> Taxonomy:
     return tax
 
 
+#: Batch options that make a fake batch's turnaround milliseconds.
+FAST_BATCH = {"poll_seconds": 0.01, "flush_idle_seconds": 0.05}
+
+
+def batch_config_for(
+    server: Any, backend: str = "openai-batch", **overrides: Any
+) -> GenerateConfig:
+    """A config whose every stage goes to the fake batch server (glan.testing.fake_batch)."""
+    model = "fake-claude" if backend == "anthropic-batch" else "fake-model"
+    data = {
+        "llm": {"backend": backend, "base_url": server.base_url, "model": model},
+        **overrides,
+        "batch": {**FAST_BATCH, **overrides.get("batch", {})},
+    }
+    return GenerateConfig.model_validate(data)
+
+
 def staged_pairs(run_dir: Path) -> int:
     """Pairs a run (possibly still going, in another thread or process) has staged in its
     state: what a test waits for instead of sleeping. 0 before the table exists."""

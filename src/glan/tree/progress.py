@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from glan.config import STAGES
 from glan.llm import UsageLedger
@@ -29,6 +31,10 @@ class RunProgress:
     rejected: Counter[tuple[str, str]] = field(default_factory=Counter)
     resumed_pairs: int = 0
     target: int = 0
+    # Batch transports' state (glan.llm.batch.transport.BatchBackend.summary), when any.
+    batches: Callable[[], dict[str, Any]] | None = None
+    # Figures an executor adds to the display (a cluster's workers alive, its rate limits).
+    notes: dict[str, str] = field(default_factory=dict)
 
     def pairs(self) -> int:
         return self.resumed_pairs + self.strategies.total()

@@ -46,6 +46,9 @@ from glan.tree.progress import RunProgress
 
 T = TypeVar("T")
 EXTRA_LISTINGS = 3  # listing calls beyond the plan when a discipline runs out of subjects
+# Pairs of a subject that may fail for their own sake before it counts as run out.
+MIN_FAILURE_BUDGET = 10
+FAILURES_PER_TARGET = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -375,9 +378,21 @@ class TreeWalk:
                 self.pair_slots.release()
                 settled.set()
 
+        # A subject whose units keep failing for their own sake (a model that never writes a
+        # usable question for it) runs out like one without combinations: counted, so the
+        # same failures end it at the same point in any run.
+        budget = max(MIN_FAILURE_BUDGET, FAILURES_PER_TARGET * target)
         async with task_group() as group:
             while True:
-                if len(pairs.done) + open_pairs + deferred >= target:
+                failed = len(pairs.failed)
+                if failed >= budget:
+                    break
+                # Wait while the open pairs alone may reach the target or spend the budget:
+                # what is taken next must not depend on which of them settles first.
+                if (
+                    len(pairs.done) + open_pairs + deferred >= target
+                    or failed + open_pairs >= budget
+                ):
                     if not open_pairs:
                         return True
                     settled.clear()
@@ -390,7 +405,7 @@ class TreeWalk:
                     break
                 open_pairs += 1
                 group.create_task(one(plan))
-        # Out of combinations; the pairs still open have settled by now.
+        # Out of combinations (or of its failure budget); the open pairs have settled by now.
         return len(pairs.done) + deferred >= target
 
     async def _pair(

@@ -1,0 +1,94 @@
+"""`glan batches DIR`: a run's provider batches, and `--cancel` for the live ones."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from glan.cli.app import Opt, app, fail, out
+
+
+def _age(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _prices(run_dir: Path) -> dict[str, Any]:
+    import orjson
+
+    try:
+        manifest = orjson.loads((run_dir / "manifest.json").read_bytes())
+        return manifest["config"].get("prices") or {}
+    except (OSError, ValueError, KeyError, AttributeError):
+        return {}
+
+
+@app.command()
+def batches(
+    run_dir: Annotated[Path, typer.Argument(help="a run directory (glan generate --out)")],
+    cancel: Annotated[
+        bool,
+        Opt(
+            "--cancel",
+            help="cancel the live batches (what finished is kept; the same "
+            "generate command resumes)",
+        ),
+    ] = False,
+) -> None:
+    """List a run's batches. For each: provider, id, status, lines done/failed, age, cost."""
+    from rich.table import Table
+
+    from glan.llm.batch.ledger import BatchLedger
+    from glan.llm.usage import Price
+
+    db = run_dir / "glan.sqlite"
+    if not db.is_file():
+        fail(f"{run_dir} is not a run directory (no glan.sqlite)")
+    ledger = BatchLedger(db)
+    cancelled = 0
+    try:
+        jobs = ledger.jobs()
+        if cancel:
+            from glan.aio import run
+            from glan.llm.batch.manage import cancel_live
+
+            cancelled = run(cancel_live(ledger))
+            jobs = ledger.jobs()
+    finally:
+        ledger.close()
+    if not jobs:
+        out.print(f"no batches in {run_dir}", highlight=False)
+        return
+    prices = {model: Price.model_validate(p) for model, p in _prices(run_dir).items()}
+    table = Table(box=None, pad_edge=False)
+    for col in ("provider", "batch", "status", "done", "failed", "lines", "age", "cost"):
+        table.add_column(col, justify="right" if col in ("done", "failed", "lines") else "left")
+    now = time.time()
+    for job in jobs:
+        price = prices.get(job.access.get("model", ""))
+        cost = "-"
+        if price is not None and job.settled:
+            cost = f"${price.cost(job.prompt_tokens, job.completion_tokens, batch=True):.4f}"
+        table.add_row(
+            job.access.get("provider", job.provider),
+            job.batch_id or f"(staged {job.local_id})",
+            job.status + ("" if job.settled else " (live)"),
+            f"{job.done:,}",
+            f"{job.failed:,}",
+            f"{job.lines:,}",
+            _age(now - job.created),
+            cost,
+        )
+    out.print(table)
+    if cancel:
+        out.print(
+            f"asked {cancelled} live batches to cancel; re-run the same generate command to "
+            "resume (what finished is kept)",
+            highlight=False,
+        )

@@ -1,0 +1,264 @@
+"""`glan test build` and `glan test run`: GLAN-Test, the held-out exam and its judge."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from glan.cli.app import Opt, app, console, out
+from glan.cli.generate import (
+    BackendOpt,
+    BaseUrlOpt,
+    ConcurrencyOpt,
+    KeyEnvOpt,
+    ModelOpt,
+    config_overrides,
+    parse_sets,
+)
+from glan.errors import UserError
+from glan.llm.settings import EMBEDDED_MODELS
+
+test_app = typer.Typer(
+    no_args_is_help=True, help="GLAN-Test: a held-out exam, graded by a judge model."
+)
+app.add_typer(test_app, name="test")
+
+# Help text is Rich markup: "\\[" keeps a bracket.
+SPEC = "KIND\\[:MODEL]\\[@BASE_URL]\\[,FIELD=VALUE...]: local:smollm2, openai:MODEL@URL"
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict) and value:
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        elif not isinstance(value, dict):
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def exam_config(
+    run_dir: Path | None, config: Path | None, overrides: dict[str, Any], labels: dict[str, str]
+):
+    """The run's own config (its manifest) under the CLI's overrides, so the exam is made by the
+    run's models and sizes unless told otherwise; or the --config file, or the defaults.
+
+    Not inherited: the concurrency (it shapes no record), and, when the endpoint is switched,
+    the run's llm block and the sizes glan shrank for the embedded model (they fit that model,
+    not the new one)."""
+    import orjson
+
+    from glan.config import load_config
+
+    base: dict[str, Any] = {}
+    if run_dir is not None and config is None:
+        try:
+            manifest = orjson.loads((run_dir / "manifest.json").read_bytes())
+        except (OSError, ValueError):
+            raise UserError(
+                f"{run_dir} holds no readable manifest.json: is it a glan run?"
+            ) from None
+        base = _flatten(manifest.get("config") or {})
+        base.pop("concurrency", None)
+        endpoint = ("llm.backend", "llm.model", "llm.base_url")
+        if any(overrides.get(k) is not None for k in endpoint):
+            embedded = base.get("llm.backend") == "local" and base.get("llm.model") in (
+                None,
+                *EMBEDDED_MODELS,
+            )
+            shrunk = ("syllabus.", "plan.subjects_per_call") if embedded else ()
+            base = {k: v for k, v in base.items() if not k.startswith(("llm.", *shrunk))}
+    given = {k: v for k, v in overrides.items() if v is not None}
+    return load_config(config, {**base, **given}, labels)
+
+
+@test_app.command("build")
+def test_build(
+    out_dir: Annotated[Path, Opt("--out", "-o", help="the exam directory (resumed if it exists)")],
+    run_dir: Annotated[
+        Path | None, typer.Argument(help="the run to hold the exam out from (omit with --taxonomy)")
+    ] = None,
+    per_discipline: Annotated[int, Opt(help="questions per discipline (paper: 50)")] = 50,
+    per_subject: Annotated[int, Opt(help="questions per held-out subject at most")] = 5,
+    taxonomy: Annotated[
+        Path | None,
+        Opt("--taxonomy", "-t", help="taxonomy YAML (default: the run's, else glan's own)"),
+    ] = None,
+    discipline: Annotated[
+        list[str] | None, Opt(help="only this discipline (name or FIELD/SUBFIELD/NAME); repeat")
+    ] = None,
+    reference_model: Annotated[
+        str | None, Opt(help=f"reference answers from this endpoint, kept apart ({SPEC})")
+    ] = None,
+    config: Annotated[Path | None, Opt("--config", "-c", help="YAML config file")] = None,
+    backend: BackendOpt = None,
+    model: ModelOpt = None,
+    base_url: BaseUrlOpt = None,
+    api_key_env: KeyEnvOpt = None,
+    concurrency: ConcurrencyOpt = None,
+    seed: Annotated[int | None, Opt(help="seed (default: the run's)")] = None,
+    set_: Annotated[list[str] | None, Opt("--set", help="any config key, dotted")] = None,
+    dry_run: Annotated[
+        bool, Opt("--dry-run", help="show calls, tokens, cost; spend nothing")
+    ] = False,
+) -> None:
+    """Make a held-out exam from subjects the run never used. Its questions are made by the
+    run's stages and checked against the run's (exact and near duplicates dropped)."""
+    from glan.aio import run
+    from glan.glantest.discipline import ExamSettings, select
+    from glan.glantest.endpoints import parse_endpoint
+    from glan.taxonomy import load_taxonomy
+
+    if run_dir is not None and not run_dir.is_dir():
+        raise UserError(f"run directory not found: {run_dir}")
+    overrides, labels = config_overrides(
+        backend, model, base_url, api_key_env, concurrency, seed, set_
+    )
+    cfg = exam_config(run_dir, config, overrides, labels)
+    if taxonomy is None and run_dir is not None:
+        taxonomy = run_dir / "taxonomy.yaml"
+    tax = load_taxonomy(taxonomy)
+    try:
+        settings = ExamSettings(per_discipline=per_discipline, per_subject=per_subject)
+    except ValueError:
+        raise UserError("--per-discipline and --per-subject must be at least 1") from None
+    reference = parse_endpoint(reference_model) if reference_model else None
+    chosen = select(tax, discipline)
+    if dry_run:
+        from glan.cli.dry_run import print_estimates
+        from glan.glantest.answer import max_tokens_for
+        from glan.glantest.estimate import build_estimate
+
+        rows = build_estimate(
+            chosen, cfg, settings, reference, max_tokens_for(reference) if reference else 0
+        )
+        title = f"GLAN-Test exam: {per_discipline} questions x {len(chosen)} disciplines"
+        print_estimates(title, rows, out)
+        return
+    from rich.progress import Progress
+
+    from glan.glantest.build import build_exam
+
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task("disciplines examined", total=len(chosen))
+        m = run(
+            build_exam(
+                cfg,
+                tax,
+                out_dir,
+                settings,
+                run_dir,
+                discipline,
+                reference,
+                on_discipline=lambda: bar.advance(task),
+            )
+        )
+    ov = m["overlap"]
+    against = f"{ov['training_questions']:,} training questions" if run_dir else "no run"
+    out.print(
+        f"{m['counts']['items']:,} questions over {m['counts']['disciplines']} disciplines "
+        f"({m['counts']['short']} short), checked against {against}: "
+        f"{ov['found_with_training']} repeated a training question and "
+        f"{ov['found_within_exam']} the exam itself (dropped and replaced); overlap after "
+        f"filtering {ov['with_training_after_filtering']}; ${m['cost_usd']:.4f} -> "
+        f"{out_dir / 'exam.jsonl'}",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+@test_app.command("run")
+def test_run(
+    test_dir: Annotated[Path, typer.Argument(help="the exam directory (glan test build)")],
+    model: Annotated[list[str], Opt(help=f"LABEL=SPEC, twice: the two models ({SPEC})")],
+    judge: Annotated[str, Opt(help=f"the judge's endpoint ({SPEC})")],
+    out_dir: Annotated[
+        Path | None, Opt("--out", "-o", help="results (default: TEST_DIR/results/A-vs-B)")
+    ] = None,
+    concurrency: Annotated[int, Opt(help="exam items in flight")] = 8,
+    answer_max_tokens: Annotated[
+        int | None, Opt(help="cap on each answer (default 1024; 384 on smollm2)")
+    ] = None,
+    judge_max_tokens: Annotated[int, Opt(help="cap on each judge reply")] = 512,
+    references: Annotated[
+        bool, Opt("--references/--no-references", help="show the judge the reference answers")
+    ] = True,
+    bootstrap: Annotated[int, Opt(help="bootstrap resamples for the intervals")] = 2000,
+    seed: Annotated[int, Opt(help="bootstrap seed")] = 0,
+    config: Annotated[Path | None, Opt("--config", "-c", help="YAML config (for prices)")] = None,
+    set_: Annotated[
+        list[str] | None, Opt("--set", help="e.g. --set prices.gpt-4o.input=2.5")
+    ] = None,
+    dry_run: Annotated[
+        bool, Opt("--dry-run", help="show calls, tokens, cost; spend nothing")
+    ] = False,
+    quiet: Annotated[bool, Opt("--quiet", "-q", help="no progress display")] = False,
+) -> None:
+    """Grade two models on the exam with a judge. Each answers every question and the judge
+    scores both answers 1-10 in both orders: report.html, report.json and report.md
+    (re-running resumes)."""
+    from glan.aio import run
+    from glan.config import load_config
+    from glan.glantest.endpoints import parse_endpoint, parse_labelled
+    from glan.glantest.exam import read_exam, read_references
+    from glan.glantest.grade import GradeSettings, check_labels, grade
+
+    models = parse_labelled(model)
+    a, b = check_labels(models)
+    judge_settings = parse_endpoint(judge)
+    sets = parse_sets(set_ or [])
+    prices = load_config(config, sets, {k: f"--set {k}" for k in sets}).prices
+    try:
+        settings = GradeSettings(
+            concurrency=concurrency,
+            answer_max_tokens=answer_max_tokens,
+            judge_max_tokens=judge_max_tokens,
+            use_references=references,
+            bootstrap=bootstrap,
+            seed=seed,
+        )
+    except ValueError as exc:
+        raise UserError(f"invalid option: {str(exc).splitlines()[-1].strip()}") from None
+    target = out_dir or test_dir / "results" / f"{a}-vs-{b}"
+    if dry_run:
+        from glan.cli.dry_run import print_estimates
+        from glan.glantest.estimate import grading_estimate
+
+        items = read_exam(test_dir)
+        rows = grading_estimate(
+            items,
+            models,
+            judge_settings,
+            {label: settings.answer_tokens(s) for label, s in models.items()},
+            judge_max_tokens,
+            read_references(test_dir) if references else {},
+            prices,
+        )
+        print_estimates(f"GLAN-Test grading: {len(items):,} questions, {a} vs {b}", rows, out)
+        return
+    items_total = len(read_exam(test_dir))
+    from rich.progress import Progress
+
+    with Progress(console=console, disable=quiet, transient=True) as bar:
+        task = bar.add_task("answering and judging", total=items_total)
+        report = run(
+            grade(
+                test_dir,
+                models,
+                judge_settings,
+                target,
+                settings,
+                prices,
+                on_item=lambda: bar.advance(task),
+            )
+        )
+    from glan.glantest.report import markdown
+
+    out.print(markdown(report, disciplines=False), highlight=False, soft_wrap=True)
+    out.print(
+        f"per discipline and plots: report.md, report.html, report.json in {target}",
+        highlight=False,
+        soft_wrap=True,
+    )

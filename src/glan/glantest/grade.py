@@ -1,0 +1,147 @@
+"""`glan test run`: each model answers every exam question, then the judge scores each pair of
+answers in both orders; the records and the report are written beside each other.
+
+Everything goes through LLMClient with one response cache (TEST_DIR/glan.sqlite), so a killed
+run re-asks nothing it had finished: a re-run replays the finished calls from the cache and
+sends only the rest. The records are a function of the exam, the endpoints and the replies.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import orjson
+from pydantic import BaseModel, Field
+
+from glan import __version__
+from glan.aio import bounded_map, gather_all
+from glan.errors import UserError
+from glan.glantest import answer, judge
+from glan.glantest.endpoints import Clients, describe
+from glan.glantest.exam import read_exam, read_references
+from glan.glantest.report import build_report, write_report
+from glan.llm import AdmissionSettings, BackendSettings, Price, UsageLedger
+from glan.run.files import atomic_file, run_lock
+from glan.store import ResponseCache
+
+
+class GradeSettings(BaseModel):
+    concurrency: int = Field(8, ge=1, description="exam items in flight")
+    answer_max_tokens: int | None = Field(None, ge=16, description="None: 1024 (384 on tiny)")
+    judge_max_tokens: int = Field(512, ge=64)
+    max_retries: int = Field(6, ge=0)
+    use_references: bool = True
+    bootstrap: int = Field(2000, ge=100)
+    seed: int = 0
+
+    def answer_tokens(self, settings: BackendSettings) -> int:
+        if self.answer_max_tokens is not None:
+            return self.answer_max_tokens
+        return answer.max_tokens_for(settings)
+
+
+_LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def check_labels(models: dict[str, BackendSettings]) -> tuple[str, str]:
+    if len(models) != 2:
+        raise UserError(
+            f"give exactly two models to compare (--model A=SPEC --model B=SPEC), got {len(models)}"
+        )
+    a, b = models
+    for label in (a, b):
+        if label == "tie":
+            raise UserError("'tie' is a verdict, not a model label: choose another label")
+        if not _LABEL.fullmatch(label):  # it names the results directory, A-vs-B
+            raise UserError(f"model label {label!r}: use letters, digits, '.', '_' or '-'")
+    return a, b
+
+
+async def grade(
+    test_dir: Path,
+    models: dict[str, BackendSettings],
+    judge_settings: BackendSettings,
+    out_dir: Path,
+    settings: GradeSettings | None = None,
+    prices: dict[str, Price] | None = None,
+    on_item: Callable[[], None] | None = None,
+) -> dict[str, Any]:
+    """Grade the two `models` on the exam in `test_dir` with the judge; returns the report."""
+    settings = settings or GradeSettings()
+    pair = check_labels(models)
+    items = read_exam(test_dir)
+    references = read_references(test_dir) if settings.use_references else {}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    usage = UsageLedger(prices)
+    with run_lock(out_dir):
+        cache = ResponseCache(test_dir / "glan.sqlite")
+        admission = AdmissionSettings(
+            concurrency=2 * settings.concurrency, max_retries=settings.max_retries
+        )
+        clients = Clients(cache, usage, admission)
+        model_clients = {label: clients.get(s) for label, s in models.items()}
+        judge_client = clients.get(judge_settings)
+        try:
+            await clients.ready()
+
+            async def one(item: dict[str, Any]) -> dict[str, Any]:
+                got = await gather_all(
+                    answer.answer(
+                        model_clients[label],
+                        item["question"],
+                        settings.answer_tokens(models[label]),
+                    )
+                    for label in pair
+                )
+                answers = dict(zip(pair, got, strict=True))
+                record: dict[str, Any] = {
+                    "id": item["id"],
+                    "meta": item.get("meta") or {},
+                    "answers": {label: asdict(a) for label, a in answers.items()},
+                    "judgments": [],
+                }
+                if not any(a.retry_later for a in answers.values()):
+                    texts = {label: a.text for label, a in answers.items()}
+                    # One order after the other: when both answers are the same text, the
+                    # two orders are one request, asked once and then read from the cache.
+                    verdicts = [
+                        await judge.judge_order(
+                            judge_client,
+                            item,
+                            pair,
+                            order,
+                            texts,
+                            references.get(item["id"]),
+                            settings.judge_max_tokens,
+                        )
+                        for order in ("AB", "BA")
+                    ]
+                    record["judgments"] = [v.model_dump() for v in verdicts]
+                if on_item is not None:
+                    on_item()
+                return record
+
+            records = await bounded_map(one, items, settings.concurrency)
+        finally:
+            await clients.aclose()
+            cache.close()
+        with atomic_file(out_dir / "judgments.jsonl") as fh:
+            for record in records:
+                fh.write(orjson.dumps(record) + b"\n")
+        info = {
+            "glan_version": __version__,
+            "exam": str(test_dir),
+            "models": {label: describe(s) for label, s in models.items()},
+            "judge": describe(judge_settings),
+            "references": bool(references),
+            "settings": settings.model_dump(),
+            "usage": usage.as_dict(),
+            "cost_usd": round(usage.total().cost_usd, 6),
+        }
+        report = build_report(records, pair, info, settings.bootstrap, settings.seed)
+        write_report(report, out_dir)
+    return report

@@ -1,0 +1,311 @@
+"""The GLAN-Test report: report.json (everything), report.md (the tables) and report.html (the
+tables and plots, one self-contained page in the style of `glan report`)."""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+from typing import Any
+
+import orjson
+import plotly.graph_objects as go
+
+from glan.glantest.exam import group_of
+from glan.glantest.stats import outcome, summarise
+from glan.run.files import atomic_write_json, atomic_write_text
+
+
+def discipline_of(record: dict[str, Any]) -> str:
+    m = record.get("meta") or {}
+    return f"{m.get('field', '?')}/{m.get('subfield', '?')}/{m.get('discipline', '?')}"
+
+
+def _why_unscored(record: dict[str, Any]) -> str:
+    for label, a in record.get("answers", {}).items():
+        if a.get("retry_later"):
+            return f"{label} did not answer (endpoint failing; re-run to resume): {a.get('error')}"
+    errors = [
+        f"order {j['order']}: {j['error']}" for j in record.get("judgments", []) if j.get("error")
+    ]
+    return "judge reply not usable: " + "; ".join(errors) if errors else "not judged"
+
+
+def build_report(
+    records: list[dict[str, Any]],
+    pair: tuple[str, str],
+    info: dict[str, Any],
+    resamples: int = 2000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    scored: list[tuple[dict[str, Any], Any]] = []
+    unscored = []
+    first_higher = second_higher = judged_orders = 0
+    for record in records:
+        for j in record.get("judgments", []):
+            if j.get("scores"):
+                judged_orders += 1
+                second = pair[1] if j["first"] == pair[0] else pair[0]
+                first_higher += j["scores"][j["first"]] > j["scores"][second]
+                second_higher += j["scores"][second] > j["scores"][j["first"]]
+        found = outcome(record, pair)
+        if found is None:
+            unscored.append(
+                {
+                    "id": record["id"],
+                    "discipline": discipline_of(record),
+                    "why": _why_unscored(record),
+                }
+            )
+        else:
+            scored.append((record, found))
+
+    def rows(key) -> dict[str, Any]:
+        names = list(dict.fromkeys(key(r) for r, _ in scored))
+        return {
+            name: summarise([o for r, o in scored if key(r) == name], pair, name, resamples, seed)
+            for name in sorted(names)
+        }
+
+    overall = summarise([o for _, o in scored], pair, "(all)", resamples, seed)
+    return {
+        **info,
+        "pair": list(pair),
+        "items": len(records),
+        "scored": len(scored),
+        "unscored": unscored,
+        "overall": overall,
+        "position_bias": {
+            "items": len(scored),
+            "verdict_flips": overall["flips"],
+            "flip_rate": overall["flip_rate"],
+            "judgments": judged_orders,
+            "first_shown_scored_higher": first_higher,
+            "second_shown_scored_higher": second_higher,
+        },
+        "groups": rows(group_of),
+        "disciplines": rows(discipline_of),
+        "bootstrap": {"resamples": resamples, "seed": seed, "level": 0.95},
+    }
+
+
+# ---- Markdown ------------------------------------------------------------------------------
+def _cell(row: dict[str, Any], label: str) -> str:
+    if not row["items"]:
+        return "-"
+    lo, hi = row["ci95"][label]
+    return f"{row['mean'][label]:.2f} [{lo:.2f}, {hi:.2f}]"
+
+
+def table_rows(report: dict[str, Any], rows: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    a, b = report["pair"]
+    head = [
+        "",
+        "items",
+        f"{a} mean [95% CI]",
+        f"{b} mean [95% CI]",
+        f"{a} wins",
+        "ties",
+        f"{b} wins",
+        "order flips",
+    ]
+    body = []
+    for name, row in rows.items():
+        wins = row["wins"] or {a: 0, "tie": 0, b: 0}
+        flips = f"{row['flips']} ({row['flip_rate']:.0%})" if row["items"] else "-"
+        body.append(
+            [
+                name,
+                str(row["items"]),
+                _cell(row, a),
+                _cell(row, b),
+                str(wins[a]),
+                str(wins["tie"]),
+                str(wins[b]),
+                flips,
+            ]
+        )
+    return head, body
+
+
+def _md_table(head: list[str], body: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in body]
+    return "\n".join(lines)
+
+
+def _headline(report: dict[str, Any]) -> list[str]:
+    a, b = report["pair"]
+    bias = report["position_bias"]
+    judge = report["judge"]
+    lines = [
+        f"Judge: {judge['model']} ({judge['kind']}{' ' + judge['address'] if judge['address'] else ''}); "
+        f"{report['scored']} of {report['items']} items scored in both orders"
+        + (", with reference answers" if report.get("references") else "")
+        + ".",
+    ]
+    if bias["items"]:
+        lines.append(
+            f"Position bias: the verdict flipped with the order on {bias['verdict_flips']} of "
+            f"{bias['items']} items ({bias['flip_rate']:.0%}); the answer shown first scored higher "
+            f"in {bias['first_shown_scored_higher']} of {bias['judgments']} judgments, the one "
+            f"shown second in {bias['second_shown_scored_higher']}."
+        )
+    lines.append(
+        f"Scores are 1-10, each the mean of both orders; intervals are 95% bootstraps over items "
+        f"({report['bootstrap']['resamples']} resamples, seed {report['bootstrap']['seed']}). "
+        f"Wins compare {a} with {b} item by item."
+    )
+    return lines
+
+
+def markdown(report: dict[str, Any], disciplines: bool = True) -> str:
+    """The report's tables; without the per-discipline one for a terminal (it may be long)."""
+    a, b = report["pair"]
+    parts = [f"# GLAN-Test: {a} vs {b}", "", *_headline(report), ""]
+    sections = [("Overall", {"all items": report["overall"]})]
+    sections.append(("By GLAN-Test group", report["groups"]))
+    if disciplines:
+        sections.append(("By discipline", report["disciplines"]))
+    for title, rows in sections:
+        parts += [f"## {title}", "", _md_table(*table_rows(report, rows)), ""]
+    if report["unscored"]:
+        parts += ["## Not scored", ""]
+        parts += [f"- `{u['id']}` ({u['discipline']}): {u['why']}" for u in report["unscored"]]
+        parts.append("")
+    return "\n".join(parts)
+
+
+# ---- HTML ----------------------------------------------------------------------------------
+def _layout(fig: go.Figure, title: str, height: int = 420) -> go.Figure:
+    fig.update_layout(
+        title=title,
+        margin={"l": 40, "r": 20, "t": 50, "b": 40},
+        height=height,
+        template="plotly_white",
+    )
+    return fig
+
+
+def mean_bars(report: dict[str, Any], rows: dict[str, Any], title: str) -> go.Figure:
+    names = [n for n, r in rows.items() if r["items"]]
+    fig = go.Figure()
+    for label in report["pair"]:
+        means = [rows[n]["mean"][label] for n in names]
+        fig.add_trace(
+            go.Bar(
+                x=names,
+                y=means,
+                name=label,
+                error_y={
+                    "type": "data",
+                    "array": [
+                        rows[n]["ci95"][label][1] - m for n, m in zip(names, means, strict=True)
+                    ],
+                    "arrayminus": [
+                        m - rows[n]["ci95"][label][0] for n, m in zip(names, means, strict=True)
+                    ],
+                },
+            )
+        )
+    fig.update_layout(barmode="group", yaxis={"range": [0, 10.5], "title": "mean score (1-10)"})
+    return _layout(fig, title)
+
+
+def win_bars(report: dict[str, Any]) -> go.Figure:
+    a, b = report["pair"]
+    rows = {"all": report["overall"], **report["groups"]}
+    names = [n for n, r in rows.items() if r["items"]]
+    fig = go.Figure(
+        [
+            go.Bar(x=names, y=[rows[n]["wins"][k] / rows[n]["items"] for n in names], name=name)
+            for k, name in ((a, f"{a} wins"), ("tie", "tie"), (b, f"{b} wins"))
+        ]
+    )
+    fig.update_layout(barmode="stack", yaxis={"title": "share of items", "range": [0, 1]})
+    return _layout(fig, "Win / tie / loss per group")
+
+
+def flip_bars(report: dict[str, Any]) -> go.Figure:
+    rows = {"all": report["overall"], **report["groups"]}
+    names = [n for n, r in rows.items() if r["items"]]
+    fig = go.Figure(go.Bar(x=names, y=[rows[n]["flip_rate"] for n in names]))
+    fig.update_layout(yaxis={"title": "share of items", "range": [0, 1]})
+    return _layout(fig, "Position bias: verdict flips with the order")
+
+
+PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>GLAN-Test: {title}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 24px auto; max-width: 1200px; color: #222; }}
+.grid {{ display: grid; grid-template-columns: 1fr 1fr; gap: 16px; }}
+.card {{ border: 1px solid #ddd; border-radius: 8px; padding: 8px; }}
+table {{ border-collapse: collapse; margin: 8px 0 16px; }}
+td, th {{ padding: 4px 12px; text-align: left; border-bottom: 1px solid #eee; }}
+</style></head><body>
+<h1>GLAN-Test: {title}</h1>
+{headline}
+<div class="grid">{figures}</div>
+{tables}
+</body></html>
+"""
+
+
+def _html_table(head: list[str], body: list[list[str]]) -> str:
+    cells = "".join(f"<th>{html.escape(h)}</th>" for h in head)
+    rows = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in body
+    )
+    return f"<table><tr>{cells}</tr>{rows}</table>"
+
+
+def page(report: dict[str, Any]) -> str:
+    figures = [
+        mean_bars(
+            report,
+            {"all": report["overall"], **report["groups"]},
+            "Mean score per GLAN-Test group (95% CI)",
+        ),
+        win_bars(report),
+        mean_bars(report, report["disciplines"], "Mean score per discipline (95% CI)"),
+        flip_bars(report),
+    ]
+    parts = [
+        '<div class="card">'
+        + fig.to_html(full_html=False, include_plotlyjs=(i == 0), div_id=f"fig{i}")
+        + "</div>"
+        for i, fig in enumerate(figures)
+    ]
+    tables = ""
+    for title, rows in (
+        ("By GLAN-Test group", report["groups"]),
+        ("By discipline", report["disciplines"]),
+    ):
+        tables += f"<h2>{html.escape(title)}</h2>" + _html_table(*table_rows(report, rows))
+    if report["unscored"]:
+        tables += (
+            "<h2>Not scored</h2><ul>"
+            + "".join(
+                f"<li>{html.escape(u['id'])} ({html.escape(u['discipline'])}): {html.escape(u['why'])}</li>"
+                for u in report["unscored"]
+            )
+            + "</ul>"
+        )
+    a, b = report["pair"]
+    return PAGE.format(
+        title=html.escape(f"{a} vs {b}"),
+        headline="".join(f"<p>{html.escape(line)}</p>" for line in _headline(report)),
+        figures="".join(parts),
+        tables=tables,
+    )
+
+
+def write_report(report: dict[str, Any], out_dir: Path) -> list[Path]:
+    paths = [out_dir / "report.json", out_dir / "report.md", out_dir / "report.html"]
+    atomic_write_json(paths[0], report)
+    atomic_write_text(paths[1], markdown(report))
+    atomic_write_text(paths[2], page(report))
+    return paths
+
+
+def read_report(out_dir: Path) -> dict[str, Any]:
+    return orjson.loads((out_dir / "report.json").read_bytes())

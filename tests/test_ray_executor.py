@@ -1,0 +1,352 @@
+"""The Ray executor: one run on many workers, one admission per endpoint, the same records as a
+local run (killed workers and transient failures included), and the leased admission's rules."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+
+from glan.api import generate
+from glan.config import GenerateConfig
+from glan.errors import UserError
+from glan.executors import execute
+from glan.executors.layout import shard_layout
+from glan.executors.lease import LeasedAdmission, PermitAuthority
+from glan.executors.ray.worker import PROBE_FILE, ShardWorker
+from glan.llm import AdmissionSettings, EndpointDown
+from glan.planner import make_plan
+from glan.taxonomy import load_taxonomy
+from glan.testing.fake_server import FakeServer
+from glan.testing.runs import config_for
+
+OUTPUTS = ("instructions.jsonl", "syllabi.jsonl", "subjects.jsonl")
+
+
+def on_ray(cfg: GenerateConfig, workers: int = 3, **kw) -> GenerateConfig:
+    executor = {"kind": "ray", "workers": workers, "worker_cpus": 0.5, **kw}
+    return cfg.model_copy(update={"executor": cfg.executor.model_validate(executor)})
+
+
+def manifest(run: Path) -> dict:
+    return orjson.loads((run / "manifest.json").read_bytes())
+
+
+def assert_same_records(a: Path, b: Path) -> None:
+    for name in OUTPUTS:
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+    assert manifest(a)["counts"] == manifest(b)["counts"]
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    if importlib.util.find_spec("ray") is None:
+        if os.environ.get("CI"):
+            pytest.fail("ray is not installed (the test extra installs it: scripts/test)")
+        pytest.skip("ray is not installed (pip install 'glan[ray]')")
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def local_run(tmp_path_factory) -> Path:
+    """The reference: N=200 made by the local executor against a fault-free server."""
+    out = tmp_path_factory.mktemp("local") / "run"
+    with FakeServer() as server:
+        result = generate(out, 200, config_for(server))
+    assert result.instructions == 200
+    return out
+
+
+# ---- on a local Ray cluster --------------------------------------------------------------------
+@pytest.mark.slow
+def test_three_workers_make_the_local_runs_records_with_c_in_flight_at_most(
+    ray_cluster, local_run, tmp_path
+):
+    with FakeServer(latency_s=0.01) as server:
+        result = generate(tmp_path / "run", 200, on_ray(config_for(server, concurrency=8)))
+    assert_same_records(tmp_path / "run", local_run)
+    # --concurrency is the cluster's: three workers never had more than 8 at the endpoint.
+    assert 1 < server.max_in_flight <= 8
+    m = result.manifest
+    assert m["status"] == "complete" and m["executor"] == "ray" and m["workers"] == 3
+    assert m["in_flight_high_water"] <= 8
+    assert len({s["worker"] for s in m["shards"]}) == 3
+    assert sum(s["made"] for s in m["shards"]) == 200
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_run_is_replaced_and_the_records_are_the_same(
+    ray_cluster, local_run, tmp_path
+):
+    killed: list[int] = []
+
+    def kill_one(snapshot: dict) -> None:
+        busy = [w for w in snapshot["workers"].values() if w["shards"]]
+        if not killed and busy:
+            killed.append(busy[0]["pid"])
+            os.kill(busy[0]["pid"], signal.SIGKILL)
+
+    with FakeServer(latency_s=0.05) as server:
+        cfg = on_ray(config_for(server, concurrency=4))
+        result = execute(cfg, load_taxonomy(), tmp_path / "run", 200, on_poll=kill_one)
+    assert killed, "no worker was busy at a poll"
+    assert max(s["attempts"] for s in result.manifest["shards"]) >= 2
+    assert result.manifest["status"] == "complete"
+    assert_same_records(tmp_path / "run", local_run)
+    # What the dead worker had asked and not staged is asked again: at most its permits.
+    local_requests = sum(
+        r["requests"] for m in manifest(local_run)["usage"].values() for r in m.values()
+    )
+    assert server.requests <= local_requests + 2 * 4
+
+
+@pytest.mark.slow
+def test_transient_failures_then_a_resume_give_the_local_runs_records(
+    ray_cluster, local_run, tmp_path
+):
+    # 503s and timeouts carry no error signature: units give up after their retries, are
+    # deferred (the run ends short), and the same command makes them.
+    with FakeServer(fault_rates={"503": 0.25, "timeout": 0.05}, timeout_sleep_s=0.05) as server:
+        cfg = on_ray(config_for(server, max_retries=1, breaker_failures=50))
+        first = generate(tmp_path / "run", 200, cfg)
+        assert first.manifest["status"] == "short" and first.manifest["deferred_units"] > 0
+        server.fault_rates = {}
+        second = generate(tmp_path / "run", 200, cfg)
+    assert second.manifest["status"] == "complete"
+    assert_same_records(tmp_path / "run", local_run)
+
+
+# ---- without Ray -------------------------------------------------------------------------------
+def test_ray_missing_is_one_line(monkeypatch, tmp_path, fake_server):
+    monkeypatch.setitem(__import__("sys").modules, "ray", None)
+    with pytest.raises(UserError, match=r"pip install 'glan\[ray\]'"):
+        execute(on_ray(config_for(fake_server)), load_taxonomy(), tmp_path / "run", 10)
+
+
+def test_shards_are_balanced_by_quota_and_kept_across_reruns(tmp_path):
+    tax = load_taxonomy()
+    plan = make_plan(3000, tax.disciplines(), GenerateConfig())
+    shards = shard_layout(tmp_path, plan, workers=3, per_worker=8)
+    quota = {d.discipline.path: d.quota for d in plan.disciplines}
+    loads = [sum(quota[p] for p in paths) for paths in shards.values()]
+    assert len(shards) == 24
+    assert max(loads) - min(loads) <= max(quota.values())
+    # A re-run with other workers and a larger -n keeps every discipline where its state is.
+    bigger = make_plan(4000, tax.disciplines(), GenerateConfig())
+    again = shard_layout(tmp_path, bigger, workers=5, per_worker=8)
+    where = {p: n for n, paths in shards.items() for p in paths}
+    assert all(where[p] == n for n, paths in again.items() for p in paths if p in where)
+    assert sorted(p for paths in again.values() for p in paths) == sorted(
+        d.discipline.path for d in bigger.disciplines
+    )
+
+
+def test_a_worker_that_cannot_see_the_run_directory_says_why(tmp_path):
+    worker = ShardWorker("w0", {})
+    assert "No such file" in (worker.probe(str(tmp_path / "elsewhere"), "t0k") or "")
+    (tmp_path / PROBE_FILE).write_text("another")
+    assert "another run's token" in (worker.probe(str(tmp_path), "t0k") or "")
+    (tmp_path / PROBE_FILE).write_text("t0k")
+    assert worker.probe(str(tmp_path), "t0k") is None
+
+
+# ---- the leased admission ----------------------------------------------------------------------
+def settings(**kw) -> AdmissionSettings:
+    return AdmissionSettings(**{"concurrency": 8, "breaker_failures": 4, **kw})
+
+
+def report(**kw) -> dict:
+    return {"granted": 0, "in_flight": 0, "demand": 0, **kw}
+
+
+def test_grants_follow_demand_and_never_exceed_the_limit_together():
+    book = PermitAuthority(settings())
+    assert book.sync("a", report(demand=100))["grant"] == 8  # alone: the whole limit
+    assert book.sync("b", report(demand=100))["grant"] == 0  # a holds it all for now
+    # a reports: it may keep its fair half; b then gets the other half.
+    assert book.sync("a", report(granted=8, in_flight=8, demand=100))["grant"] == 4
+    assert book.sync("a", report(granted=4, in_flight=4, demand=100))["grant"] == 4
+    assert book.sync("b", report(demand=100))["grant"] == 4
+    assert book.high_water <= 8
+
+
+def test_a_rate_limit_seen_by_one_worker_pauses_and_halves_for_all_once_per_cascade():
+    book = PermitAuthority(settings())
+    book.sync("a", report(demand=4))
+    epoch = book.sync("b", report(demand=4))["epoch"]
+    cascade = [(epoch, 2.0, "429", "e"), (epoch, 2.0, "429", "e")]
+    book.sync("a", report(granted=4, in_flight=4, demand=4, rate_limited=cascade))
+    reply = book.sync("b", report(granted=4, in_flight=4, demand=4))
+    assert book.limit == 4 and reply["epoch"] == epoch + 1  # one cut for the cascade
+    assert reply["pause_s"] > 1.0  # b pauses too, though it saw no 429
+    assert reply["grant"] <= 2
+
+
+def test_the_breaker_is_the_clusters():
+    book = PermitAuthority(settings())
+    book.sync("a", report(failures=2, last_error="503", endpoint="e"))
+    reply = book.sync("b", report(failures=2, last_error="503", endpoint="e"))
+    assert reply["down"] and "never answered" in reply["down"]
+
+
+def test_a_dead_workers_lease_lapses(monkeypatch):
+    now = [1000.0]
+    monkeypatch.setattr("glan.executors.lease.time.monotonic", lambda: now[0])
+    book = PermitAuthority(settings(), ttl_s=10)
+    assert book.sync("dead", report(demand=100))["grant"] == 8
+    assert book.sync("b", report(demand=100))["grant"] == 0
+    now[0] += 11  # "dead" never synced again
+    assert book.sync("b", report(demand=100))["grant"] == 8
+
+
+def leased(book: PermitAuthority, name: str) -> LeasedAdmission:
+    async def sync(r: dict) -> dict:
+        await asyncio.sleep(0)  # a remote call: the authority answers on a later turn
+        return book.sync(name, r)
+
+    return LeasedAdmission(book.settings, sync)
+
+
+async def test_workers_sharing_an_authority_never_exceed_its_limit_together():
+    book = PermitAuthority(settings(concurrency=6))
+    workers = [leased(book, "a"), leased(book, "b"), leased(book, "c")]
+    in_flight = high = 0
+
+    async def request(admission: LeasedAdmission) -> None:
+        nonlocal in_flight, high
+        await admission.acquire()
+        in_flight += 1
+        high = max(high, in_flight)
+        await asyncio.sleep(0.002)  # the endpoint's latency
+        in_flight -= 1
+        admission.release()
+        admission.on_success()
+
+    await asyncio.gather(*(request(w) for _ in range(60) for w in workers))
+    assert 1 < high <= 6
+
+
+async def test_failures_at_two_workers_open_the_breaker_at_a_third():
+    book = PermitAuthority(settings())
+    workers = [leased(book, name) for name in "abc"]
+    for w in workers:
+        await w.acquire()
+        w.release()
+    for w in workers[:2]:
+        for _ in range(2):  # two each: neither worker's own streak reaches 4
+            w.on_failure("HTTP 503", "e")
+
+    async def until_down() -> None:
+        while True:
+            try:
+                workers[2].check("e")
+            except EndpointDown:
+                return
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(until_down(), 5)
+
+
+@pytest.mark.slow
+def test_killing_the_driver_and_rerunning_the_same_command_resumes(
+    ray_cluster, local_run, tmp_path
+):
+    address = ray_cluster.get_runtime_context().gcs_address
+    out = tmp_path / "run"
+    with FakeServer(latency_s=0.05) as server:
+        command = [
+            sys.executable, "-m", "glan", "generate", "--out", str(out), "-n", "200",
+            "--backend", "openai", "--base-url", server.base_url, "--model", "fake-model",
+            "--concurrency", "4", "--executor", "ray", "--ray-address", address,
+            "--workers", "2", "--set", "executor.worker_cpus=0.5",
+        ]  # fmt: skip
+        driver = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        # Kill -9 once a shard has finished (its manifest is written) and others are still going.
+        while not list(out.glob("shards/*/manifest.json")) and driver.poll() is None:
+            time.sleep(0.05)
+        driver.kill()
+        driver.wait()
+        assert not (out / "manifest.json").exists()  # it died before publishing
+        again = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert "200/200 pairs" in again.stdout
+    assert manifest(out)["resumed_pairs"] > 0
+    assert_same_records(out, local_run)
+
+
+@pytest.mark.slow
+def test_an_endpoint_that_fails_everything_stops_the_cluster_with_one_line(ray_cluster, tmp_path):
+    with FakeServer(fault_rates={"500": 1.0}) as server:
+        cfg = on_ray(config_for(server, max_retries=1, breaker_failures=5))
+        with pytest.raises(EndpointDown) as stopped:
+            generate(tmp_path / "run", 200, cfg)
+    assert "failed" in str(stopped.value) and "\n" not in str(stopped.value)
+    assert manifest(tmp_path / "run")["status"] == "stopped"
+
+
+def test_the_executor_is_set_in_the_yaml_config_and_a_wrong_one_is_one_line(tmp_path):
+    from glan.config import load_config
+
+    path = tmp_path / "glan.yaml"
+    path.write_text("executor:\n  kind: ray\n  workers: 3\n")
+    assert load_config(path).executor.workers == 3
+    path.write_text("executor:\n  kind: spark\n")
+    with pytest.raises(UserError, match=r"executor\.kind"):
+        load_config(path)
+
+
+def test_dry_run_is_the_same_on_ray(fake_server, tmp_path):
+    def dry(*extra: str) -> str:
+        proc = subprocess.run(
+            [sys.executable, "-m", "glan", "generate", "--out", str(tmp_path / "o"), "-n", "500",
+             "--dry-run", "--backend", "openai", "--base-url", fake_server.base_url,
+             "--model", "fake-model", *extra],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+
+    assert dry("--executor", "ray", "--workers", "4") == dry()
+    assert fake_server.requests == 0 and not (tmp_path / "o").exists()
+
+
+def test_the_drivers_display_sums_the_shards_and_names_the_workers_alive():
+    from glan.cli.progress import progress_line
+    from glan.executors.ray.display import ClusterProgress
+    from glan.tree.progress import RunProgress
+
+    def shard(pairs: int, answers: int) -> dict:
+        stages = {s: [10, 0, 0] for s in ("subjects", "syllabus", "questions")}
+        usage = {"answers": {"m": {"prompt_tokens": 5, "completion_tokens": 5, "cost_usd": 0.5}}}
+        return {
+            "stages": {**stages, "answers": [50, answers, 1]},
+            "pairs": pairs,
+            "resumed": 0,
+            "target": 50,
+            "usage": usage,
+        }
+
+    progress = RunProgress()
+    display = ClusterProgress(progress)
+    display.start(make_plan(100, load_taxonomy().disciplines(), GenerateConfig()), False)
+    display.workers = 3
+    display.shard_done({"shard": 0, "progress": shard(20, 20)})
+    running = {"pid": 1, "shards": {1: shard(7, 9)}, "rate_limited": 0, "retries": 0}
+    display.update({0: running, 1: {**running, "shards": {}}}, [{"rate_limited": 4, "limit": 8}])
+    assert progress.pairs() == 27 and progress.stages["answers"].done == 29
+    line = progress_line(progress)
+    assert "27/100 pairs" in line and "workers 2/3 alive" in line and "429s 4" in line
