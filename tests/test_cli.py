@@ -8,10 +8,12 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
 from glan.testing.fake_server import FakeServer
+from glan.testing.runs import staged_pairs
 
 
 def glan(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -183,8 +185,8 @@ def test_dry_run_spends_nothing(tmp_path, fake_server):
 
 
 def test_second_run_on_a_directory_in_use_is_refused(tmp_path, fake_server):
-    fake_server.latency_s = 1.0
-    out = str(tmp_path / "o")
+    fake_server.latency_s = 600.0  # the first run holds the directory until it is killed
+    out = tmp_path / "o"
     first = subprocess.Popen(
         [
             sys.executable,
@@ -192,7 +194,7 @@ def test_second_run_on_a_directory_in_use_is_refused(tmp_path, fake_server):
             "glan",
             "generate",
             "--out",
-            out,
+            str(out),
             "-n",
             "40",
             *openai_args(fake_server),
@@ -200,16 +202,27 @@ def test_second_run_on_a_directory_in_use_is_refused(tmp_path, fake_server):
         ],
         stderr=subprocess.PIPE,
     )
-    time.sleep(2.0)
-    proc = glan("generate", "--out", out, "-n", "10", *openai_args(fake_server))
-    assert_one_clear_line(proc, "another glan run")
-    first.kill()
-    first.wait()
+    try:
+        wait_for_lock(out / ".glan.lock", first)
+        proc = glan("generate", "--out", str(out), "-n", "10", *openai_args(fake_server))
+        assert_one_clear_line(proc, "another glan run", f"pid {first.pid}")
+        assert first.poll() is None  # refused while the first run was still going
+    finally:
+        first.kill()
+        first.wait()
     # The killed run's lock does not block the next one.
     fake_server.latency_s = 0.0
-    assert (
-        glan("generate", "--out", out, "-n", "10", *openai_args(fake_server), "-q").returncode == 0
-    )
+    resumed = glan("generate", "--out", str(out), "-n", "10", *openai_args(fake_server), "-q")
+    assert resumed.returncode == 0, resumed.stderr
+
+
+def wait_for_lock(lock: Path, holder: subprocess.Popen, timeout_s: float = 120) -> None:
+    """Poll until `holder` has taken the run directory's lock (it writes its pid there)."""
+    deadline = time.monotonic() + timeout_s
+    while not (lock.exists() and lock.read_text().strip() == str(holder.pid)):
+        assert holder.poll() is None, holder.stderr.read() if holder.stderr else "it ended"
+        assert time.monotonic() < deadline, "the first run never took the lock"
+        time.sleep(0.05)  # polling for the condition, not waiting on luck
 
 
 @pytest.mark.slow
@@ -223,12 +236,18 @@ def test_kill_9_at_random_moments_then_resume_equals_an_uninterrupted_run(tmp_pa
     rng = random.Random(5)
     kills = 0
     for _ in range(40):
+        # Each run is killed once the endpoint has answered it a random 1 to 4 requests: at
+        # random points of every stage, whatever the machine's speed.
+        answered = fake_server.by_status["200"] + rng.randint(1, 4)
         proc = subprocess.Popen(
             [sys.executable, "-m", "glan", "generate", "--out", out, *args],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        time.sleep(rng.uniform(0.6, 1.6))
+        deadline = time.monotonic() + 120
+        while fake_server.by_status["200"] < answered and proc.poll() is None:
+            assert time.monotonic() < deadline, "the run made no progress"
+            time.sleep(0.01)  # polling for the condition, not waiting on luck
         if proc.poll() is not None:
             break  # it finished between two kills
         proc.send_signal(signal.SIGKILL)
@@ -332,20 +351,6 @@ def test_run_that_fails_before_any_work_leaves_no_directory(tmp_path):
     )
     assert_one_clear_line(proc, "cannot reach")
     assert not out.exists()
-
-
-def staged_pairs(out) -> int:
-    """Pairs a running generate has staged in its state (0 before the table exists)."""
-    import sqlite3
-
-    try:
-        conn = sqlite3.connect(f"file:{out / 'glan.sqlite'}?mode=ro", uri=True, timeout=5)
-        try:
-            return conn.execute("SELECT count(*) FROM st_pairs").fetchone()[0]
-        finally:
-            conn.close()
-    except sqlite3.Error:
-        return 0
 
 
 @pytest.mark.parametrize(

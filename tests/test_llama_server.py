@@ -19,12 +19,13 @@ from pathlib import Path
 
 import pytest
 
+from conftest import require
 from glan.llm import ChatRequest, LLMClient, user
 from glan.llm.local import packaged_gguf
 from glan.llm.openai_http import OpenAIBackend
 from glan.records import Instruction
 
-pytest.importorskip("llama_cpp.server", reason="needs llama-cpp-python[server]")
+require("llama_cpp.server", "llama-cpp-python[server], in glan[test]")
 
 COLOURS = {
     "type": "object",

@@ -134,24 +134,39 @@ async def test_local_backend_returns_schema_valid_nested_json(tmp_path):
 
 @pytest.mark.slow
 def test_ctrl_c_during_a_local_generation_exits_at_once(tmp_path):
-    """llama.cpp cannot be interrupted mid-call: the run must not wait the call out."""
+    """llama.cpp cannot be interrupted mid-call: the run must not wait the call out. Here the
+    call never returns (it says when it has begun, then blocks, as a long generation does),
+    so a run that waited for it would never exit."""
     import signal
     import subprocess
     import sys
     import time
 
-    out = tmp_path / "run"
+    out, started = tmp_path / "run", tmp_path / "generating"
+    never_returns = (
+        "import sys, threading\n"
+        "from glan.llm.local import LocalBackend\n"
+        "started = sys.argv[1]\n"
+        "def generate(self, request):\n"
+        "    open(started, 'w').close()\n"
+        "    threading.Event().wait()\n"
+        "LocalBackend._complete_sync = generate\n"
+        "sys.argv = ['glan', 'generate', '--out', sys.argv[2], '-n', '8', '-q']\n"
+        "from glan.cli import main\n"
+        "main()\n"
+    )
     proc = subprocess.Popen(
-        [sys.executable, "-m", "glan", "generate", "--out", str(out), "-n", "8", "-q"],
+        [sys.executable, "-c", never_returns, str(started), str(out)],
         stderr=subprocess.PIPE,
         text=True,
     )
-    deadline = time.monotonic() + 60
-    while not (out / "run.json").exists() and time.monotonic() < deadline:
-        time.sleep(0.1)  # run.json appears once the model is loaded and work begins
-    time.sleep(1.0)
-    interrupted = time.monotonic()
-    proc.send_signal(signal.SIGINT)
-    _, stderr = proc.communicate(timeout=60)
-    assert time.monotonic() - interrupted < 3.0
+    try:
+        deadline = time.monotonic() + 120
+        while not started.exists():  # the model is loaded and a generation under way
+            assert proc.poll() is None and time.monotonic() < deadline, "no generation began"
+            time.sleep(0.05)  # polling for the condition, not waiting on luck
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=60)  # a run that waited would never get here
+    finally:
+        proc.kill()
     assert proc.returncode == 130 and "re-run the same command to resume" in stderr

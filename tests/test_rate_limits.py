@@ -22,41 +22,46 @@ def ask(text: str) -> ChatRequest:
 async def test_a_burst_starting_inside_a_rate_limit_window_completes(make_client, fake_server):
     fake_server.rate_limit_for(1.0, retry_after=1.0)
     client = make_client(concurrency=64, breaker_window_s=30.0)
-    started = time.monotonic()
     replies = await asyncio.gather(*(client.chat(ask(f"q{i}")) for i in range(64)))
-    elapsed = time.monotonic() - started
     assert len(replies) == 64 and all(r.text for r in replies)
+    assert fake_server.by_status["200"] == 64  # each answered once, none given up
     # The first 429s paused admission: the rest waited instead of hammering the endpoint.
     assert 1 <= fake_server.by_status["429_window"] == client.stats.rate_limited < 64
     assert client.stats.cuts >= 1 and client.stats.retries == 0
     assert client.admission.breaker.consecutive_failures == 0  # rate limits are no failure streak
-    assert 0.9 <= elapsed < 10
 
 
 async def test_an_endpoint_that_only_rate_limits_stops_after_the_breaker_window(
     make_client, fake_server
 ):
     fake_server.rate_limit_for(math.inf, retry_after=0.1)
-    client = make_client(concurrency=8, breaker_window_s=1.5)
+    # Without the Retry-After, admission would pause only 1 ms and ask again.
+    client = make_client(concurrency=8, breaker_window_s=1.5, default_retry_after_s=0.001)
     started = time.monotonic()
     with pytest.raises(EndpointDown, match=r"answered only rate limits for \d+ s"):
         await asyncio.gather(*(client.chat(ask(f"q{i}")) for i in range(8)))
-    elapsed = time.monotonic() - started
-    # Not in a second (the old breaker counted 429s as failures), not much after the window.
-    assert 1.5 <= elapsed < 5
-    assert fake_server.by_status["429_window"] > 8  # it kept asking, paced by Retry-After
+    # Not in a second (the old breaker counted 429s as failures and stopped after 8): a lower
+    # bound, which a slow machine only makes easier to meet.
+    assert time.monotonic() - started >= 1.5
+    # It kept asking, paced by Retry-After: each pause lets at most the 8 slots ask once, so
+    # about 15 pauses in the window; asking without pausing would send thousands.
+    limited = fake_server.by_status["429_window"]
+    assert 8 < limited <= 8 * (1.5 / 0.1 + 2), limited
 
 
 async def test_a_503_with_retry_after_is_a_rate_limit(make_client, fake_server):
     fake_server.rate_limit_for(0.5, retry_after=0.3, status=503)
-    client = make_client(concurrency=8, breaker_window_s=30.0)
+    # Without the Retry-After, admission would pause only 10 ms and ask again.
+    client = make_client(concurrency=8, breaker_window_s=30.0, default_retry_after_s=0.01)
     started = time.monotonic()
     replies = await asyncio.gather(*(client.chat(ask(f"q{i}")) for i in range(8)))
     assert len(replies) == 8
     assert 1 <= fake_server.by_status["503_window"] == client.stats.rate_limited
     assert client.stats.retries == 0  # not a transient failure: no backoff retry
     assert client.admission.breaker.consecutive_failures == 0
-    assert time.monotonic() - started >= 0.3  # paused for the Retry-After
+    assert time.monotonic() - started >= 0.3  # paused for the Retry-After (a lower bound)
+    # At most two pauses of 0.3 s fit in the 0.5 s window, each after one round of the 8 slots.
+    assert fake_server.by_status["503_window"] <= 2 * 8
 
 
 async def test_a_rate_limited_request_waits_while_the_endpoint_answers_others(
@@ -92,11 +97,10 @@ async def test_a_rate_limited_request_waits_while_the_endpoint_answers_others(
 async def test_a_body_that_always_fails_the_same_way_is_given_up_quickly(make_client, fake_server):
     """5% of bodies always get the same HTTP 500 (a request that breaks the server). With the
     default backoff, six retries of each would take tens of seconds; giving up after the same
-    error twice keeps the whole run within a few times the endpoint's own time."""
+    error twice costs each such body one backoff wait."""
     fake_server.poisoned_rate = 0.05
     fake_server.latency_s = 0.05
     n, concurrency = 200, 16
-    endpoint_time = n / concurrency * fake_server.latency_s  # 0.625 s
     client = make_client(
         concurrency=concurrency, backoff_base_s=0.5, backoff_max_s=30.0, breaker_failures=50
     )
@@ -109,13 +113,13 @@ async def test_a_body_that_always_fails_the_same_way_is_given_up_quickly(make_cl
             return False
         return True
 
-    started = time.monotonic()
     results = await asyncio.gather(*(outcome(i) for i in range(n)))
-    elapsed = time.monotonic() - started
     failed = results.count(False)
     assert 3 <= failed <= 25  # about 5% of 200 bodies are poisoned
     assert fake_server.by_status["poisoned"] <= 3 * failed  # two tries each, rarely three
-    assert elapsed < 4 * endpoint_time
+    # The time each costs is its backoff waits: one each, rarely two, not six. (The run's
+    # time against the endpoint's own: bench/failure_costs.py.)
+    assert client.stats.retries <= 2 * failed
 
 
 async def test_a_body_that_breaks_the_server_is_deferred_then_given_up_the_next_run(
@@ -146,9 +150,15 @@ async def test_one_body_throttled_for_ever_does_not_cut_or_pause_everyone(make_c
     fake_server.latency_s = 0.02
     client = make_client(concurrency=16, breaker_window_s=30.0, cache=False)
     stuck = asyncio.ensure_future(client.chat(ask("STUCK")))
-    await asyncio.gather(*(client.chat(ask(f"q{i}")) for i in range(400)))
-    assert fake_server.by_status["429_throttled"] >= 3  # it kept trying alongside the others
+    served = 0
+    # Others are served, 16 at a time, until the stuck body has been refused three times (a
+    # count, not a number of requests that a loaded machine might finish before its retries).
+    while fake_server.by_status["429_throttled"] < 3:
+        assert served < 20_000, "the stuck body stopped asking"
+        await asyncio.gather(*(client.chat(ask(f"q{served + k}")) for k in range(16)))
+        served += 16
     assert client.stats.cuts <= 1
+    assert fake_server.by_status["200"] == served  # every other request was answered
     stuck.cancel()
 
 

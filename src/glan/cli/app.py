@@ -4,14 +4,24 @@ from __future__ import annotations
 
 import contextlib
 import sys
+from typing import Annotated
 
 import typer
 from rich.console import Console
 
+from glan import __version__
+from glan.cli.help import TaxonomyGroup, WorkflowGroup
 from glan.errors import UserError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="GLAN instruction data.")
-taxonomy_app = typer.Typer(no_args_is_help=True, help="Show, check and edit the taxonomy.")
+app = typer.Typer(
+    cls=WorkflowGroup,
+    add_completion=False,
+    no_args_is_help=True,
+    help="GLAN: instruction-tuning data made by walking a taxonomy of human knowledge.",
+)
+taxonomy_app = typer.Typer(
+    cls=TaxonomyGroup, no_args_is_help=True, help="Show, build, review and edit the taxonomy."
+)
 app.add_typer(taxonomy_app, name="taxonomy")
 # markup=False: messages carry user text and hints like `pip install 'glan[hf]'`, which Rich
 # markup would swallow; colour is given with style= or Text where wanted.
@@ -19,6 +29,22 @@ console = Console(stderr=True, markup=False)
 out = Console(markup=False)
 
 Opt = typer.Option
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        out.print(f"glan {__version__}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        Opt("--version", is_eager=True, callback=_print_version, help="print glan's version"),
+    ] = False,
+) -> None:
+    """Options of `glan` itself; its help text is the app's `help`."""
 
 
 def endpoint_config(
@@ -90,5 +116,10 @@ def main() -> None:
         )
         sys.exit(130)
     except usage_errors as exc:  # a flag typo, a bad value, a missing option, no such command
+        if type(exc).__name__ == "NoArgsIsHelpError":  # bare `glan`: the help, nothing wrong
+            help_text = exc.format_message().strip()  # empty when Rich already printed it
+            if help_text:
+                out.print(help_text, highlight=False)
+            sys.exit(0)
         error_line(_usage_message(exc))
         sys.exit(2)

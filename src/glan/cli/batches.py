@@ -41,7 +41,7 @@ def batches(
         ),
     ] = False,
 ) -> None:
-    """List a run's batches: provider, id, status, lines done/failed, age, cost."""
+    """List a run's batches. For each: provider, id, status, lines done/failed, age, cost."""
     from rich.table import Table
 
     from glan.llm.batch.ledger import BatchLedger

@@ -35,8 +35,8 @@ def eval_(
     train_data: Annotated[Path | None, Opt(help="the run or export the model was tuned on")] = None,
     leakage_items: Annotated[int, Opt(help="test items and training pairs per benchmark")] = 100,
 ) -> None:
-    r"""Evaluate models with lm-evaluation-harness (glan\[eval]); offline from local benchmark
-    data. Every benchmark is reported as run, skipped (why) or failed (why)."""
+    r"""Evaluate models with lm-evaluation-harness (glan\[eval]). Offline, from local benchmark
+    data; every benchmark is reported as run, skipped (why) or failed (why)."""
     from glan.evaluate.runner import EvalSettings, evaluate, parse_benchmarks, parse_models
 
     chosen = parse_benchmarks(benchmarks)

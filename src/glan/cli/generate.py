@@ -112,7 +112,7 @@ def generate(
     ] = None,
     workers: Annotated[int | None, Opt(help="Ray workers (default: one per CPU)")] = None,
 ) -> None:
-    """Walk the taxonomy down to N question-answer pairs (re-running resumes)."""
+    """Walk the taxonomy down to N question-answer pairs. Re-running the command resumes."""
     from glan.api import plan as make_plan
     from glan.config import load_config
     from glan.executors import execute
@@ -215,7 +215,7 @@ def merge(
     out_dir: Annotated[Path, Opt("--out", "-o", help="where the merged run is written")],
     shards: Annotated[list[Path], typer.Argument(help="the shard run directories, all of them")],
 ) -> None:
-    """Merge shard runs (glan generate --shard I/K) into one run, in tree order."""
+    """Merge shard runs (glan generate --shard I/K) into one run. Records keep tree order."""
     from glan.run.merge import merge_shards
 
     counts = merge_shards(out_dir, shards)
@@ -234,7 +234,7 @@ def check(
     base_url: Annotated[str | None, Opt(help="endpoint URL")] = None,
     api_key_env: Annotated[str | None, Opt(help="name of the env variable with the key")] = None,
 ) -> None:
-    """Send one tiny request to an endpoint and say whether it works."""
+    """Send one tiny request to an endpoint and say if it works."""
     from glan.aio import run
     from glan.llm import ChatRequest, LLMClient, create_backend, user
 

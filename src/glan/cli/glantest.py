@@ -21,7 +21,7 @@ from glan.errors import UserError
 from glan.llm.settings import EMBEDDED_MODELS
 
 test_app = typer.Typer(
-    no_args_is_help=True, help="GLAN-Test: a held-out exam over the taxonomy, graded by a judge."
+    no_args_is_help=True, help="GLAN-Test: a held-out exam, graded by a judge model."
 )
 app.add_typer(test_app, name="test")
 
@@ -104,8 +104,8 @@ def test_build(
         bool, Opt("--dry-run", help="show calls, tokens, cost; spend nothing")
     ] = False,
 ) -> None:
-    """Make a held-out exam: subjects the run never used, questions by the run's stages,
-    checked against the run's questions (exact and near duplicates dropped)."""
+    """Make a held-out exam from subjects the run never used. Its questions are made by the
+    run's stages and checked against the run's (exact and near duplicates dropped)."""
     from glan.aio import run
     from glan.glantest.discipline import ExamSettings, select
     from glan.glantest.endpoints import parse_endpoint
@@ -196,8 +196,9 @@ def test_run(
     ] = False,
     quiet: Annotated[bool, Opt("--quiet", "-q", help="no progress display")] = False,
 ) -> None:
-    """Grade two models on the exam: each answers every question, the judge scores both
-    answers 1-10 in both orders; report.html, report.json and report.md (re-running resumes)."""
+    """Grade two models on the exam with a judge. Each answers every question and the judge
+    scores both answers 1-10 in both orders: report.html, report.json and report.md
+    (re-running resumes)."""
     from glan.aio import run
     from glan.config import load_config
     from glan.glantest.endpoints import parse_endpoint, parse_labelled

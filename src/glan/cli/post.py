@@ -74,7 +74,8 @@ def clean(
     ] = 2.0,
     quiet: Quiet = False,
 ) -> None:
-    """Filter, de-duplicate and decontaminate a run: clean.jsonl, removed.jsonl, clean_summary.json."""
+    """Filter, de-duplicate and decontaminate a run. Writes clean.jsonl, removed.jsonl and
+    clean_summary.json into it."""
     from glan.post.clean import CleanSettings, clean_file
     from glan.run.files import atomic_write_json
 
@@ -173,9 +174,9 @@ def export_cmd(
     ] = "500MB",
     quiet: Quiet = False,
 ) -> None:
-    """Write the (cleaned, if `glan clean` ran) records for a trainer, with a dataset card.
-
-    Files hold at most --shard-size each; --push-to-hub sends only what the repo lacks."""
+    """Write a run's records for a trainer, with a dataset card. The cleaned records, when
+    `glan clean` has run; files hold at most --shard-size each, and --push-to-hub sends only
+    what the repository lacks."""
     from glan import export as exporting
     from glan.post.shards import parse_size
 

@@ -43,7 +43,7 @@ def taxonomy_review(
     ] = None,
     quorum: Annotated[int | None, Opt(help=QUORUM_HELP)] = None,
 ) -> None:
-    """Serve the taxonomy review in the browser: reviewers vote, the majority decides."""
+    """Serve the taxonomy review in the browser. Reviewers vote; the majority decides."""
     try:
         import uvicorn
 
@@ -110,7 +110,8 @@ def taxonomy_export_review(
     file: Annotated[Path, Opt("--out", "-o", help="where to write the reviewed YAML")],
     quorum: Annotated[int | None, Opt(help=QUORUM_HELP)] = None,
 ) -> None:
-    """Write the review as taxonomy YAML (votes included) for glan generate --taxonomy."""
+    """Write the review as taxonomy YAML, votes included. It is what glan generate --taxonomy
+    reads."""
     from glan.review.export import review_taxonomy, review_yaml
     from glan.review.rules import tree_view
     from glan.review.store import ReviewStore

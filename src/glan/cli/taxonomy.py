@@ -20,7 +20,8 @@ def taxonomy_build(
     samples: Annotated[int, Opt(help="samples per prompt wording")] = 1,
     seed: Annotated[int, Opt(help="seed")] = 0,
 ) -> None:
-    """Draft a taxonomy with the model (several prompt wordings, merged) for people to review."""
+    """Draft a taxonomy with the model, for people to review. Several prompt wordings are
+    asked and their drafts merged."""
     from glan.aio import run
     from glan.llm import LLMClient, create_backend
     from glan.stages.taxonomy_build import build_taxonomy
@@ -84,7 +85,7 @@ def taxonomy_show(
 def taxonomy_validate(
     path: Annotated[Path | None, typer.Argument(help="taxonomy YAML")] = None,
 ) -> None:
-    """Check the taxonomy; exit 2 with each problem listed if it has any."""
+    """Check the taxonomy; list each problem and exit 2 if any."""
     from glan.taxonomy import load_taxonomy
 
     problems = load_taxonomy(path).problems()
@@ -99,7 +100,8 @@ def taxonomy_validate(
 def taxonomy_stats(
     path: Annotated[Path | None, typer.Argument(help="taxonomy YAML")] = None,
 ) -> None:
-    """Counts of fields, sub-fields and kept disciplines, per GLAN-Test group."""
+    """Count the fields, sub-fields and kept disciplines. Disciplines are also counted per
+    GLAN-Test group."""
     from collections import Counter
 
     from glan.taxonomy import load_taxonomy
@@ -125,7 +127,7 @@ def taxonomy_add(
         Opt("--from-default", help="a missing file starts as a copy of the default taxonomy"),
     ] = False,
 ) -> None:
-    """Add a discipline (and any missing parents) to a taxonomy file. A missing file is created
+    """Add a discipline (and missing parents) to a taxonomy file. A missing file is created
     holding only this node (a small taxonomy of your own), or the defaults with --from-default."""
     from glan.cli.dry_run import plural
     from glan.taxonomy import Taxonomy, load_taxonomy, save_taxonomy

@@ -125,6 +125,9 @@ class FakeServer:
     throttle_retry_after_s: float = 0.2
     # Or exactly the bodies this predicate picks.
     throttle_when: Callable[[dict[str, Any]], bool] | None = None
+    # Called, in the server's thread, as each chat request arrives: a test breaks the endpoint
+    # once the run has reached a given point, instead of after a given time.
+    on_request: Callable[[], None] | None = None
 
     def __post_init__(self) -> None:
         unknown = set(self.fault_rates) - set(FAULTS)
@@ -222,8 +225,18 @@ class FakeServer:
         finally:
             self.in_flight -= 1
 
+    def wait_idle(self, timeout_s: float = 60.0) -> None:
+        """Block until no chat request is inside a handler (requests a stopped client left
+        behind are still answered into the void); AssertionError after `timeout_s`."""
+        deadline = time.monotonic() + timeout_s
+        while self.in_flight:
+            assert time.monotonic() < deadline, f"{self.in_flight} requests still in flight"
+            time.sleep(0.01)
+
     async def _answer(self, request: web.Request) -> web.StreamResponse:
         self.requests += 1
+        if self.on_request is not None:
+            self.on_request()
         if self.fixed_reply is not None:  # benchmark fast path
             if self.latency_s:
                 await asyncio.sleep(self.latency_s)
@@ -354,7 +367,9 @@ class FakeServer:
         def run() -> None:
             loop = self._loop = asyncio.new_event_loop()
             asyncio.set_event_loop(loop)
-            self._runner = web.AppRunner(self.app(), access_log=None)
+            # A stopped server cancels what is still in its handlers after half a second
+            # (aiohttp would wait a minute for a request held by a long latency).
+            self._runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=0.5)
             loop.run_until_complete(self._runner.setup())
             site = web.TCPSite(self._runner, self.host, self.port, backlog=1024)
             loop.run_until_complete(site.start())
@@ -362,6 +377,10 @@ class FakeServer:
             ready.set()
             loop.run_forever()
             loop.run_until_complete(self._runner.cleanup())
+            left = asyncio.all_tasks(loop)  # handlers the shutdown timeout gave up on
+            for task in left:
+                task.cancel()
+            loop.run_until_complete(asyncio.gather(*left, return_exceptions=True))
             loop.close()
 
         self._thread = threading.Thread(target=run, name="fake-openai", daemon=True)

@@ -50,3 +50,18 @@ def batch_config_for(
         "batch": {**FAST_BATCH, **overrides.get("batch", {})},
     }
     return GenerateConfig.model_validate(data)
+
+
+def staged_pairs(run_dir: Path) -> int:
+    """Pairs a run (possibly still going, in another thread or process) has staged in its
+    state: what a test waits for instead of sleeping. 0 before the table exists."""
+    import sqlite3
+
+    try:
+        conn = sqlite3.connect(f"file:{run_dir / 'glan.sqlite'}?mode=ro", uri=True, timeout=5)
+        try:
+            return conn.execute("SELECT count(*) FROM st_pairs").fetchone()[0]
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return 0
