@@ -225,7 +225,9 @@ WORDS = [
 
 def realistic(body: dict[str, Any]) -> Any:
     """The default fake replies, except that every listing offers SHARED first and questions
-    are sentences of a dozen words (so near-duplicates mean something)."""
+    are sentences of twenty words from a small vocabulary (near-duplicates mean something, and
+    a chance one between two unrelated questions is rare: their shared template is a third of
+    their word trigrams, far under the 0.7 Jaccard threshold)."""
     reply = default_replier(body)
     name = ((body.get("response_format") or {}).get("json_schema") or {}).get("name")
     digest = int(
@@ -234,7 +236,7 @@ def realistic(body: dict[str, Any]) -> Any:
     if name == "subjects":
         reply["subjects"][0]["name"] = SHARED
     elif name == "question":
-        picked = [WORDS[(digest >> (4 * i)) % len(WORDS)] for i in range(6)]
+        picked = [WORDS[(digest >> (4 * i)) % len(WORDS)] for i in range(12)]
         reply = {
             "question": f"How does the {' '.join(picked)} idea explain what a student sees, and why?"
         }
