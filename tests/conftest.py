@@ -51,6 +51,22 @@ def require_program(*names: str, why: str) -> str:
     missing(names[0], why)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _own_datasets_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Each session reads Hugging Face datasets through a cache of its own: `load_dataset` on
+    a folder keys its cache on the files' names, so a shared cache handed a later session the
+    rows an earlier one had exported under the same names."""
+    old = os.environ.get("HF_DATASETS_CACHE")
+    os.environ["HF_DATASETS_CACHE"] = str(tmp_path_factory.mktemp("hf-datasets-cache"))
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("HF_DATASETS_CACHE", None)
+        else:
+            os.environ["HF_DATASETS_CACHE"] = old
+
+
 # Fast-failing admission for tests: small backoff, small breaker window.
 FAST = {
     "backoff_base_s": 0.01,
