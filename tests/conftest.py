@@ -12,6 +12,7 @@ import pytest
 from glan.llm import AdmissionSettings, LLMClient
 from glan.llm.openai_http import OpenAIBackend
 from glan.store import ResponseCache
+from glan.testing.deps import need
 from glan.testing.fake_server import FakeServer
 
 # Fast-failing admission for tests: small backoff, small breaker window.
@@ -108,7 +109,8 @@ TINY_RECIPE = {
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    pytest.importorskip("trl", reason="needs glan[train] (scripts/test installs it)")
+    need("trl", "glan[train] and torch, which scripts/test installs")
+    need("lm_eval", "glan[eval], which scripts/test installs")
     from glan.testing.tiny_model import make_tiny_llama
 
     return make_tiny_llama(tmp_path_factory.mktemp("models") / "tiny-base")

