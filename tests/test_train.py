@@ -252,6 +252,39 @@ def test_concurrent_runs_convert_a_gguf_once_and_share_it(monkeypatch, tmp_path:
     assert results == [str(conversions[0])] * 2
 
 
+@pytest.mark.slow
+def test_the_packaged_gguf_converts_to_the_logits_llama_cpp_computes(monkeypatch, tmp_path) -> None:
+    need("transformers", "glan[train]")
+    llama_cpp = need("llama_cpp", "llama-cpp-python (glan[local])")
+    import numpy as np
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from glan.train.models import SMOLLM2, packaged_smollm2, resolve_model
+
+    monkeypatch.setenv("GLAN_CACHE", str(tmp_path))
+    path = resolve_model(SMOLLM2)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    ids = tokenizer("The capital of France is Paris. The capital of Italy is")["input_ids"]
+    with torch.no_grad():
+        ours = AutoModelForCausalLM.from_pretrained(path).eval()(torch.tensor([ids])).logits[0]
+    llm = llama_cpp.Llama(str(packaged_smollm2()), logits_all=True, n_ctx=64, verbose=False)
+    try:
+        llm.eval(ids)
+        theirs = np.array(llm.scores[: len(ids)])
+    finally:
+        llm.close()
+    ours = ours.float().numpy()
+    # Not equal: llama.cpp multiplies the Q4_1 weights by activations it quantises to 8 bits
+    # (Q8_1), where the converted model uses the same dequantised weights with fp32
+    # activations. Measured: mean |diff| 0.27 and max 1.36 on logits spread with sd 5.9,
+    # correlation >= 0.998 at every position, same top token everywhere. A weight left random
+    # or laid out wrongly (transposed, rope order) puts the correlation near 0.
+    assert (ours.argmax(-1) == theirs.argmax(-1)).all()
+    assert all(np.corrcoef(a, b)[0, 1] > 0.99 for a, b in zip(ours, theirs, strict=True))
+    assert np.abs(ours - theirs).mean() < 0.5
+
+
 def test_the_cli_loads_without_torch() -> None:
     code = (
         "import sys, glan.cli; sys.exit(bool({'torch', 'transformers', 'trl'} & set(sys.modules)))"

