@@ -56,6 +56,14 @@ def eval_(
         backend=backend,
     )
     from glan.evaluate.results import rich_table
+    from glan.evaluate.sandbox import code_execution_allowed, process_limit
+
+    if code_execution_allowed(allow_code_execution) and process_limit().startswith("none"):
+        console.print(
+            f"[yellow]warning:[/] model-written code runs with process limit {process_limit()} "
+            "(docs/train-eval.md)",
+            highlight=False,
+        )
 
     report = evaluate(models, chosen, out_dir, settings)
     out.print(rich_table(report))
