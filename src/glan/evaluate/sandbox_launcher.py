@@ -84,9 +84,17 @@ def children() -> list[int]:
     return found
 
 
-def kill_all(cgroup: str | None) -> None:
-    """SIGKILL every descendant, round after round: killing a child re-parents its children
-    here, and a fork in flight may add one more."""
+def kill_all(cgroup: str | None, group: int) -> None:
+    """SIGKILL every descendant: the program's process group first, then, where /proc tells
+    who they are, round after round every child and cgroup member (killing a child re-parents
+    its children here, and a fork in flight may add one more)."""
+    with contextlib.suppress(OSError):
+        os.killpg(group, signal.SIGKILL)
+    if not os.path.isdir("/proc"):
+        with contextlib.suppress(ChildProcessError):
+            while True:
+                os.waitpid(-1, 0)
+        return
     while True:
         targets = set(children())
         if cgroup:
@@ -125,6 +133,7 @@ def main() -> None:
     pid = os.fork()
     if pid == 0:
         try:
+            os.setpgid(0, 0)  # a group of its own, for the first sweep
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             set_limits(config)
             os.execv(sys.executable, [sys.executable, "-I", "-c", program])
@@ -140,7 +149,7 @@ def main() -> None:
     except Stop:
         pass
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    kill_all(cgroup)
+    kill_all(cgroup, pid)
     os._exit(code)
 
 
