@@ -210,7 +210,7 @@ def evaluate(
                     if settings.max_gen_toks
                     else None,
                 )
-                score, samples = _score(output, item.task, item.bench.metric)
+                score, samples = _score(output, item.task, item.result.metric)
                 item.result.scores[label] = score
                 item.result.samples = samples
             except Exception as exc:  # one benchmark failing must not hide the others
