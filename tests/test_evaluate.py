@@ -147,19 +147,20 @@ def test_glans_scores_equal_lm_evals_own_for_the_same_task_and_data(
     from glan.evaluate.standard import lm_eval_tasks
 
     monkeypatch.chdir(tmp_path)  # not a git repository: where lm-eval's git noise showed
-    out = tmp_path / "eval"
-    args = ["eval", "--model", f"base={tiny_model}", "--benchmarks", "arc_easy,mmlu"]
-    result = CliRunner().invoke(app, [*args, "--limit", "2", "--out", str(out)])
-    assert result.exit_code == 0, result.output
+    ours = {}
+    for name, limit in (("arc_easy", 24), ("mmlu", 2)):  # MMLU: 2 items in each of 57 subjects
+        args = ["eval", "--model", f"base={tiny_model}", "--benchmarks", name, "--limit"]
+        result = CliRunner().invoke(app, [*args, str(limit), "--out", str(tmp_path / name)])
+        assert result.exit_code == 0, result.output
+        report = json.loads((tmp_path / name / "eval_results.json").read_text())
+        ours[name] = report["results"][0]
     assert "not a git repository" not in capfd.readouterr().err
-    ours = {
-        r["benchmark"]: r for r in json.loads((out / "eval_results.json").read_text())["results"]
-    }
-    assert ours["mmlu"]["samples"] == 2 * 57
+    assert (ours["arc_easy"]["samples"], ours["mmlu"]["samples"]) == (24, 2 * 57)
+    assert (ours["arc_easy"]["shots"], ours["mmlu"]["shots"]) == (0, 5)  # as lm-eval ran them
 
     # lm-eval's own CLI on its standard arc_easy, pointed (in a YAML written here) at the same
-    # files, and on the MMLU tasks glan wrote: the same numbers to the last digit.
-    data = out / "tasks" / "data" / "arc_easy"
+    # files, and on the MMLU tasks glan wrote, 5-shot: the same numbers to the last digit.
+    data = tmp_path / "arc_easy" / "tasks" / "data" / "arc_easy"
     own = tmp_path / "own"
     own.mkdir()
     files = {split: str(data / f"{split}.jsonl") for split in ("test", "train", "validation")}
@@ -167,17 +168,17 @@ def test_glans_scores_equal_lm_evals_own_for_the_same_task_and_data(
     config |= {"dataset_path": "json", "dataset_name": None, "tag": []}
     config["dataset_kwargs"] = {"data_files": files}
     (own / "own_arc_easy.yaml").write_text(yaml.safe_dump(config))
-    for task, include in (("own_arc_easy", own), ("glan_std_mmlu", out / "tasks")):
+    runs = (
+        ("arc_easy", "own_arc_easy", own, "24", "0", "acc_norm,none"),
+        ("mmlu", "glan_std_mmlu", tmp_path / "mmlu" / "tasks", "2", "5", "acc,none"),
+    )
+    for name, task, include, limit, shots, key in runs:
         command = [sys.executable, "-m", "lm_eval", "--model", "hf", "--device", "cpu"]
-        command += ["--model_args", f"pretrained={tiny_model}", "--tasks", task, "--limit", "2"]
-        command += ["--include_path", str(include), "--batch_size", "8", "--output_path"]
-        command += [str(tmp_path / task)]
-        if task == "glan_std_mmlu":
-            command += ["--num_fewshot", "5"]
+        command += ["--model_args", f"pretrained={tiny_model}", "--tasks", task, "--limit", limit]
+        command += ["--include_path", str(include), "--batch_size", "8", "--num_fewshot", shots]
+        command += ["--output_path", str(tmp_path / "lm_eval" / task)]
         subprocess.run(command, check=True, capture_output=True)
-        report = json.loads(next((tmp_path / task).rglob("results_*.json")).read_text())
-        name = "arc_easy" if task == "own_arc_easy" else "mmlu"
-        key = "acc_norm,none" if name == "arc_easy" else "acc,none"
+        report = json.loads(next((tmp_path / "lm_eval" / task).rglob("results_*.json")).read_text())
         assert ours[name]["scores"]["base"] == report["results"][task][key]
 
 

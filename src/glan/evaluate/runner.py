@@ -163,6 +163,14 @@ def _score(output: dict[str, Any], task: str, metric: str) -> tuple[float, int |
     return float(scores[key]), samples
 
 
+def _shots(output: dict[str, Any], task: str, asked: int | None) -> int | None:
+    """The shots lm-eval used (a group's, when all its tasks agree), so that the table shows
+    what ran rather than what was asked."""
+    counts = output.get("n-shot", {})
+    used = {counts[task]} if task in counts else set(counts.values())
+    return int(used.pop()) if len(used) == 1 else asked
+
+
 def _quiet_lm_eval() -> None:
     """lm-eval asks git for its own commit from the working directory, and outside a
     repository git prints "fatal: not a git repository" on the user's terminal."""
@@ -211,6 +219,7 @@ def evaluate(
                     else None,
                 )
                 score, samples = _score(output, item.task, item.result.metric)
+                item.result.shots = _shots(output, item.task, item.result.shots)
                 item.result.scores[label] = score
                 item.result.samples = samples
             except Exception as exc:  # one benchmark failing must not hide the others
