@@ -179,6 +179,7 @@ def test_glans_scores_equal_lm_evals_own_for_the_same_task_and_data(
         command += ["--output_path", str(tmp_path / "lm_eval" / task)]
         subprocess.run(command, check=True, capture_output=True)
         report = json.loads(next((tmp_path / "lm_eval" / task).rglob("results_*.json")).read_text())
+        assert f"{ours[name]['metric']},none" == key  # lm-eval's usual metric for the task
         assert ours[name]["scores"]["base"] == report["results"][task][key]
 
 
