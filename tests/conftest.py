@@ -2,53 +2,18 @@
 
 from __future__ import annotations
 
-import importlib
 import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
-from typing import NoReturn
 
 import pytest
 
 from glan.llm import AdmissionSettings, LLMClient
 from glan.llm.openai_http import OpenAIBackend
 from glan.store import ResponseCache
+from glan.testing.deps import in_ci, missing, need, require, require_program  # noqa: F401
 from glan.testing.fake_batch import FakeBatchServer
 from glan.testing.fake_server import FakeServer
-
-
-def in_ci() -> bool:
-    """Whether this is CI (CI=true, as .ci/run and hosted runners set it)."""
-    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
-
-
-def missing(what: str, why: str) -> NoReturn:
-    """A test's dependency is absent: skip it here, but FAIL it in CI, where scripts/test
-    installs everything the suite needs (a skip there would pass silently)."""
-    if in_ci():
-        pytest.fail(
-            f"{what} is missing in CI ({why}); scripts/test should install it", pytrace=False
-        )
-    pytest.skip(f"{what} is not installed ({why})", allow_module_level=True)
-
-
-def require(module: str, why: str) -> ModuleType:
-    """Import `module` for a test (a module-level call covers the whole file), or `missing`."""
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        missing(module, why)
-
-
-def require_program(*names: str, why: str) -> str:
-    """The path of the first of `names` on PATH (one program, several names), or `missing`."""
-    for name in names:
-        found = shutil.which(name)
-        if found:
-            return found
-    missing(names[0], why)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -170,6 +135,7 @@ TINY_RECIPE = {
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     require("trl", "glan[train], after torch's CPU build")
+    require("lm_eval", "glan[eval], which scripts/test installs")
     from glan.testing.tiny_model import make_tiny_llama
 
     return make_tiny_llama(tmp_path_factory.mktemp("models") / "tiny-base")

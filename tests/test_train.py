@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
 from glan.errors import UserError
+from glan.testing.deps import need
 from glan.train.data import fingerprint, load_pairs
 from glan.train.recipe import Recipe, plan_steps
 
@@ -30,15 +33,33 @@ def test_paper_recipe_is_the_default() -> None:
 
 
 def test_accumulation_reaches_512_pairs_per_step_across_devices() -> None:
-    plan = plan_steps(Recipe(per_device_batch=4), n_pairs=1_000_000, devices=8)
+    plan = plan_steps(Recipe(per_device_batch=4), n_pairs=10_000_000, devices=8)  # paper-sized
     assert plan.grad_accum == 16 and plan.pairs_per_step == 512
+    assert plan.steps_per_epoch == 19_532  # 10M / 512 = 19,531.25: the last step takes the rest
     assert plan.warmup_steps == 1000 and not plan.notes
+
+
+def test_every_pair_is_seen_each_epoch_the_last_step_taking_the_remainder() -> None:
+    plan = plan_steps(Recipe(), n_pairs=1_000, devices=1)  # 512 + 488 pairs an epoch
+    assert (plan.steps_per_epoch, plan.total_steps) == (2, 6)
 
 
 def test_short_runs_scale_the_warmup_down_and_say_so() -> None:
     plan = plan_steps(Recipe(), n_pairs=51_200, devices=1)  # 100 steps/epoch, 300 in all
     assert plan.total_steps == 300 and plan.warmup_steps == 30
-    assert any("warm-up" in note for note in plan.notes)
+    assert any("warming up over 30 steps" in note for note in plan.notes)
+
+
+def test_the_warmup_grows_smoothly_with_the_length_of_the_run() -> None:
+    def warmup(total_steps: int) -> int:
+        return plan_steps(Recipe(max_steps=total_steps), 10_000_000, devices=1).warmup_steps
+
+    assert (warmup(1_000), warmup(1_001)) == (100, 100)
+    lengths = range(1, 12_000, 7)
+    warmups = [warmup(n) for n in lengths]
+    assert all(0 <= b - a <= 1 for a, b in itertools.pairwise(warmups))
+    assert all(w <= n // 10 for w, n in zip(warmups, lengths, strict=True))
+    assert warmups[-1] == 1000
 
 
 def test_pairs_come_alike_from_a_run_and_its_messages_export(pairs_run: Path, tmp_path) -> None:
@@ -86,8 +107,12 @@ def _ids(encoded) -> list[int]:
 
 
 @pytest.mark.slow
-def test_training_lowers_the_loss_and_the_checkpoint_reloads_and_generates(tuned) -> None:
+def test_training_lowers_the_loss_and_the_checkpoint_reloads_and_generates(
+    tuned, tiny_model: Path, pairs_run: Path
+) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from glan.evaluate.leakage import answer_loss
 
     losses = [p["loss"] for p in tuned.losses]
     assert len(losses) == 8 and losses[-1] < losses[0] - 0.5
@@ -98,7 +123,16 @@ def test_training_lowers_the_loss_and_the_checkpoint_reloads_and_generates(tuned
     assert (out / "loss_curve.html").stat().st_size > 10_000
     assert len(json.loads((out / "loss_curve.json").read_text())["points"]) == 8
     tokenizer = AutoTokenizer.from_pretrained(out)
-    model = AutoModelForCausalLM.from_pretrained(out)
+    model = AutoModelForCausalLM.from_pretrained(out).eval()
+    base = AutoModelForCausalLM.from_pretrained(tiny_model).eval()
+    # The folder holds the tuned weights, not the base's: the training answers got far likelier.
+    pairs = load_pairs(pairs_run)[:8]
+    tuned_loss, base_loss = (
+        sum(answer_loss(m, tokenizer, p["prompt"], p["completion"][0]["content"]) for p in pairs)
+        / len(pairs)
+        for m in (model, base)
+    )
+    assert tuned_loss < base_loss - 0.5
     prompt = tokenizer.apply_chat_template(
         [{"role": "user", "content": "What is 2 plus 3?"}], add_generation_prompt=True
     )
@@ -106,7 +140,7 @@ def test_training_lowers_the_loss_and_the_checkpoint_reloads_and_generates(tuned
     import torch
 
     generated = model.generate(torch.tensor([ids]), max_new_tokens=6, do_sample=False)
-    assert generated.shape[1] == len(ids) + 6 or generated[0, -1] == tokenizer.eos_token_id
+    assert generated.shape[1] > len(ids)
 
 
 @pytest.mark.slow
@@ -148,6 +182,107 @@ def test_training_resumes_from_its_last_checkpoint_after_a_kill(
     assert resumed_at >= 2
     steps = [p["step"] for p in result.losses]
     assert steps[-1] == 6 and (out / "model.safetensors").is_file()
+
+
+def test_a_missing_test_dependency_fails_in_ci_and_skips_elsewhere(monkeypatch) -> None:
+    from glan.testing.deps import need
+
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="did not install in CI"):
+        need("glan_no_such_module", "a test dependency")
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception):
+        need("glan_no_such_module", "a test dependency")
+
+
+def test_a_weight_that_does_not_match_is_an_error_naming_it() -> None:
+    need("transformers", "glan[train]")
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from glan.train.models import load_strict
+
+    config = LlamaConfig(
+        vocab_size=64,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        tie_word_embeddings=True,
+    )
+    state = LlamaForCausalLM(config).state_dict()
+    state.pop("lm_head.weight", None)  # tied to the embedding: not a mismatch
+    load_strict(LlamaForCausalLM(config), dict(state), "tied.gguf")
+    state["model.layers.7.extra.weight"] = state.pop("model.layers.0.mlp.up_proj.weight")
+    with pytest.raises(UserError, match=r"missing model\.layers\.0\.mlp\.up_proj\.weight") as err:
+        load_strict(LlamaForCausalLM(config), state, "broken.gguf")
+    assert "unexpected model.layers.7.extra.weight" in str(err.value)
+
+
+def test_concurrent_runs_convert_a_gguf_once_and_share_it(monkeypatch, tmp_path: Path) -> None:
+    need("filelock", "glan[train]")
+    from glan.train import models
+
+    monkeypatch.setenv("GLAN_CACHE", str(tmp_path / "cache"))
+    gguf = tmp_path / "model.gguf"
+    gguf.write_bytes(b"GGUF")
+    conversions: list[Path] = []
+    first_in, second_in, release = threading.Event(), threading.Event(), threading.Event()
+
+    def fake_convert(source: Path, target: Path) -> Path:
+        conversions.append(target)
+        (second_in if first_in.is_set() else first_in).set()
+        release.wait()
+        target.mkdir()
+        (target / "config.json").write_text("{}")
+        return target
+
+    monkeypatch.setattr(models, "convert_gguf", fake_convert)
+    results: list[str] = []
+    ranks = [threading.Thread(target=lambda: results.append(models.resolve_model(str(gguf))))]
+    ranks[0].start()
+    first_in.wait()
+    ranks.append(threading.Thread(target=lambda: results.append(models.resolve_model(str(gguf)))))
+    ranks[1].start()
+    # The second rank must wait for the first, never convert alongside it: give it the chance to.
+    converted_alongside = second_in.wait(timeout=2)
+    release.set()
+    for rank in ranks:
+        rank.join()
+    assert not converted_alongside and len(conversions) == 1
+    assert results == [str(conversions[0])] * 2
+
+
+@pytest.mark.slow
+def test_the_packaged_gguf_converts_to_the_logits_llama_cpp_computes(monkeypatch, tmp_path) -> None:
+    need("transformers", "glan[train]")
+    llama_cpp = need("llama_cpp", "llama-cpp-python (glan[local])")
+    import numpy as np
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from glan.train.models import SMOLLM2, packaged_smollm2, resolve_model
+
+    monkeypatch.setenv("GLAN_CACHE", str(tmp_path))
+    path = resolve_model(SMOLLM2)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    ids = tokenizer("The capital of France is Paris. The capital of Italy is")["input_ids"]
+    with torch.no_grad():
+        ours = AutoModelForCausalLM.from_pretrained(path).eval()(torch.tensor([ids])).logits[0]
+    llm = llama_cpp.Llama(str(packaged_smollm2()), logits_all=True, n_ctx=64, verbose=False)
+    try:
+        llm.eval(ids)
+        theirs = np.array(llm.scores[: len(ids)])
+    finally:
+        llm.close()
+    ours = ours.float().numpy()
+    # Not equal: llama.cpp multiplies the Q4_1 weights by activations it quantises to 8 bits
+    # (Q8_1), where the converted model uses the same dequantised weights with fp32
+    # activations. Measured: mean |diff| 0.27 and max 1.36 on logits spread with sd 5.9,
+    # correlation >= 0.998 at every position, same top token everywhere. A weight left random
+    # or laid out wrongly (transposed, rope order) puts the correlation near 0.
+    assert (ours.argmax(-1) == theirs.argmax(-1)).all()
+    assert all(np.corrcoef(a, b)[0, 1] > 0.99 for a, b in zip(ours, theirs, strict=True))
+    assert np.abs(ours - theirs).mean() < 0.5
 
 
 def test_the_cli_loads_without_torch() -> None:

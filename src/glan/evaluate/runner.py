@@ -12,6 +12,7 @@ from glan.errors import UserError
 from glan.evaluate import results as res
 from glan.evaluate.registry import BENCHMARKS, Benchmark, how_to_get, offline
 from glan.evaluate.sandbox import code_execution_allowed
+from glan.evaluate.standard import STANDARD, write_standard
 from glan.evaluate.tasks import write_task
 from glan.train.models import require, resolve_model
 
@@ -79,9 +80,23 @@ def plan(benchmarks: list[Benchmark], settings: EvalSettings, tasks_dir: Path) -
             result.status, result.reason = "failed", f"reading its data: {_one_line(exc)}"
             planned.append(Planned(bench, None, result))
             continue
-        if docs:
+        try:
+            standard = write_standard(tasks_dir, bench.name)
+        except Exception as exc:
+            result.status, result.reason = "failed", f"writing its task: {_one_line(exc)}"
+            planned.append(Planned(bench, None, result))
+            continue
+        if standard:
+            task, items = standard
+            std = STANDARD[bench.name]
+            result.metric = std.metric
+            result.shots = std.shots if settings.shots is None or fixed else settings.shots
+            result.prompt = f"lm-eval's {std.task}"
+            result.source = f"local ({items} items), lm-eval's own task"
+        elif docs:
             task = write_task(tasks_dir, bench, docs, shots, settings.max_gen_toks)
-            result.source = f"local ({len(docs)} items)"
+            result.source = f"local ({len(docs)} items), glan's own task"
+            result.prompt = f"glan's own: {bench.prompt}"
         elif offline():
             result.status, result.reason = "skipped", how_to_get(bench)
             task = None
@@ -133,10 +148,37 @@ def _lm(path: str, settings: EvalSettings) -> Any:
 
 
 def _score(output: dict[str, Any], task: str, metric: str) -> tuple[float, int | None]:
+    """The metric (`name` or `name,filter`) of a task or group, and the items it scored (a
+    group's: all its tasks')."""
     scores = output["results"][task]
-    key = next(k for k in scores if k.split(",")[0] == metric and "stderr" not in k)
-    samples = output.get("n-samples", {}).get(task, {}).get("effective")
+    key = next(
+        k
+        for k in scores
+        if "stderr" not in k and (k == metric or ("," not in metric and k.split(",")[0] == metric))
+    )
+    counts = output.get("n-samples", {})
+    samples = counts.get(task, {}).get("effective")
+    if samples is None and counts:
+        samples = sum(c.get("effective", 0) for c in counts.values())
     return float(scores[key]), samples
+
+
+def _shots(output: dict[str, Any], task: str, asked: int | None) -> int | None:
+    """The shots lm-eval used (a group's, when all its tasks agree), so that the table shows
+    what ran rather than what was asked."""
+    counts = output.get("n-shot", {})
+    used = {counts[task]} if task in counts else set(counts.values())
+    return int(used.pop()) if len(used) == 1 else asked
+
+
+def _quiet_lm_eval() -> None:
+    """lm-eval asks git for its own commit from the working directory, and outside a
+    repository git prints "fatal: not a git repository" on the user's terminal."""
+    import lm_eval.evaluator
+    import lm_eval.loggers.utils
+
+    lm_eval.evaluator.get_git_commit_hash = lambda: None
+    lm_eval.loggers.utils.get_git_commit_hash = lambda: None
 
 
 def _one_line(exc: Exception) -> str:
@@ -155,6 +197,7 @@ def evaluate(
     tasks_dir.mkdir(parents=True, exist_ok=True)
     planned = plan(benchmarks, settings, tasks_dir)
     manager = TaskManager(include_path=str(tasks_dir))
+    _quiet_lm_eval()
     for label, name in models.items():
         lm = _lm(resolve_model(name), settings)
         for item in planned:
@@ -171,8 +214,12 @@ def evaluate(
                     confirm_run_unsafe_code=code_execution_allowed(settings.allow_code_execution),
                     bootstrap_iters=0,
                     log_samples=False,
+                    gen_kwargs={"max_gen_toks": settings.max_gen_toks}
+                    if settings.max_gen_toks
+                    else None,
                 )
-                score, samples = _score(output, item.task, item.bench.metric)
+                score, samples = _score(output, item.task, item.result.metric)
+                item.result.shots = _shots(output, item.task, item.result.shots)
                 item.result.scores[label] = score
                 item.result.samples = samples
             except Exception as exc:  # one benchmark failing must not hide the others

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,24 @@ def _gguf_in(folder: Path) -> Path | None:
     return found[0] if found else None
 
 
+def load_strict(model: Any, state: dict[str, Any], source: str) -> None:
+    """Every weight of `model` from `state`, or an error naming what does not match (a silent
+    mismatch would leave those weights random). A tied output head is the embedding itself, so
+    its absence is no mismatch."""
+    result = model.load_state_dict(state, strict=False)
+    tied = set()
+    if getattr(model.config, "tie_word_embeddings", False):
+        tied = {k for k in result.missing_keys if k.endswith("lm_head.weight")}
+    missing = sorted(set(result.missing_keys) - tied)
+    unexpected = sorted(result.unexpected_keys)
+    if missing or unexpected:
+        parts = [f"missing {', '.join(missing)}" if missing else ""]
+        parts += [f"unexpected {', '.join(unexpected)}" if unexpected else ""]
+        raise UserError(
+            f"{source}: weights do not match the model: {'; '.join(p for p in parts if p)}"
+        )
+
+
 def convert_gguf(gguf: Path, target: Path) -> Path:
     """Dequantise a GGUF into a plain folder transformers can save, train and reload."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -60,12 +79,27 @@ def convert_gguf(gguf: Path, target: Path) -> Path:
     if hasattr(config, "quantization_config"):
         del config.quantization_config
     model = AutoModelForCausalLM.from_config(config)
-    model.load_state_dict(loaded.state_dict(), strict=False)
+    load_strict(model, loaded.state_dict(), gguf.name)
     model.tie_weights()
     partial = target.with_name(target.name + ".partial")
     model.save_pretrained(partial)
     tokenizer.save_pretrained(partial)
     partial.rename(target)
+    return target
+
+
+def converted(gguf: Path) -> Path:
+    """The GGUF's converted folder, made once. Under `accelerate launch` (or any concurrent
+    runs) one process converts while the others wait on a file lock, then reuse its folder."""
+    from filelock import FileLock
+
+    digest = hashlib.sha256(f"{gguf.resolve()}:{gguf.stat().st_size}".encode()).hexdigest()[:12]
+    target = cache_dir() / f"{gguf.stem}-{digest}"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target) + ".lock"):
+        if not (target / "config.json").is_file():
+            shutil.rmtree(target.with_name(target.name + ".partial"), ignore_errors=True)
+            convert_gguf(gguf, target)
     return target
 
 
@@ -86,9 +120,4 @@ def resolve_model(name: str) -> str:
         else:
             return name  # a hub id; transformers says what is wrong with it
     assert gguf is not None
-    digest = hashlib.sha256(f"{gguf.resolve()}:{gguf.stat().st_size}".encode()).hexdigest()[:12]
-    target = cache_dir() / f"{gguf.stem}-{digest}"
-    if not (target / "config.json").is_file():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        convert_gguf(gguf, target)
-    return str(target)
+    return str(converted(gguf))

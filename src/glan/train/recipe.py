@@ -37,9 +37,14 @@ class StepPlan(BaseModel):
     notes: list[str] = []
 
 
+WARMUP_SHARE = 10  # at most a tenth of the run warms up, so that the schedule still decays
+
+
 def plan_steps(recipe: Recipe, n_pairs: int, devices: int) -> StepPlan:
-    """Gradient accumulation from the per-device batch and the device count; warm-up scaled down
-    when the run is shorter than the recipe's warm-up (else the learning rate never peaks)."""
+    """Gradient accumulation from the per-device batch and the device count. An epoch ends with
+    a smaller step that takes the remainder (as the Trainer does: ceil(ceil(n / batch) / accum)
+    equals ceil(n / (batch x accum))). Warm-up is the recipe's, capped at a tenth of the run, a
+    cap that grows by one step every ten steps (no jump at any run length)."""
     notes: list[str] = []
     per_step = recipe.per_device_batch * devices
     grad_accum = max(1, math.ceil(recipe.pairs_per_step / per_step))
@@ -53,16 +58,15 @@ def plan_steps(recipe: Recipe, n_pairs: int, devices: int) -> StepPlan:
         grad_accum = max(1, math.ceil(n_pairs / per_step))
         effective = grad_accum * per_step
         notes.append(f"only {n_pairs} pairs: one optimiser step takes {effective} of them")
-    steps_per_epoch = max(1, n_pairs // effective)
+    steps_per_epoch = math.ceil(n_pairs / effective)
     total = math.ceil(steps_per_epoch * recipe.epochs)
     if recipe.max_steps > 0:
         total = min(total, recipe.max_steps)
-    warmup = recipe.warmup_steps
-    if warmup >= total:
-        warmup = max(0, total // 10)
+    warmup = min(recipe.warmup_steps, total // WARMUP_SHARE)
+    if warmup < recipe.warmup_steps:
         notes.append(
-            f"{total} optimiser steps in all, fewer than the {recipe.warmup_steps} warm-up steps: "
-            f"warming up over {warmup} steps (10% of them) instead"
+            f"{total} optimiser steps in all: warming up over {warmup} steps (a tenth of the "
+            f"run) instead of {recipe.warmup_steps}, so that the learning rate peaks and decays"
         )
     return StepPlan(
         devices=devices,

