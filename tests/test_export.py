@@ -261,3 +261,15 @@ def test_push_to_hub_resumes_sending_only_what_the_repo_lacks(run_dir, tmp_path,
     assert sorted(hub.commits[-2]) == ["train.parquet"]
     assert sorted(hub.commits[-1]) == sorted(["README.md", *(f"-{name}" for name in shards)])
     assert set(hub.files) == {"train.parquet", "README.md"}
+
+
+@pytest.mark.parametrize("fmt", ["messages", "parquet", "hf"])
+def test_glan_train_reads_a_sharded_export_in_order(run_dir, tmp_path, fmt, monkeypatch):
+    """An export past --shard-size is several files (or an hf folder): glan train reads them
+    all, in order, as it reads a single train.jsonl."""
+    from glan.train.data import load_pairs
+
+    monkeypatch.setattr("glan.export.BATCH_ROWS", 2)
+    target = export(run_dir, fmt, tmp_path / fmt, shard_bytes=1500)
+    pairs = load_pairs(target)
+    assert [p["prompt"][-1]["content"] for p in pairs] == questions(run_dir)

@@ -23,6 +23,12 @@ def _records(source: Path) -> list[dict[str, Any]]:
         for name in ("train.jsonl", "train.parquet"):
             if (source / name).is_file():
                 return _records(source / name)
+        for suffix in ("jsonl", "parquet"):  # a sharded export, read in shard order
+            shards = sorted(source.glob(f"train-*-of-*.{suffix}"))
+            if shards:
+                return [record for shard in shards for record in _records(shard)]
+        if (source / "dataset" / "dataset_info.json").is_file():  # glan export --format hf
+            return _records(source / "dataset")
         if (source / "dataset_info.json").is_file() or (source / "dataset_dict.json").is_file():
             from datasets import DatasetDict, load_from_disk
 
