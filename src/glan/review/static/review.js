@@ -135,13 +135,15 @@ function renderDetail() {
 function groupPanel(n) {
   const panel = el("div", { class: "panel", id: "group-panel" }, el("h3", {}, "GLAN-Test group"));
   const current = el("p", {}, "This ", n.level, " reports under ", el("strong", { class: "group-name" }, n.group || "no group yet"));
-  if (n.level === "subfield") {
+  if (n.level !== "field") {
     const field = S.nodes.get(S.nodes.get(n.parent_id).parent_id || n.parent_id);
     panel.append(current, el("p", { class: "hint" }, "A group is set on the field: ",
-      el("button", { class: "link", onclick: () => select(field.id, true) }, `change it on ${field.name}`)));
-    return panel;
+      el("button", { class: "link", onclick: () => select(field.id, true) }, `change it on ${field.name}`),
+      n.level === "discipline" ? ", or propose one for this discipline alone below" : ""));
+    if (n.level === "subfield") return panel;
+  } else {
+    panel.append(current);
   }
-  panel.append(current);
   if (n.original_group !== n.group) panel.append(el("p", { class: "path" }, `was “${n.original_group || "no group"}” before an accepted change`));
   for (const g of n.group_changes) {
     const mine = (g.votes.find((v) => v.reviewer === S.me) || {}).vote;
