@@ -38,9 +38,9 @@ from typing import Any
 
 from glan.llm.admission import (
     AdaptiveLimiter,
-    Admission,
     AdmissionSettings,
     AdmissionStats,
+    BreakerBackedAdmission,
     CircuitBreaker,
 )
 from glan.llm.errors import EndpointDown
@@ -168,7 +168,7 @@ class PermitAuthority:
         }
 
 
-class LeasedAdmission(Admission):
+class LeasedAdmission(BreakerBackedAdmission):
     """A worker's admission: a local limiter whose size is the grant leased from the authority
     (the hot path is `LocalAdmission`'s, with no remote call), and a mirror of the global
     breaker. `sync` sends a report to the authority and returns its reply (a Ray actor call in
@@ -242,17 +242,6 @@ class LeasedAdmission(Admission):
         if self._down is not None:
             raise EndpointDown(self._down)
         self.breaker.check(endpoint)
-
-    @property
-    def successes(self) -> int:
-        return self.breaker.successes
-
-    @property
-    def consecutive_failures(self) -> int:
-        return self.breaker.consecutive_failures
-
-    def raise_if_never_answered(self, endpoint: str) -> None:
-        self.breaker.raise_if_never_answered(endpoint)
 
     # ---- the lease -----------------------------------------------------------------------------
     def _start(self) -> None:

@@ -293,7 +293,24 @@ class Admission(ABC):
         """After a run: an endpoint that failed every request is reported, not a short run."""
 
 
-class LocalAdmission(Admission):
+class BreakerBackedAdmission(Admission):
+    """An admission whose endpoint health is a `CircuitBreaker` it holds as `self.breaker`."""
+
+    breaker: CircuitBreaker
+
+    @property
+    def successes(self) -> int:
+        return self.breaker.successes
+
+    @property
+    def consecutive_failures(self) -> int:
+        return self.breaker.consecutive_failures
+
+    def raise_if_never_answered(self, endpoint: str) -> None:
+        self.breaker.raise_if_never_answered(endpoint)
+
+
+class LocalAdmission(BreakerBackedAdmission):
     """Admission within one process: an AIMD limiter and a circuit breaker."""
 
     def __init__(self, settings: AdmissionSettings) -> None:
@@ -335,17 +352,6 @@ class LocalAdmission(Admission):
 
     def on_failure(self, error: str, endpoint: str) -> None:
         self.breaker.on_failure(error, endpoint)
-
-    @property
-    def successes(self) -> int:
-        return self.breaker.successes
-
-    @property
-    def consecutive_failures(self) -> int:
-        return self.breaker.consecutive_failures
-
-    def raise_if_never_answered(self, endpoint: str) -> None:
-        self.breaker.raise_if_never_answered(endpoint)
 
 
 def backoff_delay(attempt: int, settings: AdmissionSettings) -> float:
