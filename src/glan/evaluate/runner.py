@@ -35,6 +35,7 @@ class Planned:
     bench: Benchmark
     task: str | None  # lm-eval task name, None when not runnable
     result: res.BenchmarkResult
+    local: bool = False  # lm-eval's own task over local data (else its hub task, or none)
 
 
 def parse_models(specs: list[str]) -> dict[str, str]:
@@ -95,7 +96,7 @@ def plan(benchmarks: list[Benchmark], settings: EvalSettings, tasks_dir: Path) -
         else:
             task, result.source = bench.hub_task, "lm-eval hub task"
             result.prompt = f"lm-eval {bench.hub_task}"
-        planned.append(Planned(bench, task, result))
+        planned.append(Planned(bench, task, result, local=standard is not None))
     return planned
 
 
@@ -182,10 +183,18 @@ def _one_line(exc: Exception) -> str:
     return f"{type(exc).__name__}: {lines[0] if lines else ''}"[:300]
 
 
-def _asked_shots(bench: Benchmark, settings: EvalSettings) -> int | None:
-    """--shots where it applies; else None: the task's own, without lm-eval's warning that it
-    overrides them with the same number."""
-    return None if bench.kind in FIXED_SHOTS else settings.shots
+def _asked_shots(item: Planned, settings: EvalSettings) -> int | None:
+    """The shots to ask lm-eval for: --shots where it applies, else the convention where the
+    task's own default differs (MMLU's is 0; 5 is the usual), else None: the task's own,
+    without lm-eval's warning that it overrides them with the same number."""
+    if item.bench.kind in FIXED_SHOTS:
+        return None
+    if settings.shots is not None:
+        return settings.shots
+    std = STANDARD.get(item.bench.name)
+    if std is not None and item.local:
+        return std.shots if std.shots_differ_from_tasks else None
+    return item.result.shots
 
 
 def _run_task(lm: Any, item: Planned, manager: Any, settings: EvalSettings) -> dict[str, Any]:
@@ -198,7 +207,7 @@ def _run_task(lm: Any, item: Planned, manager: Any, settings: EvalSettings) -> d
         return simple_evaluate(
             model=lm,
             tasks=[item.task],
-            num_fewshot=_asked_shots(item.bench, settings),
+            num_fewshot=_asked_shots(item, settings),
             limit=settings.limit,
             task_manager=manager,
             apply_chat_template=settings.chat_template,

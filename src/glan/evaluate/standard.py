@@ -36,12 +36,13 @@ class Standard:
     include: str
     metric: str
     shots: int
+    shots_differ_from_tasks: bool = False  # lm-eval's task runs another number unless asked
 
 
 STANDARD: dict[str, Standard] = {
     "arc_easy": Standard("arc_easy", "arc/arc_easy.yaml", "acc_norm", 0),
     "arc_challenge": Standard("arc_challenge", "arc/arc_challenge.yaml", "acc_norm", 0),
-    "mmlu": Standard("mmlu", "mmlu/default", "acc", 5),  # one YAML a subject, then groups
+    "mmlu": Standard("mmlu", "mmlu/default", "acc", 5, True),  # one YAML a subject, then groups
     "gsm8k": Standard("gsm8k_cot", "gsm8k/gsm8k-cot.yaml", "exact_match,strict-match", 8),
     "ifeval": Standard("ifeval", "ifeval/ifeval.yaml", "prompt_level_strict_acc", 0),
     "math500": Standard("minerva_math500", "minerva_math/minerva_math500.yaml", "exact_match", 4),
