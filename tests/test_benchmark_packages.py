@@ -162,7 +162,9 @@ def test_no_fetch_fetches_nothing_and_the_skip_line_says_how(index, tmp_path, mo
     assert bp.fetch_for(["gsm8k"]) == []
     assert not (tmp_path / "cache").exists()
     line = registry.how_to_get(registry.BENCHMARKS["gsm8k"])
-    assert line.startswith("no local copy of tiny-bench-data==1.0: `glan eval --fetch-only`"), line
+    assert line.startswith(
+        "no local copy of tiny-bench-data==1.0 (not fetched): `glan eval --fetch-only`"
+    ), line
     monkeypatch.delenv("GLAN_NO_FETCH")
     assert [got.status for got in bp.fetch_for(["gsm8k", "bbh"])] == ["fetched"]
 
@@ -192,3 +194,24 @@ def test_tests_needing_the_data_find_the_fetched_copy(index, monkeypatch):
         need("tiny_bench_data", "the tiny data", data_only=True)
     bp.fetch([TINY])
     assert need("tiny_bench_data", "the tiny data", data_only=True) is None
+
+
+def test_a_cache_that_cannot_be_written_gives_one_line(index, tmp_path, monkeypatch):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("GLAN_BENCHMARK_DATA", str(blocker / "cache"))
+    (got,) = bp.fetch([TINY])
+    assert got.status == "failed" and "a-file" in got.why and "\n" not in got.why, got.why
+
+
+def test_an_unreachable_index_is_named_in_the_line(index, monkeypatch):
+    monkeypatch.setenv("PIP_NO_INDEX", "0")
+    monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/simple")  # nothing listens there
+    monkeypatch.setenv("PIP_FIND_LINKS", str(index.parent / "empty"))
+    monkeypatch.setenv("PIP_RETRIES", "1")
+    monkeypatch.setenv("PIP_TIMEOUT", "1")
+    (got,) = bp.fetch([TINY])
+    assert got.why == (
+        "No matching distribution found for tiny-bench-data==1.0 "
+        "(the package index could not be reached: offline?)"
+    )

