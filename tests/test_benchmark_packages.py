@@ -215,3 +215,27 @@ def test_an_unreachable_index_is_named_in_the_line(index, monkeypatch):
         "No matching distribution found for tiny-bench-data==1.0 "
         "(the package index could not be reached: offline?)"
     )
+
+
+FETCH_TINY = f"""
+from glan import benchmark_packages as bp
+bp.PACKAGES = {{"tiny_bench_data": bp.DataPackage{tuple(TINY.__dict__.values())!r}}}
+print(bp.fetch_one(bp.PACKAGES["tiny_bench_data"]).status)
+"""
+
+
+def test_two_runs_at_once_fetch_once(index, tmp_path):
+    import subprocess
+    import sys
+
+    from glan.testing.deps import require
+
+    with require("filelock", "glan[eval]'s fetch lock").FileLock(
+        str(tmp_path / "cache" / ".lock")
+    ):  # both start while the cache is busy
+        runs = [
+            subprocess.Popen([sys.executable, "-c", FETCH_TINY], stdout=subprocess.PIPE, text=True)
+            for _ in range(2)
+        ]
+    statuses = sorted(run.communicate(timeout=120)[0].strip() for run in runs)
+    assert statuses == ["cached", "fetched"]
