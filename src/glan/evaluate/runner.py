@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from glan.benchmark_packages import punkt_tab_home, why_missing
 from glan.errors import UserError
 from glan.evaluate import results as res
 from glan.evaluate.code_eval import sandboxed_code_eval
@@ -110,15 +111,22 @@ def _not_allowed(bench: Benchmark, settings: EvalSettings) -> str | None:
 
 def ifeval_checker_missing() -> str | None:
     """Why lm-eval's IFEval checker cannot run here, or None. It needs NLTK's punkt_tab data,
-    which NLTK downloads on first use (so offline machines must have it already)."""
+    which NLTK downloads from GitHub on first use; glan fetches a copy from the package
+    registry (llama-index-core's) and puts it on NLTK's path."""
     if any(importlib.util.find_spec(m) is None for m in ("langdetect", "immutabledict", "nltk")):
         return "IFEval's checker needs: pip install 'lm-eval[ifeval]'"
     import nltk
 
+    home = punkt_tab_home()
+    if home is not None and str(home) not in nltk.data.path:
+        nltk.data.path.append(str(home))
     try:
         nltk.data.find("tokenizers/punkt_tab")
     except LookupError:
-        return "IFEval's checker needs NLTK's punkt_tab: python -m nltk.downloader punkt_tab"
+        return (
+            f"IFEval's checker needs NLTK's punkt_tab: {why_missing('llama_index')} "
+            "(or: python -m nltk.downloader punkt_tab)"
+        )
     return None
 
 
