@@ -75,6 +75,80 @@ def test_humaneval_scores_through_lm_evals_own_metric_with_the_code_in_the_sandb
     assert [o["passed"] for _, o in outcomes[0]] == [False, True, False]
 
 
+WRONG_ADD = "def add(a, b):\n    return a * b\n"
+
+
+def _pass_at_1(program: str) -> float:
+    from glan.evaluate.code_eval import SandboxedCodeEval
+
+    scores, _ = SandboxedCodeEval(allowed=True).compute([[program]], ["assert add(2, 3) == 5"])
+    return scores["pass@1"]
+
+
+@pytest.mark.parametrize(
+    "leaves",
+    [
+        "raise SystemExit(0)",
+        "exit()",
+        "import os\nos._exit(0)",
+        'import unittest\nif __name__ == "__main__":\n    unittest.main()',
+    ],
+)
+def test_a_wrong_program_that_leaves_before_its_tests_fails_as_in_hugging_faces_code_eval(
+    leaves: str,
+) -> None:
+    assert _pass_at_1(WRONG_ADD + leaves) == 0.0
+
+
+def test_code_eval_runs_no_main_block_and_says_why_a_program_failed() -> None:
+    from glan.evaluate.code_eval import SandboxedCodeEval
+
+    right = "def add(a, b):\n    return a + b\n"
+    assert _pass_at_1(right + 'if __name__ == "__main__":\n    input()\n') == 1.0
+    _, rows = SandboxedCodeEval(allowed=True).compute([[WRONG_ADD]], ["assert add(2, 3) == 5"])
+    assert rows[0] == [
+        (
+            0,
+            {
+                "task_id": 0,
+                "passed": False,
+                "result": "failed: AssertionError: ",
+                "completion_id": 0,
+            },
+        )
+    ]
+
+
+def test_overlapping_uses_of_the_sandboxed_metric_give_hugging_faces_load_back() -> None:
+    """Two evaluations in threads of one process; the first to start ends first."""
+    need("lm_eval", "glan[eval]")
+    import threading
+
+    import evaluate
+
+    from glan.evaluate.code_eval import sandboxed_code_eval
+
+    hubs_load = evaluate.load
+    first_in, first_out = threading.Event(), threading.Event()
+    seen: list[bool] = []
+
+    def first() -> None:
+        with sandboxed_code_eval(True):
+            seen.append(evaluate.load("code_eval").allowed)
+            first_in.set()
+            first_out.wait(60)
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    first_in.wait(60)
+    with sandboxed_code_eval(False):
+        first_out.set()
+        thread.join(60)  # the first use has ended; this one goes on
+        seen.append(evaluate.load("code_eval").allowed)
+    assert seen == [True, False]
+    assert evaluate.load is hubs_load
+
+
 def test_the_sandbox_runs_programs_apart_and_bounded(monkeypatch) -> None:
     assert run_program("while True: pass", timeout_s=1).reason == "timed out"
     assert not run_program("x = bytearray(4 << 30)").passed  # over the memory limit

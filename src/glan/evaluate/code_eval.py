@@ -12,6 +12,10 @@ lm-eval's own.
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import math
+import secrets
+import threading
 from collections import defaultdict
 from collections.abc import Iterator
 from math import comb
@@ -23,12 +27,39 @@ CODE_EVAL = "code_eval"
 DEFAULT_TIMEOUT_S = 3.0  # code_eval's own default, per program
 STARTUP_S = 1.0  # a fresh interpreter under the sandbox's launcher, on top of the program's time
 
+# How Hugging Face's code_eval runs a program (its execute.py): exec() in globals of its own, so
+# `if __name__ == "__main__":` blocks do not run; exit() and quit() disabled; any exception,
+# SystemExit included, fails it. A program that ends the process early (os._exit) never reports
+# and fails too: here, the run passes only if a token unknown to the program is written after it.
+HARNESS = """import builtins, os, sys
+builtins.exit = builtins.quit = None
+try:
+    exec(compile({program!r}, "<program>", "exec"), {{}})
+except BaseException as error:
+    print(f"failed: {{type(error).__name__}}: {{error}}"[:300], file=sys.stderr, flush=True)
+    os._exit(1)
+os.write(1, {token!r}.encode())
+"""
+
 
 def pass_at_k(total: int, correct: int, k: int) -> float:
     """The unbiased estimator of the Codex paper: 1 - C(n-c, k) / C(n, k)."""
     if total - correct < k:
         return 1.0
     return 1.0 - comb(total - correct, k) / comb(total, k)
+
+
+def run_candidate(program: str, timeout_s: float) -> tuple[bool, str]:
+    """One program as code_eval runs it, in glan's sandbox: (passed, code_eval's result text)."""
+    token = f"glan-passed-{secrets.token_hex(16)}"
+    outcome = run_program(HARNESS.format(program=program, token=token), timeout_s=timeout_s)
+    if outcome.passed:  # exit status 0: it passed only if it ran to the end
+        finished = token in outcome.output
+        return finished, "passed" if finished else "failed: the program ended before its tests"
+    if outcome.reason == "failed":
+        said = [line for line in outcome.output.splitlines() if line.startswith("failed: ")]
+        return False, said[-1] if said else "failed"
+    return False, outcome.reason  # timed out, too much output, wrote too much, program too long
 
 
 class SandboxedCodeEval:
@@ -49,45 +80,65 @@ class SandboxedCodeEval:
     ) -> tuple[dict[str, float], dict[int, list[tuple[int, dict[str, Any]]]]]:
         if not code_execution_allowed(self.allowed):
             raise ValueError(
-                "code_eval runs model-written code: pass --allow-code-execution "
-                "(or set HF_ALLOW_CODE_EVAL=1)"
+                "code_eval runs model-written code: set HF_ALLOW_CODE_EVAL=1 "
+                "(glan eval: --allow-code-execution)"
             )
         ks = [k] if isinstance(k, int) else list(k)
         results: dict[int, list[tuple[int, dict[str, Any]]]] = defaultdict(list)
         totals, corrects = [], []
         for task_id, (candidates, test) in enumerate(zip(predictions, references, strict=True)):
             passed = 0
-            for candidate_id, candidate in enumerate(candidates):
-                outcome = run_program(candidate + "\n" + test, timeout_s=timeout + STARTUP_S)
-                passed += outcome.passed
-                result = {"task_id": task_id, "passed": outcome.passed, "result": outcome.reason}
-                results[task_id].append((candidate_id, result))
+            for completion_id, candidate in enumerate(candidates):
+                ok, said = run_candidate(candidate + "\n" + test, timeout + STARTUP_S)
+                passed += ok
+                result = {"task_id": task_id, "passed": ok, "result": said}
+                results[task_id].append((completion_id, {**result, "completion_id": completion_id}))
             totals.append(len(candidates))
             corrects.append(passed)
         scores = {
-            f"pass@{n}": sum(pass_at_k(t, c, n) for t, c in zip(totals, corrects, strict=True))
-            / len(totals)
+            f"pass@{n}": (
+                sum(pass_at_k(t, c, n) for t, c in zip(totals, corrects, strict=True)) / len(totals)
+                if totals
+                else math.nan
+            )
             for n in ks
             if all(t >= n for t in totals)
         }
         return scores, results
 
 
+_allowed: contextvars.ContextVar[bool | None] = contextvars.ContextVar("code_eval", default=None)
+_patch_lock = threading.Lock()
+_patch_users = 0
+_hubs_load: Any = None
+
+
 @contextlib.contextmanager
 def sandboxed_code_eval(allowed: bool = False) -> Iterator[None]:
     """While inside, `evaluate.load("code_eval")` gives SandboxedCodeEval (no hub, no in-process
-    execution); any other metric loads as usual."""
+    execution); any other metric, and any caller outside, loads as usual. Uses may overlap
+    (threads, nested runs): Hugging Face's `load` is back once the last one ends."""
     import evaluate
 
-    original = evaluate.load
+    global _patch_users, _hubs_load
+    with _patch_lock:
+        if _patch_users == 0:
+            _hubs_load = original = evaluate.load
 
-    def load(path: str, *args: Any, **kwargs: Any) -> Any:
-        if path == CODE_EVAL:
-            return SandboxedCodeEval(allowed)
-        return original(path, *args, **kwargs)
+            def load(path: str, *args: Any, **kwargs: Any) -> Any:
+                inside = _allowed.get()
+                if path == CODE_EVAL and inside is not None:
+                    return SandboxedCodeEval(inside)
+                return original(path, *args, **kwargs)
 
-    evaluate.load = load
+            evaluate.load = load
+        _patch_users += 1
+    token = _allowed.set(allowed)
     try:
         yield
     finally:
-        evaluate.load = original
+        _allowed.reset(token)
+        with _patch_lock:
+            _patch_users -= 1
+            if _patch_users == 0:
+                evaluate.load = _hubs_load
