@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -126,6 +128,35 @@ def chromium():
             yield browser
         finally:
             browser.close()
+
+
+@dataclass
+class OfflinePage:
+    page: Any
+    outside: list[str]  # requests for anything but local files: aborted, and listed here
+    errors: list[str]  # the page's JavaScript errors
+
+
+@pytest.fixture
+def offline_page(chromium) -> Iterator[OfflinePage]:
+    """A page of the headless browser that may load local files only (a report must work
+    offline), recording what else it asked for and its script errors."""
+    page = chromium.new_page(viewport={"width": 1280, "height": 900})
+    seen = OfflinePage(page, [], [])
+    page.route(
+        "**/*",
+        lambda route: (
+            route.continue_()
+            if route.request.url.startswith("file://")
+            else (seen.outside.append(route.request.url), route.abort())
+        ),
+    )
+    page.on("pageerror", lambda exc: seen.errors.append(str(exc)))
+    try:
+        yield seen
+    finally:
+        if not page.is_closed():
+            page.close()
 
 
 # Training and evaluation (glan[train], glan[eval]): a tiny random Llama with SmolLM2's real

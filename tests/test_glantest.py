@@ -487,24 +487,13 @@ async def test_an_answer_lost_to_a_failing_endpoint_is_not_judged_and_a_rerun_fi
 # module-scoped browser closes, and async tests after it could not run.
 @pytest.mark.slow
 def test_the_report_page_draws_its_plots_offline_in_headless_chromium(
-    exam, tmp_path, chromium, artifacts
+    exam, tmp_path, offline_page, artifacts
 ):
     with FakeServer(replier=replier) as server:
         models, judge = endpoints(server)
         with ThreadPoolExecutor(1) as pool:  # sync Playwright holds this thread's event loop
             pool.submit(run_async, grade(exam, models, judge, tmp_path / "out")).result()
-    outside: list[str] = []
-    errors: list[str] = []
-    page = chromium.new_page(viewport={"width": 1280, "height": 900})
-    page.route(
-        "**/*",
-        lambda route: (
-            route.continue_()
-            if route.request.url.startswith("file://")
-            else (outside.append(route.request.url), route.abort())
-        ),
-    )
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page, outside, errors = offline_page.page, offline_page.outside, offline_page.errors
     page.goto((tmp_path / "out" / "report.html").as_uri())
     page.wait_for_function("document.querySelectorAll('.js-plotly-plot .main-svg').length >= 4")
     bars = page.eval_on_selector_all(".bars path", "els => els.length")

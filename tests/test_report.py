@@ -46,21 +46,10 @@ def test_report_names_the_records_it_was_made_from(cleaned_run):
 
 
 @pytest.mark.slow
-def test_report_plots_render_offline_in_headless_chromium(cleaned_run, chromium, artifacts):
+def test_report_plots_render_offline_in_headless_chromium(cleaned_run, offline_page, artifacts):
     report = cleaned_run / "report.html"
     CliRunner().invoke(app, ["report", str(cleaned_run)])
-    outside: list[str] = []
-    page = chromium.new_page(viewport={"width": 1280, "height": 900})
-    page.route(
-        "**/*",
-        lambda route: (
-            route.continue_()
-            if route.request.url.startswith("file://")
-            else (outside.append(route.request.url), route.abort())
-        ),
-    )
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page, outside, errors = offline_page.page, offline_page.outside, offline_page.errors
     page.goto(report.as_uri())
     page.wait_for_function("document.querySelectorAll('.js-plotly-plot .main-svg').length >= 6")
     plots = page.eval_on_selector_all(".js-plotly-plot", "els => els.length")
