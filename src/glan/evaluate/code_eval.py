@@ -18,7 +18,6 @@ import secrets
 import threading
 from collections import defaultdict
 from collections.abc import Iterator
-from math import comb
 from typing import Any
 
 from glan.evaluate.sandbox import code_execution_allowed, run_program
@@ -46,7 +45,7 @@ def pass_at_k(total: int, correct: int, k: int) -> float:
     """The unbiased estimator of the Codex paper: 1 - C(n-c, k) / C(n, k)."""
     if total - correct < k:
         return 1.0
-    return 1.0 - comb(total - correct, k) / comb(total, k)
+    return 1.0 - math.comb(total - correct, k) / math.comb(total, k)
 
 
 def run_candidate(program: str, timeout_s: float) -> tuple[bool, str]:

