@@ -81,7 +81,7 @@ def test_a_subject_whose_questions_always_fail_runs_out_after_its_failure_budget
     try every combination of its syllabus (thousands at the paper's sizes). It stops SubjA
     after its failure budget, counted, and SubjB takes over its pairs; an interrupted run ends
     the same way."""
-    from glan.tree.walk import FAILURES_PER_TARGET, MIN_FAILURE_BUDGET
+    from glan.tree.pairs import FAILURES_PER_TARGET, MIN_FAILURE_BUDGET
 
     plan = one_discipline_plan(quota=10, subjects=2, samples=1)
     always = {("questions", "SubjA", i): ["perm"] for i in range(10_000)}

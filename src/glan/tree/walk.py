@@ -29,57 +29,21 @@ tasks created only when they may run, so memory stays flat for any N.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import random
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
 
 from glan.aio import bounded_map, gather_all, task_group
-from glan.config import GenerateConfig, StageName
-from glan.llm import ChatRequest, ChatResponse
+from glan.config import GenerateConfig
+from glan.llm import ChatResponse
 from glan.planner import DisciplinePlan, Plan, split_evenly
-from glan.records import QuestionPlan, Subject, Syllabus
-from glan.run.state import DisciplineState, RunState, Slot, SubjectPairs
-from glan.stages import answers, questions, subjects, syllabus
+from glan.records import Subject, Syllabus
+from glan.run.state import DisciplineState, RunState, Slot
+from glan.stages import subjects, syllabus
+from glan.tree.pairs import PairMaker
 from glan.tree.progress import RunProgress
+from glan.tree.units import Ask, DisciplineWork, GaveUp
 
-T = TypeVar("T")
+__all__ = ["Ask", "GaveUp", "TreeWalk"]  # GaveUp and Ask: the walk's contract with its caller
+
 EXTRA_LISTINGS = 3  # listing calls beyond the plan when a discipline runs out of subjects
-# Pairs of a subject that may fail for their own sake before it counts as run out.
-MIN_FAILURE_BUDGET = 10
-FAILURES_PER_TARGET = 2
-
-
-@dataclass(frozen=True, slots=True)
-class GaveUp:
-    """A unit's request gave up. `permanent`: the request itself is the problem, so the unit
-    is recorded as failed and never asked again; otherwise the endpoint was failing, and only
-    this run moves on without it (a later run asks it again)."""
-
-    permanent: bool
-
-
-class Ask(Protocol):
-    def __call__(
-        self, stage: StageName, request: ChatRequest, parse: Callable[[ChatResponse], T]
-    ) -> Awaitable[T | GaveUp]: ...
-
-
-@dataclass
-class _Discipline:
-    """One discipline's work in this run."""
-
-    plan: DisciplinePlan
-    st: DisciplineState
-    listed: list[Subject] = field(default_factory=list)
-    # A unit gave up for a transient reason: no decision that depends on the discipline's
-    # outcomes as a whole is made in this run (the next run makes it, with the same result).
-    deferred: int = 0
-
-    @property
-    def path(self) -> str:
-        return self.plan.discipline.path
 
 
 class TreeWalk:
@@ -106,7 +70,8 @@ class TreeWalk:
         self.progress = progress
         window = window or 2 * cfg.concurrency
         self.subject_slots = asyncio.Semaphore(max(4, window))
-        self.pair_slots = asyncio.Semaphore(max(2, window))
+        pair_slots = asyncio.Semaphore(max(2, window))
+        self.pairs = PairMaker(cfg, state, ask, models, progress, pair_slots)
         self.discipline_window = max(2, window // 2)
         self.deferred = 0  # units deferred to the next run (transient failures)
         self.count_resumed = count_resumed
@@ -116,7 +81,7 @@ class TreeWalk:
 
     # ---- disciplines ---------------------------------------------------------------------
     async def _discipline(self, dp: DisciplinePlan) -> None:
-        job = _Discipline(dp, self.state.load(dp.discipline.path))
+        job = DisciplineWork(dp, self.state.load(dp.discipline.path))
         if self.count_resumed:
             self._count_resumed(dp, job.st)
         try:
@@ -124,7 +89,7 @@ class TreeWalk:
         finally:
             self.deferred += job.deferred
 
-    async def _fill_discipline(self, job: _Discipline) -> None:
+    async def _fill_discipline(self, job: DisciplineWork) -> None:
         dp, st = job.plan, job.st
         if not await self._list(job, range(dp.subject_samples)):
             return
@@ -174,7 +139,7 @@ class TreeWalk:
         stages["answers"].planned -= done
         self.progress.resumed_pairs += done
 
-    async def _list(self, job: _Discipline, samples: range) -> bool:
+    async def _list(self, job: DisciplineWork, samples: range) -> bool:
         """Settle these listing calls (staged ones are not re-asked) and update the
         discipline's unique subjects; False when one was deferred."""
         st = job.st
@@ -204,7 +169,7 @@ class TreeWalk:
             request = subjects.build(d, i, self.cfg)
         return await self.ask("subjects", request, lambda r: subjects.parse(d, i, r))
 
-    def _base_subjects(self, job: _Discipline) -> list[Subject]:
+    def _base_subjects(self, job: DisciplineWork) -> list[Subject]:
         """The subjects the discipline's slots are planned from: those of its planned
         listings (and, when those listed nothing, of the extra ones asked until something was
         listed), never those of a listing asked later for spares, so a resumed run plans the
@@ -230,7 +195,7 @@ class TreeWalk:
         spares = self._spares(st, listed)
         return spares[0] if spares else None
 
-    async def _hand_out_spares(self, job: _Discipline, failed: list[int]) -> list[int] | None:
+    async def _hand_out_spares(self, job: DisciplineWork, failed: list[int]) -> list[int] | None:
         """Give each failed slot, in slot order, the next spare subject; the slots given one.
         Extra listings are asked first, until there are spares enough or none may be asked,
         and the spares are then handed out in one step (one group commit): a stop or a
@@ -252,7 +217,7 @@ class TreeWalk:
 
     # ---- subjects ------------------------------------------------------------------------
     async def _fill_slots(
-        self, job: _Discipline, slots: list[int], targets: dict[int, int]
+        self, job: DisciplineWork, slots: list[int], targets: dict[int, int]
     ) -> dict[int, bool]:
         """Fill each slot to its target; per slot, False when it could not (no subject, or its
         combinations ran out). A slot whose syllabus fails for its own sake gets the next
@@ -285,7 +250,7 @@ class TreeWalk:
 
     async def _open_subject(
         self,
-        job: _Discipline,
+        job: DisciplineWork,
         slot: int,
         target: int,
         pair_work: asyncio.TaskGroup,
@@ -308,7 +273,7 @@ class TreeWalk:
             if not handed_over:
                 self.subject_slots.release()
 
-    async def _syllabus(self, job: _Discipline, s: int, subject: Subject) -> Syllabus | str:
+    async def _syllabus(self, job: DisciplineWork, s: int, subject: Subject) -> Syllabus | str:
         """The subject's syllabus, or "failed" (for its own sake) or "deferred"."""
         st = job.st
         if s in st.syllabi:
@@ -331,7 +296,7 @@ class TreeWalk:
 
     async def _subject_pairs(
         self,
-        job: _Discipline,
+        job: DisciplineWork,
         slot: int,
         s: int,
         syl: Syllabus,
@@ -339,149 +304,10 @@ class TreeWalk:
         filled: dict[int, bool],
     ) -> None:
         try:
-            filled[slot] = await self._pairs(job, s, syl, target)
+            filled[slot] = await self.pairs.make(job, s, syl, target)
         finally:
             self.subject_slots.release()
-
-    async def _pairs(self, job: _Discipline, s: int, syl: Syllabus, target: int) -> bool:
-        """Make pairs until `target` exist; a pair that failed for its own sake is replaced by
-        the next unused combination, so the subject's pairs are the shortest prefix of its
-        combinations that holds `target` successes, whatever the timing. A pair per free pair
-        slot is started, never more than can still be needed. False when the syllabus ran out
-        of combinations."""
-        pairs = job.st.pairs_of(s)
-        if pairs.closed:  # its plans are read back only while it is open
-            pairs = job.st.pairs[s] = self.state.subject_pairs(job.path, s)
-        try:
-            return await self._open_pairs(job, s, syl, target, pairs)
-        finally:
-            pairs.close()
-
-    async def _open_pairs(
-        self, job: _Discipline, s: int, syl: Syllabus, target: int, pairs: SubjectPairs
-    ) -> bool:
-        seen = pairs.done | pairs.failed
-        rng = random.Random(f"{self.cfg.seed}|{job.path}|{s}")
-        fresh = (
-            p
-            for p in questions.iter_plans(syl, self.cfg.questions.multi_ratio, rng)
-            if p.index not in seen
-        )
-        text = questions.syllabus_text(syl)
-        open_pairs = 0  # started and not settled
-        deferred = 0  # gave up for a transient reason: neither done nor replaced in this run
-        settled = asyncio.Event()
-
-        async def one(plan: QuestionPlan) -> None:
-            nonlocal open_pairs, deferred
-            try:
-                outcome = await self._pair(job, s, syl, plan, text, pairs)
-                if outcome == "deferred":
-                    deferred += 1
-                elif outcome == "failed":
-                    self.progress.stages["questions"].planned += 1
-                    self.progress.stages["answers"].planned += 1
-            finally:
-                open_pairs -= 1
-                self.pair_slots.release()
-                settled.set()
-
-        # A subject whose units keep failing for their own sake (a model that never writes a
-        # usable question for it) runs out like one without combinations: counted, so the
-        # same failures end it at the same point in any run.
-        budget = max(MIN_FAILURE_BUDGET, FAILURES_PER_TARGET * target)
-        async with task_group() as group:
-            while True:
-                failed = len(pairs.failed)
-                if failed >= budget:
-                    break
-                # Wait while the open pairs alone may reach the target or spend the budget:
-                # what is taken next must not depend on which of them settles first.
-                if (
-                    len(pairs.done) + open_pairs + deferred >= target
-                    or failed + open_pairs >= budget
-                ):
-                    if not open_pairs:
-                        return True
-                    settled.clear()
-                    await settled.wait()
-                    continue
-                await self.pair_slots.acquire()
-                plan = next(fresh, None)
-                if plan is None:
-                    self.pair_slots.release()
-                    break
-                open_pairs += 1
-                group.create_task(one(plan))
-        # Out of combinations (or of its failure budget); the open pairs have settled by now.
-        return len(pairs.done) + deferred >= target
-
-    async def _pair(
-        self,
-        job: _Discipline,
-        s: int,
-        syl: Syllabus,
-        plan: QuestionPlan,
-        text: str,
-        pairs: SubjectPairs,
-    ) -> str:
-        """One question and its own answer (a failure here can never shift onto another pair):
-        "done", "failed" (for its own sake: recorded, replaced) or "deferred"."""
-        cfg = self.cfg
-        question = await self.ask(
-            "questions", questions.build(syl, plan, cfg, text), questions.parse
-        )
-        if isinstance(question, GaveUp):
-            reply: tuple[str, str | None] | GaveUp = question
-            self.progress.stages["answers"].planned -= 1
-        else:
-            reply = await self.ask("answers", answers.build(question, cfg), _answer)
-        if isinstance(reply, GaveUp):
-            if not reply.permanent:
-                job.deferred += 1
-                return "deferred"
-            pairs.failed.add(plan.index)
-            self.state.put_pair(job.path, s, plan.index, None)
-            return "failed"
-        assert isinstance(question, str)
-        pairs.done.add(plan.index)
-        self.state.put_pair(job.path, s, plan.index, self._record(syl, plan, question, *reply))
-        self.progress.strategies[plan.strategy] += 1
-        return "done"
-
-    def _record(
-        self, syl: Syllabus, plan: QuestionPlan, question: str, answer: str, finish: str | None
-    ) -> dict[str, Any]:
-        """One line of instructions.jsonl (glan.records.Instruction), built as a plain dict:
-        this runs once per pair, and a model round-trip would cost more than the rest."""
-        ident = hashlib.sha256(
-            f"{self.cfg.seed}|{syl.discipline}|{syl.subject}|{plan.index}|{question}".encode()
-        ).hexdigest()[:16]
-        return {
-            "id": ident,
-            "messages": [
-                {"role": "user", "content": question},
-                {"role": "assistant", "content": answer},
-            ],
-            "meta": {
-                "field": syl.field,
-                "subfield": syl.subfield,
-                "discipline": syl.discipline,
-                "subject": syl.subject,
-                "level": syl.level,
-                "sessions": [syl.sessions[i].title for i in plan.session_ids],
-                "concepts": list(plan.concepts),
-                "strategy": plan.strategy,
-                "question_model": self.models["questions"],
-                "answer_model": self.models["answers"],
-                "answer_finish_reason": finish,
-            },
-        }
 
 
 def _text(reply: ChatResponse) -> str:
     return reply.text
-
-
-def _answer(reply: ChatResponse) -> tuple[str, str | None]:
-    return answers.parse(reply), reply.finish_reason
