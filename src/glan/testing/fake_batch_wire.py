@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from glan.testing.fake_server import Replier
+from glan.testing.fake_replies import Replier
 
 
 @dataclass

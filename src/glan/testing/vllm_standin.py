@@ -25,7 +25,7 @@ from typing import Any
 import orjson
 
 from glan.llm.vllm_engine import EngineAPI
-from glan.testing.fake_server import instance_from_schema
+from glan.testing.fake_replies import instance_from_schema
 
 FINAL_ONLY = "FINAL_ONLY"  # stands for RequestOutputKind.FINAL_ONLY
 REPLY_TOKEN_CHARS = 4  # a reply's token is this many characters, about a real BPE token's
