@@ -341,6 +341,16 @@ class Pipeline:
                     for change in c.backend.structured_output_changes()
                 ),
             ],
+            # What a model refused (max_tokens, temperature, a strict schema keyword) and is
+            # sent otherwise now; every invocation's, as above.
+            "parameter_changes": [
+                *previous.get("parameter_changes", []),
+                *(
+                    {"endpoint": c.backend.endpoint_id, **change}
+                    for c in self.endpoints
+                    for change in c.backend.parameter_changes()
+                ),
+            ],
             "usage": usage,
             "cost_usd": round(sum_cost(usage), 6),
             "usage_this_invocation": this_run,

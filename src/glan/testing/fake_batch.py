@@ -30,6 +30,13 @@ from glan.testing.fake_batch_wire import (
     failed_line,
     ok_line,
     openai_view,
+    refused_line,
+)
+from glan.testing.fake_refusals import (
+    anthropic_refusal,
+    lacks_json_schema_error,
+    reasoning_model_refusal,
+    strict_schema_refusal,
 )
 from glan.testing.fake_server import FakeServer
 
@@ -47,6 +54,13 @@ class FakeBatchServer:
     api_key: str | None = None
     # Anthropic lines asking for JSON-schema output are refused (a model without it).
     refuse_output_format: bool = False
+    # Today's models, line by line (glan.testing.fake_refusals): an OpenAI reasoning model
+    # (max_tokens, top_p, temperature refused), OpenAI's strict schema checks, a deployment
+    # without json_schema output, a Claude model refusing temperature.
+    reasoning_model: bool = False
+    strict_like_openai: bool = False
+    lacks_json_schema: bool = False
+    refuse_temperature: bool = False
     # The next creates make their batch, then answer 502 (an answer lost on the way back).
     lose_create_answers: int = 0
     host: str = "127.0.0.1"
@@ -341,6 +355,17 @@ class FakeBatchServer:
         elif b.polls > self.steps:
             self._finish(b, "expired" if b.outcome == "expire" else "completed")
 
+    def _refusal(self, b: FakeBatch, body: dict[str, Any]) -> dict[str, Any] | None:
+        """The error a line's body meets at this fake's model, if any."""
+        if b.shape == "anthropic":
+            return anthropic_refusal(body) if self.refuse_temperature else None
+        fmt = (body.get("response_format") or {}).get("type")
+        if self.lacks_json_schema and fmt == "json_schema":
+            return lacks_json_schema_error()
+        return (reasoning_model_refusal(body) if self.reasoning_model else None) or (
+            strict_schema_refusal(body) if self.strict_like_openai else None
+        )
+
     def _finish(self, b: FakeBatch, how: str) -> None:
         with self._lock:
             order = list(range(len(b.lines)))
@@ -356,6 +381,8 @@ class FakeBatchServer:
                     bad.append(failed_line(b, key, "server_error"))
                 elif self.refuse_output_format and "output_config" in body:
                     bad.append(failed_line(b, key, "output_format"))
+                elif (refusal := self._refusal(b, body)) is not None:
+                    bad.append(refused_line(b, key, refusal))
                 else:
                     self.answered[key] += 1
                     ok.append(ok_line(b, key, body, self.chat.replier))

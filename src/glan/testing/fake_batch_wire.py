@@ -114,6 +114,18 @@ def failed_line(b: FakeBatch, key: str, code: str) -> dict[str, Any]:
     }
 
 
+def refused_line(b: FakeBatch, key: str, error: dict[str, Any]) -> dict[str, Any]:
+    """A line the model refused with HTTP 400 and this error body (each provider's shape)."""
+    if b.shape == "anthropic":
+        return {"custom_id": key, "result": {"type": "errored", "error": error}}
+    return {
+        "id": f"req_{key[:8]}",
+        "custom_id": key,
+        "response": {"status_code": 400, "request_id": "r", "body": error},
+        "error": None,
+    }
+
+
 def ok_line(b: FakeBatch, key: str, body: dict[str, Any], replier: Replier) -> dict[str, Any]:
     if b.shape == "anthropic":
         return {

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import os
 import random
+import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -22,13 +23,16 @@ import orjson
 from glan.llm.backend import Completion
 from glan.llm.batch.ledger import Job
 from glan.llm.errors import EndpointFatal
+from glan.llm.refusals import BodyShape, Refusal
 from glan.llm.types import ChatRequest
 
-#: ok: a reply. request: the line's own fault (a 400): asking again is pointless. schema: the
-#: provider refused the structured-output form (step down, ask again). server: the provider
-#: failed the line (retried next round). missing: expired, cancelled or absent (sent again).
-#: later: the whole batch was refused for a quota (sent again, not counted as a round).
-LineKind = Literal["ok", "request", "schema", "server", "missing", "later"]
+#: ok: a reply. request: the line's own fault (a 400): asking again is pointless. refused: the
+#: model refused a parameter or schema keyword (sent again as the endpoint takes it). schema:
+#: the provider refused the structured-output form (that schema steps down, ask again).
+#: server: the provider failed the line (retried next round). missing: expired, cancelled or
+#: absent (sent again). later: the whole batch was refused for a quota (sent again, not
+#: counted as a round).
+LineKind = Literal["ok", "request", "refused", "schema", "server", "missing", "later"]
 CONTROL_ATTEMPTS = 8  # tries of one control-plane call (upload, create, poll, download)
 
 
@@ -38,6 +42,7 @@ class LineResult:
     kind: LineKind
     completion: Completion | None = None
     error: str = ""
+    refusal: Refusal | None = None  # kind "refused": what the model refused
 
 
 @dataclass(slots=True)
@@ -79,8 +84,11 @@ class BatchAPI(ABC):
     kind: str
     #: Where batches are listed, read and cancelled.
     batches_path: str
-    #: How the reply's JSON schema is sent (providers' own modes).
+    #: How the reply's JSON schema is sent, to begin with (one of `schema_modes`).
     schema_mode: str
+    #: The provider's structured-output forms, strongest first: a schema refused in one form
+    #: steps down to the next (that schema only: another stage's schema keeps its form).
+    schema_modes: tuple[str, ...]
     #: Base delay of control-call retries (seconds); tests make it tiny.
     backoff_s: float = 1.0
 
@@ -90,6 +98,10 @@ class BatchAPI(ABC):
                 f"invalid base URL {base_url!r}: it must start with http:// or https://"
             )
         self.base_url = base_url.rstrip("/")
+        # What the endpoint and model take, learnt from refused lines (glan.llm.refusals).
+        self.shape = BodyShape()
+        self._schema_steps: dict[str, str] = {}  # schema name -> the form it stepped down to
+        self._schema_changes: list[dict[str, Any]] = []
         self._headers = headers
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._session: aiohttp.ClientSession | None = None
@@ -137,10 +149,45 @@ class BatchAPI(ABC):
         except Refused as exc:
             raise EndpointFatal(f"no batch API at {self.base_url}: {exc}") from None
 
-    def step_down(self) -> bool:
-        """The provider refused the structured-output form: use a weaker one from now on.
-        False when there is none weaker."""
-        return False
+    # ---- what is sent, learnt from refused lines ------------------------------------------
+    def mode_for(self, schema_name: str) -> str:
+        """The structured-output form lines with this schema are built with now."""
+        return self._schema_steps.get(schema_name, self.schema_mode)
+
+    def sent_as(self, request: ChatRequest) -> tuple[int, str]:
+        """What a line built now reflects: the shape's version and its schema's form."""
+        return self.shape.version, self.mode_for(request.schema_name)
+
+    def adapt(self, result: LineResult, request: ChatRequest, sent: tuple[int, str] | None) -> bool:
+        """A line was refused for a parameter, keyword or structured-output form: whether it
+        goes again, built as the endpoint takes it now (`sent`: what it reflected when built;
+        None for a line an earlier process built). False: the refusal is the line's own."""
+        if result.kind == "refused" and result.refusal is not None:
+            return self.shape.adapt(result.refusal, -1 if sent is None else sent[0])
+        if result.kind != "schema" or request.json_schema is None:
+            return False
+        name = request.schema_name
+        now = self.mode_for(name)
+        if now != (self.schema_mode if sent is None else sent[1]):
+            return True  # stepped down already, for another line: this one was built before
+        lower = self.schema_modes.index(now) + 1
+        if lower >= len(self.schema_modes):
+            return False
+        self._schema_steps[name] = self.schema_modes[lower]
+        self._schema_changes.append(
+            {
+                "scope": "schema",
+                "schema": name,
+                "from": now,
+                "to": self.schema_modes[lower],
+                "at": time.time(),
+                "why": result.error[:200],
+            }
+        )
+        return True
+
+    def structured_output_changes(self) -> list[dict[str, Any]]:
+        return list(self._schema_changes)
 
     # ---- HTTP ------------------------------------------------------------------------------
     def _url(self, path: str) -> str:

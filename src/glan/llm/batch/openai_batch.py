@@ -12,13 +12,20 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
 from glan.llm.batch.api import BatchAPI, LineResult, Remote, read_key
 from glan.llm.batch.ledger import Job
-from glan.llm.openai_http import NOT_A_COMPLETION, SchemaMode, chat_body, completion_from
+from glan.llm.openai_http import (
+    NOT_A_COMPLETION,
+    SCHEMA_WORDS,
+    SchemaMode,
+    chat_body,
+    completion_from,
+)
+from glan.llm.refusals import error_object, read_refusal
 from glan.llm.types import ChatRequest
 
 _TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
@@ -55,6 +62,7 @@ def is_azure(base_url: str) -> bool:
 
 class OpenAIBatchAPI(BatchAPI):
     batches_path = "/batches"
+    schema_modes = ("strict", "json_schema", "json_object", "prompt")
 
     def __init__(
         self,
@@ -63,8 +71,9 @@ class OpenAIBatchAPI(BatchAPI):
         api_key_env: str | None = None,
         api_version: str | None = None,
         completion_window: str = "24h",
-        schema_mode: SchemaMode = "json_schema",
+        schema_mode: SchemaMode = "strict",
         timeout_s: float = 600.0,
+        reasoning_headroom: int = 0,
     ) -> None:
         self.model = model
         self.api_version = api_version
@@ -78,6 +87,7 @@ class OpenAIBatchAPI(BatchAPI):
         if key:
             headers = {"api-key": key} if azure else {"Authorization": f"Bearer {key}"}
         super().__init__(base_url, headers, timeout_s)
+        self.shape.reasoning_headroom = reasoning_headroom
         # Azure's batch lines name the path without the version prefix.
         self.path = "/chat/completions" if azure else "/v1/chat/completions"
 
@@ -98,7 +108,8 @@ class OpenAIBatchAPI(BatchAPI):
         return url
 
     def line(self, key: str, request: ChatRequest) -> bytes:
-        body = chat_body(self.model, request, self.schema_mode)
+        mode = cast(SchemaMode, self.mode_for(request.schema_name))
+        body = chat_body(self.model, request, mode, self.shape)
         return (
             orjson.dumps({"custom_id": key, "method": "POST", "url": self.path, "body": body})
             + b"\n"
@@ -191,8 +202,13 @@ def parse_line(raw: bytes) -> LineResult:
         kind = "missing" if error.get("code") in _MISSING_CODES else "server"
         return LineResult(key, kind, error=f"{error.get('code')}: {error.get('message')}")
     body = response.get("body") or {}
-    message = (body.get("error") or {}).get("message") if isinstance(body, dict) else None
+    message = error_object(body).get("message")
     detail = f"HTTP {code}: {message or str(body)[:200]}"
     if code is not None and 400 <= code < 500 and code != 429:
+        refusal = read_refusal(body)
+        if refusal.kind != "other":
+            return LineResult(key, "refused", error=detail, refusal=refusal)
+        if any(word in str(message).lower() for word in SCHEMA_WORDS):
+            return LineResult(key, "schema", error=detail)
         return LineResult(key, "request", error=detail)
     return LineResult(key, "server", error=detail)

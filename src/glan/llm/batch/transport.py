@@ -11,7 +11,9 @@ batch replies unchanged: a re-ask is a new request, so it goes in a later batch.
 - failed, expired, cancelled or missing lines go again in the next batch, `max_rounds` batches
   at most per request and run; then the unit is replaced when the provider failed the line
   with the same error every round (as online, a body that breaks the model), else left to the
-  next run. A line refused for its own sake (a 400) gives up at once, as online. A batch
+  next run. A line refused for a parameter, schema keyword or structured-output form the
+  model does not take goes again, built as the endpoint now takes it (glan.llm.refusals; not a
+  round); a line refused for its own sake (any other 400) gives up at once, as online. A batch
   refused as a whole (file validation) stops the run with one clear line.
 """
 
@@ -54,6 +56,7 @@ class BatchBackend(Backend):
         self._pending_bytes = 0
         self._oldest = self._last = 0.0
         self._in_job: dict[str, str] = {}  # custom_id -> the live job holding it
+        self._sent_as: dict[str, tuple[int, str]] = {}  # custom_id -> what its line reflected
         self._live: dict[str, Job] = {}
         self._known: set[str] = set()  # batch ids the ledger holds (never adopted twice)
         self._cancel_known: set[str] = set()  # jobs cancelled before this run began
@@ -100,18 +103,17 @@ class BatchBackend(Backend):
                 future.add_done_callback(_observe)
                 if key not in self._in_job:
                     self._enqueue(key, request)
-            mode = self.api.schema_mode  # what this line was sent with
             # Shielded: one waiter stopping must not cancel a line others (or the ledger) await.
             result = await asyncio.shield(future)
+            sent = self._sent_as.pop(key, None)
             if result.kind == "ok":
                 assert result.completion is not None
                 return result.completion
-            stepped = result.kind == "schema" and (
-                self.api.schema_mode != mode or self.api.step_down()
-            )
-            if result.kind == "later" or stepped:
-                continue  # sent again: over a quota, or in the weaker structured-output form
-            if result.kind in ("request", "schema"):
+            if result.kind == "later" or self.api.adapt(result, request, sent):
+                # Sent again, not a round: over a quota, or built as the endpoint now takes
+                # it (a refused parameter dropped, a schema in a weaker form).
+                continue
+            if result.kind in ("request", "refused", "schema"):
                 raise BadRequest(result.error)
             failures.append((result.kind, result.error))
             if len(failures) >= self.options.max_rounds:
@@ -134,6 +136,12 @@ class BatchBackend(Backend):
             self._ledger.close()
             self._ledger = None
         self._started = False
+
+    def structured_output_changes(self) -> list[dict[str, Any]]:
+        return self.api.structured_output_changes()
+
+    def parameter_changes(self) -> list[dict[str, Any]]:
+        return list(self.api.shape.changes)
 
     # ---- progress --------------------------------------------------------------------------
     def summary(self) -> dict[str, Any]:
@@ -204,6 +212,7 @@ class BatchBackend(Backend):
         if key in self._pending_keys:
             return
         line = self.api.line(key, request)
+        self._sent_as[key] = self.api.sent_as(request)
         if self._pending and (
             len(self._pending) >= self._max_lines
             or self._pending_bytes + len(line) > self._max_bytes
