@@ -12,13 +12,12 @@ backend. Anthropic batches carry no metadata, so the run's ledger is the only li
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
 from typing import Any, Literal
 
 import orjson
 
 from glan.llm.backend import Completion
-from glan.llm.batch.api import BatchAPI, LineResult, Remote, read_key
+from glan.llm.batch.api import BatchAPI, LineResult, Remote, normal_status, read_key, timestamp
 from glan.llm.batch.ledger import Job
 from glan.llm.types import ChatRequest
 from glan.llm.wire import wire_schema
@@ -49,13 +48,6 @@ def output_schema(node: Any) -> Any:
     if isinstance(node, list):
         return [output_schema(v) for v in node]
     return node
-
-
-def _timestamp(text: str | None) -> float:
-    try:
-        return datetime.fromisoformat(text or "").timestamp()
-    except ValueError:
-        return 0.0
 
 
 class AnthropicBatchAPI(BatchAPI):
@@ -142,7 +134,7 @@ class AnthropicBatchAPI(BatchAPI):
             b["id"]
             for b in page.get("data", [])
             if b["id"] not in known
-            and job.created - 5 <= _timestamp(b.get("created_at")) <= job.created + 600
+            and job.created - 5 <= timestamp(b.get("created_at")) <= job.created + 600
             and sum((b.get("request_counts") or {}).values()) == job.lines
         ]
         return found[0] if len(found) == 1 else None
@@ -150,9 +142,10 @@ class AnthropicBatchAPI(BatchAPI):
     async def status(self, batch_id: str) -> Remote:
         batch = orjson.loads(await self.call("GET", f"/messages/batches/{batch_id}"))
         counts = batch.get("request_counts") or {}
-        status = batch.get("processing_status") or "unknown"
+        status = normal_status(batch.get("processing_status"))
         failed = sum(int(counts.get(k) or 0) for k in ("errored", "canceled", "expired"))
         url = batch.get("results_url")
+        archived = batch.get("archived_at")  # its results unavailable from then on (29 days)
         return Remote(
             status=status,
             terminal=status == "ended",
@@ -160,6 +153,7 @@ class AnthropicBatchAPI(BatchAPI):
             done=int(counts.get("succeeded") or 0),
             failed=failed,
             sources=(url,) if url else (),
+            gone=f"its results were archived at {archived}" if archived else None,
         )
 
     def parse(self, raw: bytes) -> LineResult:
