@@ -308,6 +308,16 @@ class Pipeline:
             # (deferred units), or the manifest's failures say why it cannot.
             status = "complete" if made >= planned else "short"
         stats = [c.stats for c in self.endpoints]
+        # What batch providers did that cost the run: lost results are paid for, so counted.
+        faults = [
+            {"endpoint": c.backend.endpoint_id, **fault}
+            for c in self.endpoints
+            for fault in getattr(c.backend, "faults", list)()
+        ]
+        for f in (f for f in faults if f["event"] == "results_lost"):
+            self.usage.record_lost(
+                f["model"], f["lines"], f["prompt_tokens"], f["completion_tokens"]
+            )
         this_run = self.usage.as_dict()
         usage = merge_usage(previous.get("usage") or {}, this_run)
         failures = {s: p.failed for s, p in self.progress.stages.items()}
@@ -351,6 +361,7 @@ class Pipeline:
                     for change in c.backend.parameter_changes()
                 ),
             ],
+            "batch_faults": [*previous.get("batch_faults", []), *faults],
             "usage": usage,
             "cost_usd": round(sum_cost(usage), 6),
             "usage_this_invocation": this_run,

@@ -41,7 +41,8 @@ def batches(
         ),
     ] = False,
 ) -> None:
-    """List a run's batches. For each: provider, id, status, lines done/failed, age, cost."""
+    """List a run's batches. For each: provider, id, status, lines done/failed (and lost, when
+    results were gone for good), age, cost (what was lost included)."""
     from rich.table import Table
 
     from glan.llm.batch.ledger import BatchLedger
@@ -67,20 +68,25 @@ def batches(
         return
     prices = {model: Price.model_validate(p) for model, p in _prices(run_dir).items()}
     table = Table(box=None, pad_edge=False)
-    for col in ("provider", "batch", "status", "done", "failed", "lines", "age", "cost"):
-        table.add_column(col, justify="right" if col in ("done", "failed", "lines") else "left")
+    lost = any(job.lost_lines for job in jobs)  # a column only where results were lost
+    counts = ("done", "failed", *(("lost",) if lost else ()), "lines")
+    for col in ("provider", "batch", "status", *counts, "age", "cost"):
+        table.add_column(col, justify="right" if col in counts else "left")
     now = time.time()
     for job in jobs:
         price = prices.get(job.access.get("model", ""))
         cost = "-"
         if price is not None and job.settled:
-            cost = f"${price.cost(job.prompt_tokens, job.completion_tokens, batch=True):.4f}"
+            prompt = job.prompt_tokens + job.lost_prompt_tokens
+            completion = job.completion_tokens + job.lost_completion_tokens
+            cost = f"${price.cost(prompt, completion, batch=True):.4f}"
         table.add_row(
             job.access.get("provider", job.provider),
             job.batch_id or f"(staged {job.local_id})",
             job.status + ("" if job.settled else " (live)"),
             f"{job.done:,}",
             f"{job.failed:,}",
+            *((f"{job.lost_lines:,}",) if lost else ()),
             f"{job.lines:,}",
             _age(now - job.created),
             cost,

@@ -116,6 +116,7 @@ def generate(
     from glan.api import plan as make_plan
     from glan.config import load_config
     from glan.executors import execute
+    from glan.llm.usage import LOST_RESULTS
     from glan.pipeline import RunProgress
     from glan.taxonomy import load_taxonomy
 
@@ -177,6 +178,18 @@ def generate(
         markup=False,
         soft_wrap=True,
     )
+    lost = list(m["usage_this_invocation"].get(LOST_RESULTS, {}).values())
+    if lost:
+        lines = sum(r["requests"] for r in lost)
+        tokens = sum(r["prompt_tokens"] + r["completion_tokens"] for r in lost)
+        console.print(
+            f"warning: the results of {lines:,} batch lines were gone for good (see "
+            f"batch_faults in manifest.json) and were sent again; the {tokens:,} tokens "
+            f"(${sum(r['cost_usd'] for r in lost):.4f}) they had cost are lost",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
     target = result.instructions + m["missing"]
     if m["missing"]:
         why = (

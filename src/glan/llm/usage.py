@@ -34,6 +34,10 @@ class UsageRow:
     cost_usd: float = 0.0
 
 
+#: The usage row of batch replies paid for whose results were gone for good (glan.llm.batch).
+LOST_RESULTS = "lost_results"
+
+
 class UsageLedger:
     """Counts what each stage spent on each model; cached replies cost nothing again."""
 
@@ -49,15 +53,25 @@ class UsageLedger:
         completion_tokens: int,
         reasks: int = 0,
         batch: bool = False,
+        requests: int = 1,
     ) -> None:
         row = self.rows[(tag, model)]
-        row.requests += 1
+        row.requests += requests
         row.reasks += reasks
         row.prompt_tokens += prompt_tokens
         row.completion_tokens += completion_tokens
         price = self.prices.get(model)
         if price is not None:
             row.cost_usd += price.cost(prompt_tokens, completion_tokens, batch)
+
+    def record_lost(
+        self, model: str, lines: int, prompt_tokens: int, completion_tokens: int
+    ) -> None:
+        """Batch lines paid for whose results were gone (sent again): counted apart, under
+        LOST_RESULTS, at the batch price."""
+        self.record(
+            LOST_RESULTS, model, prompt_tokens, completion_tokens, batch=True, requests=lines
+        )
 
     def record_cached(self, tag: str, model: str) -> None:
         self.rows[(tag, model)].cached += 1

@@ -14,13 +14,12 @@ Anthropic batches carry no metadata, so the run's ledger is the only link to the
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
 from typing import Any, Literal
 
 import orjson
 
 from glan.llm.backend import Completion
-from glan.llm.batch.api import BatchAPI, LineResult, Remote, read_key
+from glan.llm.batch.api import BatchAPI, LineResult, Remote, normal_status, read_key, timestamp
 from glan.llm.batch.ledger import Job
 from glan.llm.refusals import read_refusal
 from glan.llm.types import ChatRequest
@@ -41,13 +40,6 @@ def output_schema(schema: dict[str, Any]) -> Any:
     length or range bounds. A dropped bound is written into the description (as Anthropic's
     SDK does), so the model still reads it; the reply is validated against it afterwards."""
     return described(closed(schema), _UNSUPPORTED)
-
-
-def _timestamp(text: str | None) -> float:
-    try:
-        return datetime.fromisoformat(text or "").timestamp()
-    except ValueError:
-        return 0.0
 
 
 class AnthropicBatchAPI(BatchAPI):
@@ -130,7 +122,7 @@ class AnthropicBatchAPI(BatchAPI):
             b["id"]
             for b in page.get("data", [])
             if b["id"] not in known
-            and job.created - 5 <= _timestamp(b.get("created_at")) <= job.created + 600
+            and job.created - 5 <= timestamp(b.get("created_at")) <= job.created + 600
             and sum((b.get("request_counts") or {}).values()) == job.lines
         ]
         return found[0] if len(found) == 1 else None
@@ -138,9 +130,10 @@ class AnthropicBatchAPI(BatchAPI):
     async def status(self, batch_id: str) -> Remote:
         batch = orjson.loads(await self.call("GET", f"/messages/batches/{batch_id}"))
         counts = batch.get("request_counts") or {}
-        status = batch.get("processing_status") or "unknown"
+        status = normal_status(batch.get("processing_status"))
         failed = sum(int(counts.get(k) or 0) for k in ("errored", "canceled", "expired"))
         url = batch.get("results_url")
+        archived = batch.get("archived_at")  # its results unavailable from then on (29 days)
         return Remote(
             status=status,
             terminal=status == "ended",
@@ -148,6 +141,7 @@ class AnthropicBatchAPI(BatchAPI):
             done=int(counts.get("succeeded") or 0),
             failed=failed,
             sources=(url,) if url else (),
+            gone=f"its results were archived at {archived}" if archived else None,
         )
 
     def parse(self, raw: bytes) -> LineResult:

@@ -2,7 +2,9 @@
 
 A provider turns a request into one JSONL line (custom_id = the request's cache key), creates a
 batch from lines, reports a batch's status, streams its result lines (output and errors, in any
-order: matched by custom_id, never by position) and cancels it. It knows nothing of GLAN.
+order: matched by custom_id, never by position), cancels it and deletes its files. It knows
+nothing of GLAN. Optional request fields a provider refuses (the files' expiry) are dropped for
+the rest of the run and noted in `dropped`.
 """
 
 from __future__ import annotations
@@ -11,11 +13,13 @@ import asyncio
 import contextlib
 import os
 import random
+import re
 import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from datetime import datetime
+from typing import Any, Literal, TypeVar
 
 import aiohttp
 import orjson
@@ -34,6 +38,7 @@ from glan.llm.types import ChatRequest
 #: counted as a round).
 LineKind = Literal["ok", "request", "refused", "schema", "server", "missing", "later"]
 CONTROL_ATTEMPTS = 8  # tries of one control-plane call (upload, create, poll, download)
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -61,6 +66,12 @@ class Remote:
     sources: tuple[str, ...] = ()
     # Someone asked to cancel it (glan batches --cancel, the provider's console).
     cancelled: bool = False
+    # The provider's files of the finished batch (output, errors), deleted once read.
+    files: tuple[str, ...] = ()
+    # Prompt and completion tokens the batch was billed for, where the provider says.
+    tokens: tuple[int, int] | None = None
+    # Why its results can no longer be read (Anthropic: archived); None while they can.
+    gone: str | None = None
 
 
 class Refused(Exception):
@@ -69,6 +80,42 @@ class Refused(Exception):
     def __init__(self, status: int, detail: str) -> None:
         super().__init__(f"HTTP {status}: {detail}")
         self.status = status
+
+
+class OverQuota(Exception):
+    """A batch refused at once for a quota: too many tokens enqueued (Azure's "fail fast"
+    create) or, with `files`, too many files held (the upload). Nothing was created."""
+
+    def __init__(self, detail: str, files: bool = False) -> None:
+        super().__init__(detail)
+        self.files = files
+
+
+class GaveUp(EndpointFatal):
+    """A control call failed every try (network errors, 429, 5xx): the provider may answer
+    later."""
+
+
+#: A download that failed on the way (a reset, a connection cut mid-stream, a timeout).
+DOWNLOAD_ERRORS = (TimeoutError, aiohttp.ClientError, OSError, GaveUp)
+
+
+def timestamp(value: Any) -> float:
+    """Seconds since the epoch from a provider's time: a number, or an ISO 8601 string (as
+    Anthropic and some Azure examples give it); 0 when it is neither."""
+    if isinstance(value, int | float):
+        return float(value)
+    try:
+        return datetime.fromisoformat(str(value or "")).timestamp()
+    except ValueError:
+        return 0.0
+
+
+def normal_status(value: Any) -> str:
+    """A batch status in the providers' documented form: "InProgress" and "Completed", as
+    some Azure examples write them, become "in_progress" and "completed"."""
+    text = re.sub(r"(?<=[a-z])(?=[A-Z])", "_", str(value or "unknown").strip())
+    return text.replace(" ", "_").lower()
 
 
 def read_key(api_key_env: str | None, default_env: str) -> str | None:
@@ -92,6 +139,10 @@ class BatchAPI(ABC):
     #: Base delay of control-call retries (seconds); tests make it tiny.
     backoff_s: float = 1.0
 
+    #: Seconds after which the provider deletes the files it holds for a batch (None: its
+    #: default); the transport sets it from the options.
+    file_expiry_s: int | None = None
+
     def __init__(self, base_url: str, headers: dict[str, str], timeout_s: float) -> None:
         if not base_url.startswith(("http://", "https://")):
             raise EndpointFatal(
@@ -102,6 +153,8 @@ class BatchAPI(ABC):
         self.shape = BodyShape()
         self._schema_steps: dict[str, str] = {}  # schema name -> the form it stepped down to
         self._schema_changes: list[dict[str, Any]] = []
+        #: Optional fields the provider refused (name -> its answer): never sent again.
+        self.refused_fields: dict[str, str] = {}
         self._headers = headers
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._session: aiohttp.ClientSession | None = None
@@ -133,11 +186,26 @@ class BatchAPI(ABC):
     def parse(self, raw: bytes) -> LineResult:
         """One result line (output or error file)."""
 
-    async def results(self, batch_id: str, remote: Remote) -> AsyncIterator[LineResult]:
-        """Every result line of a finished batch (output and errors), in the provider's order."""
-        for source in remote.sources:
-            async for raw in self.lines_of(source):
-                yield self.parse(raw)
+    async def delete_file(self, file_id: str) -> None:  # noqa: B027 - where there are files
+        """Delete a file this run uploaded or a batch made, once its contents are kept."""
+
+    async def delete_files(self, *file_ids: str | None) -> None:
+        """Best effort: a file that will not go is left to its expiry."""
+        for file_id in filter(None, file_ids):
+            with contextlib.suppress(EndpointFatal):
+                await self.delete_file(file_id)
+
+    async def with_optional(self, name: str, send: Callable[[bool], Awaitable[T]]) -> T:
+        """`send(True)` sends the optional field `name`; a 4xx naming it drops it for the rest
+        of the run (noted in `refused_fields`) and sends again without: an extra never stops a run."""
+        if name not in self.refused_fields:
+            try:
+                return await send(True)
+            except Refused as exc:
+                if name not in str(exc):
+                    raise
+                self.refused_fields[name] = str(exc)
+        return await send(False)
 
     async def cancel(self, batch_id: str) -> None:
         with contextlib.suppress(Refused):  # already ended: nothing left to stop
@@ -227,8 +295,8 @@ class BatchAPI(ABC):
             delay = min(60.0, self.backoff_s * 2**attempt)
             await asyncio.sleep(random.uniform(delay / 2, delay))
 
-    def _gave_up(self, method: str, url: str, detail: str) -> EndpointFatal:
-        return EndpointFatal(
+    def _gave_up(self, method: str, url: str, detail: str) -> GaveUp:
+        return GaveUp(
             f"{method} {url} failed {CONTROL_ATTEMPTS} times: {detail}. Live batches are kept: "
             "re-run the same command to re-attach to them."
         )
