@@ -4,11 +4,12 @@
   is paid as a run pays it): `Llama(...)` in process, against `EngineProcess.start` (a second
   interpreter, the import and the load there);
 - a request: one chat completion of 1 token (so the pipe's share is as large as it gets), in
-  process against through the pipe, after one warm-up each.
+  process against through the pipe, after one warm-up each;
+- a reply: 128 greedy tokens, the two ways alternated (so both see the same load).
 
-Each figure is the median of --repeats.
+Starts are medians of --repeats, 1-token requests of --requests, replies of --replies.
 
-Usage: python bench/local_engine.py [--repeats 5] [--requests 20]
+Usage: python bench/local_engine.py [--repeats 5] [--requests 20] [--replies 4]
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 
 from glan.llm import ChatRequest, user
 from glan.llm.local import LocalBackend, engine_request
@@ -45,6 +47,7 @@ backend._engine.close()
 """
 
 REQUEST = ChatRequest(messages=user("Say hi."), max_tokens=1, temperature=0.0)
+REPLY = ChatRequest(messages=user("Write a long story about a cat."), max_tokens=128, temperature=0)
 
 
 def fresh_interpreter_seconds(code: str) -> float:
@@ -52,7 +55,7 @@ def fresh_interpreter_seconds(code: str) -> float:
     return float(out.stdout.split()[-1])
 
 
-def request_seconds(ask: object, n: int) -> float:
+def request_seconds(ask: Callable[[], object], n: int) -> float:
     ask()  # warm-up: the first request pays for buffers and the chat template
     times = []
     for _ in range(n):
@@ -66,10 +69,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--requests", type=int, default=20)
+    parser.add_argument("--replies", type=int, default=4)
     args = parser.parse_args()
     print(f"load average before: {os.getloadavg()[0]:.1f}")
-    in_process = [fresh_interpreter_seconds(IN_PROCESS_START) for _ in range(args.repeats)]
-    engine = [fresh_interpreter_seconds(ENGINE_START) for _ in range(args.repeats)]
+    starts_in = [fresh_interpreter_seconds(IN_PROCESS_START) for _ in range(args.repeats)]
+    starts_engine = [fresh_interpreter_seconds(ENGINE_START) for _ in range(args.repeats)]
 
     from llama_cpp import Llama
 
@@ -81,17 +85,28 @@ def main() -> None:
         n_threads_batch=backend.n_threads,
         verbose=False,
     )
-    message = engine_request(REQUEST)
-    direct = request_seconds(
-        lambda: llm.create_chat_completion(**{k: v for k, v in message.items() if k != "schema"}),
-        args.requests,
-    )
+
+    def in_process(request: ChatRequest) -> None:
+        message = engine_request(request)
+        del message["schema"]  # none here; in process, llama-cpp-python takes a grammar object
+        llm.create_chat_completion(**message)
+
+    def seconds(ask: Callable[[], object]) -> float:
+        started = time.perf_counter()
+        ask()
+        return time.perf_counter() - started
+
     backend._start()
+    direct = request_seconds(lambda: in_process(REQUEST), args.requests)
     piped = request_seconds(lambda: backend._complete_sync(REQUEST), args.requests)
+    long_direct, long_piped = [], []
+    for _ in range(args.replies):  # alternated: both ways see the same load
+        long_direct.append(seconds(lambda: in_process(REPLY)))
+        long_piped.append(seconds(lambda: backend._complete_sync(REPLY)))
     backend._engine.close()
     print("| | in process | engine process | difference |")
     print("|---|---:|---:|---:|")
-    start_in, start_engine = statistics.median(in_process), statistics.median(engine)
+    start_in, start_engine = statistics.median(starts_in), statistics.median(starts_engine)
     print(
         f"| start to a loaded model | {start_in:.2f} s | {start_engine:.2f} s "
         f"| {start_engine - start_in:+.2f} s |"
@@ -99,6 +114,11 @@ def main() -> None:
     print(
         f"| a 1-token request | {direct * 1000:.1f} ms | {piped * 1000:.1f} ms "
         f"| {(piped - direct) * 1000:+.1f} ms |"
+    )
+    reply_in, reply_engine = statistics.median(long_direct), statistics.median(long_piped)
+    print(
+        f"| a 128-token reply | {reply_in:.2f} s | {reply_engine:.2f} s "
+        f"| {reply_engine - reply_in:+.2f} s |"
     )
     print(f"load average after: {os.getloadavg()[0]:.1f}")
 
