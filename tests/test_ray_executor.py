@@ -463,15 +463,18 @@ def test_the_drivers_display_sums_the_shards_and_names_the_workers_alive():
     from glan.executors.ray.display import ClusterProgress
     from glan.tree.progress import RunProgress
 
-    def shard(pairs: int, answers: int) -> dict:
+    def shard(pairs: int, answers: int, live: int = 0) -> dict:
         stages = {s: [10, 0, 0] for s in ("subjects", "syllabus", "questions")}
         usage = {"answers": {"m": {"prompt_tokens": 5, "completion_tokens": 5, "cost_usd": 0.5}}}
+        batches = {"by_status": {"in_progress": live} if live else {}, "lines_done": answers,
+                   "lines_pending": 0, "oldest_s": 60.0 * live}  # fmt: skip
         return {
             "stages": {**stages, "answers": [50, answers, 1]},
             "pairs": pairs,
             "resumed": 0,
             "target": 50,
             "usage": usage,
+            "batches": batches,
         }
 
     progress = RunProgress()
@@ -479,8 +482,10 @@ def test_the_drivers_display_sums_the_shards_and_names_the_workers_alive():
     display.start(make_plan(100, load_taxonomy().disciplines(), GenerateConfig()), False)
     display.workers = 3
     display.shard_done({"shard": 0, "progress": shard(20, 20)})
-    running = {"pid": 1, "shards": {1: shard(7, 9)}, "rate_limited": 0, "retries": 0}
+    running = {"pid": 1, "shards": {1: shard(7, 9, live=2)}, "rate_limited": 0, "retries": 0}
     display.update({0: running, 1: {**running, "shards": {}}}, [{"rate_limited": 4, "limit": 8}])
     assert progress.pairs() == 27 and progress.stages["answers"].done == 29
     line = progress_line(progress)
     assert "27/100 pairs" in line and "workers 2/3 alive" in line and "429s 4" in line
+    # Shards that send batches: their batches summed, the finished shards' lines included.
+    assert "batches: 2 in_progress; 29 lines done" in line and "oldest 2 min" in line
