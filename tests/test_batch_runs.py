@@ -3,12 +3,15 @@ batch per tree level, mixed online/batch runs, batch prices, kill -9 and cancel 
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 import subprocess
 import sys
 
 import pytest
 from rich.console import Console
 
+from glan import aio
 from glan.api import generate, plan
 from glan.cli.dry_run import print_dry_run
 from glan.cli.progress import progress_line
@@ -17,6 +20,7 @@ from glan.errors import UserError
 from glan.estimate import estimate
 from glan.llm.batch.options import BatchOptions
 from glan.llm.usage import Price
+from glan.pipeline import Pipeline
 from glan.taxonomy import load_taxonomy
 from glan.testing.batch_clients import KINDS, assert_valid_records, generate_command, glan
 from glan.testing.fake_batch import FakeBatchServer
@@ -115,6 +119,23 @@ def test_batch_options_are_set_with_dotted_keys():
     assert mixed.backend_for("answers").api_version == "2024-10-21"
     with pytest.raises(UserError, match="api_version does not apply to the local backend"):
         load_config(None, {"stages.answers.api_version": "1"}).backend_for("answers")
+
+
+def test_a_ray_shard_uses_the_batch_replies_its_run_got_and_never_used(batch_server, tmp_path):
+    """A local batch run killed once a batch came back, before its replies were used (they are
+    in the ledger only), then taken on by Ray: the shard reads them in RUN/glan.sqlite."""
+    run = tmp_path / "run"
+    cfg = batch_config_for(batch_server)
+    generate(run, 10, cfg)
+    with contextlib.closing(sqlite3.connect(run / "glan.sqlite")) as db:
+        for table in ("responses", "st_listings", "st_slots", "st_syllabi", "st_pairs"):
+            db.execute(f"DELETE FROM {table}")
+        db.commit()
+    sent = batch_server.lines_submitted
+    shard = run / "shards" / "000"
+    aio.run(Pipeline(cfg, load_taxonomy(), shard, 10, cache_fallback=run / "glan.sqlite").run())
+    assert batch_server.lines_submitted == sent
+    assert (shard / "instructions.jsonl").read_bytes() == (run / "instructions.jsonl").read_bytes()
 
 
 # ---- crashes, cancels and `glan batches` ---------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -44,6 +45,12 @@ class UsageLedger:
     def __init__(self, prices: dict[str, Price] | None = None) -> None:
         self.prices = prices or {}
         self.rows: dict[tuple[str, str], UsageRow] = defaultdict(UsageRow)
+        # Told of every change (a run writes its spend down as it goes: glan.run.spend).
+        self.on_change: Callable[[], None] | None = None
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
 
     def record(
         self,
@@ -63,6 +70,7 @@ class UsageLedger:
         price = self.prices.get(model)
         if price is not None:
             row.cost_usd += price.cost(prompt_tokens, completion_tokens, batch)
+        self._changed()
 
     def record_lost(
         self, model: str, lines: int, prompt_tokens: int, completion_tokens: int
@@ -75,9 +83,11 @@ class UsageLedger:
 
     def record_cached(self, tag: str, model: str) -> None:
         self.rows[(tag, model)].cached += 1
+        self._changed()
 
     def record_failed(self, tag: str, model: str) -> None:
         self.rows[(tag, model)].failed += 1
+        self._changed()
 
     def total(self) -> UsageRow:
         out = UsageRow()
