@@ -1,12 +1,14 @@
 """The CLI reads what a user wrote as they meant it: the backend a model or key belongs to (and
 the plan says which), errors at the file and line that wrote a value, a typo answered with the
-word meant, `glan check` on batch APIs."""
+word meant, one taxonomy check for `generate` and `taxonomy validate`, `glan check` on batch
+APIs."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+import yaml
 
 from glan.testing.cli import assert_one_clear_line, glan
 
@@ -99,6 +101,55 @@ def test_a_mistyped_backend_is_answered_with_the_one_meant_and_the_kinds(tmp_pat
         kinds,
     )
     assert_one_clear_line(glan("check", "--backend", "vlm"), "--backend", "did you mean vllm?")
+
+
+# ---- one taxonomy check, for the run and for validate -------------------------------------------
+def taxonomy_yaml(removed: bool = False) -> str:
+    """Two fields named alike, a discipline twice, an empty sub-field; `removed`: the second of
+    each, and the empty sub-field, removed (as a review's export keeps them, with a status)."""
+    gone = {"status": "remove"} if removed else {}
+    fields = [
+        {
+            "name": "Sciences",
+            "subfields": [
+                {
+                    "name": "Physics",
+                    "disciplines": [{"name": "Optics"}, {"name": "Optics", **gone}],
+                },
+                {"name": "Chemistry", "disciplines": [], **gone},
+            ],
+        },
+        {
+            "name": "Sciences",
+            **gone,
+            "subfields": [{"name": "Biology", "disciplines": [{"name": "Botany"}]}],
+        },
+    ]
+    return yaml.safe_dump({"fields": fields}, sort_keys=False)
+
+
+def test_generate_refuses_the_taxonomy_validate_refuses(tmp_path):
+    tax = tmp_path / "tax.yaml"
+    tax.write_text(taxonomy_yaml())
+    validated = glan("taxonomy", "validate", str(tax))
+    assert validated.returncode == 2
+    problems = [line.removeprefix("problem: ") for line in validated.stderr.splitlines()]
+    assert len(problems) == 3
+    proc = dry_run(tmp_path, "--taxonomy", str(tax))
+    assert_one_clear_line(
+        proc, f"{tax}: {problems[0]}", f"and 2 more: glan taxonomy validate {tax} lists them"
+    )
+    assert not (tmp_path / "o").exists()
+
+
+def test_what_a_review_removed_is_not_checked_by_either(tmp_path):
+    """A review's export keeps removed nodes with their votes; they are never walked."""
+    tax = tmp_path / "tax.yaml"
+    tax.write_text(taxonomy_yaml(removed=True))
+    validated = glan("taxonomy", "validate", str(tax))
+    assert validated.returncode == 0, validated.stderr
+    proc = dry_run(tmp_path, "--taxonomy", str(tax))
+    assert proc.returncode == 0, proc.stderr
 
 
 # ---- glan check on a batch API: the key and the address, at once --------------------------------
