@@ -34,6 +34,15 @@ def test_the_plan_names_the_backend_and_where_it_is(tmp_path):
     ]
 
 
+def test_a_stage_given_an_address_of_its_own_goes_there(tmp_path):
+    url = "http://127.0.0.1:9/v1"
+    proc = dry_run(
+        tmp_path, "--set", f"stages.answers.base_url={url}", "--set", "stages.answers.model=m"
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert f"backend: openai at {url} for answers" in proc.stdout
+
+
 def test_a_model_the_local_backend_cannot_load_asks_for_the_backend_it_belongs_to(tmp_path):
     line = assert_one_clear_line(
         dry_run(tmp_path, "--model", "gpt-4o-mini"), "--model", "'gpt-4o-mini'", "local backend"

@@ -207,8 +207,11 @@ class GenerateConfig(BaseModel):
             if getattr(override, name) is not None
         }
         base = self.llm
-        if override.backend is not None and override.backend != base.backend:
-            base = BACKEND_KINDS[override.backend]()
+        kind = override.backend
+        if kind is None and base.backend == "local" and {"base_url", "api_key_env"} & set(fields):
+            kind = "openai"  # as for the llm block: only an HTTP endpoint reads these
+        if kind is not None and kind != base.backend:
+            base = BACKEND_KINDS[kind]()
         unknown = set(fields) - set(type(base).model_fields)
         if unknown:
             raise UserError(
