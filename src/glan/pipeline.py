@@ -91,9 +91,8 @@ class Pipeline:
             raise UserError(f"-n must be a positive number of pairs, got {target}")
         self.cfg = config.adapted()
         self.taxonomy = taxonomy
+        taxonomy.check()  # what `glan taxonomy validate` refuses, a run refuses too
         disciplines = taxonomy.disciplines()
-        if not disciplines:
-            raise UserError("the taxonomy keeps no discipline: nothing to generate")
         self.full_plan: Plan = make_plan(target, disciplines, self.cfg)
         self.plan = self.full_plan if shard is None else self.full_plan.shard(*shard)
         if only is not None:

@@ -66,6 +66,20 @@ def hub_download(repo_id: str, filename: str | None) -> str:
     return hf_hub_download(repo_id, filename)
 
 
+def loads_locally(spec: str | None) -> bool:
+    """Whether `spec` names a model this backend can load (a packaged name, a path that exists
+    or ends in .gguf, a hub id owner/repo[:file]); anything else is a name another backend
+    knows, such as gpt-4o-mini."""
+    spec = spec or DEFAULT_LOCAL_MODEL
+    path = Path(spec).expanduser()
+    return (
+        spec in _PACKAGED
+        or path.suffix == ".gguf"
+        or path.exists()
+        or _HUB_ID.fullmatch(spec) is not None
+    )
+
+
 def resolve_model(spec: str | None, download: Downloader = hub_download) -> Path:
     """Turn a model spec into a GGUF path.
 
@@ -74,20 +88,20 @@ def resolve_model(spec: str | None, download: Downloader = hub_download) -> Path
     - "owner/repo" or "owner/repo:file.gguf": downloaded from the Hugging Face hub.
     """
     spec = spec or DEFAULT_LOCAL_MODEL
+    if not loads_locally(spec):
+        raise UserError(
+            f"unknown local model {spec!r}: give 'smollm2', a .gguf path, or a hub id "
+            "owner/repo[:file]"
+        )
     if spec in _PACKAGED:
         return packaged_gguf(_PACKAGED[spec])
     path = Path(spec).expanduser()
     if path.is_file():
         return path
-    hub_like = _HUB_ID.fullmatch(spec) is not None
-    if hub_like and (":" in spec or not spec.endswith(".gguf")):
+    if _HUB_ID.fullmatch(spec) and (":" in spec or not spec.endswith(".gguf")):
         repo_id, _, filename = spec.partition(":")
         return Path(download(repo_id, filename or None))
-    if path.suffix == ".gguf" or path.exists():
-        raise UserError(f"model file not found: {path}")
-    raise UserError(
-        f"unknown local model {spec!r}: give 'smollm2', a .gguf path, or a hub id owner/repo[:file]"
-    )
+    raise UserError(f"model file not found: {path}")
 
 
 def default_n_threads(cores: int | None = None) -> int:

@@ -1,4 +1,4 @@
-"""Running the `glan` command as a user does, and what its failures must look like."""
+"""The `glan` command as a user runs it (a process of its own), and the shape of its errors."""
 
 from __future__ import annotations
 
@@ -18,11 +18,12 @@ def glan(*args: str, env: dict | None = None, timeout: float = 120) -> subproces
     )
 
 
-def assert_one_clear_line(proc: subprocess.CompletedProcess, *needles: str) -> None:
-    """A user error: exit 2 and one line on stderr, no traceback, holding every needle."""
+def assert_one_clear_line(proc: subprocess.CompletedProcess, *needles: str) -> str:
+    """Exit 2, no traceback, one line on stderr holding every needle; returns the line."""
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, proc.stderr
     for needle in needles:
         assert needle in lines[0], lines[0]
+    return lines[0]

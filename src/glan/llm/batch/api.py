@@ -351,3 +351,17 @@ class BatchAPI(ABC):
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+    async def check(self, timeout_s: float = 15.0) -> None:
+        """`glan check`: preflight's call tried once, so an address that does not answer, a
+        key refused or no batch API is said at once, not after the control calls' retries."""
+        url = self._url(f"{self.batches_path}?limit=1")
+        try:
+            async with asyncio.timeout(timeout_s):
+                got = await self._attempt("GET", url, False)
+        except TimeoutError:
+            raise EndpointFatal(f"no answer from {self.base_url} in {timeout_s:g} s") from None
+        except Refused as exc:
+            raise EndpointFatal(f"no batch API at {self.base_url}: {exc}") from None
+        if isinstance(got, str):
+            raise EndpointFatal(f"cannot reach the batch API at {self.base_url}: {got}")
