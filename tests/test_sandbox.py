@@ -4,7 +4,14 @@ sandbox no such protection, that the sandbox says so (a skip here, a failure in 
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import shutil
 import socket
+import subprocess
+import sys
+import tempfile
 import threading
 import uuid
 from pathlib import Path
@@ -280,3 +287,87 @@ def test_a_print_loop_runs_into_the_timeout_with_its_output_capped() -> None:
     outcome = run_program("while True: print('x' * 1000)", timeout_s=2)
     assert outcome.reason == "timed out" and not outcome.passed
     assert len(outcome.output.encode()) <= sandbox.OUTPUT_BYTES
+
+
+# Run by a user other than root, through sandbox.run_program: the namespaces come from a user
+# namespace of its own, and the escapes of the tests above are tried once more.
+AS_ANOTHER_USER = """
+import json, os, sys
+from glan.evaluate import sandbox
+outcome = sandbox.run_program('''
+import os, socket, subprocess, sys
+subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)  # {token}"],
+                 start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+open("/tmp/{token}", "w").write("x")
+try:
+    socket.create_connection(("127.0.0.1", {port}), timeout=5).close()
+except OSError:
+    pass
+else:
+    sys.exit("connected")
+print("uid", os.getuid(), flush=True)
+os.kill(os.getppid(), 9)
+''', timeout_s=60)
+print(json.dumps([outcome.reason, outcome.output, outcome.protections]))
+"""
+
+
+def _python_for(uid: int) -> str | None:
+    """An interpreter (3.11+) that uid may run: glan's, or the system's."""
+    for python in dict.fromkeys((sys.executable, shutil.which("python3"), "/usr/bin/python3")):
+        if python is None:
+            continue
+        check = [python, "-I", "-c", "import sys; assert sys.version_info >= (3, 11)"]
+        with contextlib.suppress(OSError):
+            if subprocess.run(check, user=uid, group=uid, extra_groups=[]).returncode == 0:
+                return python
+    return None
+
+
+def test_run_by_another_user_the_sandbox_isolates_through_a_user_namespace(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("every other test here runs the sandbox as this user, not root")
+    nobody = 65534
+    python = _python_for(nobody)
+    if python is None:
+        unavailable("a Python 3.11+ that nobody may run", "glan's is out of its reach")
+    # The sandbox's modules are stdlib only: a copy nobody may read, wherever glan lies.
+    package, token = Path(tempfile.mkdtemp(prefix="glan-sandbox-test-")), _token()
+    try:
+        package.chmod(0o755)
+        source = Path(sandbox.__file__).parent
+        (package / "glan" / "evaluate").mkdir(parents=True)
+        (package / "glan" / "__init__.py").write_text("")
+        (package / "glan" / "evaluate" / "__init__.py").write_text("")
+        for module in source.glob("sandbox*.py"):
+            shutil.copy(module, package / "glan" / "evaluate")
+        with socket.create_server(("127.0.0.1", 0)) as server:
+            script = AS_ANOTHER_USER.format(token=token, port=server.getsockname()[1])
+            ran = subprocess.run(
+                [python, "-I", "-c", f"import sys; sys.path.insert(0, {str(package)!r})\n{script}"],
+                user=nobody,
+                group=nobody,
+                extra_groups=[],
+                capture_output=True,
+                text=True,
+                cwd=package,
+                timeout=120,
+            )
+    finally:
+        shutil.rmtree(package)
+        Path("/tmp", token).unlink(missing_ok=True)
+    assert ran.returncode == 0, ran.stderr
+    reason, output, protections = json.loads(ran.stdout.splitlines()[-1])
+    namespaces = ("no network", "private /tmp", "own process namespace")
+    refused = {
+        name: protections[name] for name in namespaces if protections[name].startswith("none")
+    }
+    if refused:
+        unavailable("user namespaces for a user other than root", str(refused))
+    assert protections["unprivileged"] == f"runs as uid {nobody}, no new privileges"
+    assert protections["process limit"].startswith("RLIMIT_NPROC")
+    assert (reason, output) == ("passed", f"uid {nobody}\n")  # it never connected
+    assert not Path("/tmp", token).exists()
+    assert not _running(token)

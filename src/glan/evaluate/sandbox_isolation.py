@@ -136,18 +136,12 @@ class Isolation:
 
     def _namespaces(self) -> None:
         if os.geteuid() != 0:
-            uid, gid = os.geteuid(), os.getegid()
             try:
-                unshare(CLONE_NEWUSER)
+                self._own_user_namespace()
             except OSError as error:
                 why = f"none: {error} (a user other than root needs user namespaces)"
                 self.report.update(dict.fromkeys((NO_NETWORK, PRIVATE_TMP, OWN_PROCESSES), why))
                 return
-            with contextlib.suppress(OSError), open("/proc/self/setgroups", "w") as setgroups:
-                setgroups.write("deny")
-            for name, own in (("uid_map", uid), ("gid_map", gid)):
-                with open(f"/proc/self/{name}", "w") as ids:
-                    ids.write(f"{own} {own} 1")
         with contextlib.suppress(OSError):
             unshare(CLONE_NEWIPC)
         steps = (
@@ -168,6 +162,17 @@ class Isolation:
                 self._private_mounts()
             except OSError as error:
                 self.report[PRIVATE_TMP] = f"none: {error}"
+
+    @staticmethod
+    def _own_user_namespace() -> None:
+        """A user namespace in which this user is itself: it may then make the others."""
+        uid, gid = os.geteuid(), os.getegid()
+        unshare(CLONE_NEWUSER)
+        with contextlib.suppress(OSError), open("/proc/self/setgroups", "w") as setgroups:
+            setgroups.write("deny")
+        for name, own in (("uid_map", uid), ("gid_map", gid)):
+            with open(f"/proc/self/{name}", "w") as ids:
+                ids.write(f"{own} {own} 1")
 
     def _private_mounts(self) -> None:
         mount(None, "/", None, MS_REC | MS_PRIVATE)  # nothing mounted here reaches the host
@@ -192,7 +197,8 @@ class Isolation:
             return
         uid, gid = _ids(self.user)
         if self.own_mounts:
-            self._reveal(uid, gid)
+            with contextlib.suppress(OSError):  # then _unreachable says what is not shown
+                self._reveal(uid, gid)
         unreachable = self._unreachable(uid, gid)
         if unreachable:
             where = "" if self.own_mounts else ", and no mount namespace could show it"
