@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from glan.evaluate import sandbox
+from glan.evaluate import sandbox, sandbox_cgroup
 from glan.evaluate.sandbox import run_program
 from glan.testing.deps import unavailable
 
@@ -57,20 +57,13 @@ def _running(token: str) -> list[int]:
 
 def _sandbox_cgroups(listing: str) -> list[Path]:
     """The directories of the sandbox's cgroups in a program's /proc/self/cgroup."""
-    mounts: dict[str, str] = {}  # a v1 controller, or "" for cgroup v2 -> its mount point
-    for line in Path("/proc/self/mounts").read_text().splitlines():
-        _device, point, kind, options, *_ = line.split()
-        if kind == "cgroup2":
-            mounts[""] = point
-        elif kind == "cgroup":
-            mounts.update((option, point) for option in options.split(","))
-    found = []
+    where, found = sandbox_cgroup.mounts(), []
     for line in listing.splitlines():
         parts = line.split(":", 2)
-        if len(parts) == 3 and "glan-sandbox" in parts[2]:
-            for controller in parts[1].split(",") if parts[1] else [""]:
-                if controller in mounts:
-                    found.append(Path(mounts[controller] + parts[2]))
+        if len(parts) == 3 and sandbox_cgroup.PREFIX in parts[2]:
+            for hierarchy in parts[1].split(",") if parts[1] else [sandbox_cgroup.V2]:
+                if hierarchy in where:
+                    found.append(where[hierarchy] / parts[2].lstrip("/"))
     return found
 
 

@@ -83,11 +83,11 @@ def _can_enter(path: str, uid: int, gid: int) -> bool:
 
 def interpreter_paths() -> list[str]:
     """What the program's interpreter reads: this one's, as the launcher runs the same `python
-    -I` (so the same sys.path)."""
+    -I` (so the same sys.path, less the launcher's own folder)."""
     paths = {os.path.realpath(sys.executable), os.path.realpath(sys.prefix)}
     paths |= {os.path.realpath(sys.base_prefix)}
     paths |= {os.path.realpath(p) for p in sys.path if p and os.path.exists(p)}
-    return sorted(paths)
+    return sorted(paths - {os.path.dirname(os.path.realpath(__file__))})
 
 
 def cover(directory: str, kept: set[str], options: str) -> None:
