@@ -5,6 +5,8 @@ temperature. Online and by batch."""
 
 from __future__ import annotations
 
+import asyncio
+
 import orjson
 import pytest
 
@@ -12,6 +14,8 @@ from glan.api import generate
 from glan.llm import ChatRequest, LLMClient, RequestFailed, user
 from glan.llm.openai_http import OpenAIBackend
 from glan.llm.refusals import BodyShape, read_refusal
+from glan.llm.wire import strict_schema
+from glan.testing.batch_clients import ask_all, client_for, requests
 from glan.testing.fake_batch import FakeBatchServer
 from glan.testing.fake_refusals import (
     anthropic_refusal,
@@ -101,6 +105,25 @@ def test_the_endpoint_learns_once_and_bodies_built_before_go_again():
     assert not shape.adapt(read_refusal(lacks_json_schema_error()), built_at=shape.version)
 
 
+def test_a_property_named_like_a_keyword_stays_a_property():
+    """Only schema keywords are described: a property called `maxLength` or `description`
+    is a name in the properties map, kept as it is."""
+    schema = {
+        "type": "object",
+        "properties": {
+            "description": {"type": "string", "maxLength": 5},
+            "maxLength": {"type": "integer"},
+        },
+        "required": ["description", "maxLength"],
+    }
+    sent = strict_schema(schema, frozenset({"maxLength"}))
+    assert sent is not None
+    assert sent["properties"] == {
+        "description": {"type": "string", "description": "(constraints: maxLength=5)"},
+        "maxLength": {"type": "integer"},
+    }
+
+
 # ---- online ----------------------------------------------------------------------------------
 def test_a_reasoning_model_online_makes_every_pair_and_says_what_changed(tmp_path):
     """max_tokens, top_p and temperature 0.7 refused: today 0 records. Each is learnt once
@@ -181,19 +204,51 @@ async def test_keywords_strict_mode_refuses_are_learnt_once_and_described():
 
 
 # ---- batch -----------------------------------------------------------------------------------
-def test_a_reasoning_model_by_batch_makes_every_pair_with_nothing_paid_twice(tmp_path):
+@pytest.mark.parametrize("online", [True, False], ids=["probed online", "lines only"])
+def test_a_reasoning_model_by_batch_makes_every_pair_with_nothing_paid_twice(tmp_path, online):
     """Every line of the first batch refused: today each unit is replaced as a bad request
-    and the run makes 0 pairs. Refused lines go again, built as the model takes them."""
-    with FakeBatchServer(reasoning_model=True, strict_like_openai=True) as server:
+    and the run makes 0 pairs. A probe online learns what the model refuses in seconds, so
+    no line is refused (one batch per level of the tree); where the deployment serves no
+    online request (Azure GlobalBatch), refused lines go again, built as the model takes them,
+    one turnaround per refusal."""
+    with FakeBatchServer(
+        reasoning_model=True, strict_like_openai=True, serves_online=online
+    ) as server:
         result = generate(tmp_path / "run", 100, batch_config_for(server))
         bodies = [body for b in server.batches.values() for _, body in b.lines]
     assert result.instructions == 100
     manifest = manifest_of(tmp_path / "run")
     assert manifest["status"] == "complete" and sum(manifest["failures"].values()) == 0
     assert server.paid_twice == 0 and max(server.answered.values()) == 1
-    names = {c["name"] for c in manifest["parameter_changes"]}
-    assert {"max_tokens", "top_p", "temperature"} <= names
+    changes = manifest["parameter_changes"]
+    assert {c["name"] for c in changes} == {
+        "max_tokens", "top_p", "temperature", "minLength", "maxLength"
+    }  # fmt: skip
     assert "max_completion_tokens" in bodies[-1] and "temperature" not in bodies[-1]
+    if online:
+        assert len(server.batches) == 4  # listings, syllabi, questions, answers: none refused
+        assert all(c["learnt"] == "online probe before the first batch" for c in changes)
+    else:
+        assert len(server.batches) > 4 and not any("learnt" in c for c in changes)
+
+
+def test_identical_requests_waiting_on_one_refused_line_both_go_again(tmp_path):
+    """Two waiters on one line (a duplicate question makes an identical answers request):
+    the first to wake sends the line again; the second must still see what its line was
+    built with, or it takes the refusal for its own and loses its unit."""
+    with FakeBatchServer(reasoning_model=True, serves_online=False) as server:
+        client = client_for(server, "openai-batch", tmp_path / "ledger.sqlite")
+        replies = asyncio.run(ask_all(client, requests(1, schema=False) * 2))
+    assert not [r for r in replies if isinstance(r, BaseException)], replies
+
+
+def test_identical_requests_step_their_schema_down_once(tmp_path):
+    with FakeBatchServer(lacks_json_schema=True) as server:
+        client = client_for(server, "openai-batch", tmp_path / "ledger.sqlite")
+        replies = asyncio.run(ask_all(client, requests(1) * 2))
+        steps = [c["to"] for c in client.backend.structured_output_changes()]
+    assert not [r for r in replies if isinstance(r, BaseException)], replies
+    assert steps == ["json_schema", "json_object"]  # not on to no constraint at all
 
 
 def test_a_deployment_without_json_schema_steps_each_schema_down_by_batch(tmp_path):

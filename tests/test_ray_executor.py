@@ -149,6 +149,19 @@ def test_transient_failures_then_a_resume_give_the_local_runs_records(
 
 # ---- one run directory, either executor ------------------------------------------------------
 @pytest.mark.slow
+def test_a_ray_runs_manifest_says_what_its_models_refused_once(ray_cluster, tmp_path):
+    """Each worker's shards learn what the model refuses; the driver's manifest lists each
+    change once per worker that learnt it, as a local run's lists it once."""
+    with FakeServer(reasoning_model=True) as server:
+        result = generate(tmp_path / "run", 20, on_ray(config_for(server)))
+    m = result.manifest
+    assert m["status"] == "complete"
+    names = [c["name"] for c in m["parameter_changes"]]
+    assert set(names) == {"max_tokens", "top_p", "temperature"}
+    assert len(names) <= 3 * m["workers"]  # the shards of a worker share its backends
+
+
+@pytest.mark.slow
 def test_switching_executors_asks_nothing_again_either_way(ray_cluster, tmp_path):
     run = tmp_path / "run"
     with FakeServer() as server:

@@ -293,6 +293,23 @@ class Pipeline:
             if state.writes == writes:
                 return  # nothing moved: the endpoint is what fails; the next run asks again
 
+    def notes(self) -> dict[str, list[dict[str, Any]]]:
+        """This invocation's notes on its endpoints, by manifest key (a Ray driver merges its
+        shards')."""
+        return {
+            "schema_downgrades": [
+                {"endpoint": c.backend.endpoint_id, **change}
+                for c in self.endpoints
+                for change in c.backend.structured_output_changes()
+            ],
+            "parameter_changes": [
+                {"endpoint": c.backend.endpoint_id, **change}
+                for c in self.endpoints
+                for change in c.backend.parameter_changes()
+            ],
+            "batch_faults": self.batch_faults,
+        }
+
     def _count_batch_faults(self) -> None:
         """What batch providers did that cost the run, for the manifest; results lost for good
         were paid for, so they go in the usage (written down with the rest of the spend)."""
@@ -352,25 +369,10 @@ class Pipeline:
             "rate_limited": sum(s.rate_limited for s in stats),
             "concurrency_cuts": sum(s.cuts for s in stats),
             # Every invocation's, this one's last (each run re-learns what its server lacks).
-            "schema_downgrades": [
-                *previous.get("schema_downgrades", []),
-                *(
-                    {"endpoint": c.backend.endpoint_id, **change}
-                    for c in self.endpoints
-                    for change in c.backend.structured_output_changes()
-                ),
-            ],
-            # What a model refused (max_tokens, temperature, a strict schema keyword) and is
-            # sent otherwise now; every invocation's, as above.
-            "parameter_changes": [
-                *previous.get("parameter_changes", []),
-                *(
-                    {"endpoint": c.backend.endpoint_id, **change}
-                    for c in self.endpoints
-                    for change in c.backend.parameter_changes()
-                ),
-            ],
-            "batch_faults": [*previous.get("batch_faults", []), *self.batch_faults],
+            # How endpoints changed what they send (a structured-output step down, a parameter
+            # or schema keyword a model refused) and what batch providers did: every
+            # invocation's, this one's last (each run re-learns what its server lacks).
+            **{key: [*previous.get(key, []), *notes] for key, notes in self.notes().items()},
             **spent,
             "cost_usd": round(sum_cost(spent["usage"]), 6),
             "taxonomy_fingerprint": self.taxonomy.fingerprint(),

@@ -281,8 +281,11 @@ class OpenAIBackend(Backend):
             try:
                 return await self._post(request, mode)
             except _Refused as exc:
-                if not self.shape.adapt(exc.refusal, built_at):
-                    raise BadRequest(f"HTTP 400: {exc.refusal.detail}") from None
+                if self.shape.adapt(exc.refusal, built_at):
+                    continue
+                if exc.refusal.kind == "keyword":  # described already, still refused: the form
+                    raise _SchemaRejected(exc.refusal.detail) from None
+                raise BadRequest(f"HTTP 400: {exc.refusal.detail}") from None
         raise BadRequest(f"refused after {MAX_ADAPTATIONS} changes of what is sent")
 
     async def complete(self, request: ChatRequest) -> Completion:

@@ -29,7 +29,12 @@ TOKEN_LIMIT_NAMES = ("max_tokens", "max_completion_tokens")
 # step-down's (glan.llm.openai_http), anything else the body's own.
 _ADAPTABLE = frozenset(OPTIONAL_SAMPLING + TOKEN_LIMIT_NAMES)
 _REFUSAL_CODES = frozenset({"unsupported_parameter", "unsupported_value"})
-_NAMED = re.compile(r"unsupported (?:parameter|value):\s*'(\w+)'", re.IGNORECASE)
+_NAMED = re.compile(
+    r"unsupported (?:parameter|value):\s*'(\w+)'"  # OpenAI, Azure, and gateways passing it on
+    r"|don't support (\w+)="  # LiteLLM's own: "O-series models don't support temperature=0.7"
+    r"|does not support parameters?: \[?'(\w+)'",  # LiteLLM's: "... parameters: ['top_p']"
+    re.IGNORECASE,
+)
 _NOT_PERMITTED = re.compile(r"'(\w+)' is not permitted")
 # Anthropic names no `param`: its message does ("`temperature` is deprecated for this model",
 # "temperature is not supported for M when set to non-default values", "`temperature` and
@@ -62,6 +67,11 @@ def error_object(raw: bytes | str | dict[str, Any] | None) -> dict[str, Any]:
         return {}
     error = data.get("error")
     if isinstance(error, dict):
+        raw_inner = (error.get("metadata") or {}).get("raw")
+        if isinstance(raw_inner, str):  # OpenRouter: the provider's own error, as text
+            inner = error_object(raw_inner)
+            if inner.get("message") and inner.get("message") != raw_inner:
+                return inner
         return error
     return {"message": error} if isinstance(error, str) else {}
 
@@ -76,11 +86,12 @@ def read_refusal(raw: bytes | str | dict[str, Any] | None) -> Refusal:
     keyword = _NOT_PERMITTED.search(message)
     if keyword and (param in (None, "response_format") or "schema" in message.lower()):
         return Refusal("keyword", keyword.group(1), detail)
-    named = _NAMED.search(message)
+    found = _NAMED.search(message)
+    named = next((g for g in found.groups() if g), None) if found else None
     if param in _ADAPTABLE and (code in _REFUSAL_CODES or named):
         return Refusal("param", param, detail)
-    if named and named.group(1) in _ADAPTABLE:  # a gateway kept the message, not param/code
-        return Refusal("param", named.group(1), detail)
+    if named in _ADAPTABLE:  # a gateway kept the message, not param/code
+        return Refusal("param", named, detail)
     if error.get("type") == "invalid_request_error" and _ANTHROPIC_REFUSAL.search(message.lower()):
         for name in OPTIONAL_SAMPLING:
             if re.search(rf"\b{name}\b", message):

@@ -74,19 +74,41 @@ def wire_schema(schema: dict[str, Any]) -> dict[str, Any]:
     return _projection_of(schema)
 
 
+# Where a schema holds other schemas: maps of them (by name), lists of them, or one.
+_SCHEMA_MAPS = frozenset({"properties", "patternProperties", "$defs", "definitions"})
+_SCHEMA_LISTS = frozenset({"anyOf", "allOf", "oneOf", "prefixItems"})
+_SCHEMA_ONE = frozenset({"items", "not", "additionalProperties", "contains"})
+
+
+def _subschemas(node: dict[str, Any], fn: Any) -> dict[str, Any]:
+    """`node` with `fn` applied to each schema it holds (never to a property's name or an
+    enum's values: a property named `description` stays a property)."""
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key in _SCHEMA_MAPS and isinstance(value, dict):
+            out[key] = {name: fn(child) for name, child in value.items()}
+        elif (key in _SCHEMA_LISTS or key == "items") and isinstance(value, list):
+            out[key] = [fn(child) for child in value]
+        elif key in _SCHEMA_ONE and isinstance(value, dict):
+            out[key] = fn(value)
+        else:
+            out[key] = value
+    return out
+
+
 def described(node: Any, keywords: frozenset[str]) -> Any:
     """The schema without these keywords, each dropped bound written into its node's
     description, so a model that cannot be held to it still reads it (the reply is validated
     against the full schema afterwards, as always)."""
-    if isinstance(node, list):
-        return [described(value, keywords) for value in node]
     if not isinstance(node, dict):
         return node
-    out = {k: described(v, keywords) for k, v in node.items() if k not in keywords}
+    out = _subschemas(node, lambda child: described(child, keywords))
     dropped = [f"{k}={node[k]}" for k in sorted(node) if k in keywords]
-    if dropped:
-        note = f"(constraints: {', '.join(dropped)})"
-        out["description"] = f"{out['description']} {note}" if "description" in out else note
+    if not dropped:
+        return out
+    out = {k: v for k, v in out.items() if k not in keywords}
+    note = f"(constraints: {', '.join(dropped)})"
+    out["description"] = f"{out['description']} {note}" if "description" in out else note
     return out
 
 
@@ -94,11 +116,9 @@ def closed(node: Any) -> Any:
     """The schema as strict structured-output modes (OpenAI's strict, Anthropic's) want it:
     every object closed to keys it does not list (`additionalProperties: false`), every enum of
     strings typed as one."""
-    if isinstance(node, list):
-        return [closed(value) for value in node]
     if not isinstance(node, dict):
         return node
-    out = {k: v if k == "enum" else closed(v) for k, v in node.items()}
+    out = _subschemas(node, closed)
     if out.get("type") == "object" or "properties" in out:
         out["additionalProperties"] = False
     enum = out.get("enum")
@@ -116,15 +136,17 @@ def qualifies_for_strict(node: Any) -> bool:
 
 
 def _all_required(node: Any) -> bool:
-    if isinstance(node, list):
-        return all(_all_required(value) for value in node)
     if not isinstance(node, dict):
         return True
     if node.get("type") == "object" or "properties" in node:
         properties = node.get("properties")
-        if not properties or set(node.get("required") or ()) != set(properties):
+        if not isinstance(properties, dict) or not properties:
             return False
-    return all(_all_required(value) for key, value in node.items() if key != "enum")
+        if set(node.get("required") or ()) != set(properties):
+            return False
+    verdicts: list[bool] = []
+    _subschemas(node, lambda child: verdicts.append(_all_required(child)))
+    return all(verdicts)
 
 
 _strict_by_refusals: dict[frozenset[str], IdentityMemo[dict[str, Any] | None]] = {}

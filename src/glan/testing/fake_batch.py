@@ -20,6 +20,7 @@ from aiohttp import web
 
 from glan.testing.fake_batch_life import FakeBatchLife
 from glan.testing.fake_batch_wire import FakeBatch, anthropic_view, openai_view
+from glan.testing.fake_replies import fixed_completion
 from glan.testing.fake_server import FakeServer
 
 
@@ -28,12 +29,16 @@ class FakeBatchServer(FakeBatchLife):
     api_key: str | None = None
     # The next creates make their batch, then answer 502 (an answer lost on the way back).
     lose_create_answers: int = 0
+    # The batch model answers online chat completions too (OpenAI's do; an Azure GlobalBatch
+    # deployment does not): what glan's probe before the first batch asks.
+    serves_online: bool = True
     host: str = "127.0.0.1"
     port: int = 0
 
     def __post_init__(self) -> None:
         super().__post_init__()
         self.requests_seen: list[dict[str, Any]] = []  # create bodies (wire-format checks)
+        self.online_bodies: list[dict[str, Any]] = []  # online chat requests (the probe)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
 
@@ -61,6 +66,8 @@ class FakeBatchServer(FakeBatchLife):
             app.router.add_get(f"{prefix}/batches", self._list)
             app.router.add_get(f"{prefix}/batches/{{id}}", self._get)
             app.router.add_post(f"{prefix}/batches/{{id}}/cancel", self._cancel)
+        app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_post("/openai/deployments/{model}/chat/completions", self._chat)
         app.router.add_post("/v1/messages/batches", self._a_create)
         app.router.add_get("/v1/messages/batches", self._a_list)
         app.router.add_get("/v1/messages/batches/{id}", self._a_get)
@@ -85,6 +92,20 @@ class FakeBatchServer(FakeBatchLife):
         return None
 
     # ---- OpenAI / Azure ----------------------------------------------------------------------
+    async def _chat(self, request: web.Request) -> web.Response:
+        """One online chat completion from the batch model: refused as its lines would be."""
+        if (refused := self._refused(request)) is not None:
+            return refused
+        body = await request.json()
+        self.online_bodies.append(body)
+        if not self.serves_online:
+            message = "The chatCompletion operation does not work with this deployment type."
+            error = {"error": {"code": "OperationNotSupported", "message": message}}
+            return web.json_response(error, status=400)
+        if (error := self.refusal("openai", body)) is not None:
+            return web.json_response(error, status=400)
+        return web.Response(body=fixed_completion('{"ok": true}'), content_type="application/json")
+
     async def _upload(self, request: web.Request) -> web.Response:
         if (refused := self._refused(request)) is not None:
             return refused

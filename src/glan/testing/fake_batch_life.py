@@ -157,9 +157,9 @@ class FakeBatchLife:
         elif b.polls > self.steps:
             self._finish(b, "expired" if b.outcome == "expire" else "completed")
 
-    def _refusal(self, b: FakeBatch, body: dict[str, Any]) -> dict[str, Any] | None:
-        """The error a line's body meets at this fake's model, if any."""
-        if b.shape == "anthropic":
+    def refusal(self, shape: str, body: dict[str, Any]) -> dict[str, Any] | None:
+        """The error a body (a line's, or an online request's) meets at this fake's model."""
+        if shape == "anthropic":
             return anthropic_refusal(body) if self.refuse_temperature else None
         fmt = (body.get("response_format") or {}).get("type")
         if self.lacks_json_schema and fmt == "json_schema":
@@ -183,7 +183,7 @@ class FakeBatchLife:
                     bad.append(failed_line(b, key, "server_error"))
                 elif self.refuse_output_format and "output_config" in body:
                     bad.append(failed_line(b, key, "output_format"))
-                elif (refusal := self._refusal(b, body)) is not None:
+                elif (refusal := self.refusal(b.shape, body)) is not None:
                     bad.append(refused_line(b, key, refusal))
                 else:
                     self.answered[key] += 1

@@ -23,6 +23,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from glan import __version__
 from glan.config import STAGES, GenerateConfig
 from glan.errors import UserError
@@ -341,6 +343,7 @@ class RayRun:
             "in_flight_high_water": max((a["high_water"] for a in limits), default=0),
             **spent,
             "cost_usd": round(sum_cost(spent["usage"]), 6),
+            **merged_notes(self.previous, summaries),
             "shards": [
                 {
                     "shard": s["shard"],
@@ -368,3 +371,19 @@ class RayRun:
         }
         run_dir.write_manifest(manifest)
         return manifest
+
+
+def merged_notes(previous: dict[str, Any], summaries: list[dict[str, Any]]) -> dict[str, Any]:
+    """The shards' notes on their endpoints (glan.pipeline.Pipeline.notes), once each: the
+    shards a worker runs share its backends, so each reports the same changes."""
+    merged: dict[str, list[dict[str, Any]]] = {}
+    for key in ("schema_downgrades", "parameter_changes", "batch_faults"):
+        seen: set[bytes] = set()
+        notes = []
+        for note in (n for s in summaries for n in s.get("notes", {}).get(key, [])):
+            identity = orjson.dumps(note, option=orjson.OPT_SORT_KEYS)
+            if identity not in seen:
+                seen.add(identity)
+                notes.append(note)
+        merged[key] = [*previous.get(key, []), *notes]
+    return merged

@@ -159,6 +159,7 @@ class ShardWorker:
             "retries": m["retries"],
             "rate_limited": m["rate_limited"],
             "elapsed_s": m["elapsed_s"],
+            "notes": pipeline.notes(),
             "progress": progress_snapshot(progress),
         }
 

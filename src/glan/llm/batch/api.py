@@ -230,9 +230,16 @@ class BatchAPI(ABC):
         """A line was refused for a parameter, keyword or structured-output form: whether it
         goes again, built as the endpoint takes it now (`sent`: what it reflected when built;
         None for a line an earlier process built). False: the refusal is the line's own."""
-        if result.kind == "refused" and result.refusal is not None:
-            return self.shape.adapt(result.refusal, -1 if sent is None else sent[0])
-        if result.kind != "schema" or request.json_schema is None:
+        refusal = result.refusal
+        if result.kind == "refused" and refusal is not None:
+            if self.shape.adapt(refusal, -1 if sent is None else sent[0]):
+                return True
+            if refusal.kind != "keyword":
+                return False
+            # A keyword described already and still refused: the form is what is refused.
+        elif result.kind != "schema":
+            return False
+        if request.json_schema is None:
             return False
         name = request.schema_name
         now = self.mode_for(name)

@@ -30,6 +30,7 @@ from glan.llm.batch.api import (
     timestamp,
 )
 from glan.llm.batch.ledger import Job
+from glan.llm.batch.online_probe import learn_refusals
 from glan.llm.openai_http import (
     NOT_A_COMPLETION,
     SCHEMA_WORDS,
@@ -118,6 +119,10 @@ class OpenAIBatchAPI(BatchAPI):
         if self.api_version:
             url += ("&" if "?" in url else "?") + f"api-version={self.api_version}"
         return url
+
+    async def preflight(self) -> None:
+        await super().preflight()
+        await learn_refusals(self)  # what the model refuses, before a line is built
 
     def line(self, key: str, request: ChatRequest) -> bytes:
         mode = cast(SchemaMode, self.mode_for(request.schema_name))

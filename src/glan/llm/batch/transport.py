@@ -110,9 +110,11 @@ class BatchBackend(Backend):
                 future.add_done_callback(_observe)
                 if key not in self._in_job:
                     self._enqueue(key, request)
+            # What this line was built with, read before the wait: a waiter that wakes first
+            # may adapt and send the line again, built anew, before this one wakes.
+            sent = self._sent_as.get(key)
             # Shielded: one waiter stopping must not cancel a line others (or the ledger) await.
             result = await asyncio.shield(future)
-            sent = self._sent_as.pop(key, None)
             if result.kind == "ok":
                 assert result.completion is not None
                 return result.completion
@@ -422,6 +424,7 @@ class BatchBackend(Backend):
         """Resolve the waiters of these lines: their result, else `kind` (sent again)."""
         for key in keys:
             result = found.get(key) or LineResult(key, kind, error=error)
+            self._sent_as.pop(key, None)  # its waiters read it before they began to wait
             future = self._waiting.pop(key, None)
             if future is not None and not future.done():
                 future.set_result(result)
