@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-from glan.cli.app import Opt, app, console, out
+from glan.cli.app import Opt, app, console, out, tagged
 from glan.errors import UserError
 from glan.evaluate.registry import DEFAULT
 
@@ -102,8 +102,12 @@ def eval_(
 
     if code_execution_allowed(allow_code_execution) and process_limit().startswith("none"):
         console.print(
-            f"[yellow]warning:[/] model-written code runs with process limit {process_limit()} "
-            "(docs/train-eval.md)",
+            tagged(
+                "warning:",
+                "yellow",
+                f"model-written code runs with process limit {process_limit()} "
+                "(docs/train-eval.md)",
+            ),
             highlight=False,
         )
 
@@ -118,6 +122,7 @@ def _leakage(
     models: dict[str, str], chosen: list[str], train_data: Path | None, out_dir: Path, items: int
 ) -> None:
     from rich.table import Table
+    from rich.text import Text
 
     from glan.evaluate import leakage as lk
 
@@ -139,7 +144,7 @@ def _leakage(
                 f"{r.train_loss:.3f}{split}",
                 f"{r.gap:+.3f}",
                 f"{r.gap_pct:+.1f}" if r.gap_pct is not None else "",
-                f"[red]WARNING: {r.warning}[/]" if r.warning else "near the reference",
+                Text(f"WARNING: {r.warning}", style="red") if r.warning else "near the reference",
             )
     out.print(table)
     for r in rows:

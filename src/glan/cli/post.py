@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from glan.cli.app import Opt, app, console, error_line, fail, out
+from glan.cli.app import Opt, app, console, error_line, fail, out, plural
 from glan.errors import UserError
 
 Quiet = Annotated[bool, Opt("--quiet", "-q", help="no progress display")]
@@ -125,7 +125,7 @@ _CLEAN_FLAGS = {
 
 def _say_benchmarks(used: dict[str, int], missing: dict[str, str]) -> None:
     for name, count in used.items():
-        say(f"decontaminated against {name}: {count:,} items")
+        say(f"decontaminated against {name}: {plural(count, 'item')}")
     for name, why in missing.items():
         say(f"not decontaminated against {name}: {why}")
 

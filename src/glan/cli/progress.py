@@ -187,10 +187,10 @@ def show_steps(steps: Steps, console: Console, quiet: bool = False) -> Iterator[
             TimeRemainingColumn,
         )
 
-        bars = Progress(
-            TextColumn("{task.description}"),
+        bars = Progress(  # text as written: a column would read markup and emoji codes
+            TextColumn("{task.description}", markup=False),
             BarColumn(),
-            TextColumn("{task.fields[amount]}"),
+            TextColumn("{task.fields[amount]}", markup=False),
             TimeElapsedColumn(),
             TimeRemainingColumn(),
             console=console,
