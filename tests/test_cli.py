@@ -382,6 +382,17 @@ def test_ctrl_c_or_sigterm_stops_publishes_and_says_how_to_resume(
     assert word in stderr and "re-run the same command to resume" in stderr
     published = (out / "instructions.jsonl").read_bytes().splitlines()
     assert len(published) >= 2  # what was done is published, not lost with the process
+    # The line says what is kept, paid replies included (the cache answers them on a re-run):
+    # "0 pairs kept" after a resume that had paid for a third of the run told nothing of it.
+    import orjson
+
+    manifest = orjson.loads((out / "manifest.json").read_bytes())
+    replies = sum(r["requests"] for rows in manifest["usage"].values() for r in rows.values())
+    assert replies > len(published)
+    counts = manifest["counts"]
+    assert f"{word} {len(published)}/200 pairs so far in {out} " in stderr
+    assert f"({counts['subjects']} subjects, {counts['syllabi']} syllabi; " in stderr
+    assert f"{replies} replies received, kept: none is paid for twice)" in stderr
     resumed = glan("generate", "--out", str(out), *args)
     assert resumed.returncode == 0, resumed.stderr
 
@@ -472,3 +483,35 @@ def test_train_notes_are_printed_as_notes(tmp_path, monkeypatch):
     )
     assert result.exit_code == 0, result.output
     assert "note: only 12 pairs: [batch] shrinks to 4\n" in result.output
+
+
+def test_taxonomy_show_counts_one_discipline_as_one(tmp_path):
+    from typer.testing import CliRunner
+
+    from glan.cli import app
+
+    tax = tmp_path / "t.yaml"
+    tax.write_text(
+        "fields:\n- name: F\n  subfields:\n  - name: S\n    disciplines:\n    - name: D\n"
+    )
+    result = CliRunner().invoke(app, ["taxonomy", "show", str(tax)])
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[0] == "taxonomy (1 kept discipline)"
+
+
+def test_a_complete_shard_says_so(tmp_path, fake_server):
+    """A shard makes its share of -n: its closing line counts against that share, not -n."""
+    out = tmp_path / "s0"
+    proc = glan(
+        "generate", "--out", str(out), "-n", "10", "--shard", "0/2", *openai_args(fake_server)
+    )
+    assert proc.returncode == 0, proc.stderr
+    import orjson
+
+    counts = orjson.loads((out / "manifest.json").read_bytes())["counts"]
+    made = counts["instructions"]
+    assert 0 < made < 10 and counts["subjects"] == counts["syllabi"] == 1
+    assert proc.stdout.startswith(
+        f"shard 0/2: {made}/{made} pairs (its share of 10: glan merge joins the shards), "
+        "1 subject, 1 syllabus, "
+    )
