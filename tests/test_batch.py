@@ -5,58 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import typing
-from pathlib import Path
 
 import orjson
 import pytest
 from pydantic import TypeAdapter
 
 from glan.errors import UserError
-from glan.llm import ChatRequest, LLMClient, RequestFailed, user
+from glan.llm import LLMClient, RequestFailed
 from glan.llm.batch.anthropic_batch import AnthropicBatchAPI
 from glan.llm.batch.ledger import BatchLedger
 from glan.llm.batch.manage import cancel_live
 from glan.llm.batch.openai_batch import OpenAIBatchAPI
 from glan.llm.batch.options import BatchOptions
-from glan.llm.settings import AnthropicBatchSettings, OpenAIBatchSettings, create_backend
-from glan.testing.fake_batch import FakeBatchServer
+from glan.llm.settings import OpenAIBatchSettings, create_backend
+from glan.testing.batch_clients import KINDS, ask_all, client_for, requests
 from glan.testing.runs import FAST_BATCH
-
-SCHEMA = {
-    "type": "object",
-    "properties": {"answer": {"type": "string", "maxLength": 80}},
-    "required": ["answer"],
-}
-KINDS = ("openai-batch", "anthropic-batch")
-
-
-def settings_for(server: FakeBatchServer, kind: str):
-    if kind == "openai-batch":
-        return OpenAIBatchSettings(base_url=server.base_url, model="fake-model")
-    return AnthropicBatchSettings(base_url=server.base_url, model="fake-claude")
-
-
-def client_for(server, kind, ledger: Path, **options) -> LLMClient:
-    opts = BatchOptions(**{**FAST_BATCH, **options})
-    backend = create_backend(settings_for(server, kind), batch=opts, ledger=ledger)
-    backend.api.backoff_s = 0.01
-    return LLMClient(backend)
-
-
-def requests(n: int, schema: bool = True) -> list[ChatRequest]:
-    return [
-        ChatRequest(messages=user(f"question {i}", system="be brief"), json_schema=SCHEMA)
-        if schema
-        else ChatRequest(messages=user(f"question {i}"))
-        for i in range(n)
-    ]
-
-
-async def ask_all(client: LLMClient, reqs: list[ChatRequest]) -> list:
-    try:
-        return await asyncio.gather(*(client.chat(r) for r in reqs), return_exceptions=True)
-    finally:
-        await client.aclose()
 
 
 # ---- the wire formats, checked with the official SDKs ---------------------------------------

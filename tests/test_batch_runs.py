@@ -3,16 +3,15 @@ batch per tree level, mixed online/batch runs, batch prices, kill -9 and cancel 
 
 from __future__ import annotations
 
-import os
+import contextlib
+import sqlite3
 import subprocess
 import sys
-from pathlib import Path
 
-import orjson
 import pytest
-import yaml
 from rich.console import Console
 
+from glan import aio
 from glan.api import generate, plan
 from glan.cli.dry_run import print_dry_run
 from glan.cli.progress import progress_line
@@ -21,24 +20,13 @@ from glan.errors import UserError
 from glan.estimate import estimate
 from glan.llm.batch.options import BatchOptions
 from glan.llm.usage import Price
+from glan.pipeline import Pipeline
 from glan.taxonomy import load_taxonomy
+from glan.testing.batch_clients import KINDS, assert_valid_records, generate_command, glan
 from glan.testing.fake_batch import FakeBatchServer
 from glan.testing.fake_server import FakeServer
-from glan.testing.runs import FAST_BATCH, batch_config_for, config_for, read_jsonl
+from glan.testing.runs import FAST_BATCH, batch_config_for, config_for
 from glan.tree.progress import RunProgress
-
-KINDS = ("openai-batch", "anthropic-batch")
-
-
-def assert_valid_records(run: Path, n: int) -> None:
-    records = read_jsonl(run / "instructions.jsonl")
-    assert len(records) == n
-    assert len({r["id"] for r in records}) == n
-    for r in records:
-        assert [m["role"] for m in r["messages"]] == ["user", "assistant"]
-        assert all(m["content"] for m in r["messages"])
-    manifest = orjson.loads((run / "manifest.json").read_bytes())
-    assert manifest["status"] == "complete"
 
 
 # ---- whole runs ----------------------------------------------------------------------------
@@ -133,21 +121,24 @@ def test_batch_options_are_set_with_dotted_keys():
         load_config(None, {"stages.answers.api_version": "1"}).backend_for("answers")
 
 
+def test_a_ray_shard_uses_the_batch_replies_its_run_got_and_never_used(batch_server, tmp_path):
+    """A local batch run killed once a batch came back, before its replies were used (they are
+    in the ledger only), then taken on by Ray: the shard reads them in RUN/glan.sqlite."""
+    run = tmp_path / "run"
+    cfg = batch_config_for(batch_server)
+    generate(run, 10, cfg)
+    with contextlib.closing(sqlite3.connect(run / "glan.sqlite")) as db:
+        for table in ("responses", "st_listings", "st_slots", "st_syllabi", "st_pairs"):
+            db.execute(f"DELETE FROM {table}")
+        db.commit()
+    sent = batch_server.lines_submitted
+    shard = run / "shards" / "000"
+    aio.run(Pipeline(cfg, load_taxonomy(), shard, 10, cache_fallback=run / "glan.sqlite").run())
+    assert batch_server.lines_submitted == sent
+    assert (shard / "instructions.jsonl").read_bytes() == (run / "instructions.jsonl").read_bytes()
+
+
 # ---- crashes, cancels and `glan batches` ---------------------------------------------------
-def glan(*args: str, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "glan", *args], capture_output=True, text=True, timeout=600,
-        env=os.environ.copy(), **kwargs,
-    )  # fmt: skip
-
-
-def generate_command(server: FakeBatchServer, tmp_path: Path, n: int) -> list[str]:
-    config = tmp_path / "config.yaml"
-    cfg = batch_config_for(server, batch={"max_requests_per_batch": 80})
-    config.write_text(yaml.safe_dump(cfg.model_dump(mode="json", exclude_unset=True)))
-    return ["generate", "-o", str(tmp_path / "run"), "-n", str(n), "-c", str(config), "-q"]
-
-
 def start_and_kill_once_a_batch_is_live(server: FakeBatchServer, args: list[str]) -> None:
     server.hold = True
     proc = subprocess.Popen(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import random
 import signal
 import subprocess
@@ -12,31 +11,13 @@ from pathlib import Path
 
 import pytest
 
+from glan.testing.cli import assert_one_clear_line, glan
 from glan.testing.fake_server import FakeServer
 from glan.testing.runs import staged_pairs
 
 
-def glan(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "glan", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, **(env or {})},
-    )
-
-
 def openai_args(server: FakeServer) -> list[str]:
     return ["--backend", "openai", "--base-url", server.base_url, "--model", "fake-model"]
-
-
-def assert_one_clear_line(proc: subprocess.CompletedProcess, *needles: str) -> None:
-    assert proc.returncode == 2, proc.stderr
-    assert "Traceback" not in proc.stderr
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, proc.stderr
-    for needle in needles:
-        assert needle in lines[0], lines[0]
 
 
 def test_non_positive_n(tmp_path):

@@ -10,10 +10,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from glan.evaluate import sandbox
 from glan.evaluate.registry import BENCHMARKS
 from glan.evaluate.runner import EvalSettings, parse_models, plan
-from glan.evaluate.sandbox import run_program
 from glan.testing.deps import need
 
 SYNTHETIC_EPOCHS, SYNTHETIC_LR = 2.0, 1e-2  # enough for the tiny model to memorise 32 answers
@@ -119,6 +117,14 @@ def test_code_eval_runs_no_main_block_and_says_why_a_program_failed() -> None:
     ]
 
 
+def test_a_right_program_that_prints_past_the_output_cap_passes_as_in_hugging_faces_code_eval():
+    # code_eval swallows what a program prints; glan keeps the start and the end of it.
+    right = "def add(a, b):\n    return a + b\n"
+    assert _pass_at_1("print('x' * 200_000)\n" + right) == 1.0
+    # What is still in the program's stdout buffer at the end (6000 bytes < its 8 KiB) too.
+    assert _pass_at_1("print('x' * 70_000)\nprint('y' * 6000)\n" + right) == 1.0
+
+
 def test_overlapping_uses_of_the_sandboxed_metric_give_hugging_faces_load_back() -> None:
     """Two evaluations in threads of one process; the first to start ends first."""
     need("lm_eval", "glan[eval]")
@@ -147,74 +153,6 @@ def test_overlapping_uses_of_the_sandboxed_metric_give_hugging_faces_load_back()
         seen.append(evaluate.load("code_eval").allowed)
     assert seen == [True, False]
     assert evaluate.load is hubs_load
-
-
-def test_the_sandbox_runs_programs_apart_and_bounded(monkeypatch) -> None:
-    assert run_program("while True: pass", timeout_s=1).reason == "timed out"
-    assert not run_program("x = bytearray(4 << 30)").passed  # over the memory limit
-    monkeypatch.setenv("GLAN_PROBE_SECRET", "s3cret")  # the caller's environment stays out
-    assert run_program("import os, sys; sys.exit('GLAN_PROBE_SECRET' in os.environ)").passed
-    assert run_program("import os; assert os.listdir('.') == []").passed  # an empty workdir
-
-
-def _alive(pid: int) -> bool:
-    """Running (a zombie waiting for init to reap it counts as dead)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return state not in ("Z", "X")
-
-
-# Bounded so that a broken process limit costs 200 sleeping processes, not the machine.
-FORK_BOMB = """
-import os, time
-made = []
-for _ in range(200):
-    try:
-        pid = os.fork()
-    except OSError:
-        break
-    if pid == 0:
-        time.sleep(120)
-        os._exit(0)
-    made.append(pid)
-print(*made, flush=True)
-"""
-
-
-def test_a_fork_bomb_meets_the_process_limit_and_leaves_nothing_behind() -> None:
-    outcome = run_program(FORK_BOMB, timeout_s=60)
-    children = [int(pid) for pid in outcome.output.split()]
-    assert 0 < len(children) <= sandbox.PROCESSES
-    assert not any(_alive(pid) for pid in children)
-
-
-def test_a_print_loop_is_stopped_at_the_output_cap() -> None:
-    outcome = run_program("while True: print('x' * 1000)", timeout_s=60)
-    assert outcome.reason == "too much output" and not outcome.passed
-    assert len(outcome.output) <= sandbox.OUTPUT_BYTES
-
-
-@pytest.mark.parametrize("then", ["exits", "sleeps until the timeout"])
-def test_a_grandchild_in_its_own_session_dies_with_the_program(then: str) -> None:
-    program = (
-        "import subprocess, time\n"
-        "child = subprocess.Popen(['sleep', '120'], start_new_session=True)\n"
-        "print(child.pid, flush=True)\n"
-    )
-    if then != "exits":
-        program += "time.sleep(120)\n"
-    outcome = run_program(program, timeout_s=60 if then == "exits" else 3)
-    assert outcome.reason == ("passed" if then == "exits" else "timed out")
-    assert not _alive(int(outcome.output))
-
-
-def test_a_file_bomb_is_stopped() -> None:
-    one_big_file = run_program("open('f', 'wb').write(b'x' * (8 << 20))", timeout_s=60)
-    assert not one_big_file.passed and "File too large" in one_big_file.output
-    many_files = "i = 0\nwhile True:\n    open(f'f{i}', 'wb').write(b'x' * 500_000)\n    i += 1\n"
-    assert run_program(many_files, timeout_s=60).reason == "wrote too much"
 
 
 def test_benchmarks_with_a_local_copy_run_lm_evals_own_task_definition(tmp_path: Path) -> None:

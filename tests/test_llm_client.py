@@ -41,7 +41,9 @@ async def test_schema_reply_is_parsed_and_validated(make_client, fake_server):
     reply = await make_client().chat(ask(json_schema=SCHEMA))
     assert set(reply.parsed) == {"name", "tags"}
     sent = fake_server.seen_bodies[-1]["response_format"]
-    assert sent["type"] == "json_schema" and sent["json_schema"]["schema"] == SCHEMA
+    # Sent strict (closed objects): the full schema is what the reply is validated against.
+    assert sent["type"] == "json_schema" and sent["json_schema"]["strict"] is True
+    assert sent["json_schema"]["schema"] == {**SCHEMA, "additionalProperties": False}
 
 
 async def test_json_in_code_fence_with_prose_is_accepted(make_client, fake_server):
@@ -191,8 +193,8 @@ async def test_one_body_that_breaks_the_grammar_keeps_structured_output_for_the_
     client = make_client()
     crashed = await client.chat(ask("poison pill", json_schema=SCHEMA, schema_name="person"))
     assert set(crashed.parsed) == {"name", "tags"}
-    # It crashed at json_schema and at json_object (schema given), then went without one.
-    assert fake_server.by_status["grammar_crash"] == 2
+    # It crashed strict, at json_schema and at json_object (schema given), then went without.
+    assert fake_server.by_status["grammar_crash"] == 3
     fake_server.seen_bodies.clear()
     await client.chat(ask("an ordinary body", json_schema=SCHEMA))
     await client.chat(ask("another stage's body", json_schema=OTHER_SCHEMA))
@@ -200,9 +202,10 @@ async def test_one_body_that_breaks_the_grammar_keeps_structured_output_for_the_
         "json_schema",
         "json_schema",
     ]
-    assert client.backend.mode_for(SCHEMA) == "json_schema"
+    assert client.backend.mode_for(SCHEMA) == "strict"
     changes = client.backend.structured_output_changes()
     assert [(c["scope"], c["schema"], c["from"], c["requests"]) for c in changes] == [
+        ("request", "person", "strict", 1),
         ("request", "person", "json_schema", 1),
         ("request", "person", "json_object", 1),
     ]
@@ -224,7 +227,7 @@ async def test_a_body_and_its_reasks_never_step_the_endpoint_down(make_client, f
     client = make_client()
     reply = await client.chat(ask("POISON body", json_schema=SCHEMA))
     assert reply.reasks == 1
-    assert client.backend.mode_for(SCHEMA) == "json_schema"
+    assert client.backend.mode_for(SCHEMA) == "strict"
     assert all(c["scope"] == "request" for c in client.backend.structured_output_changes())
 
 
@@ -246,6 +249,7 @@ async def test_a_schema_the_grammar_cannot_compile_leaves_other_schemas_their_mo
     assert fake_server.seen_bodies[0]["response_format"]["type"] == "json_schema"
     changes = client.backend.structured_output_changes()
     assert [(c["scope"], c["schema"], c["from"], c["requests"]) for c in changes] == [
+        ("request", "person", "strict", 3),
         ("request", "person", "json_schema", 3),
         ("request", "person", "json_object", 3),
     ]

@@ -265,9 +265,13 @@ def test_manifest_says_which_schema_stepped_down_when_and_why(fake_server, tmp_p
     fake_server.reject_response_format = "json_schema"
     result = generate(tmp_path / "run", 10, config_for(fake_server), small_taxonomy("Optics"))
     assert result.instructions == 10
-    [change] = result.manifest["schema_downgrades"]
-    # The server lacks json_schema (a minimal probe was refused too): the endpoint stepped
-    # down once, for every stage, and says when and why.
-    assert change["scope"] == "endpoint" and change["endpoint"].startswith("openai|")
-    assert (change["from"], change["to"]) == ("json_schema", "json_object")
-    assert "minimal probe too" in change["why"] and change["at"] > 0
+    # The server lacks json_schema, strict or not (a minimal probe was refused too at each):
+    # the endpoint stepped down twice, for every stage, and says when and why.
+    changes = result.manifest["schema_downgrades"]
+    assert [(c["from"], c["to"]) for c in changes] == [
+        ("strict", "json_schema"),
+        ("json_schema", "json_object"),
+    ]
+    for change in changes:
+        assert change["scope"] == "endpoint" and change["endpoint"].startswith("openai|")
+        assert "minimal probe too" in change["why"] and change["at"] > 0

@@ -4,8 +4,10 @@ local run (killed workers and transient failures included), and the leased admis
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -13,9 +15,11 @@ from pathlib import Path
 
 import orjson
 import pytest
+from typer.testing import CliRunner
 
 from conftest import require
 from glan.api import generate
+from glan.cli import app as cli
 from glan.config import GenerateConfig
 from glan.errors import UserError
 from glan.executors import execute
@@ -23,10 +27,12 @@ from glan.executors.layout import shard_layout
 from glan.executors.lease import LeasedAdmission, PermitAuthority
 from glan.executors.ray.worker import PROBE_FILE, ShardWorker
 from glan.llm import AdmissionSettings, EndpointDown
+from glan.pipeline import Pipeline
 from glan.planner import make_plan
 from glan.taxonomy import load_taxonomy
+from glan.testing.fake_batch import FakeBatchServer
 from glan.testing.fake_server import FakeServer
-from glan.testing.runs import config_for
+from glan.testing.runs import batch_config_for, config_for
 
 OUTPUTS = ("instructions.jsonl", "syllabi.jsonl", "subjects.jsonl")
 
@@ -57,14 +63,18 @@ def ray_cluster():
         ray.shutdown()
 
 
+def local_reference(tmp_path_factory, fake: type, make_config, n: int) -> Path:
+    """A run made by the local executor against a fault-free fake server: what Ray must make."""
+    out = tmp_path_factory.mktemp("local") / "run"
+    with fake() as server:
+        assert generate(out, n, make_config(server)).instructions == n
+    return out
+
+
 @pytest.fixture(scope="module")
 def local_run(tmp_path_factory) -> Path:
     """The reference: N=200 made by the local executor against a fault-free server."""
-    out = tmp_path_factory.mktemp("local") / "run"
-    with FakeServer() as server:
-        result = generate(out, 200, config_for(server))
-    assert result.instructions == 200
-    return out
+    return local_reference(tmp_path_factory, FakeServer, config_for, 200)
 
 
 # ---- on a local Ray cluster --------------------------------------------------------------------
@@ -84,30 +94,41 @@ def test_three_workers_make_the_local_runs_records_with_c_in_flight_at_most(
     assert sum(s["made"] for s in m["shards"]) == 200
 
 
+def spent(usage: dict, *fields: str) -> int:
+    """A usage table's figures summed over stages and models."""
+    return sum(r[f] for models in usage.values() for r in models.values() for f in fields)
+
+
 @pytest.mark.slow
-def test_a_worker_killed_mid_run_is_replaced_and_the_records_are_the_same(
+def test_a_worker_killed_mid_run_is_replaced_its_spend_kept_and_the_records_the_same(
     ray_cluster, local_run, tmp_path
 ):
     killed: list[int] = []
 
-    def kill_one(snapshot: dict) -> None:
-        busy = [w for w in snapshot["workers"].values() if w["shards"]]
-        if not killed and busy:
-            killed.append(busy[0]["pid"])
-            os.kill(busy[0]["pid"], signal.SIGKILL)
+    def kill_one_that_spent(snapshot: dict) -> None:
+        for worker in snapshot["workers"].values():
+            paid = sum(spent(shard["usage"], "requests") for shard in worker["shards"].values())
+            if not killed and paid >= 20:
+                killed.append(worker["pid"])
+                os.kill(worker["pid"], signal.SIGKILL)
 
     with FakeServer(latency_s=0.05) as server:
         cfg = on_ray(config_for(server, concurrency=4))
-        result = execute(cfg, load_taxonomy(), tmp_path / "run", 200, on_poll=kill_one)
-    assert killed, "no worker was busy at a poll"
+        result = execute(cfg, load_taxonomy(), tmp_path / "run", 200, on_poll=kill_one_that_spent)
+    assert killed, "no worker had spent 20 requests at a poll"
     assert max(s["attempts"] for s in result.manifest["shards"]) >= 2
     assert result.manifest["status"] == "complete"
     assert_same_records(tmp_path / "run", local_run)
     # What the dead worker had asked and not staged is asked again: at most its permits.
-    local_requests = sum(
-        r["requests"] for m in manifest(local_run)["usage"].values() for r in m.values()
-    )
-    assert server.requests <= local_requests + 2 * 4
+    local_usage = manifest(local_run)["usage"]
+    assert server.requests <= spent(local_usage, "requests") + 2 * 4
+    # What it spent before it died is in the totals: every request the endpoint answered but
+    # those in flight at the kill (4 at most) and the last few milliseconds' replies.
+    usage = result.manifest["usage"]
+    assert server.requests - 2 * 4 <= spent(usage, "requests", "reasks") <= server.requests
+    assert usage == result.manifest["usage_this_invocation"]
+    tokens = ("prompt_tokens", "completion_tokens")
+    assert spent(usage, *tokens) >= spent(local_usage, *tokens)
 
 
 @pytest.mark.slow
@@ -124,6 +145,123 @@ def test_transient_failures_then_a_resume_give_the_local_runs_records(
         second = generate(tmp_path / "run", 200, cfg)
     assert second.manifest["status"] == "complete"
     assert_same_records(tmp_path / "run", local_run)
+
+
+# ---- one run directory, either executor ------------------------------------------------------
+@pytest.mark.slow
+def test_switching_executors_asks_nothing_again_either_way(ray_cluster, tmp_path):
+    run = tmp_path / "run"
+    with FakeServer() as server:
+        first = generate(run, 100, config_for(server))
+        made = {name: (run / name).read_bytes() for name in OUTPUTS}
+        # As if it had been killed with replies back and not yet staged: the replies are in its
+        # cache, the pairs not in its state.
+        with contextlib.closing(sqlite3.connect(run / "glan.sqlite")) as db:
+            db.execute("DELETE FROM st_pairs")
+            db.commit()
+        asked = server.requests
+        sharded = generate(run, 100, on_ray(config_for(server)))
+        assert server.requests == asked  # local -> ray: the replies are found where they are
+        assert {name: (run / name).read_bytes() for name in OUTPUTS} == made
+        assert spent(sharded.manifest["usage_this_invocation"], "cached") > 0
+        back = generate(run, 100, config_for(server))
+        assert server.requests == asked  # ray -> local
+    assert {name: (run / name).read_bytes() for name in OUTPUTS} == made
+    assert back.manifest["resumed_pairs"] == 100
+    # Nothing spent twice, nothing lost from the totals.
+    assert back.manifest["usage"] == sharded.manifest["usage"]
+    assert spent(back.manifest["usage"], "requests") == spent(first.manifest["usage"], "requests")
+
+
+@pytest.fixture(scope="module")
+def local_batch_run(tmp_path_factory) -> Path:
+    """The reference for batch runs: N=60 made by the local executor through the batch API."""
+    return local_reference(tmp_path_factory, FakeBatchServer, batch_config_for, 60)
+
+
+def live_batches(worker: dict) -> int:
+    """Batches a worker's running shards hold live at the provider (its snapshot's)."""
+    return sum(
+        n
+        for shard in worker["shards"].values()
+        for n in (shard["batches"] or {"by_status": {}})["by_status"].values()
+    )
+
+
+@pytest.mark.slow
+def test_a_batch_run_on_ray_hands_a_dead_workers_live_batches_to_the_next_worker(
+    ray_cluster, local_batch_run, tmp_path
+):
+    killed: list[int] = []
+    with FakeBatchServer() as server:
+        server.hold = True  # batches stay in progress until a worker holding some is killed
+
+        def kill_one_holding_batches(snapshot: dict) -> None:
+            for worker in snapshot["workers"].values():
+                if not killed and live_batches(worker):
+                    killed.append(worker["pid"])
+                    os.kill(worker["pid"], signal.SIGKILL)
+                    server.hold = False
+
+        cfg = on_ray(batch_config_for(server), workers=2)
+        result = execute(
+            cfg, load_taxonomy(), tmp_path / "run", 60, on_poll=kill_one_holding_batches
+        )
+        listing = CliRunner().invoke(
+            cli, ["batches", str(tmp_path / "run")], env={"COLUMNS": "200"}
+        )
+    assert killed, "no worker held a live batch at a poll"
+    assert max(s["attempts"] for s in result.manifest["shards"]) >= 2
+    assert_same_records(tmp_path / "run", local_batch_run)
+    # The next worker re-attached to the dead one's batches: no line was sent twice.
+    assert server.paid_twice == 0 and server.seen_twice == []
+    assert listing.exit_code == 0, listing.output
+    listed = [line.split() for line in listing.output.splitlines() if "openai-batch" in line]
+    assert sorted(row[2] for row in listed) == sorted(server.batches)
+    assert {row[0] for row in listed} == {f"{s['shard']:03d}" for s in result.manifest["shards"]}
+
+
+class Stopped(Exception):
+    """The driver stopped from its poll (as Ctrl-C would stop it)."""
+
+
+@pytest.mark.slow
+def test_a_ray_batch_run_stopped_with_live_batches_is_finished_locally_paying_nothing_twice(
+    ray_cluster, local_batch_run, tmp_path
+):
+    with FakeBatchServer() as server:
+        server.hold = True
+
+        def stop_once_batches_are_live(snapshot: dict) -> None:
+            if any(live_batches(w) for w in snapshot["workers"].values()):
+                raise Stopped
+
+        cfg = batch_config_for(server)
+        with pytest.raises(Stopped):
+            execute(on_ray(cfg, workers=2), load_taxonomy(), tmp_path / "run", 60,
+                    on_poll=stop_once_batches_are_live)  # fmt: skip
+        assert server.live_batches()
+        server.hold = False
+        generate(tmp_path / "run", 60, cfg)  # the same command, --executor local
+    assert_same_records(tmp_path / "run", local_batch_run)
+    assert server.paid_twice == 0 and server.seen_twice == []
+
+
+async def test_ray_refuses_to_take_over_batches_a_local_run_left_live(batch_server, tmp_path):
+    require("ray", "glan[ray]; the test extra installs it: scripts/test")
+    batch_server.hold = True
+    cfg = batch_config_for(batch_server)
+    local = asyncio.create_task(Pipeline(cfg, load_taxonomy(), tmp_path / "run", 30).run())
+    while not batch_server.live_batches():
+        await asyncio.sleep(0.01)
+    local.cancel()  # stopped while its first batch is out there
+    with contextlib.suppress(asyncio.CancelledError):
+        await local
+    with pytest.raises(
+        UserError, match="live batches a local run sent: re-run with --executor local"
+    ):
+        execute(on_ray(cfg), load_taxonomy(), tmp_path / "run", 30)
+    assert not (tmp_path / "run" / "shards").exists()
 
 
 # ---- without Ray -------------------------------------------------------------------------------
@@ -325,15 +463,18 @@ def test_the_drivers_display_sums_the_shards_and_names_the_workers_alive():
     from glan.executors.ray.display import ClusterProgress
     from glan.tree.progress import RunProgress
 
-    def shard(pairs: int, answers: int) -> dict:
+    def shard(pairs: int, answers: int, live: int = 0) -> dict:
         stages = {s: [10, 0, 0] for s in ("subjects", "syllabus", "questions")}
         usage = {"answers": {"m": {"prompt_tokens": 5, "completion_tokens": 5, "cost_usd": 0.5}}}
+        batches = {"by_status": {"in_progress": live} if live else {}, "lines_done": answers,
+                   "lines_pending": 0, "oldest_s": 60.0 * live}  # fmt: skip
         return {
             "stages": {**stages, "answers": [50, answers, 1]},
             "pairs": pairs,
             "resumed": 0,
             "target": 50,
             "usage": usage,
+            "batches": batches,
         }
 
     progress = RunProgress()
@@ -341,8 +482,10 @@ def test_the_drivers_display_sums_the_shards_and_names_the_workers_alive():
     display.start(make_plan(100, load_taxonomy().disciplines(), GenerateConfig()), False)
     display.workers = 3
     display.shard_done({"shard": 0, "progress": shard(20, 20)})
-    running = {"pid": 1, "shards": {1: shard(7, 9)}, "rate_limited": 0, "retries": 0}
+    running = {"pid": 1, "shards": {1: shard(7, 9, live=2)}, "rate_limited": 0, "retries": 0}
     display.update({0: running, 1: {**running, "shards": {}}}, [{"rate_limited": 4, "limit": 8}])
     assert progress.pairs() == 27 and progress.stages["answers"].done == 29
     line = progress_line(progress)
     assert "27/100 pairs" in line and "workers 2/3 alive" in line and "429s 4" in line
+    # Shards that send batches: their batches summed, the finished shards' lines included.
+    assert "batches: 2 in_progress; 29 lines done" in line and "oldest 2 min" in line

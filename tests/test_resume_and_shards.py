@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import orjson
@@ -68,6 +71,30 @@ def test_stopped_run_resumes_without_replaying_what_it_finished(tmp_path):
         assert sent < 2 * (100 - kept) + 40  # roughly what was missing, not the whole run
     finally:
         server.stop()
+
+
+@pytest.mark.slow
+def test_what_a_killed_run_spent_is_counted_by_the_next(tmp_path):
+    run = tmp_path / "run"
+    with FakeServer(latency_s=0.05) as server:
+        command = [
+            sys.executable, "-m", "glan", "generate", "--out", str(run), "-n", "30", "-q",
+            "--backend", "openai", "--base-url", server.base_url, "--model", "fake-model",
+            "--concurrency", "2",
+        ]  # fmt: skip
+        killed = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        while server.by_status["200"] < 30 and killed.poll() is None:
+            time.sleep(0.01)  # polling for the condition, not waiting on luck
+        killed.kill()  # SIGKILL: it never writes a manifest
+        killed.wait()
+        assert not (run / "manifest.json").exists()
+        done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+    # Everything the endpoint answered is in the totals but, at the kill, the replies in flight
+    # (2) and those of the last few milliseconds.
+    rows = [r for m in manifest(run)["usage"].values() for r in m.values()]
+    spent = sum(r["requests"] + r["reasks"] for r in rows)
+    assert 0 <= server.by_status["200"] - spent <= 4
 
 
 def _stop_after(server: FakeServer, requests: int):

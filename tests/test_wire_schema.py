@@ -15,9 +15,12 @@ import pytest
 
 from conftest import require
 from glan.config import GenerateConfig
+from glan.glantest import judge
 from glan.llm import MAX_WIRE_ITEMS, MAX_WIRE_LENGTH, ChatRequest, RequestFailed, user, wire_schema
 from glan.llm.local import resolve_model
+from glan.llm.wire import strict_schema
 from glan.stages import questions, subjects, syllabus, taxonomy_build
+from glan.testing.fake_refusals import strict_schema_refusal
 
 STAGE_SCHEMAS: dict[str, dict[str, Any]] = {
     "questions": questions.SCHEMA,
@@ -25,7 +28,11 @@ STAGE_SCHEMAS: dict[str, dict[str, Any]] = {
     "subjects(50)": subjects.schema(50),
     "syllabus": syllabus.schema(GenerateConfig()),
     "taxonomy_build(12)": taxonomy_build.schema(12),
+    "glantest judge": judge.SCHEMA,
 }
+#: What OpenAI's strict mode refuses of the stage schemas (it takes no string length bounds):
+#: learnt from its 400s at run time (glan.llm.refusals), described in the schema's text.
+OPENAI_STRICT_REFUSES = frozenset({"minLength", "maxLength"})
 LONG = {
     "type": "object",
     "properties": {"text": {"type": "string", "minLength": 10, "maxLength": 2000}},
@@ -115,8 +122,26 @@ def llama_cpp_compiles(llama_vocab: Any, schema: dict[str, Any]) -> bool:
 
 
 @pytest.mark.parametrize("name", STAGE_SCHEMAS)
-def test_stage_schemas_compile_in_llama_cpp(llama_vocab, name):
-    assert llama_cpp_compiles(llama_vocab, wire_schema(STAGE_SCHEMAS[name]))
+def test_every_stage_schema_qualifies_for_strict_decoding(name):
+    """Every key required, every object closed: sent `strict` (OpenAI's constrained decoding),
+    and once the length bounds OpenAI refuses there are described, it takes the schema."""
+    strict = strict_schema(STAGE_SCHEMAS[name], OPENAI_STRICT_REFUSES)
+    assert strict is not None
+    body = {"response_format": {"type": "json_schema", "json_schema": {"strict": True}}}
+    body["response_format"]["json_schema"]["schema"] = strict
+    assert strict_schema_refusal(body) is None
+    # The bounds are still there for the model to read.
+    assert ("maxLength" in str(STAGE_SCHEMAS[name])) == ("maxLength=" in str(strict))
+
+
+@pytest.mark.parametrize("name", STAGE_SCHEMAS)
+@pytest.mark.parametrize("projection", ["wire", "strict"])
+def test_stage_schemas_compile_in_llama_cpp(llama_vocab, name, projection):
+    """The embedded backend's grammar (wire) and what a llama.cpp server gets by default
+    (strict: it ignores the flag and compiles the closed schema, bounds included)."""
+    schema = STAGE_SCHEMAS[name]
+    sent = wire_schema(schema) if projection == "wire" else strict_schema(schema)
+    assert llama_cpp_compiles(llama_vocab, sent)
 
 
 def test_llama_cpp_refuses_the_unprojected_long_bound(llama_vocab):
@@ -139,8 +164,10 @@ def xgrammar_compiler(llama_vocab: Any) -> Any:
 @pytest.mark.slow
 @pytest.mark.parametrize("name", STAGE_SCHEMAS)
 def test_stage_schemas_compile_in_xgrammar(xgrammar_compiler, name):
-    """Compiles (raises otherwise). Seconds per schema on one thread: bench/grammar_bounds.py."""
-    compiled = xgrammar_compiler.compile_json_schema(json.dumps(wire_schema(STAGE_SCHEMAS[name])))
+    """What a vLLM server gets by default (strict: it compiles the closed schema, bounds
+    included) compiles (raises otherwise). Seconds per schema: bench/grammar_bounds.py."""
+    sent = strict_schema(STAGE_SCHEMAS[name])
+    compiled = xgrammar_compiler.compile_json_schema(json.dumps(sent))
     assert compiled.grammar is not None
 
 

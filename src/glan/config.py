@@ -9,9 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
+from glan.config_errors import Sources, first_error
 from glan.errors import UserError
 from glan.llm.batch.options import BatchOptions
 from glan.llm.settings import (
@@ -21,6 +21,7 @@ from glan.llm.settings import (
     LocalSettings,
 )
 from glan.llm.usage import Price
+from glan.yamlfile import load_yaml
 
 StageName = Literal["subjects", "syllabus", "questions", "answers"]
 STAGES: tuple[StageName, ...] = ("subjects", "syllabus", "questions", "answers")
@@ -185,9 +186,11 @@ class GenerateConfig(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _default_backend_kind(cls, data: Any) -> Any:
-        """`llm:` without `backend:` is the default (local) kind, as before settings had kinds."""
+        """`llm:` without `backend:` is the local kind, as before settings had kinds; with a
+        base URL or an API key variable, which only an HTTP endpoint reads, it is openai."""
         if isinstance(data, dict) and isinstance(data.get("llm"), dict):
-            data = {**data, "llm": {"backend": "local", **data["llm"]}}
+            remote = any(data["llm"].get(k) is not None for k in ("base_url", "api_key_env"))
+            data = {**data, "llm": {"backend": "openai" if remote else "local", **data["llm"]}}
         return data
 
     def model_copy(self, *, update: dict[str, Any] | None = None, deep: bool = False) -> Any:
@@ -204,8 +207,11 @@ class GenerateConfig(BaseModel):
             if getattr(override, name) is not None
         }
         base = self.llm
-        if override.backend is not None and override.backend != base.backend:
-            base = BACKEND_KINDS[override.backend]()
+        kind = override.backend
+        if kind is None and base.backend == "local" and {"base_url", "api_key_env"} & set(fields):
+            kind = "openai"  # as for the llm block: only an HTTP endpoint reads these
+        if kind is not None and kind != base.backend:
+            base = BACKEND_KINDS[kind]()
         unknown = set(fields) - set(type(base).model_fields)
         if unknown:
             raise UserError(
@@ -269,46 +275,6 @@ class GenerateConfig(BaseModel):
         }
 
 
-def _first_error(exc: ValidationError, source: str, labels: dict[str, str]) -> str:
-    """One line for the first problem, blamed on where the user wrote the value: the config
-    file, or the CLI option (`labels` maps dotted keys to options, e.g. "--set plan.x")."""
-    err = exc.errors()[0]
-    loc = [str(p) for p in err["loc"]]
-    written = [p for p in loc if not (loc[:1] == ["llm"] and p in BACKEND_KINDS)]
-    for depth in range(len(written), 0, -1):
-        label = labels.get(".".join(written[:depth]))
-        if label:
-            source = label
-            break
-    if len(loc) >= 3 and loc[0] == "llm" and loc[1] in BACKEND_KINDS:
-        if err["type"] == "extra_forbidden":
-            return (
-                f"{source}: llm.{'.'.join(loc[2:])} does not apply to the {loc[1]} backend "
-                f"(backends: {', '.join(BACKEND_KINDS)})"
-            )
-        loc = [loc[0], *loc[2:]]  # the union's tag is not a key the user wrote
-    where = ".".join(loc) or "(top level)"
-    if err["type"] == "extra_forbidden":
-        return f"{source}: unknown key '{where}'"
-    return f"{source}: {where}: {err['msg']}"
-
-
-def load_yaml(path: Path) -> Any:
-    """Parse a YAML file; errors name the file and line."""
-    if not path.exists():
-        raise UserError(f"file not found: {path}")
-    if not path.is_file():
-        raise UserError(f"not a file: {path}")
-    try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark
-        line = f":{mark.line + 1}" if mark is not None else ""
-        raise UserError(f"{path}{line}: malformed YAML: {exc.problem}") from None
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: malformed YAML: {exc}") from None
-
-
 def load_config(
     path: Path | None,
     overrides: dict[str, Any] | None = None,
@@ -317,9 +283,7 @@ def load_config(
     """The config file (if any) with CLI overrides applied on top (dotted keys allowed).
     `labels` says how the user wrote each override (an error names it instead of the file)."""
     data: dict[str, Any] = {}
-    source = "config"
     if path is not None:
-        source = str(path)
         loaded = load_yaml(path)
         if loaded is None:
             loaded = {}
@@ -334,7 +298,34 @@ def load_config(
         for part in parents:
             node = node.setdefault(part, {})
         node[leaf] = value
+    sources = Sources(path, overrides or {}, labels or {})
     try:
-        return GenerateConfig.model_validate(data)
+        cfg = GenerateConfig.model_validate(data)
     except ValidationError as exc:
-        raise UserError(_first_error(exc, source, labels or {})) from None
+        raise UserError(first_error(exc, sources)) from None
+    _check_local_models(cfg, sources)
+    return cfg
+
+
+def _check_local_models(cfg: GenerateConfig, sources: Sources) -> None:
+    """A model the local backend cannot load (gpt-4o-mini, say) was meant for another backend:
+    refused here, naming the one to choose, rather than planned at $0 and failed at load."""
+    from glan.llm.local import loads_locally
+
+    for stage in STAGES:
+        settings = cfg.backend_for(stage)
+        if settings.backend != "local" or loads_locally(settings.model):
+            continue
+        override = cfg.stages.get(stage)
+        own = override is not None and override.model is not None
+        key = f"stages.{stage}" if own else "llm"
+        source = sources.blame([*key.split("."), "model"])
+        url = f"{key}.base_url"
+        if source.startswith("--"):
+            url = "--base-url URL" if key == "llm" else f"--set {key}.base_url=URL"
+        raise UserError(
+            f"{source}: {key}.model {settings.model!r} is not a model the local backend (the "
+            "default) loads: smollm2, a .gguf file or a hub id owner/repo[:file]. For an "
+            f"OpenAI-compatible endpoint {sources.fix(source, f'{key}.backend', 'openai')} "
+            f"(and {url} for a server other than api.openai.com)"
+        )

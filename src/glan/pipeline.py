@@ -10,6 +10,7 @@ what is missing; the run is a function of (config, taxonomy, seed) and the repli
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,21 +32,23 @@ from glan.llm import (
     UsageLedger,
     create_backend,
 )
-from glan.llm.usage import merge_usage, sum_cost
+from glan.llm.usage import sum_cost
 from glan.planner import Plan, make_plan
 from glan.run.files import atomic_write_text
-from glan.run.rundir import RunDir
+from glan.run.rundir import STATE_FILE, RunDir
+from glan.run.spend import SpendLog, spend_totals
+from glan.run.stores import RunReplies, fold_shards
 from glan.stages.errors import Rejected
 from glan.store import ResponseCache
 from glan.taxonomy import Taxonomy
-from glan.tree.progress import RunProgress, StageProgress
+from glan.tree.progress import RunProgress, StageProgress, merge_batch_states
 from glan.tree.walk import GaveUp, TreeWalk
 
 T = TypeVar("T")
 AdmissionFactory = Callable[[tuple[str, ...], AdmissionSettings], Admission]
 #: Walks of the tree per invocation while units are deferred (see Pipeline._walk_passes).
 MAX_PASSES = 10
-BackendFactory = Callable[[Any, int], Backend]
+BackendFactory = Callable[[Any, int], Backend | None]
 
 __all__ = ["Pipeline", "RunProgress", "RunResult", "StageProgress"]
 
@@ -71,19 +74,25 @@ class Pipeline:
         admission_factory: AdmissionFactory | None = None,
         only: Collection[str] | None = None,
         backend_factory: BackendFactory | None = None,
+        invocation: str | None = None,
+        cache_fallback: Path | None = None,
     ) -> None:
         """`admission_factory`: builds the admission of an endpoint (its identity, its local
         settings); executors that share one limit across processes pass theirs.
         `backend_factory`: builds (or lends) an endpoint's backend from its settings and the
-        concurrency, e.g. one connection pool for all the shards a worker runs.
-        `only`: make only these disciplines (by path), a cluster executor's shard of the plan."""
+        concurrency, e.g. one connection pool for all the shards a worker runs; None from it
+        means the pipeline's own (`own_backend`).
+        `only`: make only these disciplines (by path), a cluster executor's shard of the plan.
+        `invocation`: the command this pipeline is part of (a cluster's shards share the
+        driver's), under which its spend is written down (glan.run.spend).
+        `cache_fallback`: a store whose replies this pipeline reads and never writes (a Ray
+        shard's view of what its run kept before it was cut into shards: glan.run.stores)."""
         if target <= 0:
             raise UserError(f"-n must be a positive number of pairs, got {target}")
         self.cfg = config.adapted()
         self.taxonomy = taxonomy
+        taxonomy.check()  # what `glan taxonomy validate` refuses, a run refuses too
         disciplines = taxonomy.disciplines()
-        if not disciplines:
-            raise UserError("the taxonomy keeps no discipline: nothing to generate")
         self.full_plan: Plan = make_plan(target, disciplines, self.cfg)
         self.plan = self.full_plan if shard is None else self.full_plan.shard(*shard)
         if only is not None:
@@ -100,22 +109,25 @@ class Pipeline:
         for stage, n in calls.items():
             self.progress.stages[stage].planned = n
         self.failure_examples: dict[str, list[str]] = {}
+        self.batch_faults: list[dict[str, Any]] = []  # what batch providers did (manifest)
         self.admission_factory = admission_factory
-        self.backend_factory = backend_factory or self._create_backend
+        self.backend_factory = backend_factory
+        self.invocation = invocation or uuid.uuid4().hex
+        self.cache_fallback = cache_fallback
 
     def inputs(self) -> dict[str, Any]:
         """What shapes this run's records (compared on every re-run: glan.run.rundir)."""
         return {"taxonomy": self.taxonomy.fingerprint(), **self.cfg.stage_inputs()}
 
     # ---- clients -------------------------------------------------------------------------
-    def _create_backend(self, settings: Any, concurrency: int) -> Backend:
+    def own_backend(self, settings: Any, concurrency: int) -> Backend:
         """The default: a backend of its own for each endpoint; batch transports keep their
-        ledger in the run's SQLite file."""
+        ledger in this pipeline's store (a Ray shard's is the shard's: glan.run.stores)."""
         return create_backend(
             settings,
             concurrency=concurrency,
             batch=self.cfg.batch,
-            ledger=self.out_dir / "glan.sqlite",
+            ledger=self.out_dir / STATE_FILE,
         )
 
     def admission_settings(self) -> AdmissionSettings:
@@ -138,7 +150,11 @@ class Pipeline:
             backend_settings = self.cfg.backend_for(stage)
             key = backend_settings.identity()
             if key not in by_identity:
-                backend = self.backend_factory(backend_settings, self.cfg.concurrency)
+                backend = None
+                if self.backend_factory is not None:
+                    backend = self.backend_factory(backend_settings, self.cfg.concurrency)
+                if backend is None:
+                    backend = self.own_backend(backend_settings, self.cfg.concurrency)
                 endpoint = settings.model_copy(update={"concurrency": backend.max_concurrency})
                 admission = (
                     self.admission_factory(key, endpoint)
@@ -154,23 +170,8 @@ class Pipeline:
     def _show_batches(self) -> None:
         """Progress shows the batch transports' state (merged), when a stage uses one."""
         summaries = [c.backend.summary for c in self.endpoints if hasattr(c.backend, "summary")]
-        if not summaries:
-            return
-
-        def merged() -> dict[str, Any]:
-            states = [summary() for summary in summaries]
-            by_status: dict[str, int] = {}
-            for state in states:
-                for status, n in state["by_status"].items():
-                    by_status[status] = by_status.get(status, 0) + n
-            return {
-                "by_status": by_status,
-                "lines_done": sum(s["lines_done"] for s in states),
-                "lines_pending": sum(s["lines_pending"] for s in states),
-                "oldest_s": max(s["oldest_s"] for s in states),
-            }
-
-        self.progress.batches = merged
+        if summaries:
+            self.progress.batches = lambda: merge_batch_states([s() for s in summaries])
 
     def work_window(self) -> int:
         """How many requests the walk keeps open: set apart in the config, else twice what
@@ -214,7 +215,9 @@ class Pipeline:
             inputs = self.run_inputs = self.inputs()
             stale = run_dir.changed_stages(inputs, self.update)
             self.previous_manifest = run_dir.read_manifest()
-            cache = ResponseCache(self.out_dir / "glan.sqlite")
+            fold_shards(self.out_dir)  # what a Ray run left: this run goes on from it
+            fallback = self.cache_fallback
+            cache = ResponseCache(self.out_dir / STATE_FILE, fallback and RunReplies(fallback))
             self.clients = self._make_clients(cache)
             # Stages sharing an endpoint share one client: each is opened and closed once.
             self.endpoints = list({id(c): c for c in self.clients.values()}.values())
@@ -229,6 +232,8 @@ class Pipeline:
                 cache.close()
                 raise
             state = run_dir.state()
+            part = uuid.uuid4().hex
+            spend = SpendLog(self.out_dir / STATE_FILE, self.invocation, part, self.usage)
             for stage in stale[:1]:  # dropping a stage drops everything below it too
                 state.invalidate(stage)
             run_dir.record_inputs(inputs)
@@ -252,6 +257,8 @@ class Pipeline:
                         await client.aclose()
                 finally:
                     try:
+                        self._count_batch_faults()
+                        spend.close()
                         manifest = self._finish(run_dir, state, status, started)
                     finally:
                         cache.close()
@@ -286,6 +293,19 @@ class Pipeline:
             if state.writes == writes:
                 return  # nothing moved: the endpoint is what fails; the next run asks again
 
+    def _count_batch_faults(self) -> None:
+        """What batch providers did that cost the run, for the manifest; results lost for good
+        were paid for, so they go in the usage (written down with the rest of the spend)."""
+        self.batch_faults = [
+            {"endpoint": c.backend.endpoint_id, **fault}
+            for c in self.endpoints
+            for fault in getattr(c.backend, "faults", list)()
+        ]
+        for f in (f for f in self.batch_faults if f["event"] == "results_lost"):
+            self.usage.record_lost(
+                f["model"], f["lines"], f["prompt_tokens"], f["completion_tokens"]
+            )
+
     def _finish(self, run_dir: RunDir, state: Any, status: str, started: float) -> dict[str, Any]:
         """Publish the outputs and the manifest. Every staged unit survives in the state, so a
         stopped run publishes what it has; a finished re-run with nothing new rewrites nothing."""
@@ -308,8 +328,7 @@ class Pipeline:
             # (deferred units), or the manifest's failures say why it cannot.
             status = "complete" if made >= planned else "short"
         stats = [c.stats for c in self.endpoints]
-        this_run = self.usage.as_dict()
-        usage = merge_usage(previous.get("usage") or {}, this_run)
+        spent = spend_totals([self.out_dir / STATE_FILE], previous, self.invocation)
         failures = {s: p.failed for s, p in self.progress.stages.items()}
         manifest = {
             "glan_version": __version__,
@@ -341,9 +360,19 @@ class Pipeline:
                     for change in c.backend.structured_output_changes()
                 ),
             ],
-            "usage": usage,
-            "cost_usd": round(sum_cost(usage), 6),
-            "usage_this_invocation": this_run,
+            # What a model refused (max_tokens, temperature, a strict schema keyword) and is
+            # sent otherwise now; every invocation's, as above.
+            "parameter_changes": [
+                *previous.get("parameter_changes", []),
+                *(
+                    {"endpoint": c.backend.endpoint_id, **change}
+                    for c in self.endpoints
+                    for change in c.backend.parameter_changes()
+                ),
+            ],
+            "batch_faults": [*previous.get("batch_faults", []), *self.batch_faults],
+            **spent,
+            "cost_usd": round(sum_cost(spent["usage"]), 6),
             "taxonomy_fingerprint": self.taxonomy.fingerprint(),
             "inputs": self.run_inputs,
             "config": self.cfg.model_dump(mode="json"),

@@ -12,9 +12,9 @@ import asyncio
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -114,8 +114,22 @@ class KeyFilter:
         return all(bits[p >> 3] & (1 << (p & 7)) for p in self._probes(key))
 
 
+class ReplySource(Protocol):
+    """Replies a cache reads and never writes (glan.run.stores.RunReplies)."""
+
+    def keys(self) -> Iterable[str]: ...
+
+    def get(self, key: str) -> dict[str, Any] | None: ...
+
+    def suspected(self, key: str, signature: str) -> bool: ...
+
+    def close(self) -> None: ...
+
+
 class ResponseCache:
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, fallback: ReplySource | None = None) -> None:
+        """`fallback`: where a reply this cache lacks may still be (a Ray shard reads what
+        its run kept before it was cut into shards)."""
         self.path = Path(path)
         self._conn = connect(self.path)
         self._conn.executescript(_SCHEMA)
@@ -124,6 +138,9 @@ class ResponseCache:
         self._lock = threading.Lock()
         self._filter = KeyFilter()
         for (key,) in self._conn.execute("SELECT key FROM responses"):
+            self._filter.add(key)
+        self._fallback = fallback
+        for key in fallback.keys() if fallback is not None else ():
             self._filter.add(key)
 
     def get(self, key: str) -> dict[str, Any] | None:
@@ -135,7 +152,7 @@ class ResponseCache:
         for pending in self._pending:  # written this turn, not yet committed
             if pending[0] == key:
                 return orjson.loads(pending[3])
-        return None
+        return self._fallback.get(key) if self._fallback is not None else None
 
     def put(self, key: str, tag: str, model: str, body: dict[str, Any]) -> None:
         """Queue a row; it is group-committed (`GroupCommit`), or committed now outside a loop."""
@@ -170,6 +187,8 @@ class ResponseCache:
                 "SELECT invocation FROM suspects WHERE key = ? AND signature = ?",
                 (key, signature),
             ).fetchone()
+        if row is None and self._fallback is not None:
+            return self._fallback.suspected(key, signature)  # an earlier run's note
         return row is not None and row[0] != invocation
 
     def suspect(self, key: str, signature: str, invocation: str) -> None:
@@ -190,3 +209,5 @@ class ResponseCache:
     def close(self) -> None:
         self.flush()
         self._conn.close()
+        if self._fallback is not None:
+            self._fallback.close()

@@ -8,17 +8,31 @@ node removes its whole subtree.
 from __future__ import annotations
 
 import hashlib
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
-from glan.config import load_yaml
-from glan.errors import UserError
+from glan.errors import UserError, did_you_mean
+from glan.yamlfile import line_of, load_yaml
 
 Vote = Literal["keep", "remove"]
+#: GLAN-Test's groups: the paper's eight and the curated taxonomy's general capabilities.
+GLAN_TEST_GROUPS = (
+    "academic_humanities",
+    "academic_social_science",
+    "academic_natural_science",
+    "academic_applied_science",
+    "academic_formal_science",
+    "industry_manufacturing",
+    "industry_services",
+    "industry_agriculture",
+    "general_capabilities",
+)
+GROUP_LABEL = re.compile(r"[a-z][a-z0-9_]{0,39}")  # as the review app normalises them
 
 
 class Node(BaseModel):
@@ -74,6 +88,7 @@ class Taxonomy(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     fields: list[KnowledgeField] = Field(default_factory=list)
+    _source: str | None = PrivateAttr(None)  # the file it was read from, for errors
 
     def disciplines(self) -> list[DisciplineRef]:
         """Kept disciplines in file order; a removed field or sub-field hides its subtree."""
@@ -99,20 +114,45 @@ class Taxonomy(BaseModel):
         return out
 
     def problems(self) -> list[str]:
-        """What a reviewer must fix: duplicate siblings, empty branches, no kept discipline."""
-        issues = []
-        _dupes(self.fields, "fields", issues)
-        for f in self.fields:
-            _dupes(f.subfields, f"field {f.name!r}", issues)
+        """What must be fixed before a run walks the taxonomy: duplicate siblings, empty
+        branches, a group that is no label or a misspelt GLAN-Test group, no kept discipline.
+        Only what is kept is checked: a removed node is never walked."""
+        issues: list[str] = []
+        fields = [f for f in self.fields if f.kept]
+        _dupes(fields, "fields", issues)
+        for f in fields:
+            subfields = [s for s in f.subfields if s.kept]
+            _dupes(subfields, f"field {f.name!r}", issues)
+            _group_problem(f.group, f"field {f.name!r}", issues)
             if not f.subfields:
                 issues.append(f"field {f.name!r} has no sub-fields")
-            for s in f.subfields:
-                _dupes(s.disciplines, f"sub-field {f.name}/{s.name}", issues)
+            for s in subfields:
+                disciplines = [d for d in s.disciplines if d.kept]
+                _dupes(disciplines, f"sub-field {f.name}/{s.name}", issues)
                 if not s.disciplines:
                     issues.append(f"sub-field {f.name}/{s.name} has no disciplines")
+                for d in disciplines:
+                    _group_problem(d.group, f"discipline {f.name}/{s.name}/{d.name}", issues)
         if not self.disciplines():
             issues.append("no discipline is kept")
         return issues
+
+    def check(self) -> None:
+        """Refuse a taxonomy with problems, in one line: the first problem and how many more
+        (the run and `glan taxonomy validate` apply the same rules)."""
+        issues = self.problems()
+        if not issues:
+            return
+        more = len(issues) - 1
+        source = self._source or "the taxonomy"
+        rest = f" (and {more} more: glan taxonomy validate {self._source or 'FILE'} lists them)"
+        raise UserError(f"{source}: {issues[0]}{rest if more else ''}")
+
+    def own_groups(self) -> list[str]:
+        """Groups of kept nodes that are not GLAN-Test's (a review may add its own)."""
+        groups = {f.group for f in self.fields if f.kept and f.group}
+        groups |= {d.group for d in self.disciplines() if d.group}
+        return sorted(groups - set(GLAN_TEST_GROUPS))
 
     def add(self, path: str, description: str | None = None, weight: float = 1.0) -> str:
         """Add Field/Sub-field/Discipline (creating missing parents); returns what was added."""
@@ -142,6 +182,23 @@ class Taxonomy(BaseModel):
         return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
 
 
+def _group_problem(group: str | None, where: str, issues: list[str]) -> None:
+    """A group that is not a label, or is one letter or two from a GLAN-Test group (a
+    misspelling, which would report its disciplines apart). A group far from all of them is
+    a group of the reviewers' own, as the review app allows."""
+    if group is None or group in GLAN_TEST_GROUPS:
+        return
+    if not GROUP_LABEL.fullmatch(group):
+        issues.append(
+            f"{where}: group {group!r} is not a label (lowercase letters, digits and _, "
+            "e.g. academic_humanities)"
+        )
+        return
+    close = did_you_mean(group, GLAN_TEST_GROUPS, cutoff=0.8)
+    if close:
+        issues.append(f"{where}: group {group!r} is not a GLAN-Test group{close}")
+
+
 def _dupes(nodes: list, where: str, issues: list[str]) -> None:
     seen: set[str] = set()
     for node in nodes:
@@ -162,11 +219,14 @@ def load_taxonomy(path: Path | None = None) -> Taxonomy:
     if not isinstance(data, dict):
         raise UserError(f"{source}: a taxonomy is a mapping with a 'fields' list")
     try:
-        return Taxonomy.model_validate(data)
+        taxonomy = Taxonomy.model_validate(data)
     except ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"])
-        raise UserError(f"{source}: {where}: {err['msg']}") from None
+        line = line_of(path, err["loc"]) if path else None
+        raise UserError(f"{source}{f':{line}' if line else ''}: {where}: {err['msg']}") from None
+    taxonomy._source = str(path) if path else None
+    return taxonomy
 
 
 def save_taxonomy(taxonomy: Taxonomy, path: Path) -> None:

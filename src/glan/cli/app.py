@@ -59,13 +59,16 @@ def _root(
 def endpoint_config(
     backend: str | None, model: str | None, base_url: str | None, api_key_env: str | None
 ):
-    """A config whose `llm` block is these endpoint options (None keeps the default)."""
+    """A config whose `llm` block is these endpoint options (None keeps the default; without
+    a backend, a base URL or a key variable means openai, as in generate)."""
     from glan.config import load_config
 
-    if base_url is not None and backend is None:
-        backend = "openai"  # a URL only means something to the HTTP backend, as in generate
     options = {"backend": backend, "model": model, "base_url": base_url, "api_key_env": api_key_env}
-    return load_config(None, {f"llm.{k}": v for k, v in options.items()})
+    return load_config(
+        None,
+        {f"llm.{k}": v for k, v in options.items()},
+        {f"llm.{k}": "--" + k.replace("_", "-") for k in options},
+    )
 
 
 def plural(count: int, word: str, many: str | None = None) -> str:

@@ -29,6 +29,24 @@ def _prices(run_dir: Path) -> dict[str, Any]:
         return {}
 
 
+def _jobs(store: Path, cancel: bool) -> tuple[list[Any], int]:
+    """A store's batches (after cancelling its live ones, with `cancel`) and how many were
+    asked to cancel."""
+    from glan.llm.batch.ledger import BatchLedger
+
+    ledger = BatchLedger(store)
+    try:
+        if not cancel:
+            return ledger.jobs(), 0
+        from glan.aio import run
+        from glan.llm.batch.manage import cancel_live
+
+        cancelled = run(cancel_live(ledger))
+        return ledger.jobs(), cancelled
+    finally:
+        ledger.close()
+
+
 @app.command()
 def batches(
     run_dir: Annotated[Path, typer.Argument(help="a run directory (glan generate --out)")],
@@ -41,46 +59,50 @@ def batches(
         ),
     ] = False,
 ) -> None:
-    """List a run's batches. For each: provider, id, status, lines done/failed, age, cost."""
+    """List a run's batches. For each: provider, id, status, lines done/failed (and lost, when
+    results were gone for good), age, cost (what was lost included), and the shard that sent
+    it, for a run made with --executor ray."""
     from rich.table import Table
 
-    from glan.llm.batch.ledger import BatchLedger
     from glan.llm.usage import Price
+    from glan.run.stores import run_stores
 
-    db = run_dir / "glan.sqlite"
-    if not db.is_file():
-        fail(f"{run_dir} is not a run directory (no glan.sqlite)")
-    ledger = BatchLedger(db)
+    stores = run_stores(run_dir)
+    if not stores:
+        fail(f"{run_dir} is not a run directory (no glan.sqlite, no shards/*/glan.sqlite)")
+    jobs: list[tuple[str, Any]] = []
     cancelled = 0
-    try:
-        jobs = ledger.jobs()
-        if cancel:
-            from glan.aio import run
-            from glan.llm.batch.manage import cancel_live
-
-            cancelled = run(cancel_live(ledger))
-            jobs = ledger.jobs()
-    finally:
-        ledger.close()
+    for store in stores:
+        where = store.parent.name if store.parent != run_dir else "-"
+        found, n = _jobs(store, cancel)
+        jobs += [(where, job) for job in found]
+        cancelled += n
     if not jobs:
         out.print(f"no batches in {run_dir}", highlight=False)
         return
+    sharded = any(where != "-" for where, _ in jobs)
     prices = {model: Price.model_validate(p) for model, p in _prices(run_dir).items()}
     table = Table(box=None, pad_edge=False)
-    for col in ("provider", "batch", "status", "done", "failed", "lines", "age", "cost"):
-        table.add_column(col, justify="right" if col in ("done", "failed", "lines") else "left")
+    lost = any(job.lost_lines for _, job in jobs)  # a column only where results were lost
+    counts = ("done", "failed", *(("lost",) if lost else ()), "lines")
+    for col in (*("shard",) * sharded, "provider", "batch", "status", *counts, "age", "cost"):
+        table.add_column(col, justify="right" if col in counts else "left")
     now = time.time()
-    for job in jobs:
+    for where, job in sorted(jobs, key=lambda item: item[1].created):
         price = prices.get(job.access.get("model", ""))
         cost = "-"
         if price is not None and job.settled:
-            cost = f"${price.cost(job.prompt_tokens, job.completion_tokens, batch=True):.4f}"
+            prompt = job.prompt_tokens + job.lost_prompt_tokens
+            completion = job.completion_tokens + job.lost_completion_tokens
+            cost = f"${price.cost(prompt, completion, batch=True):.4f}"
         table.add_row(
+            *(where,) * sharded,
             job.access.get("provider", job.provider),
             job.batch_id or f"(staged {job.local_id})",
             job.status + ("" if job.settled else " (live)"),
             f"{job.done:,}",
             f"{job.failed:,}",
+            *((f"{job.lost_lines:,}",) if lost else ()),
             f"{job.lines:,}",
             _age(now - job.created),
             cost,

@@ -6,8 +6,9 @@ from rich.console import Console
 from rich.table import Table
 
 from glan.cli.app import plural
-from glan.config import GenerateConfig
+from glan.config import STAGES, GenerateConfig
 from glan.estimate import StageEstimate, estimate
+from glan.llm.settings import AnyBackendSettings
 from glan.planner import Plan
 
 
@@ -17,7 +18,29 @@ def print_dry_run(plan: Plan, cfg: GenerateConfig, out: Console) -> None:
     title = (
         f"plan for {plural(plan.target, 'pair')} over {plural(len(plan.disciplines), 'discipline')}"
     )
+    for line in backend_lines(cfg):
+        out.print(line, highlight=False, soft_wrap=True)
     print_estimates(title, estimate(plan, cfg), out)
+
+
+def backend_lines(cfg: GenerateConfig) -> list[str]:
+    """Where the stages' requests go, one line per backend: its kind, and its address and key
+    variable for one reached over HTTP, so a run nobody meant to be local (or remote) shows."""
+    stages: dict[str, list[str]] = {}
+    for stage in STAGES:
+        stages.setdefault(where(cfg.backend_for(stage)), []).append(stage)
+    if len(stages) == 1:
+        return [f"backend: {next(iter(stages))} for all stages"]
+    return [f"backend: {place} for {', '.join(names)}" for place, names in stages.items()]
+
+
+def where(settings: AnyBackendSettings) -> str:
+    """ "local (in-process llama.cpp)", "openai at URL (key from $VAR)"."""
+    url = getattr(settings, "base_url", None)
+    if url is None:
+        return f"{settings.backend} ({type(settings).model_fields['backend'].description})"
+    key = getattr(settings, "api_key_env", None)
+    return f"{settings.backend} at {url}" + (f" (key from ${key})" if key else "")
 
 
 def print_estimates(title: str, est: list[StageEstimate], out: Console) -> None:

@@ -98,18 +98,20 @@ def eval_(
         backend=backend,
     )
     from glan.evaluate.results import rich_table
-    from glan.evaluate.sandbox import code_execution_allowed, process_limit
+    from glan.evaluate.sandbox import code_execution_allowed, protections
 
-    if code_execution_allowed(allow_code_execution) and process_limit().startswith("none"):
-        console.print(
-            tagged(
-                "warning:",
-                "yellow",
-                f"model-written code runs with process limit {process_limit()} "
-                "(docs/train-eval.md)",
-            ),
-            highlight=False,
-        )
+    lacking = protections() if code_execution_allowed(allow_code_execution) else {}
+    for name, how in lacking.items():
+        if how.startswith("none: "):
+            console.print(
+                tagged(
+                    "warning:",
+                    "yellow",
+                    f"model-written code runs with no {name}: "
+                    f"{how.removeprefix('none: ')} (docs/train-eval.md)",
+                ),
+                highlight=False,
+            )
 
     report = evaluate(models, chosen, out_dir, settings)
     out.print(rich_table(report))

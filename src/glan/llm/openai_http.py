@@ -26,17 +26,30 @@ import orjson
 
 from glan.llm.backend import Backend, Completion
 from glan.llm.errors import BadRequest, EndpointFatal, RateLimited, TransientError
+from glan.llm.refusals import MAX_ADAPTATIONS, BodyShape, Refusal, read_refusal
 from glan.llm.types import ChatRequest, user
-from glan.llm.wire import wire_schema
+from glan.llm.wire import described, strict_schema, wire_schema
 
-SchemaMode = Literal["json_schema", "json_object", "prompt"]
-_DOWNGRADE: dict[str, SchemaMode] = {"json_schema": "json_object", "json_object": "prompt"}
+SchemaMode = Literal["strict", "json_schema", "json_object", "prompt"]
+_DOWNGRADE: dict[str, SchemaMode] = {
+    "strict": "json_schema",
+    "json_schema": "json_object",
+    "json_object": "prompt",
+}
 _GATEWAY_STATUSES = frozenset({502, 503, 504})
-_SCHEMA_WORDS = ("response_format", "json_schema", "json_object", "schema", "grammar", "guided")
+SCHEMA_WORDS = ("response_format", "json_schema", "json_object", "schema", "grammar", "guided")
 
 
 class _SchemaRejected(Exception):
     """The server refused the response_format we sent."""
+
+
+class _Refused(Exception):
+    """The server refused a parameter or schema keyword the endpoint's BodyShape can change."""
+
+    def __init__(self, refusal: Refusal) -> None:
+        super().__init__(refusal.detail)
+        self.refusal = refusal
 
 
 # The minimal structured request that tells "the server lacks this mode" from "this body or
@@ -76,8 +89,16 @@ def parse_retry_after(headers: Any) -> float | None:
         return max(0.0, when.timestamp() - time.time())
 
 
-def chat_body(model: str, request: ChatRequest, schema_mode: SchemaMode) -> dict[str, Any]:
-    """The chat-completions body of a request (also one line of an OpenAI batch file)."""
+def chat_body(
+    model: str, request: ChatRequest, schema_mode: SchemaMode, shape: BodyShape | None = None
+) -> dict[str, Any]:
+    """The chat-completions body of a request (also one line of an OpenAI batch file), as the
+    endpoint takes it (`shape`: its token limit's name, the parameters and keywords it refuses).
+
+    `strict` sends OpenAI's strict structured output (constrained decoding) when the schema
+    qualifies (every key required), else the same as `json_schema`: a schema the server may
+    only follow as a hint."""
+    shape = shape or _PLAIN
     messages = [{"role": m.role, "content": m.content} for m in request.messages]
     body: dict[str, Any] = {
         "model": model,
@@ -88,19 +109,28 @@ def chat_body(model: str, request: ChatRequest, schema_mode: SchemaMode) -> dict
         "seed": request.effective_seed,
     }
     if request.json_schema is not None:
-        schema = wire_schema(request.json_schema)  # what grammar engines can compile
-        if schema_mode == "json_schema":
-            body["response_format"] = {
-                "type": "json_schema",
-                "json_schema": {"name": request.schema_name, "schema": schema},
-            }
+        strict = None
+        if schema_mode == "strict":
+            strict = strict_schema(request.json_schema, shape.refused_keywords)
+        # What grammar engines can compile, less what this endpoint refused.
+        schema = strict or wire_schema(request.json_schema)
+        if strict is None and shape.refused_keywords:
+            schema = described(schema, shape.refused_keywords)
+        if schema_mode in ("strict", "json_schema"):
+            format_: dict[str, Any] = {"name": request.schema_name, "schema": schema}
+            if strict is not None:
+                format_["strict"] = True
+            body["response_format"] = {"type": "json_schema", "json_schema": format_}
         else:
             if schema_mode == "json_object":
                 # llama.cpp servers constrain to the schema given here; others ignore it.
                 body["response_format"] = {"type": "json_object", "schema": schema}
             last = messages[-1]
             messages[-1] = {**last, "content": last["content"] + schema_instructions(schema)}
-    return body
+    return shape.apply(body)
+
+
+_PLAIN = BodyShape()  # never adapted: what a server that refuses nothing takes
 
 
 class OpenAIBackend(Backend):
@@ -111,13 +141,16 @@ class OpenAIBackend(Backend):
         api_key_env: str | None = None,
         max_concurrency: int = 64,
         timeout_s: float = 120.0,
-        schema_mode: SchemaMode = "json_schema",
+        schema_mode: SchemaMode = "strict",
+        reasoning_headroom: int = 0,
     ) -> None:
         if not base_url.startswith(("http://", "https://")):
             raise EndpointFatal(
                 f"invalid base URL {base_url!r}: it must start with http:// or https://"
             )
         self._model = model
+        # What this endpoint and model take, learnt from their refusals (glan.llm.refusals).
+        self.shape = BodyShape(reasoning_headroom=reasoning_headroom)
         self.base_url = base_url.rstrip("/")
         self.max_concurrency = max_concurrency
         self.timeout_s = timeout_s
@@ -180,6 +213,9 @@ class OpenAIBackend(Backend):
     def structured_output_changes(self) -> list[dict[str, Any]]:
         return [*self._changes, *self._fallbacks.values()]
 
+    def parameter_changes(self) -> list[dict[str, Any]]:
+        return list(self.shape.changes)
+
     async def _server_lacks(self, mode: SchemaMode) -> bool:
         """Whether the server refuses `mode` for a minimal probe too (asked once per mode;
         a probe that fails for another reason decides nothing and is asked again later)."""
@@ -194,7 +230,7 @@ class OpenAIBackend(Backend):
                 temperature=0.0,
             )
             try:
-                await self._post(request, mode)
+                await self._send(request, mode)
                 probe.set_result(False)
             except _SchemaRejected:
                 probe.set_result(True)
@@ -235,13 +271,25 @@ class OpenAIBackend(Backend):
         note["why"] = f"refused for these bodies only (a minimal probe passed): {detail[:200]}"
 
     def _body(self, request: ChatRequest, mode: SchemaMode | None = None) -> dict[str, Any]:
-        return chat_body(self._model, request, mode or self.schema_mode)
+        return chat_body(self._model, request, mode or self.schema_mode, self.shape)
+
+    async def _send(self, request: ChatRequest, mode: SchemaMode | None) -> Completion:
+        """One request, sent again as the endpoint takes it after each refusal of a parameter
+        or schema keyword (never counted as a failure: the model refuses it for every body)."""
+        for _ in range(MAX_ADAPTATIONS):
+            built_at = self.shape.version
+            try:
+                return await self._post(request, mode)
+            except _Refused as exc:
+                if not self.shape.adapt(exc.refusal, built_at):
+                    raise BadRequest(f"HTTP 400: {exc.refusal.detail}") from None
+        raise BadRequest(f"refused after {MAX_ADAPTATIONS} changes of what is sent")
 
     async def complete(self, request: ChatRequest) -> Completion:
         mode = None if request.json_schema is None else self.schema_mode
         while True:
             try:
-                return await self._post(request, mode)
+                return await self._send(request, mode)
             except _SchemaRejected as exc:
                 assert mode is not None and mode != "prompt"
                 await self._refused(request, mode, str(exc))
@@ -263,12 +311,17 @@ class OpenAIBackend(Backend):
             raise TransientError(_describe(exc)) from None
         if status == 200:
             return _parse_completion(raw)
+        if status in (400, 422):
+            refusal = read_refusal(raw)
+            # A keyword is the strict schema's to change; a parameter the endpoint's.
+            if refusal.kind == "param" or (refusal.kind == "keyword" and mode is not None):
+                raise _Refused(refusal)
         detail = raw[:300].decode("utf-8", "replace")
         if (
             mode is not None
             and mode != "prompt"
             and status not in (401, 403, 404, 429)
-            and any(word in detail.lower() for word in _SCHEMA_WORDS)
+            and any(word in detail.lower() for word in SCHEMA_WORDS)
         ):
             # Some servers answer 400, others 500 (llama-cpp-python's), when they lack the mode.
             raise _SchemaRejected(detail)

@@ -49,22 +49,30 @@ class LocalSettings(BaseModel):
         return ("local", self.model_name)
 
 
-class OpenAISettings(BaseModel):
-    """Any OpenAI-compatible chat-completions endpoint (OpenAI, vLLM, SGLang, llama.cpp, TGI)."""
+class _OpenAIEndpoint(BaseModel):
+    """What the online and batch OpenAI-compatible kinds share: one definition."""
 
     model_config = ConfigDict(extra="forbid")
 
-    backend: Literal["openai"] = Field("openai", description="an OpenAI-compatible endpoint")
+    backend: str  # each kind's own literal
     model: str | None = Field(None, description="model name as the endpoint knows it")
     base_url: str = Field("https://api.openai.com/v1", description="the endpoint's /v1 URL")
     api_key_env: str | None = Field(
-        None, description="name of the environment variable holding the API key (never the key)"
+        None,
+        description="name of the environment variable holding the API key, never the key "
+        "(default OPENAI_API_KEY; Azure batch: AZURE_OPENAI_API_KEY)",
     )
-    timeout_s: float = Field(120.0, gt=0, description="per-request timeout in seconds")
-    schema_mode: Literal["json_schema", "json_object", "prompt"] = Field(
-        "json_schema",
-        description="structured output to start with; the endpoint steps down (json_object, "
-        "then the schema in the prompt) when it refuses a minimal probe too",
+    schema_mode: Literal["strict", "json_schema", "json_object", "prompt"] = Field(
+        "strict",
+        description="structured output to start with: strict (constrained decoding where the "
+        "schema allows it), json_schema, json_object, prompt; a schema or endpoint that refuses "
+        "one steps down to the next",
+    )
+    reasoning_headroom_tokens: int = Field(
+        8192,
+        ge=0,
+        description="added to a request's token limit when the model takes only "
+        "max_completion_tokens (reasoning models: the limit counts their hidden reasoning)",
     )
 
     @property
@@ -76,7 +84,15 @@ class OpenAISettings(BaseModel):
         return self.model or "gpt-4o-mini"
 
     def identity(self) -> tuple[str, ...]:
-        return ("openai", self.base_url, self.model_name)
+        """What makes two settings the same endpoint (one client, one limiter)."""
+        return (self.backend, self.base_url, self.model_name)
+
+
+class OpenAISettings(_OpenAIEndpoint):
+    """Any OpenAI-compatible chat-completions endpoint (OpenAI, vLLM, SGLang, llama.cpp, TGI)."""
+
+    backend: Literal["openai"] = Field("openai", description="an OpenAI-compatible endpoint")
+    timeout_s: float = Field(120.0, gt=0, description="per-request timeout in seconds")
 
 
 class VLLMSettings(BaseModel):
@@ -131,39 +147,16 @@ class VLLMSettings(BaseModel):
         )
 
 
-class OpenAIBatchSettings(BaseModel):
+class OpenAIBatchSettings(_OpenAIEndpoint):
     """OpenAI's Batch API at half price; Azure OpenAI Global Batch with `api_version` (the
     base URL is the resource's https://NAME.openai.azure.com/openai, the model its batch
     deployment). Batch sizes and polling are the `batch:` block's (glan.llm.batch.options)."""
 
-    model_config = ConfigDict(extra="forbid")
-
     backend: Literal["openai-batch"] = Field(
         "openai-batch", description="OpenAI's (or Azure's) Batch API"
     )
-    model: str | None = Field(None, description="model name (Azure: the batch deployment)")
-    base_url: str = Field("https://api.openai.com/v1", description="the endpoint's /v1 URL")
-    api_key_env: str | None = Field(
-        None,
-        description="environment variable holding the key (default OPENAI_API_KEY, "
-        "or AZURE_OPENAI_API_KEY for Azure)",
-    )
     api_version: str | None = Field(None, description="Azure's api-version, e.g. 2024-10-21")
     timeout_s: float = Field(600.0, gt=0, description="one upload, download or control call")
-    schema_mode: Literal["json_schema", "json_object", "prompt"] = Field(
-        "json_schema", description="structured output each batch line asks for"
-    )
-
-    @property
-    def tiny(self) -> bool:
-        return False
-
-    @property
-    def model_name(self) -> str:
-        return self.model or "gpt-4o-mini"
-
-    def identity(self) -> tuple[str, ...]:
-        return ("openai-batch", self.base_url, self.model_name)
 
 
 class AnthropicBatchSettings(BaseModel):
@@ -253,6 +246,7 @@ def create_backend(
         max_concurrency=concurrency,
         timeout_s=settings.timeout_s,
         schema_mode=settings.schema_mode,
+        reasoning_headroom=settings.reasoning_headroom_tokens,
     )
 
 
@@ -291,6 +285,7 @@ def batch_api(fields: dict[str, Any], completion_window: str = "24h") -> BatchAP
             completion_window,
             settings.schema_mode,
             settings.timeout_s,
+            settings.reasoning_headroom_tokens,
         )
     assert isinstance(settings, AnthropicBatchSettings)
     from glan.llm.batch.anthropic_batch import AnthropicBatchAPI

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -34,12 +35,22 @@ class UsageRow:
     cost_usd: float = 0.0
 
 
+#: The usage row of batch replies paid for whose results were gone for good (glan.llm.batch).
+LOST_RESULTS = "lost_results"
+
+
 class UsageLedger:
     """Counts what each stage spent on each model; cached replies cost nothing again."""
 
     def __init__(self, prices: dict[str, Price] | None = None) -> None:
         self.prices = prices or {}
         self.rows: dict[tuple[str, str], UsageRow] = defaultdict(UsageRow)
+        # Told of every change (a run writes its spend down as it goes: glan.run.spend).
+        self.on_change: Callable[[], None] | None = None
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
 
     def record(
         self,
@@ -49,21 +60,34 @@ class UsageLedger:
         completion_tokens: int,
         reasks: int = 0,
         batch: bool = False,
+        requests: int = 1,
     ) -> None:
         row = self.rows[(tag, model)]
-        row.requests += 1
+        row.requests += requests
         row.reasks += reasks
         row.prompt_tokens += prompt_tokens
         row.completion_tokens += completion_tokens
         price = self.prices.get(model)
         if price is not None:
             row.cost_usd += price.cost(prompt_tokens, completion_tokens, batch)
+        self._changed()
+
+    def record_lost(
+        self, model: str, lines: int, prompt_tokens: int, completion_tokens: int
+    ) -> None:
+        """Batch lines paid for whose results were gone (sent again): counted apart, under
+        LOST_RESULTS, at the batch price."""
+        self.record(
+            LOST_RESULTS, model, prompt_tokens, completion_tokens, batch=True, requests=lines
+        )
 
     def record_cached(self, tag: str, model: str) -> None:
         self.rows[(tag, model)].cached += 1
+        self._changed()
 
     def record_failed(self, tag: str, model: str) -> None:
         self.rows[(tag, model)].failed += 1
+        self._changed()
 
     def total(self) -> UsageRow:
         out = UsageRow()

@@ -72,3 +72,78 @@ def wire_schema(schema: dict[str, Any]) -> dict[str, Any]:
     The result is shared between callers: treat it as read-only.
     """
     return _projection_of(schema)
+
+
+def described(node: Any, keywords: frozenset[str]) -> Any:
+    """The schema without these keywords, each dropped bound written into its node's
+    description, so a model that cannot be held to it still reads it (the reply is validated
+    against the full schema afterwards, as always)."""
+    if isinstance(node, list):
+        return [described(value, keywords) for value in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: described(v, keywords) for k, v in node.items() if k not in keywords}
+    dropped = [f"{k}={node[k]}" for k in sorted(node) if k in keywords]
+    if dropped:
+        note = f"(constraints: {', '.join(dropped)})"
+        out["description"] = f"{out['description']} {note}" if "description" in out else note
+    return out
+
+
+def closed(node: Any) -> Any:
+    """The schema as strict structured-output modes (OpenAI's strict, Anthropic's) want it:
+    every object closed to keys it does not list (`additionalProperties: false`), every enum of
+    strings typed as one."""
+    if isinstance(node, list):
+        return [closed(value) for value in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: v if k == "enum" else closed(v) for k, v in node.items()}
+    if out.get("type") == "object" or "properties" in out:
+        out["additionalProperties"] = False
+    enum = out.get("enum")
+    if "type" not in out and enum and all(isinstance(v, str) for v in enum):
+        out = {"type": "string", **out}
+    return out
+
+
+def qualifies_for_strict(node: Any) -> bool:
+    """Whether strict decoding can hold a reply to this schema exactly: an object at the root,
+    and every object lists its keys and requires them all (strict modes have no optional key)."""
+    if not isinstance(node, dict) or node.get("type") != "object":
+        return False
+    return _all_required(node)
+
+
+def _all_required(node: Any) -> bool:
+    if isinstance(node, list):
+        return all(_all_required(value) for value in node)
+    if not isinstance(node, dict):
+        return True
+    if node.get("type") == "object" or "properties" in node:
+        properties = node.get("properties")
+        if not properties or set(node.get("required") or ()) != set(properties):
+            return False
+    return all(_all_required(value) for key, value in node.items() if key != "enum")
+
+
+_strict_by_refusals: dict[frozenset[str], IdentityMemo[dict[str, Any] | None]] = {}
+
+
+def strict_schema(
+    schema: dict[str, Any], refused: frozenset[str] = frozenset()
+) -> dict[str, Any] | None:
+    """What a strict structured-output request sends for this validation schema: the wire
+    projection with every object closed and the keywords this endpoint's strict mode refused
+    moved into descriptions; None when the schema cannot be strict (an optional key).
+
+    The result is shared between callers: treat it as read-only."""
+    memo = _strict_by_refusals.get(refused)
+    if memo is None:
+
+        def project(wire: dict[str, Any]) -> dict[str, Any] | None:
+            return described(closed(wire), refused) if qualifies_for_strict(wire) else None
+
+        memo = _strict_by_refusals[refused] = IdentityMemo(project)
+    # wire_schema gives one shared object per distinct schema: the memo's key.
+    return memo(wire_schema(schema))

@@ -36,7 +36,7 @@ CREATE TABLE IF NOT EXISTS st_pairs (
     PRIMARY KEY (d, s, p)) WITHOUT ROWID;
 """
 # What each stage's records depend on: invalidating a stage drops it and everything below.
-_DOWNSTREAM = {
+DOWNSTREAM = {
     "subjects": ("st_listings", "st_slots", "st_syllabi", "st_pairs"),
     "syllabus": ("st_slots", "st_syllabi", "st_pairs"),
     "questions": ("st_pairs",),
@@ -103,7 +103,7 @@ class RunState:
         self.flush()
         self.writes += 1
         self._conn.execute("BEGIN")
-        for table in _DOWNSTREAM[stage]:
+        for table in DOWNSTREAM[stage]:
             self._conn.execute(f"DELETE FROM {table}")
         self._conn.execute("COMMIT")
 

@@ -30,6 +30,14 @@ def missing(what: str, why: str) -> NoReturn:
     pytest.skip(f"{what} is not installed ({why})", allow_module_level=True)
 
 
+def unavailable(what: str, why: str) -> NoReturn:
+    """This machine cannot give a test what it checks (a kernel feature, a privilege): skip it
+    here, but FAIL it in CI, whose machine must let the suite check it."""
+    if in_ci():
+        pytest.fail(f"{what} is unavailable in CI ({why})", pytrace=False)
+    pytest.skip(f"{what} is unavailable here ({why})")
+
+
 def require(module: str, why: str) -> ModuleType:
     """Import `module` for a test (a module-level call covers the whole file), or `missing`."""
     try:

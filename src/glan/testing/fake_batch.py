@@ -2,81 +2,42 @@
 
 One aiohttp app serves both shapes on loopback, in a background thread. Every line is answered
 by a `FakeServer`'s replier (the fake chat server's replies: schema-valid, prompt-dependent), so
-batch and online runs see the same replies. A batch moves one status per poll (OpenAI:
-validating, in_progress, finalizing, completed; Anthropic: in_progress, ended) unless `hold`
-keeps it in progress. Faults, random or queued per batch: failed lines (in the error file),
-expiry part done, cancel with partial results, all lines failed (a "completed" batch without an
-output file), a batch refused by validation or by the enqueued-token quota; output is shuffled.
-Counters say what was submitted and whether any custom_id was submitted while a live batch held
-it or after it had been answered (paid twice).
+batch and online runs see the same replies. How a batch lives, and the counters of what was
+paid, are glan.testing.fake_batch_life's; the provider faults of glan.testing.fake_batch_faults
+are set on `faults`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import random
 import threading
 import time
-from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from aiohttp import web
 
-from glan.testing.fake_batch_wire import (
-    FakeBatch,
-    anthropic_view,
-    failed_line,
-    ok_line,
-    openai_view,
-)
+from glan.testing.fake_batch_life import FakeBatchLife
+from glan.testing.fake_batch_wire import FakeBatch, anthropic_view, openai_view
 from glan.testing.fake_server import FakeServer
-
-OUTCOMES = ("ok", "expire", "all_failed", "validation_failed", "quota")
 
 
 @dataclass
-class FakeBatchServer:
-    chat: FakeServer = field(default_factory=FakeServer)
-    line_failure_rate: float = 0.0  # share of lines failed (HTTP 500 in the error file)
-    expire_rate: float = 0.0  # share of batches that expire with part of their lines done
-    shuffle: bool = True
-    steps: int = 2  # polls spent in progress
-    rng_seed: int = 0
+class FakeBatchServer(FakeBatchLife):
     api_key: str | None = None
-    # Anthropic lines asking for JSON-schema output are refused (a model without it).
-    refuse_output_format: bool = False
     # The next creates make their batch, then answer 502 (an answer lost on the way back).
     lose_create_answers: int = 0
     host: str = "127.0.0.1"
     port: int = 0
 
     def __post_init__(self) -> None:
-        self.hold = False  # while True, batches stay in progress
-        self.outcomes: list[str] = []  # queued outcomes of the next batches
-        self.batches: dict[str, FakeBatch] = {}
-        self.files: dict[str, bytes] = {}
-        self.lines_submitted = 0
-        self.submitted: Counter[str] = Counter()
-        self.answered: Counter[str] = Counter()  # custom_id -> successful lines returned
-        self.paid_twice = 0  # lines submitted while live elsewhere or already answered
-        self.created = threading.Event()  # set when the first batch is created
+        super().__post_init__()
         self.requests_seen: list[dict[str, Any]] = []  # create bodies (wire-format checks)
-        self._rng = random.Random(self.rng_seed)
-        self._live: Counter[str] = Counter()
-        self._n = 0
-        self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
 
-    # ---- scripting ---------------------------------------------------------------------------
-    def enqueue(self, *outcomes: str) -> None:
-        for outcome in outcomes:
-            if outcome not in OUTCOMES:
-                raise ValueError(f"unknown outcome {outcome!r}")
-        self.outcomes.extend(outcomes)
-
+    # ---- addresses ---------------------------------------------------------------------------
     @property
     def base_url(self) -> str:
         return f"http://{self.host}:{self.port}/v1"
@@ -89,24 +50,13 @@ class FakeBatchServer:
     def azure_url(self) -> str:
         return f"http://{self.host}:{self.port}/openai"
 
-    @property
-    def seen_twice(self) -> list[str]:
-        """custom_ids submitted in more than one batch (a failed line sent again counts)."""
-        return [key for key, n in self.submitted.items() if n > 1]
-
-    def live_batches(self) -> list[str]:
-        return [b.id for b in self.batches.values() if not self._ended(b)]
-
-    def _next_id(self, prefix: str) -> str:
-        self._n += 1
-        return f"{prefix}{self._n:06d}"
-
     # ---- HTTP --------------------------------------------------------------------------------
     def app(self) -> web.Application:
         app = web.Application(client_max_size=1 << 30)
         for prefix in ("/v1", "/openai"):
             app.router.add_post(f"{prefix}/files", self._upload)
             app.router.add_get(f"{prefix}/files/{{id}}/content", self._download)
+            app.router.add_delete(f"{prefix}/files/{{id}}", self._delete)
             app.router.add_post(f"{prefix}/batches", self._create)
             app.router.add_get(f"{prefix}/batches", self._list)
             app.router.add_get(f"{prefix}/batches/{{id}}", self._get)
@@ -138,7 +88,13 @@ class FakeBatchServer:
     async def _upload(self, request: web.Request) -> web.Response:
         if (refused := self._refused(request)) is not None:
             return refused
+        if (refused := self.faults.upload_refused(len(self.files))) is not None:
+            return refused
         form = await request.post()
+        if "expires_after[seconds]" in form:
+            expiry = (form.get("expires_after[anchor]"), int(str(form["expires_after[seconds]"])))
+            if (refused := self.faults.expiry_refused("expires_after", expiry)) is not None:
+                return refused
         upload = form["file"]
         data = upload.file.read() if hasattr(upload, "file") else bytes(upload)  # type: ignore[union-attr]
         file_id = self._next_id("file-")
@@ -158,25 +114,38 @@ class FakeBatchServer:
     async def _download(self, request: web.Request) -> web.Response:
         if (refused := self._refused(request)) is not None:
             return refused
-        data = self.files.get(request.match_info["id"])
-        if data is None:
+        return await self.faults.serve(request, self.files.get(request.match_info["id"]))
+
+    async def _delete(self, request: web.Request) -> web.Response:
+        if (refused := self._refused(request)) is not None:
+            return refused
+        file_id = request.match_info["id"]
+        if self.files.pop(file_id, None) is None:
             return web.json_response({"error": {"message": "no such file"}}, status=404)
-        return web.Response(body=data, content_type="application/octet-stream")
+        self.faults.deleted.append(file_id)
+        return web.json_response({"id": file_id, "object": "file", "deleted": True})
 
     async def _create(self, request: web.Request) -> web.Response:
         if (refused := self._refused(request)) is not None:
             return refused
         body = await request.json()
         self.requests_seen.append(body)
+        if "output_expires_after" in body:
+            expiry = body["output_expires_after"]
+            if (refused := self.faults.expiry_refused("output_expires_after", expiry)) is not None:
+                return refused
         data = self.files.get(body.get("input_file_id"))
         if data is None:
             return web.json_response({"error": {"message": "no such file"}}, status=400)
         lines = [orjson.loads(line) for line in data.splitlines() if line.strip()]
+        live = sum(self._live.values())
+        if (refused := self.faults.create_refused(live, len(lines))) is not None:
+            return refused
         batch = self._new_batch(
             "openai", [(x["custom_id"], x["body"]) for x in lines], body.get("metadata") or {}
         )
         batch.input_file_id = body["input_file_id"]
-        return self._created(openai_view(batch))
+        return self._created(self._openai_view(batch))
 
     def _created(self, view: dict[str, Any]) -> web.Response:
         if self.lose_create_answers > 0:
@@ -197,7 +166,7 @@ class FakeBatchServer:
         return web.json_response(
             {
                 "object": "list",
-                "data": [openai_view(b) for b in page],
+                "data": [self._openai_view(b) for b in page],
                 "has_more": len(batches) > limit,
             }
         )
@@ -209,7 +178,7 @@ class FakeBatchServer:
         if batch is None:
             return web.json_response({"error": {"message": "no such batch"}}, status=404)
         self._advance(batch)
-        return web.json_response(openai_view(batch))
+        return web.json_response(self._openai_view(batch))
 
     async def _cancel(self, request: web.Request) -> web.Response:
         if (refused := self._refused(request)) is not None:
@@ -222,7 +191,9 @@ class FakeBatchServer:
         batch.cancelled = True
         batch.status = "cancelling" if batch.shape == "openai" else "canceling"
         return web.json_response(
-            openai_view(batch) if batch.shape == "openai" else anthropic_view(batch, self.origin)
+            self._openai_view(batch)
+            if batch.shape == "openai"
+            else anthropic_view(batch, self.origin)
         )
 
     # ---- Anthropic ---------------------------------------------------------------------------
@@ -266,118 +237,11 @@ class FakeBatchServer:
         if (refused := self._refused(request)) is not None:
             return refused
         batch = self.batches.get(request.match_info["id"])
-        if batch is None or batch.status != "ended":
-            return web.json_response({"error": {"message": "not ended"}}, status=404)
-        return web.Response(body=batch.results, content_type="application/binary")
+        ended = batch is not None and batch.status == "ended" and batch.archived is None
+        return await self.faults.serve(request, batch.results if ended else None)  # type: ignore[union-attr]
 
-    # ---- the batch life ----------------------------------------------------------------------
-    def _new_batch(
-        self, shape: str, lines: list[tuple[str, dict[str, Any]]], metadata: dict[str, Any]
-    ) -> FakeBatch:
-        with self._lock:
-            outcome = self.outcomes.pop(0) if self.outcomes else "ok"
-            if outcome == "ok" and self.expire_rate and self._rng.random() < self.expire_rate:
-                outcome = "expire"
-            ids = [key for key, _ in lines]
-            batch = FakeBatch(
-                self._next_id("batch_" if shape == "openai" else "msgbatch_"),
-                shape,
-                lines,
-                outcome,
-                time.time(),
-                metadata,
-                status="validating" if shape == "openai" else "in_progress",
-            )
-            if len(set(ids)) != len(ids):
-                batch.outcome = "validation_failed"
-            if batch.outcome not in ("validation_failed", "quota"):
-                for key in ids:
-                    if self._live[key] or self.answered[key]:
-                        self.paid_twice += 1
-                    self._live[key] += 1
-                    self.submitted[key] += 1
-                self.lines_submitted += len(ids)
-            self.batches[batch.id] = batch
-        self.created.set()
-        return batch
-
-    def _ended(self, b: FakeBatch) -> bool:
-        return b.status in ("completed", "failed", "expired", "cancelled", "ended")
-
-    def _advance(self, b: FakeBatch) -> None:
-        """One poll, one step; a held batch stays in progress (unless cancelled)."""
-        if self._ended(b):
-            return
-        if b.outcome in ("validation_failed", "quota"):
-            code = "duplicate_custom_id" if b.outcome == "validation_failed" else None
-            b.errors = [
-                {
-                    "code": code or "token_limit_exceeded",
-                    "line": 1 if code else None,
-                    "message": "custom_id must be unique"
-                    if code
-                    else "Enqueued token limit reached",
-                    "param": None,
-                }
-            ]
-            b.status = "failed"
-            return
-        if b.cancelled:
-            self._finish(b, "cancelled")
-            return
-        if self.hold:
-            b.status = "in_progress"
-            return
-        b.polls += 1
-        if b.shape == "openai":
-            if b.polls == 1:
-                b.status = "in_progress"
-            elif b.polls <= self.steps:
-                pass
-            elif b.status == "in_progress":
-                b.status = "finalizing"
-            else:
-                self._finish(b, "expired" if b.outcome == "expire" else "completed")
-        elif b.polls > self.steps:
-            self._finish(b, "expired" if b.outcome == "expire" else "completed")
-
-    def _finish(self, b: FakeBatch, how: str) -> None:
-        with self._lock:
-            order = list(range(len(b.lines)))
-            done_until = len(order) if how == "completed" else len(order) // 2
-            ok, bad = [], []
-            for i, (key, body) in enumerate(b.lines):
-                self._live[key] -= 1
-                if b.outcome == "all_failed":
-                    bad.append(failed_line(b, key, "server_error"))
-                elif i >= done_until:
-                    bad.append(failed_line(b, key, f"batch_{how}"))
-                elif self.line_failure_rate and self._rng.random() < self.line_failure_rate:
-                    bad.append(failed_line(b, key, "server_error"))
-                elif self.refuse_output_format and "output_config" in body:
-                    bad.append(failed_line(b, key, "output_format"))
-                else:
-                    self.answered[key] += 1
-                    ok.append(ok_line(b, key, body, self.chat.replier))
-            if self.shuffle:
-                self._rng.shuffle(ok)
-                self._rng.shuffle(bad)
-        b.completed, b.failed = len(ok), len(bad)
-        if b.shape == "openai":
-            if ok:
-                b.output_file_id = self._next_id("file-")
-                self.files[b.output_file_id] = b"".join(orjson.dumps(x) + b"\n" for x in ok)
-            if bad:
-                b.error_file_id = self._next_id("file-")
-                self.files[b.error_file_id] = b"".join(orjson.dumps(x) + b"\n" for x in bad)
-            b.status = how
-        else:
-            mixed = ok + bad
-            if self.shuffle:
-                self._rng.shuffle(mixed)
-            b.results = b"".join(orjson.dumps(x) + b"\n" for x in mixed)
-            b.counts = Counter(x["result"]["type"] for x in mixed)
-            b.status = "ended"
+    def _openai_view(self, batch: FakeBatch) -> dict[str, Any]:
+        return openai_view(batch, azure_style=self.faults.azure_style)
 
     # ---- lifecycle: the chat server's loop in a thread ---------------------------------------------------------------------------
     start = FakeServer.start

@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 
+from glan.testing.fake_batch_faults import capitalised
 from glan.testing.fake_replies import Replier
 
 
@@ -35,9 +36,19 @@ class FakeBatch:
     completed: int = 0
     failed: int = 0
     counts: dict[str, int] = field(default_factory=dict)
+    tokens: tuple[int, int] = (0, 0)  # prompt and completion tokens of its replies
+    lost: bool = False  # its results are gone for good
+    archived: float | None = None  # when its results became unavailable (Anthropic)
 
 
-def openai_view(b: FakeBatch) -> dict[str, Any]:
+def _stamp(seconds: float | None) -> str | None:
+    return None if seconds is None else datetime.fromtimestamp(seconds, UTC).isoformat()
+
+
+def openai_view(b: FakeBatch, azure_style: bool = False) -> dict[str, Any]:
+    """The batch object; `azure_style`: created_at an ISO string and the status capitalised,
+    as some Azure examples show them."""
+    prompt, completion = b.tokens
     return {
         "id": b.id,
         "object": "batch",
@@ -45,10 +56,17 @@ def openai_view(b: FakeBatch) -> dict[str, Any]:
         "errors": {"object": "list", "data": b.errors} if b.errors else None,
         "input_file_id": b.input_file_id or "",
         "completion_window": "24h",
-        "status": b.status,
+        "status": capitalised(b.status) if azure_style else b.status,
         "output_file_id": b.output_file_id,
         "error_file_id": b.error_file_id,
-        "created_at": int(b.created),
+        "created_at": _stamp(b.created) if azure_style else int(b.created),
+        "usage": {
+            "input_tokens": prompt,
+            "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens": completion,
+            "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": prompt + completion,
+        },
         "request_counts": {
             "total": len(b.lines),
             "completed": b.completed,
@@ -69,7 +87,7 @@ def anthropic_view(b: FakeBatch, origin: str) -> dict[str, Any]:
         "expired": 0,
         **(b.counts if ended else {}),
     }
-    stamp = datetime.fromtimestamp(b.created, UTC).isoformat()
+    stamp = _stamp(b.created)
     return {
         "id": b.id,
         "type": "message_batch",
@@ -78,7 +96,7 @@ def anthropic_view(b: FakeBatch, origin: str) -> dict[str, Any]:
         "created_at": stamp,
         "expires_at": stamp,
         "ended_at": stamp if ended else None,
-        "archived_at": None,
+        "archived_at": _stamp(b.archived),
         "cancel_initiated_at": stamp if b.cancelled else None,
         "results_url": f"{origin}/v1/messages/batches/{b.id}/results" if ended else None,
     }
@@ -111,6 +129,32 @@ def failed_line(b: FakeBatch, key: str, code: str) -> dict[str, Any]:
             "message": f"This request could not be executed "
             f"before the batch was {code.removeprefix('batch_')}.",
         },
+    }
+
+
+def ok_tokens(lines: list[dict[str, Any]]) -> tuple[int, int]:
+    """Prompt and completion tokens of successful result lines (either shape)."""
+    prompt = completion = 0
+    for line in lines:
+        if "result" in line:
+            usage = line["result"]["message"]["usage"]
+            prompt, completion = prompt + usage["input_tokens"], completion + usage["output_tokens"]
+        else:
+            usage = line["response"]["body"]["usage"]
+            prompt += usage["prompt_tokens"]
+            completion += usage["completion_tokens"]
+    return prompt, completion
+
+
+def refused_line(b: FakeBatch, key: str, error: dict[str, Any]) -> dict[str, Any]:
+    """A line the model refused with HTTP 400 and this error body (each provider's shape)."""
+    if b.shape == "anthropic":
+        return {"custom_id": key, "result": {"type": "errored", "error": error}}
+    return {
+        "id": f"req_{key[:8]}",
+        "custom_id": key,
+        "response": {"status_code": 400, "request_id": "r", "body": error},
+        "error": None,
     }
 
 

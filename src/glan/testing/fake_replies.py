@@ -65,3 +65,16 @@ def default_replier(body: dict[str, Any]) -> str | dict[str, Any] | list[Any]:
         schema = orjson.loads(last.rsplit("JSON schema:\n", 1)[1].strip())
         return instance_from_schema(schema, seed)
     return f"Reply {seed[:12]} to: {last[:80]}"
+
+
+def fixed_completion(content: str) -> bytes:
+    """One chat completion body, always the same (the benchmark server's fast path)."""
+    choice = {"index": 0, "message": {"role": "assistant", "content": content}}
+    return orjson.dumps(
+        {
+            "id": "x",
+            "object": "chat.completion",
+            "choices": [{**choice, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 20, "completion_tokens": 10, "total_tokens": 30},
+        }
+    )

@@ -24,11 +24,12 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from glan.testing.fake_replies import (
-    Replier,
-    default_replier,
-    request_key,
+from glan.testing.fake_refusals import (
+    reasoning_model_refusal,
+    reasoning_spent,
+    strict_schema_refusal,
 )
+from glan.testing.fake_replies import Replier, default_replier, fixed_completion, request_key
 
 FAULTS = (
     "500",
@@ -75,6 +76,12 @@ class FakeServer:
     throttle_retry_after_s: float = 0.2
     # Or exactly the bodies this predicate picks.
     throttle_when: Callable[[dict[str, Any]], bool] | None = None
+    # An OpenAI reasoning model: refuses max_tokens, top_p and a non-default temperature, and
+    # spends hidden reasoning tokens out of max_completion_tokens (glan.testing.fake_refusals).
+    reasoning_model: bool = False
+    # Strict json_schema bodies are checked as OpenAI checks them (its keyword subset, closed
+    # objects, every key required) and refused with its words.
+    strict_like_openai: bool = False
     # Called, in the server's thread, as each chat request arrives: a test breaks the endpoint
     # once the run has reached a given point, instead of after a given time.
     on_request: Callable[[], None] | None = None
@@ -200,6 +207,12 @@ class FakeServer:
         if self.models is not None and body.get("model") not in self.models:
             self._count("404")
             return web.json_response({"error": {"message": "model not found"}}, status=404)
+        refusal = (reasoning_model_refusal(body) if self.reasoning_model else None) or (
+            strict_schema_refusal(body) if self.strict_like_openai else None
+        )
+        if refusal is not None:
+            self._count("400_refused")
+            return web.json_response(refusal, status=400)
         fmt = (body.get("response_format") or {}).get("type")
         if self.reject_response_format and fmt in (
             ("json_schema", "json_object")
@@ -252,6 +265,11 @@ class FakeServer:
 
     def _completion(self, body: dict[str, Any], content: str, finish: str) -> web.Response:
         prompt_chars = sum(len(m["content"]) for m in body["messages"])
+        reasoning = 0
+        if self.reasoning_model:
+            reasoning, fits = reasoning_spent(body, len(content) // 4 + 1)
+            if not fits:  # the limit went on reasoning: nothing visible, and it is paid
+                content, finish = "", "length"
         payload = {
             "id": "chatcmpl-fake",
             "object": "chat.completion",
@@ -265,8 +283,9 @@ class FakeServer:
             ],
             "usage": {
                 "prompt_tokens": prompt_chars // 4 + 1,
-                "completion_tokens": len(content) // 4 + 1,
-                "total_tokens": prompt_chars // 4 + len(content) // 4 + 2,
+                "completion_tokens": len(content) // 4 + 1 + reasoning,
+                "total_tokens": prompt_chars // 4 + len(content) // 4 + 2 + reasoning,
+                "completion_tokens_details": {"reasoning_tokens": reasoning},
             },
         }
         return web.Response(body=orjson.dumps(payload), content_type="application/json")
@@ -362,20 +381,7 @@ def main() -> None:
     args = parser.parse_args()
     server = FakeServer(latency_s=args.latency, port=args.port)
     if args.fixed_reply is not None:
-        server.fixed_reply = orjson.dumps(
-            {
-                "id": "x",
-                "object": "chat.completion",
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": args.fixed_reply},
-                        "finish_reason": "stop",
-                    }
-                ],
-                "usage": {"prompt_tokens": 20, "completion_tokens": 10, "total_tokens": 30},
-            }
-        )
+        server.fixed_reply = fixed_completion(args.fixed_reply)
     web.run_app(server.app(), host="127.0.0.1", port=args.port, access_log=None, print=None)
 
 

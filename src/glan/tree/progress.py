@@ -38,3 +38,18 @@ class RunProgress:
 
     def pairs(self) -> int:
         return self.resumed_pairs + self.strategies.total()
+
+
+def merge_batch_states(states: list[dict[str, Any]]) -> dict[str, Any]:
+    """Batch transports' states (`BatchBackend.summary`) as one: a run's endpoints, or a
+    cluster's shards."""
+    by_status: dict[str, int] = {}
+    for state in states:
+        for status, n in state["by_status"].items():
+            by_status[status] = by_status.get(status, 0) + n
+    return {
+        "by_status": by_status,
+        "lines_done": sum(s["lines_done"] for s in states),
+        "lines_pending": sum(s["lines_pending"] for s in states),
+        "oldest_s": max((s["oldest_s"] for s in states), default=0.0),
+    }

@@ -8,7 +8,7 @@ from typing import Any
 
 from glan.llm.usage import merge_usage
 from glan.planner import Plan
-from glan.tree.progress import RunProgress
+from glan.tree.progress import RunProgress, merge_batch_states
 
 
 class SummedUsage:
@@ -74,3 +74,6 @@ class ClusterProgress:
         for s in shards:
             rows = merge_usage(rows, s["usage"])
         self.usage.rows = rows
+        batches = [s["batches"] for s in shards if s.get("batches")]
+        if batches:  # shards that send batches: their transports' state, summed
+            progress.batches = lambda: merge_batch_states(batches)

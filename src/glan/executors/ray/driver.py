@@ -17,6 +17,7 @@ import hashlib
 import logging
 import secrets
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
@@ -28,11 +29,14 @@ from glan.errors import UserError
 from glan.executors.layout import shard_layout
 from glan.executors.ray.display import ClusterProgress
 from glan.executors.ray.worker import PROBE_FILE, Authority, ShardWorker
-from glan.llm.usage import merge_usage, sum_cost
+from glan.llm.settings import BATCH_KINDS
+from glan.llm.usage import sum_cost
 from glan.pipeline import Pipeline, RunResult
 from glan.run.files import atomic_write_text
 from glan.run.rundir import STATE_FILE, RunDir
+from glan.run.spend import spend_totals
 from glan.run.state import RunState
+from glan.run.stores import refuse_live_batches, run_stores, shard_dir, spread_state
 from glan.taxonomy import Taxonomy
 from glan.tree.progress import RunProgress
 
@@ -90,8 +94,12 @@ class RayRun:
         self.on_poll = on_poll
         # Shards a worker runs at once: a shard is a deep chain (listing, syllabus, question,
         # answer), so one at a time would leave the endpoint idle while it ramps and drains;
-        # half of a worker's share runs at once and the rest is pulled as those finish.
-        self.slots = max(1, self.cfg.executor.shards_per_worker // 2)
+        # half of a worker's share runs at once and the rest is pulled as those finish. A shard
+        # that sends batches spends its time waiting for them: all of them go at once.
+        per_worker = self.cfg.executor.shards_per_worker
+        self.sends_batches = any(self.cfg.backend_for(s).backend in BATCH_KINDS for s in STAGES)
+        self.slots = per_worker if self.sends_batches else max(1, per_worker // 2)
+        self.invocation = uuid.uuid4().hex  # every shard's spend is written down under it
 
     # ---- setup -------------------------------------------------------------------------------
     def _worker_count(self) -> int:
@@ -107,14 +115,17 @@ class RayRun:
         return workers
 
     def _authorities(self) -> dict[tuple[str, ...], Any]:
-        """One named authority per HTTP endpoint (an in-process model keeps its own)."""
+        """One named authority per HTTP endpoint. An in-process model keeps its own, and so
+        does a batch API: what it holds open are lines waiting in batches, not requests at the
+        endpoint (each worker's are bounded by batch.max_open_requests)."""
         settings = self.pipeline.admission_settings().model_dump()
         run = hashlib.sha256(str(self.out_dir.resolve()).encode()).hexdigest()[:12]
         actor = self.ray.remote(num_cpus=0, max_restarts=0)(Authority)
         authorities = {}
         for stage in STAGES:
-            identity = self.cfg.backend_for(stage).identity()
-            if identity[0] == "local" or identity in authorities:
+            backend = self.cfg.backend_for(stage)
+            identity = backend.identity()
+            if backend.backend in ("local", *BATCH_KINDS) or identity in authorities:
                 continue
             key = hashlib.sha256(repr(identity).encode()).hexdigest()[:12]
             authorities[identity] = actor.options(
@@ -156,6 +167,7 @@ class RayRun:
         with run_dir.opened():
             inputs = self.pipeline.inputs()
             run_dir.changed_stages(inputs, self.update)  # refused here, before any worker
+            refuse_live_batches(self.out_dir)  # and this, before the cluster is reached
             self.previous = run_dir.read_manifest() or {}
             plan = self.pipeline.full_plan
             self.display.start(plan, self.cfg.subjects_mode == "two_turn")
@@ -165,6 +177,11 @@ class RayRun:
             shards = shard_layout(
                 self.shards_dir, plan, workers, self.cfg.executor.shards_per_worker
             )
+            # What a local run staged goes to the shards, before the inputs are recorded: each
+            # shard compares them with its own (glan.run.stores).
+            spread_state(self.out_dir, shards)
+            main_store = self.out_dir / STATE_FILE
+            self.cache_fallback = str(main_store) if main_store.is_file() else None
             run_dir.record_inputs(inputs)
             atomic_write_text(self.out_dir / "taxonomy.yaml", self.taxonomy.to_yaml())
             self.token = secrets.token_hex(8)
@@ -208,12 +225,14 @@ class RayRun:
                         self.attempts[shard] = self.attempts.get(shard, 0) + 1
                         ref = workers[i].run_shard.remote(
                             shard,
-                            str(self.shards_dir / f"{shard:03d}"),
+                            str(shard_dir(self.out_dir, shard)),
                             config,
                             taxonomy,
                             self.target,
                             shards[shard],
                             self.update,
+                            self.invocation,
+                            self.cache_fallback,
                         )
                         running[ref] = (i, workers[i], shard)
                         busy[i] += 1
@@ -281,7 +300,7 @@ class RayRun:
     ) -> dict[str, Any]:
         plan = self.pipeline.full_plan
         where = {p: n for n, paths in shards.items() for p in paths}
-        states = {n: RunState(self.shards_dir / f"{n:03d}" / STATE_FILE) for n in shards}
+        states = {n: RunState(shard_dir(self.out_dir, n) / STATE_FILE) for n in shards}
         try:
             published = run_dir.publish(
                 plan,
@@ -295,13 +314,8 @@ class RayRun:
         summaries = [self.summaries[n] for n in sorted(self.summaries)]
         if status == "finished":
             status = "complete" if made >= planned else "short"
-        usage: dict[str, Any] = {}
-        this_run: dict[str, Any] = {}
-        for s in summaries:
-            usage = merge_usage(usage, s["usage"])
-            this_run = merge_usage(this_run, s["usage_this_invocation"])
-        if len(summaries) < len(shards):  # a stopped run: what the shards not reported had
-            usage = merge_usage(self.previous.get("usage") or {}, this_run)
+        # Every shard attempt wrote its spend down as it went, a killed worker's included.
+        spent = spend_totals(run_stores(self.out_dir), self.previous, self.invocation)
         limits = self._limits()
         manifest = {
             "glan_version": __version__,
@@ -325,9 +339,8 @@ class RayRun:
             "rate_limited": sum(s["rate_limited"] for s in summaries),
             "concurrency_cuts": sum(a["cuts"] for a in limits),
             "in_flight_high_water": max((a["high_water"] for a in limits), default=0),
-            "usage": usage,
-            "cost_usd": round(sum_cost(usage), 6),
-            "usage_this_invocation": this_run,
+            **spent,
+            "cost_usd": round(sum_cost(spent["usage"]), 6),
             "shards": [
                 {
                     "shard": s["shard"],

@@ -45,6 +45,7 @@ def progress_snapshot(progress: RunProgress) -> dict[str, Any]:
         "resumed": progress.resumed_pairs,
         "target": progress.target,
         "usage": progress.usage.as_dict() if progress.usage else {},
+        "batches": progress.batches() if progress.batches else None,
     }
 
 
@@ -90,12 +91,14 @@ class ShardWorker:
             self.admissions[identity] = admission
         return admission
 
-    def _backend(self, settings: Any, concurrency: int) -> Backend:
+    def _backend(self, settings: Any, concurrency: int) -> Backend | None:
         """One connection pool per HTTP endpoint for every shard of this worker: shards come
         and go, the connections stay (a pool per shard cost a connection per request at first,
-        on both sides). An in-process model is loaded per shard, as locally."""
+        on both sides). Any other kind is the shard's own (None): an in-process model is loaded
+        per shard, as locally, and a batch transport keeps its ledger in the shard's store, so
+        the worker that takes the shard over after this one dies re-attaches to its batches."""
         if settings.backend != "openai":
-            return create_backend(settings, concurrency)
+            return None
         backend = self.backends.get(settings.identity())
         if backend is None:
             backend = self.backends[settings.identity()] = create_backend(settings, concurrency)
@@ -115,6 +118,8 @@ class ShardWorker:
         target: int,
         disciplines: list[str],
         update: bool,
+        invocation: str,
+        cache_fallback: str | None,
     ) -> dict[str, Any]:
         from glan.pipeline import Pipeline
 
@@ -131,6 +136,8 @@ class ShardWorker:
                 admission_factory=self._admission,
                 backend_factory=self._backend,
                 only=disciplines,
+                invocation=invocation,
+                cache_fallback=Path(cache_fallback) if cache_fallback else None,
             )
             result = await pipeline.run()
         finally:

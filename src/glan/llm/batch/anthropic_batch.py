@@ -2,26 +2,28 @@
 
 A glan chat request becomes Messages API params: system turns go apart (`system`), max_tokens
 is always sent (Anthropic requires it), temperature is capped at 1 (its range) and top_p and the
-seed are not sent (recent models refuse temperature with top_p; there is no seed). The schema is
-enforced with Anthropic's JSON-schema output (`output_config.format`) where the model offers it,
-else with a tool whose input is the schema and which the model must call; a line refused for its
-structured-output form steps the run down to the tool. Replies are validated above, as for every
-backend. Anthropic batches carry no metadata, so the run's ledger is the only link to them.
+seed are not sent (recent models refuse temperature with top_p; there is no seed). Newer models
+refuse `temperature` itself ("deprecated for this model"): a line refused so goes again without
+it, and so does every later line (glan.llm.refusals). The schema is enforced with Anthropic's
+JSON-schema output (`output_config.format`) where the model offers it, else with a tool whose
+input is the schema and which the model must call; a line refused for its structured-output
+form steps that schema down to the tool. Replies are validated above, as for every backend.
+Anthropic batches carry no metadata, so the run's ledger is the only link to them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
 from typing import Any, Literal
 
 import orjson
 
 from glan.llm.backend import Completion
-from glan.llm.batch.api import BatchAPI, LineResult, Remote, read_key
+from glan.llm.batch.api import BatchAPI, LineResult, Remote, normal_status, read_key, timestamp
 from glan.llm.batch.ledger import Job
+from glan.llm.refusals import read_refusal
 from glan.llm.types import ChatRequest
-from glan.llm.wire import wire_schema
+from glan.llm.wire import closed, described, wire_schema
 
 AnthropicSchemaMode = Literal["json_schema", "tool"]
 API_VERSION = "2023-06-01"
@@ -33,34 +35,17 @@ _SCHEMA_WORDS = ("output_config", "output_format", "structured output", "json_sc
 _STOP = {"max_tokens": "length", "end_turn": "stop", "stop_sequence": "stop", "tool_use": "stop"}
 
 
-def output_schema(node: Any) -> Any:
+def output_schema(schema: dict[str, Any]) -> Any:
     """The schema in the subset Anthropic's JSON-schema output compiles: closed objects, no
     length or range bounds. A dropped bound is written into the description (as Anthropic's
     SDK does), so the model still reads it; the reply is validated against it afterwards."""
-    if isinstance(node, dict):
-        out = {k: output_schema(v) for k, v in node.items() if k not in _UNSUPPORTED}
-        dropped = [f"{k}={node[k]}" for k in sorted(node) if k in _UNSUPPORTED]
-        if dropped:
-            note = f"(constraints: {', '.join(dropped)})"
-            out["description"] = f"{out['description']} {note}" if "description" in out else note
-        if out.get("type") == "object" or "properties" in out:
-            out["additionalProperties"] = False
-        return out
-    if isinstance(node, list):
-        return [output_schema(v) for v in node]
-    return node
-
-
-def _timestamp(text: str | None) -> float:
-    try:
-        return datetime.fromisoformat(text or "").timestamp()
-    except ValueError:
-        return 0.0
+    return described(closed(schema), _UNSUPPORTED)
 
 
 class AnthropicBatchAPI(BatchAPI):
     kind = "anthropic"
     batches_path = "/messages/batches"
+    schema_modes = ("json_schema", "tool")
 
     def __init__(
         self,
@@ -98,12 +83,13 @@ class AnthropicBatchAPI(BatchAPI):
                 for m in request.messages
                 if m.role != "system"
             ],
-            "temperature": min(1.0, request.temperature),
         }
+        if self.shape.sends("temperature"):
+            params["temperature"] = min(1.0, request.temperature)
         if system:
             params["system"] = system
         if request.json_schema is not None:
-            if self.schema_mode == "json_schema":
+            if self.mode_for(request.schema_name) == "json_schema":
                 params["output_config"] = {
                     "format": {"type": "json_schema", "schema": output_schema(request.json_schema)}
                 }
@@ -121,12 +107,6 @@ class AnthropicBatchAPI(BatchAPI):
     def line(self, key: str, request: ChatRequest) -> bytes:
         return orjson.dumps({"custom_id": key, "params": self.params(request)}) + b"\n"
 
-    def step_down(self) -> bool:
-        if self.schema_mode == "tool":
-            return False
-        self.schema_mode = "tool"
-        return True
-
     async def create(
         self, job: Job, lines: list[bytes], on_file: Callable[[str], None], known: set[str]
     ) -> str:
@@ -142,7 +122,7 @@ class AnthropicBatchAPI(BatchAPI):
             b["id"]
             for b in page.get("data", [])
             if b["id"] not in known
-            and job.created - 5 <= _timestamp(b.get("created_at")) <= job.created + 600
+            and job.created - 5 <= timestamp(b.get("created_at")) <= job.created + 600
             and sum((b.get("request_counts") or {}).values()) == job.lines
         ]
         return found[0] if len(found) == 1 else None
@@ -150,9 +130,10 @@ class AnthropicBatchAPI(BatchAPI):
     async def status(self, batch_id: str) -> Remote:
         batch = orjson.loads(await self.call("GET", f"/messages/batches/{batch_id}"))
         counts = batch.get("request_counts") or {}
-        status = batch.get("processing_status") or "unknown"
+        status = normal_status(batch.get("processing_status"))
         failed = sum(int(counts.get(k) or 0) for k in ("errored", "canceled", "expired"))
         url = batch.get("results_url")
+        archived = batch.get("archived_at")  # its results unavailable from then on (29 days)
         return Remote(
             status=status,
             terminal=status == "ended",
@@ -160,6 +141,7 @@ class AnthropicBatchAPI(BatchAPI):
             done=int(counts.get("succeeded") or 0),
             failed=failed,
             sources=(url,) if url else (),
+            gone=f"its results were archived at {archived}" if archived else None,
         )
 
     def parse(self, raw: bytes) -> LineResult:
@@ -192,6 +174,9 @@ def parse_result(raw: bytes) -> LineResult:
         error = (result.get("error") or {}).get("error") or {}
         text = f"{error.get('type')}: {error.get('message')}"
         if error.get("type") == "invalid_request_error":
+            refusal = read_refusal({"error": error})
+            if refusal.kind == "param":
+                return LineResult(key, "refused", error=text, refusal=refusal)
             lowered = str(error.get("message")).lower()
             schema = any(word in lowered for word in _SCHEMA_WORDS)
             return LineResult(key, "schema" if schema else "request", error=text)

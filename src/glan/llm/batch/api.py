@@ -2,7 +2,9 @@
 
 A provider turns a request into one JSONL line (custom_id = the request's cache key), creates a
 batch from lines, reports a batch's status, streams its result lines (output and errors, in any
-order: matched by custom_id, never by position) and cancels it. It knows nothing of GLAN.
+order: matched by custom_id, never by position), cancels it and deletes its files. It knows
+nothing of GLAN. Optional request fields a provider refuses (the files' expiry) are dropped for
+the rest of the run and noted in `dropped`.
 """
 
 from __future__ import annotations
@@ -11,10 +13,13 @@ import asyncio
 import contextlib
 import os
 import random
+import re
+import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from datetime import datetime
+from typing import Any, Literal, TypeVar
 
 import aiohttp
 import orjson
@@ -22,14 +27,18 @@ import orjson
 from glan.llm.backend import Completion
 from glan.llm.batch.ledger import Job
 from glan.llm.errors import EndpointFatal
+from glan.llm.refusals import BodyShape, Refusal
 from glan.llm.types import ChatRequest
 
-#: ok: a reply. request: the line's own fault (a 400): asking again is pointless. schema: the
-#: provider refused the structured-output form (step down, ask again). server: the provider
-#: failed the line (retried next round). missing: expired, cancelled or absent (sent again).
-#: later: the whole batch was refused for a quota (sent again, not counted as a round).
-LineKind = Literal["ok", "request", "schema", "server", "missing", "later"]
+#: ok: a reply. request: the line's own fault (a 400): asking again is pointless. refused: the
+#: model refused a parameter or schema keyword (sent again as the endpoint takes it). schema:
+#: the provider refused the structured-output form (that schema steps down, ask again).
+#: server: the provider failed the line (retried next round). missing: expired, cancelled or
+#: absent (sent again). later: the whole batch was refused for a quota (sent again, not
+#: counted as a round).
+LineKind = Literal["ok", "request", "refused", "schema", "server", "missing", "later"]
 CONTROL_ATTEMPTS = 8  # tries of one control-plane call (upload, create, poll, download)
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -38,6 +47,7 @@ class LineResult:
     kind: LineKind
     completion: Completion | None = None
     error: str = ""
+    refusal: Refusal | None = None  # kind "refused": what the model refused
 
 
 @dataclass(slots=True)
@@ -56,6 +66,12 @@ class Remote:
     sources: tuple[str, ...] = ()
     # Someone asked to cancel it (glan batches --cancel, the provider's console).
     cancelled: bool = False
+    # The provider's files of the finished batch (output, errors), deleted once read.
+    files: tuple[str, ...] = ()
+    # Prompt and completion tokens the batch was billed for, where the provider says.
+    tokens: tuple[int, int] | None = None
+    # Why its results can no longer be read (Anthropic: archived); None while they can.
+    gone: str | None = None
 
 
 class Refused(Exception):
@@ -64,6 +80,42 @@ class Refused(Exception):
     def __init__(self, status: int, detail: str) -> None:
         super().__init__(f"HTTP {status}: {detail}")
         self.status = status
+
+
+class OverQuota(Exception):
+    """A batch refused at once for a quota: too many tokens enqueued (Azure's "fail fast"
+    create) or, with `files`, too many files held (the upload). Nothing was created."""
+
+    def __init__(self, detail: str, files: bool = False) -> None:
+        super().__init__(detail)
+        self.files = files
+
+
+class GaveUp(EndpointFatal):
+    """A control call failed every try (network errors, 429, 5xx): the provider may answer
+    later."""
+
+
+#: A download that failed on the way (a reset, a connection cut mid-stream, a timeout).
+DOWNLOAD_ERRORS = (TimeoutError, aiohttp.ClientError, OSError, GaveUp)
+
+
+def timestamp(value: Any) -> float:
+    """Seconds since the epoch from a provider's time: a number, or an ISO 8601 string (as
+    Anthropic and some Azure examples give it); 0 when it is neither."""
+    if isinstance(value, int | float):
+        return float(value)
+    try:
+        return datetime.fromisoformat(str(value or "")).timestamp()
+    except ValueError:
+        return 0.0
+
+
+def normal_status(value: Any) -> str:
+    """A batch status in the providers' documented form: "InProgress" and "Completed", as
+    some Azure examples write them, become "in_progress" and "completed"."""
+    text = re.sub(r"(?<=[a-z])(?=[A-Z])", "_", str(value or "unknown").strip())
+    return text.replace(" ", "_").lower()
 
 
 def read_key(api_key_env: str | None, default_env: str) -> str | None:
@@ -79,10 +131,17 @@ class BatchAPI(ABC):
     kind: str
     #: Where batches are listed, read and cancelled.
     batches_path: str
-    #: How the reply's JSON schema is sent (providers' own modes).
+    #: How the reply's JSON schema is sent, to begin with (one of `schema_modes`).
     schema_mode: str
+    #: The provider's structured-output forms, strongest first: a schema refused in one form
+    #: steps down to the next (that schema only: another stage's schema keeps its form).
+    schema_modes: tuple[str, ...]
     #: Base delay of control-call retries (seconds); tests make it tiny.
     backoff_s: float = 1.0
+
+    #: Seconds after which the provider deletes the files it holds for a batch (None: its
+    #: default); the transport sets it from the options.
+    file_expiry_s: int | None = None
 
     def __init__(self, base_url: str, headers: dict[str, str], timeout_s: float) -> None:
         if not base_url.startswith(("http://", "https://")):
@@ -90,6 +149,12 @@ class BatchAPI(ABC):
                 f"invalid base URL {base_url!r}: it must start with http:// or https://"
             )
         self.base_url = base_url.rstrip("/")
+        # What the endpoint and model take, learnt from refused lines (glan.llm.refusals).
+        self.shape = BodyShape()
+        self._schema_steps: dict[str, str] = {}  # schema name -> the form it stepped down to
+        self._schema_changes: list[dict[str, Any]] = []
+        #: Optional fields the provider refused (name -> its answer): never sent again.
+        self.refused_fields: dict[str, str] = {}
         self._headers = headers
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._session: aiohttp.ClientSession | None = None
@@ -121,11 +186,26 @@ class BatchAPI(ABC):
     def parse(self, raw: bytes) -> LineResult:
         """One result line (output or error file)."""
 
-    async def results(self, batch_id: str, remote: Remote) -> AsyncIterator[LineResult]:
-        """Every result line of a finished batch (output and errors), in the provider's order."""
-        for source in remote.sources:
-            async for raw in self.lines_of(source):
-                yield self.parse(raw)
+    async def delete_file(self, file_id: str) -> None:  # noqa: B027 - where there are files
+        """Delete a file this run uploaded or a batch made, once its contents are kept."""
+
+    async def delete_files(self, *file_ids: str | None) -> None:
+        """Best effort: a file that will not go is left to its expiry."""
+        for file_id in filter(None, file_ids):
+            with contextlib.suppress(EndpointFatal):
+                await self.delete_file(file_id)
+
+    async def with_optional(self, name: str, send: Callable[[bool], Awaitable[T]]) -> T:
+        """`send(True)` sends the optional field `name`; a 4xx naming it drops it for the rest
+        of the run (noted in `refused_fields`) and sends again without: an extra never stops a run."""
+        if name not in self.refused_fields:
+            try:
+                return await send(True)
+            except Refused as exc:
+                if name not in str(exc):
+                    raise
+                self.refused_fields[name] = str(exc)
+        return await send(False)
 
     async def cancel(self, batch_id: str) -> None:
         with contextlib.suppress(Refused):  # already ended: nothing left to stop
@@ -137,10 +217,45 @@ class BatchAPI(ABC):
         except Refused as exc:
             raise EndpointFatal(f"no batch API at {self.base_url}: {exc}") from None
 
-    def step_down(self) -> bool:
-        """The provider refused the structured-output form: use a weaker one from now on.
-        False when there is none weaker."""
-        return False
+    # ---- what is sent, learnt from refused lines ------------------------------------------
+    def mode_for(self, schema_name: str) -> str:
+        """The structured-output form lines with this schema are built with now."""
+        return self._schema_steps.get(schema_name, self.schema_mode)
+
+    def sent_as(self, request: ChatRequest) -> tuple[int, str]:
+        """What a line built now reflects: the shape's version and its schema's form."""
+        return self.shape.version, self.mode_for(request.schema_name)
+
+    def adapt(self, result: LineResult, request: ChatRequest, sent: tuple[int, str] | None) -> bool:
+        """A line was refused for a parameter, keyword or structured-output form: whether it
+        goes again, built as the endpoint takes it now (`sent`: what it reflected when built;
+        None for a line an earlier process built). False: the refusal is the line's own."""
+        if result.kind == "refused" and result.refusal is not None:
+            return self.shape.adapt(result.refusal, -1 if sent is None else sent[0])
+        if result.kind != "schema" or request.json_schema is None:
+            return False
+        name = request.schema_name
+        now = self.mode_for(name)
+        if now != (self.schema_mode if sent is None else sent[1]):
+            return True  # stepped down already, for another line: this one was built before
+        lower = self.schema_modes.index(now) + 1
+        if lower >= len(self.schema_modes):
+            return False
+        self._schema_steps[name] = self.schema_modes[lower]
+        self._schema_changes.append(
+            {
+                "scope": "schema",
+                "schema": name,
+                "from": now,
+                "to": self.schema_modes[lower],
+                "at": time.time(),
+                "why": result.error[:200],
+            }
+        )
+        return True
+
+    def structured_output_changes(self) -> list[dict[str, Any]]:
+        return list(self._schema_changes)
 
     # ---- HTTP ------------------------------------------------------------------------------
     def _url(self, path: str) -> str:
@@ -180,8 +295,8 @@ class BatchAPI(ABC):
             delay = min(60.0, self.backoff_s * 2**attempt)
             await asyncio.sleep(random.uniform(delay / 2, delay))
 
-    def _gave_up(self, method: str, url: str, detail: str) -> EndpointFatal:
-        return EndpointFatal(
+    def _gave_up(self, method: str, url: str, detail: str) -> GaveUp:
+        return GaveUp(
             f"{method} {url} failed {CONTROL_ATTEMPTS} times: {detail}. Live batches are kept: "
             "re-run the same command to re-attach to them."
         )
@@ -236,3 +351,17 @@ class BatchAPI(ABC):
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+    async def check(self, timeout_s: float = 15.0) -> None:
+        """`glan check`: preflight's call tried once, so an address that does not answer, a
+        key refused or no batch API is said at once, not after the control calls' retries."""
+        url = self._url(f"{self.batches_path}?limit=1")
+        try:
+            async with asyncio.timeout(timeout_s):
+                got = await self._attempt("GET", url, False)
+        except TimeoutError:
+            raise EndpointFatal(f"no answer from {self.base_url} in {timeout_s:g} s") from None
+        except Refused as exc:
+            raise EndpointFatal(f"no batch API at {self.base_url}: {exc}") from None
+        if isinstance(got, str):
+            raise EndpointFatal(f"cannot reach the batch API at {self.base_url}: {got}")

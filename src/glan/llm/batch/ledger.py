@@ -6,7 +6,8 @@ uploaded file's id and the provider's batch id are written the moment they are k
 commits, not group commits). Every downloaded result line that carries a reply is kept by
 custom_id (the request's cache key), so a reply the run paid for survives a crash between the
 download and the response cache. A re-run re-attaches to unsettled jobs, downloads finished
-ones, and submits only requests that are in no live job and have no stored reply.
+ones, and submits only requests that are in no live job and have no stored reply. A job whose
+results were gone for good keeps what its lost lines cost (lines and tokens) beside it.
 """
 
 from __future__ import annotations
@@ -41,7 +42,10 @@ CREATE TABLE IF NOT EXISTS batch_jobs (
     prompt_tokens INTEGER NOT NULL DEFAULT 0,
     completion_tokens INTEGER NOT NULL DEFAULT 0,
     settled INTEGER NOT NULL DEFAULT 0,
-    error TEXT
+    error TEXT,
+    lost_lines INTEGER NOT NULL DEFAULT 0,
+    lost_prompt_tokens INTEGER NOT NULL DEFAULT 0,
+    lost_completion_tokens INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS batch_lines (
     custom_id TEXT NOT NULL,
@@ -55,6 +59,13 @@ CREATE TABLE IF NOT EXISTS batch_results (
     body BLOB NOT NULL
 ) WITHOUT ROWID;
 """
+
+# Columns later versions added: (name, definition), added to an older run's table on open.
+_ADDED = (
+    ("lost_lines", "INTEGER NOT NULL DEFAULT 0"),
+    ("lost_prompt_tokens", "INTEGER NOT NULL DEFAULT 0"),
+    ("lost_completion_tokens", "INTEGER NOT NULL DEFAULT 0"),
+)
 
 #: Statuses after which a provider batch changes no more.
 TERMINAL = frozenset({"completed", "failed", "expired", "cancelled", "ended"})
@@ -79,6 +90,11 @@ class Job:
     completion_tokens: int
     settled: bool
     error: str | None
+    # Lines paid for whose results were gone for good, and their tokens (estimated where the
+    # provider does not say).
+    lost_lines: int = 0
+    lost_prompt_tokens: int = 0
+    lost_completion_tokens: int = 0
 
     @property
     def live(self) -> bool:
@@ -87,7 +103,8 @@ class Job:
 
 _COLUMNS = (
     "local_id, endpoint, provider, access, file_id, batch_id, status, created, updated, lines, "
-    "bytes, done, failed, prompt_tokens, completion_tokens, settled, error"
+    "bytes, done, failed, prompt_tokens, completion_tokens, settled, error, lost_lines, "
+    "lost_prompt_tokens, lost_completion_tokens"
 )
 
 
@@ -103,6 +120,10 @@ class BatchLedger:
         self.path = Path(path)
         self._conn: sqlite3.Connection = connect(self.path)
         self._conn.executescript(_SCHEMA)
+        have = {row[1] for row in self._conn.execute("PRAGMA table_info(batch_jobs)")}
+        for name, definition in _ADDED:
+            if name not in have:
+                self._conn.execute(f"ALTER TABLE batch_jobs ADD COLUMN {name} {definition}")
         self._lock = threading.Lock()
 
     def _write(self, statements: Iterable[tuple[str, Any]]) -> None:
@@ -192,8 +213,11 @@ class BatchLedger:
         failed: int,
         tokens: tuple[int, int] = (0, 0),
         error: str | None = None,
+        lost: tuple[int, int, int] = (0, 0, 0),
     ) -> None:
-        """The job's outcome: its replies kept by custom_id, the job closed, in one commit."""
+        """The job's outcome: its replies kept by custom_id, the job closed, in one commit.
+        `lost`: lines paid for whose results were gone, and their prompt and completion
+        tokens."""
         self._write(
             [
                 (
@@ -203,8 +227,9 @@ class BatchLedger:
                 ),
                 (
                     "UPDATE batch_jobs SET status = ?, done = ?, failed = ?, prompt_tokens = ?, "
-                    "completion_tokens = ?, settled = 1, error = ?, updated = ? WHERE local_id = ?",
-                    (status, len(results), failed, *tokens, error, time.time(), local_id),
+                    "completion_tokens = ?, settled = 1, error = ?, updated = ?, lost_lines = ?, "
+                    "lost_prompt_tokens = ?, lost_completion_tokens = ? WHERE local_id = ?",
+                    (status, len(results), failed, *tokens, error, time.time(), *lost, local_id),
                 ),
             ]
         )
@@ -230,6 +255,17 @@ class BatchLedger:
                 "SELECT custom_id FROM batch_lines WHERE local_id = ?", (local_id,)
             ).fetchall()
         return [key for (key,) in rows]
+
+    def completion_tokens_per_reply(self, endpoint: str) -> float:
+        """The mean completion tokens of the replies this endpoint's batches gave (0 without
+        any): what a lost reply is estimated to have cost where the provider does not say."""
+        with self._lock:
+            tokens, replies = self._conn.execute(
+                "SELECT sum(completion_tokens), sum(done) FROM batch_jobs "
+                "WHERE endpoint = ? AND settled = 1",
+                (endpoint,),
+            ).fetchone()
+        return (tokens or 0) / replies if replies else 0.0
 
     def result(self, key: str) -> dict[str, Any] | None:
         """The reply a batch gave to this request, if one was downloaded."""

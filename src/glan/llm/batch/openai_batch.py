@@ -5,20 +5,39 @@ is a chat-completions body (glan.llm.openai_http.chat_body: the same body the on
 sends). Output and error files come back in any order; expired and cancelled lines appear in the
 error file (or nowhere) and are sent again. Azure: `base_url` is the resource's
 `https://NAME.openai.azure.com/openai`, `api_version` its API version, `model` the batch
-deployment's name; its key goes in the `api-key` header.
+deployment's name; its key goes in the `api-key` header. Files carry an expiry
+(`expires_after`, `output_expires_after`) when one is set; Azure's "fail fast" quota refusal of
+a create and a refused upload for the files held raise OverQuota.
 """
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
-from glan.llm.batch.api import BatchAPI, LineResult, Remote, read_key
+from glan.llm.batch.api import (
+    BatchAPI,
+    LineResult,
+    OverQuota,
+    Refused,
+    Remote,
+    normal_status,
+    read_key,
+    timestamp,
+)
 from glan.llm.batch.ledger import Job
-from glan.llm.openai_http import NOT_A_COMPLETION, SchemaMode, chat_body, completion_from
+from glan.llm.openai_http import (
+    NOT_A_COMPLETION,
+    SCHEMA_WORDS,
+    SchemaMode,
+    chat_body,
+    completion_from,
+)
+from glan.llm.refusals import error_object, read_refusal
 from glan.llm.types import ChatRequest
 
 _TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
@@ -55,6 +74,7 @@ def is_azure(base_url: str) -> bool:
 
 class OpenAIBatchAPI(BatchAPI):
     batches_path = "/batches"
+    schema_modes = ("strict", "json_schema", "json_object", "prompt")
 
     def __init__(
         self,
@@ -63,8 +83,9 @@ class OpenAIBatchAPI(BatchAPI):
         api_key_env: str | None = None,
         api_version: str | None = None,
         completion_window: str = "24h",
-        schema_mode: SchemaMode = "json_schema",
+        schema_mode: SchemaMode = "strict",
         timeout_s: float = 600.0,
+        reasoning_headroom: int = 0,
     ) -> None:
         self.model = model
         self.api_version = api_version
@@ -78,6 +99,7 @@ class OpenAIBatchAPI(BatchAPI):
         if key:
             headers = {"api-key": key} if azure else {"Authorization": f"Bearer {key}"}
         super().__init__(base_url, headers, timeout_s)
+        self.shape.reasoning_headroom = reasoning_headroom
         # Azure's batch lines name the path without the version prefix.
         self.path = "/chat/completions" if azure else "/v1/chat/completions"
 
@@ -98,7 +120,8 @@ class OpenAIBatchAPI(BatchAPI):
         return url
 
     def line(self, key: str, request: ChatRequest) -> bytes:
-        body = chat_body(self.model, request, self.schema_mode)
+        mode = cast(SchemaMode, self.mode_for(request.schema_name))
+        body = chat_body(self.model, request, mode, self.shape)
         return (
             orjson.dumps({"custom_id": key, "method": "POST", "url": self.path, "body": body})
             + b"\n"
@@ -107,22 +130,52 @@ class OpenAIBatchAPI(BatchAPI):
     async def create(
         self, job: Job, lines: list[bytes], on_file: Callable[[str], None], known: set[str]
     ) -> str:
-        body, content_type = multipart(
-            {"purpose": b"batch"}, ("file", f"glan-{job.local_id}.jsonl", b"".join(lines))
-        )
-        # An upload repeated after a lost answer costs nothing (a file is not a batch).
-        uploaded = orjson.loads(
-            await self.call("POST", "/files", data=body, headers={"Content-Type": content_type})
-        )
+        data = b"".join(lines)
+        expiry = self.file_expiry_s
+
+        async def upload(with_expiry: bool) -> Any:
+            fields = {"purpose": b"batch"}
+            if with_expiry and expiry:
+                fields["expires_after[anchor]"] = b"created_at"
+                fields["expires_after[seconds]"] = str(expiry).encode()
+            body, content_type = multipart(fields, ("file", f"glan-{job.local_id}.jsonl", data))
+            headers = {"Content-Type": content_type}
+            # An upload repeated after a lost answer costs nothing (a file is not a batch).
+            return await self.call("POST", "/files", data=body, headers=headers)
+
+        try:
+            uploaded = orjson.loads(await self.with_optional("expires_after", upload))
+        except Refused as exc:
+            if "quota" in str(exc).lower():  # Azure: too many files held; OpenAI: storage
+                raise OverQuota(str(exc), files=True) from None
+            raise
         on_file(uploaded["id"])
         job.file_id = uploaded["id"]
-        batch = {
+        batch: dict[str, Any] = {
             "input_file_id": uploaded["id"],
             "endpoint": self.path,
             "completion_window": self.completion_window,
             "metadata": {"glan_job": job.local_id},
         }
-        return await self.create_batch(job, known, "/batches", json=batch)
+
+        async def create(with_expiry: bool) -> str:
+            if with_expiry and expiry:
+                batch["output_expires_after"] = {"anchor": "created_at", "seconds": expiry}
+            else:
+                batch.pop("output_expires_after", None)
+            return await self.create_batch(job, known, "/batches", json=batch)
+
+        try:
+            return await self.with_optional("output_expires_after", create)
+        except Refused as exc:
+            # Azure's "fail fast" regions refuse the create itself for the enqueued tokens.
+            if any(code in str(exc) for code in _QUOTA_CODES):
+                raise OverQuota(str(exc)) from None
+            raise
+
+    async def delete_file(self, file_id: str) -> None:
+        with contextlib.suppress(Refused):  # already gone (expired, deleted): nothing to do
+            await self.call("DELETE", f"/files/{file_id}")
 
     async def find(self, job: Job, known: set[str]) -> str | None:
         if job.file_id is None:
@@ -136,7 +189,7 @@ class OpenAIBatchAPI(BatchAPI):
                 mine = batch.get("input_file_id") == job.file_id
                 if (mine or meta.get("glan_job") == job.local_id) and batch["id"] not in known:
                     return batch["id"]
-                if (batch.get("created_at") or 0) < job.created - 3600:
+                if timestamp(batch.get("created_at")) < job.created - 3600:
                     return None  # listed newest first: older ones predate the job
             if not page.get("has_more") or not page.get("data"):
                 return None
@@ -144,7 +197,7 @@ class OpenAIBatchAPI(BatchAPI):
 
     async def status(self, batch_id: str) -> Remote:
         batch = orjson.loads(await self.call("GET", f"/batches/{batch_id}"))
-        status = batch.get("status") or "unknown"
+        status = normal_status(batch.get("status"))
         counts = batch.get("request_counts") or {}
         errors = (batch.get("errors") or {}).get("data") or []
         refused = None
@@ -155,11 +208,11 @@ class OpenAIBatchAPI(BatchAPI):
                 else f"{e.get('message')} ({e.get('code')})"
                 for e in errors[:3]
             ) + (f"; and {len(errors) - 3} more" if len(errors) > 3 else "")
-        sources = tuple(
-            f"/files/{batch[name]}/content"
-            for name in ("output_file_id", "error_file_id")
-            if batch.get(name)
-        )
+        files = tuple(batch[k] for k in ("output_file_id", "error_file_id") if batch.get(k))
+        usage = batch.get("usage") or {}
+        tokens = None
+        if "input_tokens" in usage:  # OpenAI's batches since September 2025; not Azure's
+            tokens = (int(usage["input_tokens"] or 0), int(usage.get("output_tokens") or 0))
         return Remote(
             status=status,
             terminal=status in _TERMINAL,
@@ -168,7 +221,9 @@ class OpenAIBatchAPI(BatchAPI):
             failed=int(counts.get("failed") or 0),
             refused=refused,
             retry_later=any(e.get("code") in _QUOTA_CODES for e in errors),
-            sources=sources,
+            sources=tuple(f"/files/{file_id}/content" for file_id in files),
+            files=files,
+            tokens=tokens,
         )
 
     def parse(self, raw: bytes) -> LineResult:
@@ -191,8 +246,13 @@ def parse_line(raw: bytes) -> LineResult:
         kind = "missing" if error.get("code") in _MISSING_CODES else "server"
         return LineResult(key, kind, error=f"{error.get('code')}: {error.get('message')}")
     body = response.get("body") or {}
-    message = (body.get("error") or {}).get("message") if isinstance(body, dict) else None
+    message = error_object(body).get("message")
     detail = f"HTTP {code}: {message or str(body)[:200]}"
     if code is not None and 400 <= code < 500 and code != 429:
+        refusal = read_refusal(body)
+        if refusal.kind != "other":
+            return LineResult(key, "refused", error=detail, refusal=refusal)
+        if any(word in str(message).lower() for word in SCHEMA_WORDS):
+            return LineResult(key, "schema", error=detail)
         return LineResult(key, "request", error=detail)
     return LineResult(key, "server", error=detail)

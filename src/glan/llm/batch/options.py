@@ -3,6 +3,9 @@
 The size limits default to each provider's own (OpenAI: 50,000 requests and 200 MB a file;
 Azure OpenAI Global Batch: 100,000 and 200 MB; Anthropic Message Batches: 100,000 and 256 MB),
 and a setting replaces them (lower, to see batches sooner; higher, if a provider raises its own).
+The files a batch needs (OpenAI, Azure) are deleted once its replies are kept, and carry an
+expiry, so that a long run never fills a resource's file quota (Azure: 500 files without
+expiry, 10,000 with).
 """
 
 from __future__ import annotations
@@ -43,6 +46,27 @@ class BatchOptions(BaseModel):
     flush_max_wait_seconds: float = Field(
         600.0, gt=0, description="... or when its oldest request has waited this long"
     )
+    download_tries: int = Field(
+        6,
+        ge=1,
+        description="tries to download a finished batch's results (waits doubling from "
+        "poll_seconds) before they count as gone (a 404 every time) or the run stops",
+    )
+    delete_files: bool = Field(
+        True,
+        description="delete a batch's input, output and error files once its replies are kept",
+    )
+    file_expiry_days: int | None = Field(
+        30,
+        ge=1,
+        le=30,
+        description="days after which the provider deletes a batch's files (OpenAI and Azure; "
+        "Azure takes 14 to 30); null: the provider's default",
+    )
+
+    @property
+    def file_expiry_s(self) -> int | None:
+        return None if self.file_expiry_days is None else self.file_expiry_days * 86_400
 
     def limits(self, provider: str) -> tuple[int, int]:
         """(requests, bytes) per batch for this provider: the settings, else its own limits."""

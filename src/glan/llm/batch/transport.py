@@ -11,8 +11,13 @@ batch replies unchanged: a re-ask is a new request, so it goes in a later batch.
 - failed, expired, cancelled or missing lines go again in the next batch, `max_rounds` batches
   at most per request and run; then the unit is replaced when the provider failed the line
   with the same error every round (as online, a body that breaks the model), else left to the
-  next run. A line refused for its own sake (a 400) gives up at once, as online. A batch
-  refused as a whole (file validation) stops the run with one clear line.
+  next run. A line refused for a parameter, schema keyword or structured-output form the
+  model does not take goes again, built as the endpoint now takes it (glan.llm.refusals; not a
+  round); a line refused for its own sake (any other 400) gives up at once, as online. A batch
+  refused as a whole (file validation) stops the run with one clear line; one refused for a
+  quota goes again (glan.llm.batch.quota);
+- finished batches are read by glan.llm.batch.results (downloads retried; results gone for
+  good counted as lost, their lines sent again); their files are deleted once read.
 """
 
 from __future__ import annotations
@@ -22,15 +27,16 @@ import contextlib
 import time
 import uuid
 from collections import Counter
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from glan.llm.backend import Backend, Completion
-from glan.llm.batch.api import BatchAPI, LineResult, Refused, Remote
+from glan.llm.batch.api import BatchAPI, LineKind, LineResult, OverQuota, Refused, Remote
 from glan.llm.batch.ledger import BatchLedger, Job
 from glan.llm.batch.options import BatchOptions
+from glan.llm.batch.quota import QuotaGate
+from glan.llm.batch.results import Loss, ResultReader, ledger_rows, loss_event
 from glan.llm.errors import BadRequest, EndpointFatal, RequestFailed
 from glan.llm.types import ChatRequest
 
@@ -43,17 +49,21 @@ class BatchBackend(Backend):
     def __init__(self, api: BatchAPI, ledger_path: Path | str, options: BatchOptions) -> None:
         self.api = api
         self.options = options
+        api.file_expiry_s = options.file_expiry_s
         self.max_concurrency = options.max_open_requests
         self._endpoint = f"{api.access['provider']}|{api.base_url}|{api.model}"
         self._ledger_path = Path(ledger_path)
         self._ledger: BatchLedger | None = None
-        self._max_lines, self._max_bytes = options.limits(api.kind)
+        max_lines, self._max_bytes = options.limits(api.kind)
+        self._quota = QuotaGate(api.access["provider"], max_lines, options.poll_seconds)
+        self._reader = ResultReader(api, options.download_tries, options.poll_seconds)
         self._waiting: dict[str, asyncio.Future[LineResult]] = {}
         self._pending: list[tuple[str, bytes]] = []
         self._pending_keys: set[str] = set()  # a batch's custom_ids must be unique
         self._pending_bytes = 0
         self._oldest = self._last = 0.0
         self._in_job: dict[str, str] = {}  # custom_id -> the live job holding it
+        self._sent_as: dict[str, tuple[int, str]] = {}  # custom_id -> what its line reflected
         self._live: dict[str, Job] = {}
         self._known: set[str] = set()  # batch ids the ledger holds (never adopted twice)
         self._cancel_known: set[str] = set()  # jobs cancelled before this run began
@@ -61,7 +71,7 @@ class BatchBackend(Backend):
         self._started = False
         self._start_lock = asyncio.Lock()
         self._fatal: BaseException | None = None
-        self._held = False  # a batch was refused for a quota: send no more until one settles
+        self._losses: list[dict[str, Any]] = []  # results gone for good, this run
         self.lines_submitted = 0
         self.lines_done = 0
 
@@ -100,18 +110,17 @@ class BatchBackend(Backend):
                 future.add_done_callback(_observe)
                 if key not in self._in_job:
                     self._enqueue(key, request)
-            mode = self.api.schema_mode  # what this line was sent with
             # Shielded: one waiter stopping must not cancel a line others (or the ledger) await.
             result = await asyncio.shield(future)
+            sent = self._sent_as.pop(key, None)
             if result.kind == "ok":
                 assert result.completion is not None
                 return result.completion
-            stepped = result.kind == "schema" and (
-                self.api.schema_mode != mode or self.api.step_down()
-            )
-            if result.kind == "later" or stepped:
-                continue  # sent again: over a quota, or in the weaker structured-output form
-            if result.kind in ("request", "schema"):
+            if result.kind == "later" or self.api.adapt(result, request, sent):
+                # Sent again, not a round: over a quota, or built as the endpoint now takes
+                # it (a refused parameter dropped, a schema in a weaker form).
+                continue
+            if result.kind in ("request", "refused", "schema"):
                 raise BadRequest(result.error)
             failures.append((result.kind, result.error))
             if len(failures) >= self.options.max_rounds:
@@ -122,6 +131,15 @@ class BatchBackend(Backend):
                     f"no reply after {len(failures)} batch rounds: {result.error}",
                     permanent=permanent,
                 )
+
+    def faults(self) -> list[dict[str, Any]]:
+        """What the provider did that cost the run (for the manifest): results gone for good
+        (their lines and tokens, sent again), and optional fields it refused."""
+        refused = [
+            {"event": "field_refused", "field": name, "why": why[:300]}
+            for name, why in self.api.refused_fields.items()
+        ]
+        return [*self._losses, *refused]
 
     async def aclose(self) -> None:
         for task in list(self._tasks):
@@ -134,6 +152,12 @@ class BatchBackend(Backend):
             self._ledger.close()
             self._ledger = None
         self._started = False
+
+    def structured_output_changes(self) -> list[dict[str, Any]]:
+        return self.api.structured_output_changes()
+
+    def parameter_changes(self) -> list[dict[str, Any]]:
+        return list(self.api.shape.changes)
 
     # ---- progress --------------------------------------------------------------------------
     def summary(self) -> dict[str, Any]:
@@ -204,9 +228,14 @@ class BatchBackend(Backend):
         if key in self._pending_keys:
             return
         line = self.api.line(key, request)
-        if self._pending and (
-            len(self._pending) >= self._max_lines
-            or self._pending_bytes + len(line) > self._max_bytes
+        self._sent_as[key] = self.api.sent_as(request)
+        if (
+            self._pending
+            and (
+                len(self._pending) >= self._quota.max_lines
+                or self._pending_bytes + len(line) > self._max_bytes
+            )
+            and not self._blocked()
         ):
             self._flush()
         now = time.monotonic()
@@ -216,14 +245,28 @@ class BatchBackend(Backend):
         self._pending.append((key, line))
         self._pending_keys.add(key)
         self._pending_bytes += len(line)
-        if len(self._pending) >= self._max_lines:
+        if len(self._pending) >= self._quota.max_lines and not self._blocked():
             self._flush()
 
     def _flush(self) -> None:
+        """Send what waits, in batches within the limits (more than one batch's worth waits
+        after a hold, or once the batches were halved)."""
         items, self._pending, self._pending_bytes = self._pending, [], 0
         self._pending_keys = set()
-        if items:
-            self._spawn(self._submit(items))
+        batch: list[tuple[str, bytes]] = []
+        size = 0
+        for key, line in items:
+            full = len(batch) >= self._quota.max_lines or size + len(line) > self._max_bytes
+            if batch and full:
+                self._spawn(self._submit(batch))
+                batch, size = [], 0
+            batch.append((key, line))
+            size += len(line)
+        if batch:
+            self._spawn(self._submit(batch))
+
+    def _blocked(self) -> bool:
+        return self._quota.blocked(self._submitted_live())
 
     async def _flush_loop(self) -> None:
         """A part-full batch goes when requests stop coming (never a wait for a size that
@@ -232,7 +275,7 @@ class BatchBackend(Backend):
         tick = min(1.0, options.flush_idle_seconds / 2)
         while True:
             await asyncio.sleep(tick)
-            if not self._pending or (self._held and self._submitted_live()):
+            if not self._pending or self._blocked():
                 continue
             now = time.monotonic()
             if (
@@ -259,9 +302,17 @@ class BatchBackend(Backend):
             batch_id = await self.api.create(
                 job, lines, lambda file_id: ledger.set_file(local_id, file_id), self._known
             )
+        except OverQuota as exc:
+            ledger.settle(local_id, "over quota", [], len(keys), error=str(exc))
+            self._drop(job, keys)
+            await self._delete_files(job)
+            self._quota.refused_at_create(len(keys), exc, self._submitted_live())
+            self._answer(keys, {}, "later", f"refused for a quota: {exc}")
+            return
         except Refused as exc:
             ledger.settle(local_id, "refused", [], len(keys), error=str(exc))
             self._drop(job, keys)
+            await self._delete_files(job)
             raise EndpointFatal(
                 f"{self.api.access['provider']} refused a batch of {len(keys)} requests: {exc}"
             ) from None
@@ -269,6 +320,7 @@ class BatchBackend(Backend):
         self._known.add(batch_id)
         job.batch_id, job.status = batch_id, "submitted"
         self.lines_submitted += len(keys)
+        self._quota.created()
 
     def _drop(self, job: Job, keys: list[str]) -> None:
         self._live.pop(job.local_id, None)
@@ -296,7 +348,8 @@ class BatchBackend(Backend):
         except Refused as exc:
             # The provider no longer knows the batch (deleted, another account): its lines
             # are answered "missing" and go again.
-            remote = Remote(status="lost", terminal=True, refused=None)
+            why = f"the provider no longer knows the batch: {exc}"
+            remote = Remote(status="lost", terminal=True, done=job.done, gone=why)
             self.ledger.set_status(job.local_id, "lost", job.done, job.failed)
             job.error = str(exc)
         if not remote.terminal:
@@ -308,76 +361,76 @@ class BatchBackend(Backend):
 
     async def _settle(self, job: Job, remote: Remote) -> None:
         """Read every result line of a finished batch, keep the replies, resolve the waiters;
-        lines absent from the output (expired, cancelled, dropped) are answered "missing"."""
+        lines absent from the output (expired, cancelled, dropped, results gone) are answered
+        "missing" and go again."""
         assert job.batch_id is not None
+        provider = self.api.access["provider"]
         keys = self.ledger.keys_of(job.local_id)
-        wanted = set(keys)
         found: dict[str, LineResult] = {}
+        lost, gone = Loss(), None
         if remote.refused and not remote.retry_later:
             self.ledger.settle(job.local_id, remote.status, [], len(keys), error=remote.refused)
             self._drop(job, keys)
+            await self._delete_files(job, remote)
             raise EndpointFatal(
-                f"{self.api.access['provider']} batch {job.batch_id} failed validation: "
-                f"{remote.refused}"
+                f"{provider} batch {job.batch_id} failed validation: {remote.refused}"
             )
         if remote.retry_later:
-            # Over the enqueued-token quota: hold until another batch settles; with none
-            # other out there, this batch alone is too large for the quota: halve them.
-            self._held = True
-            if not any(j.batch_id for j in self._live.values() if j is not job):
-                if len(keys) <= 1:
-                    raise EndpointFatal(
-                        f"{self.api.access['provider']} refused a batch of one request for "
-                        f"its quota: {remote.refused}"
-                    )
-                self._max_lines = min(self._max_lines, max(1, len(keys) // 2))
+            others = any(j.batch_id for j in self._live.values() if j is not job)
+            self._quota.refused_once_validated(len(keys), remote.refused, others)
         else:
-            self._held = False
-            async for result in self.api.results(job.batch_id, remote):
-                seen = found.get(result.custom_id)
-                if result.custom_id in wanted and (seen is None or seen.kind != "ok"):
-                    found[result.custom_id] = result  # a duplicate never overrides a reply
-        replies = []
-        prompt = completion = 0
-        for key, result in found.items():
-            if result.kind == "ok" and result.completion is not None:
-                c = result.completion
-                prompt += c.prompt_tokens
-                completion += c.completion_tokens
-                body = {
-                    "text": c.text,
-                    "finish_reason": c.finish_reason,
-                    "prompt_tokens": c.prompt_tokens,
-                    "completion_tokens": c.completion_tokens,
-                }
-                replies.append((key, orjson.dumps(body)))
+            per_reply = partial(self.ledger.completion_tokens_per_reply, self._endpoint)
+            read = await self._reader.read(job, remote, keys, per_reply)
+            if read is None:
+                return  # a download failed: tried again at a later poll
+            found, lost, gone = read
+            self._quota.settled()
+            if lost.lines:
+                self._losses.append(loss_event(job.batch_id, self.model, lost, gone or ""))
+        replies, tokens = ledger_rows(found)
         self.ledger.settle(
             job.local_id,
             remote.status,
             replies,
             len(keys) - len(replies),
-            (prompt, completion),
+            tokens,
             remote.refused,
+            (lost.lines, lost.prompt_tokens, lost.completion_tokens),
         )
         self.lines_done += len(replies)
         self._drop(job, keys)
+        await self._delete_files(job, remote)
         if remote.cancelled and job.local_id not in self._cancel_known:
             # Cancelled from outside while this run waited: the user means "stop spending".
             # The replies are kept; the same command resumes and sends only what is missing.
             raise EndpointFatal(
-                f"{self.api.access['provider']} batch {job.batch_id} was cancelled (glan "
-                "batches --cancel, or the provider's console): stopping. What finished is "
-                "kept; re-run the same command to resume."
+                f"{provider} batch {job.batch_id} was cancelled (glan batches --cancel, or the "
+                "provider's console): stopping. What finished is kept; re-run the same "
+                "command to resume."
             )
+        self._answer(
+            keys,
+            found,
+            "later" if remote.retry_later else "missing",
+            f"batch {job.batch_id} {remote.status} without this line"
+            + (f" (its results are gone: {gone})" if gone else ""),
+        )
+
+    def _answer(
+        self, keys: list[str], found: dict[str, LineResult], kind: LineKind, error: str
+    ) -> None:
+        """Resolve the waiters of these lines: their result, else `kind` (sent again)."""
         for key in keys:
-            result = found.get(key) or LineResult(
-                key,
-                "later" if remote.retry_later else "missing",
-                error=f"batch {job.batch_id} {remote.status} without this line",
-            )
+            result = found.get(key) or LineResult(key, kind, error=error)
             future = self._waiting.pop(key, None)
             if future is not None and not future.done():
                 future.set_result(result)
+
+    async def _delete_files(self, job: Job, remote: Remote | None = None) -> None:
+        """The batch's files (input, output, errors), once its replies are in the ledger: a
+        long run never fills the provider's file quota."""
+        if self.options.delete_files:
+            await self.api.delete_files(job.file_id, *(remote.files if remote else ()))
 
 
 def _observe(future: asyncio.Future[Any]) -> None:
