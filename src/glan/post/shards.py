@@ -133,7 +133,7 @@ class ShardWriter:
             ends = weights()
             weight = ends[start + k] - ends[start]
             guess = (fits + fails) // 2
-            if attempt < self._SECANT and weight > last[0]:
+            if attempt < self._SECANT and weight != last[0]:
                 slope = (cost - last[1]) / (weight - last[0])
                 if slope > 0:
                     goal = ends[start] + weight + (room - cost) / slope
