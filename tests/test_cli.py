@@ -363,6 +363,17 @@ def test_ctrl_c_or_sigterm_stops_publishes_and_says_how_to_resume(
     assert word in stderr and "re-run the same command to resume" in stderr
     published = (out / "instructions.jsonl").read_bytes().splitlines()
     assert len(published) >= 2  # what was done is published, not lost with the process
+    # The line says what is kept, paid replies included (the cache answers them on a re-run):
+    # "0 pairs kept" after a resume that had paid for a third of the run told nothing of it.
+    import orjson
+
+    manifest = orjson.loads((out / "manifest.json").read_bytes())
+    replies = sum(r["requests"] for rows in manifest["usage"].values() for r in rows.values())
+    assert replies > len(published)
+    counts = manifest["counts"]
+    assert f"{word} {len(published)}/200 pairs so far in {out} " in stderr
+    assert f"({counts['subjects']} subjects, {counts['syllabi']} syllabi; " in stderr
+    assert f"{replies} replies received, kept: none is paid for twice)" in stderr
     resumed = glan("generate", "--out", str(out), *args)
     assert resumed.returncode == 0, resumed.stderr
 
@@ -391,3 +402,97 @@ def test_messages_print_brackets_as_written():
     with console.capture() as captured:
         error_line("needs: pip install 'glan[hf]'")
     assert "pip install 'glan[hf]'" in captured.get()
+
+
+def test_what_a_user_typed_is_printed_as_typed_never_as_markup_or_emoji(tmp_path):
+    """A benchmark file named `[bold]my_eval.jsonl`, given as `PATH:question`: Rich markup
+    would swallow `[bold]`, and `:question:` in "...:question: 1 item" became an emoji."""
+    bench = tmp_path / "[bold]my_eval.jsonl"
+    bench.write_text('{"question": "what is the capital of france and why is it paris"}\n')
+    records = tmp_path / "in.jsonl"
+    records.write_text(
+        '{"id": "a", "messages": [{"role": "user", "content": "hello there"}, '
+        '{"role": "assistant", "content": "fine"}]}\n'
+    )
+    common = ["decontaminate", str(records), "--out", str(tmp_path / "o.jsonl")]
+    common += ["--removed", str(tmp_path / "r.jsonl"), "--benchmarks"]
+    proc = glan(*common, f"{bench}:question")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[0] == f"decontaminated against {bench}:question: 1 item"
+    unknown = glan(*common, "nope:smile:")
+    assert_one_clear_line(unknown, "unknown benchmark 'nope:smile:'")
+
+
+def test_no_message_carries_rich_markup_the_consoles_would_print_as_written():
+    """The CLI's consoles print text as written (glan.cli.app.plain_console): a `[yellow]...[/]`
+    in a message reaches the user as those brackets. Colour goes by style= or Text."""
+    import re
+
+    cli = Path(__file__).resolve().parent.parent / "src" / "glan" / "cli"
+    styles = "bold|dim|italic|red|green|yellow|blue|cyan|magenta"
+    tags = re.compile(rf"(?<!`)\[(?:/|/?(?:{styles}))\]")  # `[bold]` quoted in prose is fine
+    found = [
+        f"{path.name}:{n}"
+        for path in sorted(cli.glob("*.py"))
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if tags.search(line)
+    ]
+    assert found == []
+
+
+def test_train_notes_are_printed_as_notes(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from typer.testing import CliRunner
+
+    from glan.cli import app
+    from glan.train.recipe import StepPlan
+
+    plan = StepPlan(
+        devices=1, grad_accum=1, pairs_per_step=4, steps_per_epoch=3, total_steps=3,
+        warmup_steps=0, notes=["only 12 pairs: [batch] shrinks to 4"],
+    )  # fmt: skip
+
+    def fake_training(data, base_model, out_dir, recipe, resume, on_plan):
+        on_plan(plan)
+        losses = [{"loss": 2.0}, {"loss": 1.0}]
+        return SimpleNamespace(losses=losses, plan=plan, data={"pairs": 12}, resumed_from=None)
+
+    monkeypatch.setattr("glan.train.trainer.train", fake_training)
+    result = CliRunner().invoke(
+        app, ["train", str(tmp_path), "--base-model", "m", "--out", str(tmp_path / "o")]
+    )
+    assert result.exit_code == 0, result.output
+    assert "note: only 12 pairs: [batch] shrinks to 4\n" in result.output
+
+
+def test_taxonomy_show_counts_one_discipline_as_one(tmp_path):
+    from typer.testing import CliRunner
+
+    from glan.cli import app
+
+    tax = tmp_path / "t.yaml"
+    tax.write_text(
+        "fields:\n- name: F\n  subfields:\n  - name: S\n    disciplines:\n    - name: D\n"
+    )
+    result = CliRunner().invoke(app, ["taxonomy", "show", str(tax)])
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[0] == "taxonomy (1 kept discipline)"
+
+
+def test_a_complete_shard_says_so(tmp_path, fake_server):
+    """A shard makes its share of -n: its closing line counts against that share, not -n."""
+    out = tmp_path / "s0"
+    proc = glan(
+        "generate", "--out", str(out), "-n", "10", "--shard", "0/2", *openai_args(fake_server)
+    )
+    assert proc.returncode == 0, proc.stderr
+    import orjson
+
+    counts = orjson.loads((out / "manifest.json").read_bytes())["counts"]
+    made = counts["instructions"]
+    assert 0 < made < 10 and counts["subjects"] == counts["syllabi"] == 1
+    assert proc.stdout.startswith(
+        f"shard 0/2: {made}/{made} pairs (its share of 10: glan merge joins the shards), "
+        "1 subject, 1 syllabus, "
+    )

@@ -40,3 +40,14 @@ def test_quiet_shows_nothing():
     with show_steps(steps, Console(file=buffer, force_terminal=True), quiet=True):
         steps.begin("clean", 3).done = 3
     assert buffer.getvalue() == ""
+
+
+def test_a_bar_shows_its_step_as_written():
+    """A step's name and amount are shown as text: never read as Rich markup or emoji codes."""
+    from glan.cli.app import plain_console
+
+    buffer = io.StringIO()
+    steps = Steps()
+    with show_steps(steps, plain_console(file=buffer, force_terminal=True, width=160)):
+        steps.begin("export: [bold]my:question:", 2).done = 2
+    assert "export: [bold]my:question:" in buffer.getvalue()

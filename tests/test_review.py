@@ -307,6 +307,30 @@ def test_a_discipline_keeps_its_own_group_through_review_and_export(tmp_path):
         store.propose_group(n["Baking"], "industry_services", "ann")
 
 
+def test_export_review_says_what_it_wrote_and_explains_only_what_is_there(store, tmp_path):
+    n = ids(store)
+    store.vote(n["Cooking"], "ann", "remove")
+    store.vote(n["Algebra"], "ann", "remove")
+    out = tmp_path / "reviewed.yaml"
+    command = ["taxonomy", "export-review", "--db", str(store.path), "--out", str(out)]
+    result = CliRunner().invoke(cli_app, command)
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith(f"wrote 1 kept discipline to {out} (quorum 0);")
+    header = [line for line in out.read_text().splitlines() if line.startswith("#")]
+    assert header == ["# Exported from glan taxonomy review (quorum 0)."]  # no pin to list
+    store.remember_quorum(2)  # ann's votes alone now leave both undecided: pinned as kept
+    assert CliRunner().invoke(cli_app, command).exit_code == 0
+    header = [line for line in out.read_text().splitlines() if line.startswith("#")]
+    assert header[1:3] == [
+        "# Each derived-status line below names a status: derived from the votes for glan",
+        "# generate; re-imported into the review, votes decide.",
+    ]
+    assert len(header) == 5 and derived_pins(out.read_text()) == {
+        ("Cooking",): "keep",
+        ("Mathematics", "Algebra"): "keep",
+    }
+
+
 def test_export_review_writes_yaml_that_generate_reads(store, tmp_path):
     n = ids(store)
     store.vote(n["Cooking"], "ann", "remove")

@@ -65,7 +65,7 @@ def test_the_warmup_grows_smoothly_with_the_length_of_the_run() -> None:
 def test_pairs_come_alike_from_a_run_and_its_messages_export(pairs_run: Path, tmp_path) -> None:
     from glan.export import export
 
-    exported = export(pairs_run, "messages", tmp_path / "export")
+    exported = export(pairs_run, "messages", tmp_path / "export").folder
     from_run, from_export = load_pairs(pairs_run), load_pairs(exported / "train.jsonl")
     assert fingerprint(from_run) == fingerprint(from_export)
     assert from_run[0]["prompt"][0]["role"] == "user"

@@ -1,18 +1,24 @@
-"""MkDocs hook: pages generated at build time, so they can never drift: the config reference
-from glan's pydantic models, and the benchmarks page from the repository's BENCHMARKS.md."""
+"""MkDocs hook: pages filled at build time, so they can never drift: the config reference from
+glan's pydantic models, and the benchmarks page from the repository's BENCHMARKS.md.
+
+Each has a short stand-in in docs/ (what GitHub shows, saying where the content is), replaced
+here by the content. Links to `../BENCHMARKS.md` (the file itself, for GitHub readers) lead to
+the benchmarks page on the site. `python docs/hooks/config_reference.py` prints the reference.
+"""
 
 from __future__ import annotations
 
+import re
 import types
 import typing
 from pathlib import Path
 from typing import Any
 
-from mkdocs.structure.files import File, Files
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
 PAGE = "reference/config.md"
+BENCHMARKS = "benchmarks.md"
 
 
 def _type_name(annotation: Any) -> str:
@@ -89,9 +95,26 @@ def render() -> str:
     )
 
 
-def on_files(files: Files, config: Any) -> Files:
-    files.append(File.generated(config, PAGE, content=render()))
-    # The figures live in the repository's BENCHMARKS.md; the site shows that same file.
-    benchmarks = Path(config["docs_dir"]).parent / "BENCHMARKS.md"
-    files.append(File.generated(config, "benchmarks.md", content=benchmarks.read_text()))
-    return files
+def _to_site(markdown: str, page: str) -> str:
+    """`../BENCHMARKS.md` (the repository file, what GitHub opens) -> the site's page."""
+    up = "../" * page.count("/")  # from reference/x.md the page is ../benchmarks.md
+    return re.sub(r"\]\((?:\.\./)+BENCHMARKS\.md", f"]({up}{BENCHMARKS}", markdown)
+
+
+def benchmarks_page(config: Any) -> str:
+    """BENCHMARKS.md as a page of the site: its links into docs/ made relative to the site."""
+    text = (Path(config["docs_dir"]).parent / "BENCHMARKS.md").read_text(encoding="utf-8")
+    return re.sub(r"\]\(docs/", "](", text)
+
+
+def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
+    src = page.file.src_uri
+    if src == PAGE:
+        return render()
+    if src == BENCHMARKS:
+        return benchmarks_page(config)
+    return _to_site(markdown, src)
+
+
+if __name__ == "__main__":
+    print(render(), end="")

@@ -267,8 +267,10 @@ def fetch(packages: Iterable[DataPackage], console: Console | None = None) -> li
         return [fetch_one(p) for p in packages]
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(bar_width=20))
-    columns += (TextColumn("{task.fields[state]}"), TimeElapsedColumn())
+    # markup=False: a failure's `why` is pip's own text, brackets and colons included
+    columns = (SpinnerColumn(), TextColumn("{task.description}", markup=False))
+    columns += (BarColumn(bar_width=20), TextColumn("{task.fields[state]}", markup=False))
+    columns += (TimeElapsedColumn(),)
     results = {}
     with Progress(*columns, console=console) as progress:
         tasks = {

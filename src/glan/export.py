@@ -17,6 +17,7 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -39,6 +40,19 @@ from glan.post.shards import (
 
 Format = Literal["messages", "alpaca", "sharegpt", "parquet", "hf"]
 FORMATS: tuple[str, ...] = ("messages", "alpaca", "sharegpt", "parquet", "hf")
+
+
+@dataclass
+class Exported:
+    """What an export wrote: its folder, the records, and the data files (relative to the
+    folder, in order); `oversized`: the files that hold one record larger than the shard size
+    on its own (each such record gets a file of its own, over the size)."""
+
+    folder: Path
+    format: str
+    records: int
+    files: list[str] = field(default_factory=list)
+    oversized: list[str] = field(default_factory=list)
 
 
 def source_file(run_dir: Path) -> Path:
@@ -85,9 +99,10 @@ def export(
     out_dir: Path | None = None,
     shard_bytes: int = DEFAULT_SHARD_BYTES,
     steps: Steps | None = None,
-) -> Path:
-    """Write `run_dir`'s records in `fmt` under out_dir (default run_dir/export/fmt), in shards
-    of about `shard_bytes`, with a dataset card; returns the folder.
+) -> Exported:
+    """Write `run_dir`'s records in `fmt` under out_dir (default run_dir/export/fmt), in files
+    of at most `shard_bytes` each (a record larger on its own gets a file to itself), with a
+    dataset card.
 
     Two streaming passes (the card's counts and the columns' types, then the shards), so memory
     stays flat at any size. Files are made in a staging folder inside the target and moved into
@@ -107,7 +122,7 @@ def export(
     staging = Path(tempfile.mkdtemp(dir=target, prefix=".export-"))
     try:
         stats, schema = _scan(src, fmt, steps)
-        files = _write(src, staging, fmt, shard_bytes, schema, stats.n, steps)
+        files, oversized = _write(src, staging, fmt, shard_bytes, schema, stats.n, steps)
         card = dataset_card(run_dir, src, fmt, cleaning, stats, files)
         (staging / "README.md").write_text(card, encoding="utf-8")
         _publish(staging, target, fmt)
@@ -116,7 +131,7 @@ def export(
         if created:  # the outermost folder this export made: no empty dir left behind
             shutil.rmtree(created[-1], ignore_errors=True)
         raise
-    return target
+    return Exported(target, fmt, stats.n, files, oversized)
 
 
 def _missing_dirs(target: Path) -> list[Path]:
@@ -164,8 +179,9 @@ def _write(
     schema: Any,
     total: int,
     steps: Steps | None,
-) -> list[str]:
-    """Pass 2: the shards; returns their paths relative to `folder`."""
+) -> tuple[list[str], list[str]]:
+    """Pass 2: the shards; returns their paths relative to `folder`, and those of the files
+    holding a lone record over the shard size."""
     step = begin(steps, f"export: write {fmt}", total)
     if fmt in ("messages", "alpaca", "sharegpt"):
         writer: ShardWriter = JsonlShards(folder, "train", shard_bytes)
@@ -183,8 +199,8 @@ def _write(
     names = writer.close()
     if fmt == "hf":
         write_dataset_state(folder / "dataset", features, names, uuid.uuid4().hex[:16])
-        return [f"dataset/{name}" for name in names]
-    return names
+        names = [f"dataset/{name}" for name in names]
+    return names, [names[i] for i in writer.oversized]
 
 
 def _empty_schema() -> Any:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from glan import __version__
 from glan.cli.help import TaxonomyGroup, WorkflowGroup
@@ -23,10 +24,18 @@ taxonomy_app = typer.Typer(
     cls=TaxonomyGroup, no_args_is_help=True, help="Show, build, review and edit the taxonomy."
 )
 app.add_typer(taxonomy_app, name="taxonomy")
-# markup=False: messages carry user text and hints like `pip install 'glan[hf]'`, which Rich
-# markup would swallow; colour is given with style= or Text where wanted.
-console = Console(stderr=True, markup=False)
-out = Console(markup=False)
+
+
+def plain_console(**options: Any) -> Console:
+    """A console that prints text as written. Messages carry what users typed (paths, benchmark
+    specs, node names) and hints like `pip install 'glan[hf]'`: Rich markup would swallow
+    `[bold]` and emoji codes would turn `my_eval.jsonl:question:` into a picture. Colour is
+    given with style= or Text where wanted."""
+    return Console(markup=False, emoji=False, **options)
+
+
+console = plain_console(stderr=True)
+out = plain_console()
 
 Opt = typer.Option
 
@@ -60,6 +69,16 @@ def endpoint_config(
         {f"llm.{k}": v for k, v in options.items()},
         {f"llm.{k}": "--" + k.replace("_", "-") for k in options},
     )
+
+
+def plural(count: int, word: str, many: str | None = None) -> str:
+    """'1 file', '3 files', '1 syllabus', '2 syllabi' (`many`: an irregular plural)."""
+    return f"{count:,} " + (word if count == 1 else many or f"{word}s")
+
+
+def tagged(tag: str, style: str, message: str) -> Text:
+    """'note: ...' with the tag in colour and the message as written."""
+    return Text.assemble((tag, style), " ", message)
 
 
 def error_line(message: str) -> None:

@@ -5,14 +5,11 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
+from glan.cli.app import plural
 from glan.config import STAGES, GenerateConfig
 from glan.estimate import StageEstimate, estimate
 from glan.llm.settings import AnyBackendSettings
 from glan.planner import Plan
-
-
-def plural(count: int, word: str) -> str:
-    return f"{count:,} {word}" + ("" if count == 1 else "s")
 
 
 def print_dry_run(plan: Plan, cfg: GenerateConfig, out: Console) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-from glan.cli.app import Opt, app, console, out
+from glan.cli.app import Opt, app, console, out, tagged
 from glan.errors import UserError
 from glan.evaluate.registry import DEFAULT
 
@@ -104,8 +104,12 @@ def eval_(
     for name, how in lacking.items():
         if how.startswith("none: "):
             console.print(
-                f"[yellow]warning:[/] model-written code runs with no {name}: "
-                f"{how.removeprefix('none: ')} (docs/train-eval.md)",
+                tagged(
+                    "warning:",
+                    "yellow",
+                    f"model-written code runs with no {name}: "
+                    f"{how.removeprefix('none: ')} (docs/train-eval.md)",
+                ),
                 highlight=False,
             )
 
@@ -120,6 +124,7 @@ def _leakage(
     models: dict[str, str], chosen: list[str], train_data: Path | None, out_dir: Path, items: int
 ) -> None:
     from rich.table import Table
+    from rich.text import Text
 
     from glan.evaluate import leakage as lk
 
@@ -141,7 +146,7 @@ def _leakage(
                 f"{r.train_loss:.3f}{split}",
                 f"{r.gap:+.3f}",
                 f"{r.gap_pct:+.1f}" if r.gap_pct is not None else "",
-                f"[red]WARNING: {r.warning}[/]" if r.warning else "near the reference",
+                Text(f"WARNING: {r.warning}", style="red") if r.warning else "near the reference",
             )
     out.print(table)
     for r in rows:

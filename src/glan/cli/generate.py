@@ -142,17 +142,16 @@ def generate(
     progress = RunProgress()
     parsed_shard = parse_shard(shard) if shard else None
     from glan.aio import sigterm_as_interrupt
-    from glan.cli.progress import show_progress
+    from glan.cli.progress import finished_line, show_progress, stopped_line
 
     with sigterm_as_interrupt() as terminated:
         try:
             with show_progress(progress, console, quiet):
                 result = execute(cfg, tax, out_dir, n, progress, update, parsed_shard)
         except KeyboardInterrupt:
-            kept = published_pairs(out_dir)
             how = "terminated" if terminated else "interrupted"
             console.print(
-                f"{how}: {kept:,} pairs kept in {out_dir}; re-run the same command to resume",
+                stopped_line(how, out_dir, published_manifest(out_dir)),
                 highlight=False,
                 markup=False,
                 soft_wrap=True,
@@ -163,16 +162,8 @@ def generate(
             sys.stderr.flush()
             os._exit(143 if terminated else 130)
     m = result.manifest
-    tokens = sum(
-        r["prompt_tokens"] + r["completion_tokens"]
-        for models in m["usage_this_invocation"].values()
-        for r in models.values()
-    )
-    resumed = f" ({m['resumed_pairs']:,} from earlier runs)" if m["resumed_pairs"] else ""
     out.print(
-        f"{result.instructions:,}/{n:,} pairs{resumed}, {m['counts']['subjects']:,} subjects, "
-        f"{m['counts']['syllabi']:,} syllabi, {tokens:,} tokens, ${m['cost_usd']:.4f} in all, "
-        f"{m['elapsed_s']:.1f} s -> {result.out_dir / 'instructions.jsonl'}",
+        finished_line(m, n, result.out_dir / "instructions.jsonl"),
         highlight=False,
         markup=False,
         soft_wrap=True,
@@ -213,13 +204,15 @@ def parse_shard(text: str) -> tuple[int, int]:
     return int(index), int(count)
 
 
-def published_pairs(out_dir: Path) -> int:
+def published_manifest(out_dir: Path) -> dict[str, Any] | None:
+    """The manifest a stopped run published (None when there is none to read)."""
     import orjson
 
     try:
-        return orjson.loads((out_dir / "manifest.json").read_bytes())["counts"]["instructions"]
-    except (OSError, ValueError, KeyError):
-        return 0
+        manifest = orjson.loads((out_dir / "manifest.json").read_bytes())
+    except (OSError, ValueError):
+        return None
+    return manifest if isinstance(manifest, dict) and "counts" in manifest else None
 
 
 @app.command()

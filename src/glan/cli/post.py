@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from glan.cli.app import Opt, app, console, error_line, fail, out
+from glan.cli.app import Opt, app, console, error_line, fail, out, plural
 from glan.errors import UserError
 
 Quiet = Annotated[bool, Opt("--quiet", "-q", help="no progress display")]
@@ -125,7 +125,7 @@ _CLEAN_FLAGS = {
 
 def _say_benchmarks(used: dict[str, int], missing: dict[str, str]) -> None:
     for name, count in used.items():
-        say(f"decontaminated against {name}: {count:,} items")
+        say(f"decontaminated against {name}: {plural(count, 'item')}")
     for name, why in missing.items():
         say(f"not decontaminated against {name}: {why}")
 
@@ -170,7 +170,11 @@ def export_cmd(
     push_to_hub: Annotated[str | None, Opt(help="upload to this Hugging Face dataset repo")] = None,
     public: Annotated[bool, Opt("--public", help="make the pushed repo public")] = False,
     shard_size: Annotated[
-        str, Opt(help="largest file of the export, e.g. 500MB, 2GB (more: more files)")
+        str,
+        Opt(
+            help="largest file of the export, with its unit: 500MB, 2GB, 750MiB (B, KB, MB, GB, "
+            "TB; KiB, MiB, GiB, TiB); more data: more files"
+        ),
     ] = "500MB",
     quiet: Quiet = False,
 ) -> None:
@@ -183,12 +187,38 @@ def export_cmd(
     with user_errors():
         shard_bytes = parse_size(shard_size)
         with progress(quiet) as steps:
-            target = exporting.export(run_dir, fmt, out_dir, shard_bytes, steps)
-        say(f"exported {fmt} to {target}")
+            done = exporting.export(run_dir, fmt, out_dir, shard_bytes, steps)
+        files = len(done.files)
+        shards = f" of at most {shard_size.strip()}" if files > 1 else ""
+        say(
+            f"exported {plural(done.records, 'record')} as {fmt} to {done.folder}: "
+            f"{plural(files, 'file')}{shards}"
+        )
+        if done.oversized:
+            say(_oversized_note(done, shard_size.strip()))
         if push_to_hub:
             with progress(quiet) as steps:
-                url = exporting.push_to_hub(target, push_to_hub, not public, steps=steps)
+                url = exporting.push_to_hub(done.folder, push_to_hub, not public, steps=steps)
             say(f"pushed to {url}")
+
+
+def _oversized_note(done, shard_size: str) -> str:
+    """Which files hold a record larger than the shard size on its own (the first three)."""
+    n = len(done.oversized)
+    named = [
+        f"{Path(name).name}, {(done.folder / name).stat().st_size:,} bytes"
+        for name in done.oversized[:3]
+    ]
+    more = f"; and {n - 3:,} more" if n > 3 else ""
+    if n == 1:
+        return (
+            f"note: 1 record is larger than {shard_size} on its own: it has a file of its own, "
+            f"over the size ({named[0]})"
+        )
+    return (
+        f"note: {n:,} records are each larger than {shard_size} on their own: each has a file "
+        f"of its own, over the size ({'; '.join(named)}{more})"
+    )
 
 
 @app.command()

@@ -8,12 +8,15 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.live import Live
 from rich.progress import TaskID
 from rich.table import Table
 
+from glan.cli.app import plural
 from glan.post.progress import Steps
 from glan.tree.progress import RunProgress
 
@@ -187,10 +190,10 @@ def show_steps(steps: Steps, console: Console, quiet: bool = False) -> Iterator[
             TimeRemainingColumn,
         )
 
-        bars = Progress(
-            TextColumn("{task.description}"),
+        bars = Progress(  # text as written: a column would read markup and emoji codes
+            TextColumn("{task.description}", markup=False),
             BarColumn(),
-            TextColumn("{task.fields[amount]}"),
+            TextColumn("{task.fields[amount]}", markup=False),
             TimeElapsedColumn(),
             TimeRemainingColumn(),
             console=console,
@@ -209,3 +212,58 @@ def show_steps(steps: Steps, console: Console, quiet: bool = False) -> Iterator[
     else:
         with _plain_lines(console, lambda: step_line(steps)):
             yield
+
+
+# ---- closing lines of `glan generate` --------------------------------------------------------
+
+
+def _made(manifest: dict[str, Any]) -> tuple[int, int]:
+    """(pairs published, pairs this run or shard plans): a shard plans its share of -n."""
+    made = manifest["counts"]["instructions"]
+    return made, made + manifest.get("missing", 0)
+
+
+def _tree_counts(manifest: dict[str, Any]) -> str:
+    counts = manifest["counts"]
+    return (
+        f"{plural(counts['subjects'], 'subject')}, "
+        f"{plural(counts['syllabi'], 'syllabus', 'syllabi')}"
+    )
+
+
+def finished_line(manifest: dict[str, Any], n: int, records: Path) -> str:
+    """What a finished `glan generate` made: pairs against what it planned (a shard, its
+    share), the tree, tokens this invocation, the cost over every invocation."""
+    made, planned = _made(manifest)
+    pairs = f"{made:,}/{planned:,} pairs"
+    shard = manifest.get("shard")
+    if shard:
+        pairs = f"shard {shard[0]}/{shard[1]}: {pairs} (its share of {n:,}: glan merge joins the shards)"
+    resumed = manifest.get("resumed_pairs", 0)
+    tokens = sum(
+        r["prompt_tokens"] + r["completion_tokens"]
+        for models in manifest["usage_this_invocation"].values()
+        for r in models.values()
+    )
+    return (
+        f"{pairs}{f' ({resumed:,} from earlier runs)' if resumed else ''}, "
+        f"{_tree_counts(manifest)}, {tokens:,} tokens, ${manifest['cost_usd']:.4f} in all, "
+        f"{manifest['elapsed_s']:.1f} s -> {records}"
+    )
+
+
+def stopped_line(how: str, out_dir: Path, manifest: dict[str, Any] | None) -> str:
+    """What a stopped run keeps: its published pairs and tree, and every reply received (each
+    cached, so a re-run pays for none of them again), over every invocation."""
+    if manifest is None:  # stopped before anything was published
+        return f"{how}: nothing published yet in {out_dir}; re-run the same command to resume"
+    made, planned = _made(manifest)
+    usage = manifest.get("usage") or {}
+    replies = sum(r["requests"] for rows in usage.values() for r in rows.values())
+    cost = manifest.get("cost_usd") or 0
+    spent = f", ${cost:.4f}" if cost else ""
+    return (
+        f"{how}: {made:,}/{planned:,} pairs so far in {out_dir} ({_tree_counts(manifest)}; "
+        f"{plural(replies, 'reply', 'replies')} received{spent}, kept: none is paid for twice); "
+        "re-run the same command to resume"
+    )

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from glan.cli.app import Opt, fail, out, taxonomy_app
+from glan.cli.app import Opt, fail, out, plural, taxonomy_app
 
 QUORUM_HELP = "votes a node needs before it is decided (default: the one the database remembers)"
 
@@ -125,7 +125,7 @@ def taxonomy_export_review(
     atomic_write_text(file, review_yaml(views, quorum))
     kept = len(review_taxonomy(views).disciplines())
     out.print(
-        f"wrote {kept} kept disciplines to {file} (quorum {quorum}); "
+        f"wrote {plural(kept, 'kept discipline')} to {file} (quorum {quorum}); "
         f"next: glan generate --taxonomy {file}",
         soft_wrap=True,
     )

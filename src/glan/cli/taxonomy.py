@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from glan.cli.app import Opt, console, endpoint_config, fail, out, taxonomy_app
+from glan.cli.app import Opt, console, endpoint_config, fail, out, plural, taxonomy_app
 
 
 @taxonomy_app.command("build")
@@ -71,7 +71,7 @@ def taxonomy_show(
         return text
 
     tax = load_taxonomy(path)
-    root = Tree(Text(f"taxonomy ({len(tax.disciplines())} kept disciplines)"))
+    root = Tree(Text(f"taxonomy ({plural(len(tax.disciplines()), 'kept discipline')})"))
     for f in tax.fields:
         fnode = root.add(label(f))
         for s in f.subfields:
@@ -132,7 +132,6 @@ def taxonomy_add(
 ) -> None:
     """Add a discipline (and missing parents) to a taxonomy file. A missing file is created
     holding only this node (a small taxonomy of your own), or the defaults with --from-default."""
-    from glan.cli.dry_run import plural
     from glan.taxonomy import Taxonomy, load_taxonomy, save_taxonomy
 
     if file.exists():

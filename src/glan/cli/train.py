@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from glan.cli.app import Opt, app, console, out
+from glan.cli.app import Opt, app, console, out, tagged
 
 
 @app.command()
@@ -57,7 +57,7 @@ def train(
             highlight=False,
         )
         for note in plan.notes:
-            console.print(f"[yellow]note:[/] {note}", highlight=False)
+            console.print(tagged("note:", "yellow", note), highlight=False)
 
     result = run_training(data, base_model, out_dir, recipe, resume=resume, on_plan=show_plan)
     first, last = result.losses[0]["loss"], result.losses[-1]["loss"]

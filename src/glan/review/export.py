@@ -27,10 +27,12 @@ def review_taxonomy(views: dict[str, NodeView]) -> Taxonomy:
 def review_yaml(views: dict[str, NodeView], quorum: int) -> str:
     """The export as written to a file: a header naming the derived pins, then the YAML."""
     tax, pins = _build(views)
-    head = [
-        f"# Exported from glan taxonomy review (quorum {quorum}). A status: listed below was",
-        "# derived from the votes for glan generate; re-imported into the review, votes decide.",
-    ]
+    head = [f"# Exported from glan taxonomy review (quorum {quorum})."]
+    if pins:  # explained only where there is one to list
+        head += [
+            "# Each derived-status line below names a status: derived from the votes for glan",
+            "# generate; re-imported into the review, votes decide.",
+        ]
     head += [
         f"{DERIVED}{json.dumps(list(path), ensure_ascii=False)} {s}" for path, s in pins.items()
     ]
