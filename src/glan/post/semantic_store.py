@@ -58,8 +58,10 @@ class KeptVectors:
             self.count += len(rows)
 
     def block_rows(self, queries: int) -> int:
-        """Kept rows searched at once against `queries` vectors, within half the budget."""
-        return max(1, self._half // (SIMILARITY_BYTES * queries + self._row_bytes))
+        """Kept rows searched at once against `queries` vectors, within half the budget (and
+        no more than CHUNK_ROWS: larger products are no faster)."""
+        fit = self._half // (SIMILARITY_BYTES * queries + self._row_bytes)
+        return max(1, min(CHUNK_ROWS, fit))
 
     def blocks(self, rows: int) -> Iterator[tuple[int, np.ndarray]]:
         """(index of its first row, at most `rows` rows), in index order."""
