@@ -78,8 +78,10 @@ def exact_cosines(a: np.ndarray, b: np.ndarray) -> list[float]:
 def _close_pairs(queries: np.ndarray, block: np.ndarray, low: float) -> tuple[np.ndarray, ...]:
     """(query, block row) pairs whose float32 cosine reaches `low`, by query then row."""
     sims = queries @ block.T
-    hit = np.flatnonzero(sims.max(axis=1) >= low)  # few: a scan of all of sims costs as much
-    queries_at, rows = np.nonzero(sims[hit] >= low)  # as the product, this one next to nothing
+    # np.nonzero over every cosine costs about as much as the product: it looks only in the
+    # rows of the queries that reach `low` somewhere (few).
+    hit = np.flatnonzero(sims.max(axis=1) >= low)
+    queries_at, rows = np.nonzero(sims[hit] >= low)
     return hit[queries_at], rows
 
 
