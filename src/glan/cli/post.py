@@ -70,7 +70,11 @@ def clean(
     ] = False,
     semantic_threshold: Annotated[float, Opt(help="cosine similarity for --semantic")] = 0.92,
     memory_gb: Annotated[
-        float, Opt(help="memory for duplicate removal's sorts, in GB (beyond it, disk)")
+        float,
+        Opt(
+            help="memory for duplicate removal's sorts and --semantic's kept embeddings, in GB "
+            "(beyond it, disk)"
+        ),
     ] = 2.0,
     quiet: Quiet = False,
 ) -> None:

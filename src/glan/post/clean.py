@@ -49,8 +49,15 @@ class CleanSettings(BaseModel):
     semantic_threshold: float = Field(0.92, gt=0, le=1, description="cosine similarity")
     workers: int = Field(default_factory=lambda: min(2, os.cpu_count() or 1), ge=1)
     memory_gb: float = Field(
-        2.0, gt=0, description="memory for duplicate removal's sorts (more spills less to disk)"
+        2.0,
+        gt=0,
+        description="memory for duplicate removal's sorts and --semantic's kept embeddings "
+        "(more spills less to disk)",
     )
+
+    @property
+    def memory_bytes(self) -> int:
+        return int(self.memory_gb * (1 << 30))
 
 
 class CleanSummary(BaseModel):
@@ -94,6 +101,7 @@ class _Cleaner:
         removed: BinaryIO,
         encoder: Encoder | None = None,
         dedup: DedupPlan | None = None,
+        work: Path | None = None,
     ) -> None:
         self.settings = settings
         self.kept, self.removed = kept, removed
@@ -116,9 +124,13 @@ class _Cleaner:
         self.semantic = None
         if settings.semantic:
             self.semantic = SemanticDeduplicator(
-                encoder or minilm_encoder(), settings.semantic_threshold
+                encoder or minilm_encoder(),
+                settings.semantic_threshold,
+                settings.memory_bytes,
+                work,
             )
         self.batch: list[dict[str, Any]] = []
+        self.batch_ids: list[str] = []  # the id dedup knows each by (else its number)
         self.checker = ParallelChecker(self.decon, settings.workers) if self.decon else None
         # Batches out at the workers, written back in order as they complete.
         self.pending: deque[tuple[list[dict[str, Any]], Any]] = deque()
@@ -129,6 +141,7 @@ class _Cleaner:
 
     def add(self, record: dict[str, Any]) -> None:
         self.summary.input += 1
+        record_id = str(record.get("id", self.summary.input))
         if self.settings.filter:
             reason = reject_reason(record, self.settings.filters)
             if reason is not None:
@@ -136,19 +149,19 @@ class _Cleaner:
                 self._remove("filter", reason, record)
                 return
         if self.dedup is not None:
-            dup = self.dedup.check(str(record.get("id", self.summary.input)), record_text(record))
+            dup = self.dedup.check(record_id, record_text(record))
             if dup is not None:
                 self.duplicates[dup.kind] += 1
                 self._remove("dedup", f"{dup.kind} duplicate", record, duplicate_of=dup.of)
                 return
         self.batch.append(record)
+        self.batch_ids.append(record_id)
         if len(self.batch) >= BATCH:
             self.flush()
 
     def _drop_paraphrases(self) -> None:
         assert self.semantic is not None
-        ids = [str(r.get("id", i)) for i, r in enumerate(self.batch)]
-        matches = self.semantic.check_batch(ids, [record_text(r) for r in self.batch])
+        matches = self.semantic.check_batch(self.batch_ids, [record_text(r) for r in self.batch])
         survivors = []
         for record, match in zip(self.batch, matches, strict=True):
             if match is None:
@@ -166,6 +179,7 @@ class _Cleaner:
             handle = self.checker.submit(texts) if self.checker else [None] * len(texts)
             self.pending.append((self.batch, handle))
             self.batch = []
+        self.batch_ids = []
         while len(self.pending) > (self.checker.workers if self.checker else 0):
             self._write(*self.pending.popleft())
 
@@ -210,8 +224,7 @@ def _plan(inp: Path, settings: CleanSettings, work: Path, steps: Steps | None) -
         num_perm=settings.num_perm,
         shingle=settings.shingle,
     )
-    memory = int(settings.memory_gb * (1 << 30))
-    return plan_duplicates(inp, params, work, memory, settings.workers, steps)
+    return plan_duplicates(inp, params, work, settings.memory_bytes, settings.workers, steps)
 
 
 def clean_file(
@@ -226,7 +239,8 @@ def clean_file(
     the input's fingerprint, taken before reading (a file replaced meanwhile reads as stale).
 
     Two passes: duplicates are decided first, in bounded memory (glan.post.dedup_disk), then
-    the records stream through filters, that decision and decontamination."""
+    the records stream through filters, that decision, semantic dedup (its kept embeddings in
+    the same work folder beyond the memory budget) and decontamination."""
     if not inp.is_file():
         raise UserError(f"input not found: {inp}")
     source = fingerprint(inp)
@@ -236,8 +250,9 @@ def clean_file(
         atomic_file(removed) as removed_fh,
     ):
         plan = _plan(inp, settings, Path(work), steps)
+        cleaner = None
         try:
-            cleaner = _Cleaner(settings, kept_fh, removed_fh, encoder, plan)
+            cleaner = _Cleaner(settings, kept_fh, removed_fh, encoder, plan, Path(work))
             step = begin(steps, "clean: filter, dedup, decontaminate", plan and plan.records)
             for record in read_records(inp):
                 cleaner.add(record)
@@ -246,6 +261,8 @@ def clean_file(
             if plan is not None:
                 plan.finish()
         finally:
+            if cleaner is not None and cleaner.semantic is not None:
+                cleaner.semantic.close()
             if plan is not None:
                 plan.close()
     summary.source = source
