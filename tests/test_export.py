@@ -182,7 +182,11 @@ def test_push_to_hub_uploads_the_export_and_its_card(run_dir, tmp_path):
 
 def test_unknown_format_is_a_user_error(run_dir):
     result = CliRunner().invoke(app, ["export", str(run_dir), "--format", "csv"])
-    assert result.exit_code != 0
+    assert result.exit_code == 2
+    assert result.output.strip() == (
+        "error: unknown format 'csv': choose one of messages, alpaca, sharegpt, parquet, hf"
+    )
+    assert not (run_dir / "export").exists()
 
 
 @pytest.mark.parametrize("fmt", ["parquet", "messages", "hf"])
