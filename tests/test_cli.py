@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -496,3 +497,25 @@ def test_a_complete_shard_says_so(tmp_path, fake_server):
         f"shard 0/2: {made}/{made} pairs (its share of 10: glan merge joins the shards), "
         "1 subject, 1 syllabus, "
     )
+
+
+def test_the_closing_line_labels_this_runs_spend_and_the_runs_in_all(tmp_path, fake_server):
+    """A first run's spend is the run's; a resumed or extended one says its own and the run's
+    in all, labelled (it printed this run's tokens beside every run's cost)."""
+    out = str(tmp_path / "o")
+    priced = ["--set", "prices.fake-model.input=1000", "--set", "prices.fake-model.output=1000"]
+
+    def closing(n: int) -> str:
+        proc = glan("generate", "--out", out, "-n", str(n), *openai_args(fake_server), *priced)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout.strip().splitlines()[-1]
+
+    first = closing(4)
+    assert "this run" not in first and re.search(r"pairs?, .* [\d,]+ tokens, \$\d+\.\d{4}", first)
+    resumed = closing(4)
+    assert re.search(r"this run 0 tokens, \$0\.0000 \(all runs: [1-9][\d,]* tokens, \$", resumed)
+    extended = closing(8)
+    this_run, in_all = re.search(
+        r"this run ([\d,]+) tokens.*all runs: ([\d,]+) tokens", extended
+    ).groups()
+    assert 0 < int(this_run.replace(",", "")) < int(in_all.replace(",", ""))

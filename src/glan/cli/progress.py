@@ -17,6 +17,7 @@ from rich.progress import TaskID
 from rich.table import Table
 
 from glan.cli.app import plural
+from glan.llm.usage import sum_cost
 from glan.post.progress import Steps
 from glan.tree.progress import RunProgress
 
@@ -231,24 +232,30 @@ def _tree_counts(manifest: dict[str, Any]) -> str:
     )
 
 
+def _spend(usage: dict[str, Any]) -> str:
+    tokens = sum(
+        r["prompt_tokens"] + r["completion_tokens"]
+        for rows in usage.values()
+        for r in rows.values()
+    )
+    return f"{tokens:,} tokens, ${sum_cost(usage):.4f}"
+
+
 def finished_line(manifest: dict[str, Any], n: int, records: Path) -> str:
     """What a finished `glan generate` made: pairs against what it planned (a shard, its
-    share), the tree, tokens this invocation, the cost over every invocation."""
+    share), the tree, and what it spent: this invocation's tokens and cost, and, when earlier
+    invocations spent too, the run's in all, each labelled (never one beside the other)."""
     made, planned = _made(manifest)
     pairs = f"{made:,}/{planned:,} pairs"
     shard = manifest.get("shard")
     if shard:
         pairs = f"shard {shard[0]}/{shard[1]}: {pairs} (its share of {n:,}: glan merge joins the shards)"
     resumed = manifest.get("resumed_pairs", 0)
-    tokens = sum(
-        r["prompt_tokens"] + r["completion_tokens"]
-        for models in manifest["usage_this_invocation"].values()
-        for r in models.values()
-    )
+    this_run, in_all = _spend(manifest["usage_this_invocation"]), _spend(manifest["usage"])
+    spend = this_run if this_run == in_all else f"this run {this_run} (all runs: {in_all})"
     return (
         f"{pairs}{f' ({resumed:,} from earlier runs)' if resumed else ''}, "
-        f"{_tree_counts(manifest)}, {tokens:,} tokens, ${manifest['cost_usd']:.4f} in all, "
-        f"{manifest['elapsed_s']:.1f} s -> {records}"
+        f"{_tree_counts(manifest)}, {spend}, {manifest['elapsed_s']:.1f} s -> {records}"
     )
 
 
