@@ -48,7 +48,8 @@ class Figure:
     band: str  # "LOW-HIGH", or the one value it must have, as BENCHMARKS.md writes it
     measure: Measure  # re-derives its group of figures (one run for all of them)
     key: str  # this figure's value in what `measure` returns
-    value: str = ""  # a range figure's value as stated (an exact one's is its band)
+    value: str = ""  # a range figure's value as stated, "3.26" or "3.3-3.8" (an exact one's
+    # is its band)
 
     @property
     def is_range(self) -> bool:
@@ -58,6 +59,11 @@ class Figure:
     def bounds(self) -> tuple[float, float]:
         low, _, high = self.band.partition("-")
         return float(low), float(high)
+
+    def stated_in_band(self) -> bool:
+        """Whether the figure as BENCHMARKS.md states it (each end of a stated range) is in
+        its own band."""
+        return all(self.holds(float(end)) for end in self.value.split("-"))
 
     def holds(self, value: float | str) -> bool:
         if not self.is_range:
