@@ -66,13 +66,18 @@ async def open_requests(n: int, workdir: Path) -> None:
     )
 
 
-def whole_run(pairs: int, workdir: Path) -> None:
+def batch_sizes(pairs: int, workdir: Path) -> list[int]:
+    """The lines of each batch a whole run of `pairs` sent, in the order they were created."""
     with FakeBatchServer() as server:
-        started = time.perf_counter()
-        result = generate(workdir / "run", pairs, batch_config_for(server))
-        seconds = time.perf_counter() - started
-    sizes = [len(b.lines) for b in server.batches.values()]
-    print(f"{result.instructions:,} pairs by batch: {len(sizes)} batches {sizes}, {seconds:.1f} s")
+        assert generate(workdir / "run", pairs, batch_config_for(server)).instructions == pairs
+    return [len(b.lines) for b in server.batches.values()]
+
+
+def whole_run(pairs: int, workdir: Path) -> None:
+    started = time.perf_counter()
+    sizes = batch_sizes(pairs, workdir)
+    seconds = time.perf_counter() - started
+    print(f"{pairs:,} pairs by batch: {len(sizes)} batches {sizes}, {seconds:.1f} s")
 
 
 def main() -> None:

@@ -4,6 +4,7 @@ re-attached after any crash, never paid twice."""
 from __future__ import annotations
 
 import asyncio
+import signal
 import typing
 
 import orjson
@@ -18,7 +19,16 @@ from glan.llm.batch.manage import cancel_live
 from glan.llm.batch.openai_batch import OpenAIBatchAPI
 from glan.llm.batch.options import BatchOptions
 from glan.llm.settings import OpenAIBatchSettings, create_backend
-from glan.testing.batch_clients import KINDS, ask_all, client_for, requests
+from glan.testing.batch_clients import (
+    KINDS,
+    ask_all,
+    assert_valid_records,
+    client_for,
+    generate_command,
+    glan,
+    requests,
+)
+from glan.testing.die_at import run_dying_at
 from glan.testing.runs import FAST_BATCH
 
 
@@ -266,32 +276,28 @@ def test_identical_requests_go_once_and_replies_are_kept_without_a_waiter(batch_
     assert BatchLedger(tmp_path / "glan.sqlite").result(key)["text"] == replies[0].text
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", KINDS)
-def test_a_crash_between_create_and_staging_the_id_re_attaches(
-    batch_server, tmp_path, monkeypatch, kind
-):
-    """The batch was created, and the process died before its id was written: the next run
-    finds it by the staged intent (OpenAI: its file and metadata; Anthropic: its size and
+def test_a_crash_between_create_and_staging_the_id_re_attaches(batch_server, tmp_path, kind):
+    """`glan generate` is killed (SIGKILL) the moment it would write its first batch's id: the
+    batch exists at the provider and the ledger holds only the intent. The same command again
+    finds the batch by that intent (OpenAI: its file and metadata; Anthropic: its size and
     creation time), waits for it and submits none of its lines again."""
-
-    class Killed(BaseException):
-        pass
-
-    def die(*args):
-        raise Killed
-
-    original = BatchLedger.set_batch
-    monkeypatch.setattr(BatchLedger, "set_batch", die)
+    args = generate_command(batch_server, tmp_path, 10, kind)
     batch_server.hold = True
-    client = client_for(batch_server, kind, tmp_path / "glan.sqlite")
-    assert all(isinstance(r, UserError) for r in asyncio.run(ask_all(client, requests(5))))
-    assert len(batch_server.live_batches()) == 1
-    monkeypatch.setattr(BatchLedger, "set_batch", original)
+    setting_the_id = "glan.llm.batch.ledger:BatchLedger.set_batch"
+    assert run_dying_at(setting_the_id, "glan", *args) == -signal.SIGKILL
+    [created] = batch_server.live_batches()
+    [intent] = BatchLedger(tmp_path / "run" / "glan.sqlite").jobs()
+    assert intent.batch_id is None and intent.live
     batch_server.hold = False
-    client = client_for(batch_server, kind, tmp_path / "glan.sqlite")
-    replies = asyncio.run(ask_all(client, requests(5)))
-    assert all(r.parsed for r in replies)
-    assert batch_server.lines_submitted == 5 and len(batch_server.batches) == 1
+    done = glan(*args)
+    assert done.returncode == 0, done.stderr
+    assert_valid_records(tmp_path / "run", 10)
+    first = BatchLedger(tmp_path / "run" / "glan.sqlite").jobs()[0]
+    assert (first.local_id, first.batch_id) == (intent.local_id, created)
+    assert batch_server.batches[created].status in ("completed", "ended")  # waited for, used
+    assert batch_server.seen_twice == [] and batch_server.paid_twice == 0
 
 
 def test_azure_is_spoken_with_its_api_version_and_key_header(batch_server, tmp_path, monkeypatch):

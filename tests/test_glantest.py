@@ -3,10 +3,13 @@ orders; checked against the shared fake endpoint with answers and scores known i
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import re
+import signal
 import sqlite3
+import subprocess
+import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -153,32 +156,66 @@ def _cached_replies(test_dir: Path) -> int:
         return conn.execute("SELECT count(*) FROM responses").fetchone()[0]
 
 
-async def test_a_killed_grading_run_resumes_without_asking_anything_it_had_finished(exam, tmp_path):
-    loop = asyncio.get_running_loop()
-    served = 0
+def _grading_command(exam: Path, server: FakeServer, out: Path) -> list[str]:
+    url = server.base_url
+    return [
+        sys.executable, "-m", "glan", "test", "run", str(exam),
+        "--model", f"A=openai:model-a@{url}", "--model", f"B=openai:model-b@{url}",
+        "--judge", f"openai:judge@{url}", "--out", str(out), "--concurrency", "2", "-q",
+    ]  # fmt: skip
 
-    def kill_midway(body: dict[str, Any]) -> Any:
-        nonlocal served
-        served += 1
-        if served == 9:  # the run is killed while the judge is half-way through
-            loop.call_soon_threadsafe(task.cancel)
+
+def _without_run_details(report: dict[str, Any]) -> dict[str, Any]:
+    """A report less what says where and at what cost this run was made."""
+    return {k: v for k, v in report.items() if k not in ("exam", "usage", "cost_usd")}
+
+
+@pytest.mark.slow
+def test_a_killed_grading_run_resumes_without_asking_anything_it_had_finished(exam, tmp_path):
+    """`glan test run` killed with SIGKILL while the judge is half-way through the exam; the
+    same command again asks only what the killed run had not finished, and writes what an
+    uninterrupted run writes."""
+    judged = 0
+
+    def counting(body: dict[str, Any]) -> Any:
+        nonlocal judged
+        judged += body["model"] == "judge"
         return replier(body)
 
-    with FakeServer(replier=kill_midway) as server:
+    write_exam(tmp_path / "untouched")
+    with FakeServer(replier=counting, latency_s=0.05) as server:
         models, judge = endpoints(server)
-        settings = GradeSettings(concurrency=2)
-        task = asyncio.ensure_future(grade(exam, models, judge, tmp_path / "out", settings))
-        with pytest.raises(asyncio.CancelledError):
-            await task
-        finished = _cached_replies(exam)
-        first_run = server.requests
-        assert 0 < finished < 23
+        clean = grade(
+            tmp_path / "untouched", models, judge, tmp_path / "clean", GradeSettings(concurrency=2)
+        )
+        run_async(clean)
+        assert server.requests == 23
+        judged = 0
+        command = _grading_command(exam, server, tmp_path / "out")
+        killed = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 120
+        while judged < 5 and killed.poll() is None:  # 11 judge requests in all
+            assert time.monotonic() < deadline, "the judge was never reached"
+            time.sleep(0.005)  # polling for the condition, not waiting on luck
+        killed.send_signal(signal.SIGKILL)
+        assert killed.wait() == -signal.SIGKILL  # it was still grading: no report written
         assert not (tmp_path / "out" / "report.json").exists()
-        report = await grade(exam, models, judge, tmp_path / "out", settings)
-        # Only what had not finished is asked again (a request cut off in flight has no reply).
-        assert server.requests - first_run == 23 - finished
-    assert report["scored"] == 6
+        server.wait_idle()  # what the dead run had sent is answered into the void
+        finished = _cached_replies(exam)
+        assert 0 < finished < 23
+        before = server.requests
+        resumed = subprocess.run(command, capture_output=True, text=True, timeout=300)
+        assert resumed.returncode == 0, resumed.stderr
+        # Only what had not finished is asked again: one request for each missing reply.
+        assert server.requests - before == 23 - finished
     assert _cached_replies(exam) == 23
+    judgments = (tmp_path / d / "judgments.jsonl" for d in ("out", "clean"))
+    assert next(judgments).read_bytes() == next(judgments).read_bytes()
+    report, reference = (
+        orjson.loads((tmp_path / d / "report.json").read_bytes()) for d in ("out", "clean")
+    )
+    assert report["scored"] == 6
+    assert _without_run_details(report) == _without_run_details(reference)
 
 
 async def test_a_judge_reply_that_never_parses_is_reported_and_never_scored(exam, tmp_path):

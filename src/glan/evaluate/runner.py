@@ -245,7 +245,10 @@ def evaluate(
     tasks_dir = out_dir / "tasks"
     tasks_dir.mkdir(parents=True, exist_ok=True)
     planned = plan(benchmarks, settings, tasks_dir)
-    manager = TaskManager(include_path=str(tasks_dir))
+    # lm-eval's own index (some 14,000 task files, 10-30 s to read) is needed only for a
+    # task named from it; the local copies' tasks include their lm-eval files by path.
+    hub_tasks = any(p.task and not p.local for p in planned)
+    manager = TaskManager(include_path=str(tasks_dir), include_defaults=hub_tasks)
     _quiet_lm_eval()
     for label, name in models.items():
         lm = _lm(resolve_model(name), settings)

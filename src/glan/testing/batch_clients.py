@@ -79,8 +79,10 @@ def glan(*args: str, **kwargs: Any) -> subprocess.CompletedProcess:
     )  # fmt: skip
 
 
-def generate_command(server: FakeBatchServer, tmp_path: Path, n: int) -> list[str]:
+def generate_command(
+    server: FakeBatchServer, tmp_path: Path, n: int, kind: str = "openai-batch"
+) -> list[str]:
     config = tmp_path / "config.yaml"
-    cfg = batch_config_for(server, batch={"max_requests_per_batch": 80})
+    cfg = batch_config_for(server, kind, batch={"max_requests_per_batch": 80})
     config.write_text(yaml.safe_dump(cfg.model_dump(mode="json", exclude_unset=True)))
     return ["generate", "-o", str(tmp_path / "run"), "-n", str(n), "-c", str(config), "-q"]

@@ -1,6 +1,8 @@
-"""A stand-in model for lm-eval that answers each generation request from the document it was
-made from: the reference answer, or a wrong one. A task over local data that scores the first
-all right and the second all wrong has its data, prompts, filters and scoring wired together."""
+"""A stand-in model for lm-eval that answers each request from the document it was made from:
+the reference answer, or a wrong one; on a multiple-choice item, the right choice, a wrong one
+or the first. A task over local data that scores the first all right and the second all wrong
+has its data, prompts, filters and scoring wired together; two of them, each known to score
+what it does, check a comparison of two models."""
 
 from __future__ import annotations
 
@@ -36,6 +38,21 @@ WRONG_ANSWERS: dict[str, str] = {
 }
 
 
+def gold_choice(doc: Doc) -> int:
+    """The right choice of a multiple-choice document: ARC's answer key among its labels,
+    MMLU's answer index."""
+    if "answerKey" in doc:
+        return doc["choices"]["label"].index(doc["answerKey"])
+    return int(doc["answer"])
+
+
+CHOICES: dict[str, Callable[[Doc], int]] = {
+    "right": gold_choice,
+    "wrong": lambda doc: 1 - min(gold_choice(doc), 1),  # the second, or the first when right
+    "first": lambda doc: 0,
+}
+
+
 def right(doc: Doc) -> str:
     return RIGHT_ANSWERS[_benchmark(doc)](doc)
 
@@ -45,20 +62,32 @@ def wrong(doc: Doc) -> str:
 
 
 class OracleLM(LM):
-    """`answer`: right, wrong, or a function of the document (lm-eval's command line passes
-    `--model_args answer=right`)."""
+    """`answer`: right, wrong or first (a multiple-choice item's first choice), or a function
+    of the document for generation requests (lm-eval's command line passes `--model_args
+    answer=right`). `asked` keeps (task, document) of every request, to check which items a
+    model was scored on."""
 
     def __init__(self, answer: Callable[[Doc], str] | str = "right", **_: Any) -> None:
         super().__init__()
-        self.answer = (
-            {"right": right, "wrong": wrong}[answer] if isinstance(answer, str) else answer
-        )
+        self.answer: Callable[[Doc], str] | None = answer if callable(answer) else None
+        self.choice = None if callable(answer) else CHOICES[answer]
+        if isinstance(answer, str):
+            self.answer = {"right": right, "wrong": wrong}.get(answer)
+        self.asked: list[tuple[str | None, int | None]] = []
 
     def generate_until(self, requests: list[Any], disable_tqdm: bool = False) -> list[str]:
+        if self.answer is None:
+            raise NotImplementedError("this stand-in only answers multiple-choice tasks")
+        self.asked += [(request.task_name, request.doc_id) for request in requests]
         return [self.answer(request.doc) for request in requests]
 
     def loglikelihood(self, requests: list[Any], disable_tqdm: bool = False) -> list[Any]:
-        raise NotImplementedError("the oracle only answers generation tasks")
+        """One request per choice (`idx`): the picked one is certain, the others unlikely."""
+        if self.choice is None:
+            raise NotImplementedError("this stand-in only answers generation tasks")
+        self.asked += [(r.task_name, r.doc_id) for r in requests if r.idx == 0]
+        picked = [r.idx == self.choice(r.doc) for r in requests]
+        return [(0.0, True) if chosen else (-100.0, False) for chosen in picked]
 
     def loglikelihood_rolling(self, requests: list[Any], disable_tqdm: bool = False) -> list[Any]:
-        raise NotImplementedError("the oracle only answers generation tasks")
+        raise NotImplementedError("the oracle only answers generation and choice tasks")

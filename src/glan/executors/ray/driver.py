@@ -340,7 +340,7 @@ class RayRun:
             "retries": sum(s["retries"] for s in summaries),
             "rate_limited": sum(s["rate_limited"] for s in summaries),
             "concurrency_cuts": sum(a["cuts"] for a in limits),
-            "in_flight_high_water": max((a["high_water"] for a in limits), default=0),
+            "leased_permits_high_water": max((a["high_water"] for a in limits), default=0),
             **spent,
             "cost_usd": round(sum_cost(spent["usage"]), 6),
             **merged_notes(self.previous, summaries),
