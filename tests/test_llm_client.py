@@ -13,6 +13,7 @@ import pytest
 
 from glan.llm import ChatRequest, EndpointDown, EndpointFatal, RequestFailed, user
 from glan.llm.openai_http import OpenAIBackend
+from glan.llm.witness import PROBE_BODIES
 from glan.store import ResponseCache
 from glan.testing.fake_server import FakeServer, default_replier
 
@@ -89,8 +90,10 @@ async def test_retries_are_bounded(make_client, fake_server):
     client = make_client(max_retries=2, breaker_failures=100)
     with pytest.raises(RequestFailed, match="gave up after 2 retries"):
         await client.chat(ask())
-    # Three tries; the same error twice with nothing served in between sent one probe too.
-    assert tries(fake_server) == {"hello": 3, "probe": 1}
+    # The same error twice with nothing served in between: a round of probes tells whether
+    # the endpoint works before the body is tried a third time (three bodies, in case one is
+    # a body that breaks the server); none was served, which spent the last retry.
+    assert tries(fake_server) == {"hello": 2, "probe": PROBE_BODIES}
 
 
 def tries(server: FakeServer) -> Counter[str]:
@@ -122,6 +125,23 @@ async def test_bodies_that_break_the_server_alone_in_flight_are_given_up(make_cl
     assert all(sent[f"poison {i}"] in (6, 7) for i in range(3)), sent
     assert sent["probe"] >= 1 and client.usage.rows[("probe", "fake-model")].requests >= 1
     assert client.admission.breaker.consecutive_failures == 0
+
+
+async def test_a_probe_body_that_breaks_the_server_is_followed_by_another(make_client, fake_server):
+    """A probe body may itself be one that breaks the server: another is sent at once, and
+    the body under test spends no retry on it."""
+
+    def poison_and_the_first_probe(body) -> str | None:
+        text = body["messages"][-1]["content"]
+        return "500" if text.startswith("poison") or text.endswith("(probe 1)") else None
+
+    fake_server.fault_when = poison_and_the_first_probe
+    client = make_client(body_fault_repeats=4)
+    await client.chat(ask("an ordinary body"))
+    with pytest.raises(RequestFailed, match="the same error 4 times in a row"):
+        await client.chat(ask("poison"))
+    # Two retries: after the first failure, and the second try (nothing served in between).
+    assert client.stats.retries == 2
 
 
 async def test_a_body_unlucky_many_times_in_a_row_is_still_served(make_client, fake_server):

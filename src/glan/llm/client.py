@@ -17,8 +17,9 @@ from glan.llm.backend import Backend, Completion
 from glan.llm.bodyfaults import BodyFaults
 from glan.llm.errors import BadRequest, RateLimited, RequestFailed, TransientError
 from glan.llm.jsonreply import InvalidReply, parse_reply
-from glan.llm.types import ChatRequest, ChatResponse, Message, Usage, user
+from glan.llm.types import ChatRequest, ChatResponse, Message, Usage
 from glan.llm.usage import UsageLedger
+from glan.llm.witness import Witness
 from glan.store import ResponseCache
 
 REASK_JSON = (
@@ -29,8 +30,6 @@ REASK_TEXT = "That reply could not be used: {error}. Reply again."
 
 # A caller's own test of a reply that passed the schema: the reason to re-ask with, or None.
 ReplyCheck = Callable[[ChatResponse], str | None]
-# How often a request waiting for the endpoint to serve another one looks again.
-WITNESS_POLL_S = 0.01
 
 
 class LLMClient:
@@ -54,12 +53,10 @@ class LLMClient:
         self.settings = admission.settings
         self.bodies = BodyFaults(self.settings.body_fault_repeats, cache)
         self.usage = usage or UsageLedger()
+        self.witness = Witness(backend, admission, self.usage)
         self.max_reasks = max_reasks
         self._preflighted = False
         self._preflight_lock = asyncio.Lock()
-        self._in_flight = 0  # this client's attempts out now (probes included)
-        self._probing: asyncio.Future[bool] | None = None
-        self._probes = 0
 
     @property
     def stats(self):
@@ -195,12 +192,14 @@ class LLMClient:
         its own, so which units finish never depends on how the throttling fell.
 
         A hard error counts toward the body's run of failures (glan.llm.bodyfaults: K in a
-        row, each after another request was served, give it up for its own sake). From the
-        second on, the body is a suspect: its errors say nothing of the endpoint's health (the
-        breaker never hears them) and it is tried again as soon as another request has been
-        served, without backoff and outside `max_retries` (a test of the body against an
-        endpoint shown to work, not a retry against a failing one): a body that breaks the
-        server costs K quick tries, never the backoff budget, and never ends a run short."""
+        row, each after another request was served, give it up for its own sake). The first
+        is retried after a backoff like any failure; the same error again, once another
+        request has been served (glan.llm.witness), so that each failure counts. From the
+        second counted failure on the body is a suspect: its errors say nothing of the
+        endpoint's health (the breaker never hears them) and its tries are outside
+        `max_retries` (a test of the body against an endpoint shown to serve, not a retry
+        against a failing one). So a body that breaks the server costs K quick tries, not the
+        backoff budget, and never leaves a run short."""
         attempt = 0
         admission = self.admission
         endpoint = self.backend.endpoint_id
@@ -208,7 +207,7 @@ class LLMClient:
         key: str | None = None  # the body's cache key, once it has failed the hard way
         while True:
             admission.check(endpoint)
-            epoch = await self._acquire()
+            epoch = await self.witness.acquire()
             started = time.perf_counter()
             try:
                 completion = await self.backend.complete(request)
@@ -223,7 +222,7 @@ class LLMClient:
                         # must not cut or pause everyone else at each try. It waits alone.
                         admission.on_rate_limited(-1, 0.0, str(exc), endpoint)
                 finally:
-                    self._release()
+                    self.witness.release()
                 if rate_limited:
                     await asyncio.sleep(
                         exc.retry_after
@@ -233,7 +232,7 @@ class LLMClient:
                 rate_limited = True
                 continue
             except TransientError as exc:
-                self._release()
+                self.witness.release()
                 run = None
                 if exc.signature is not None:
                     key = key or request.cache_key(endpoint)
@@ -246,111 +245,44 @@ class LLMClient:
                         ) from None
                 elif self.bodies.open:
                     self.bodies.ended(key or request.cache_key(endpoint))
-                if run is not None and run.suspect:
-                    # Tried again once another request was served; waiting for that on an
-                    # endpoint that serves nothing (failed probes) spends retries.
-                    while not await self._witnessed(run.mark):
-                        attempt = await self._back_off(attempt, exc)
+                if run is None or not run.suspect:
+                    admission.on_failure(str(exc), endpoint)  # it may be the endpoint's
+                if run is None or run.tries == 1:
+                    attempt = await self._back_off(attempt, exc)
                     continue
-                admission.on_failure(str(exc), endpoint)
-                attempt = await self._back_off(attempt, exc)
-                admission.stats.retries += 1
-                if run is not None and run.tries > 1:
-                    # The same error again, with nothing served in between (the last requests
-                    # of a run may all be bodies that break the server): wait until something
-                    # is, so that a third time counts.
-                    await self._witnessed(run.mark)
+                # The same error again: tried again once another request has been served (by
+                # a probe when nothing else is in flight: the last requests of a run may all
+                # be bodies that break the server), so that its next failure counts. Each
+                # round of probes not served spends a retry.
+                if not run.suspect:
+                    attempt = self._spend_retry(attempt, exc)
+                while not await self.witness.served_since(run.mark, self.settings.backoff_base_s):
+                    attempt = await self._back_off(attempt, exc)
                 continue
             except BadRequest as exc:
-                self._release()
+                self.witness.release()
                 raise RequestFailed(str(exc), permanent=True) from None
             except BaseException:
-                self._release()
+                self.witness.release()
                 raise
-            self._release()
+            self.witness.release()
             admission.on_success()
             if self.bodies.open:  # this body's run of failures, if any, is over
                 self.bodies.ended(key or request.cache_key(endpoint))
             return completion, time.perf_counter() - started
 
-    async def _acquire(self) -> int:
-        epoch = await self.admission.acquire()
-        self._in_flight += 1
-        return epoch
-
-    def _release(self) -> None:
-        self._in_flight -= 1
-        self.admission.release()
-
-    async def _back_off(self, attempt: int, exc: TransientError) -> int:
-        """Wait before retry number `attempt + 1`, or give up when the retries are spent."""
+    def _spend_retry(self, attempt: int, exc: TransientError) -> int:
+        """Retry number `attempt + 1`, or give up when the retries are spent."""
         if attempt >= self.settings.max_retries:
             raise RequestFailed(f"gave up after {attempt} retries: {exc}") from None
-        await asyncio.sleep(backoff_delay(attempt, self.settings))
+        self.admission.stats.retries += 1
         return attempt + 1
 
-    async def _witnessed(self, since: int) -> bool:
-        """Whether the endpoint has served a request since its count of successes was
-        `since`: at once when it has; else once a request in flight here is served (waited
-        for at most the backoff base); else after a probe, one at a time, shared by every
-        request waiting here. False when the probe was not served."""
-        admission = self.admission
-        patience = time.monotonic() + self.settings.backoff_base_s
-        while admission.successes <= since:
-            if self._in_flight and time.monotonic() < patience:
-                await asyncio.sleep(WITNESS_POLL_S)
-            elif not await self._probe():
-                return admission.successes > since
-        return True
-
-    async def _probe(self) -> bool:
-        """Whether a minimal request of its own was served (one out at a time)."""
-        probing = self._probing
-        if probing is None or probing.done():
-            probing = self._probing = asyncio.ensure_future(self._send_probe())
-            probing.add_done_callback(lambda done: done.cancelled() or done.exception())
-        return await asyncio.shield(probing)
-
-    async def _send_probe(self) -> bool:
-        """A few tokens, a new body each time (a probe must not be the one body that fails),
-        reported to admission like any request and counted in the usage as "probe"."""
-        admission = self.admission
-        endpoint = self.backend.endpoint_id
-        self._probes += 1
-        probe = ChatRequest(
-            messages=user(f"Reply with the word OK. (probe {self._probes})"),
-            max_tokens=8,
-            temperature=0.0,
-            tag="probe",
-        )
-        admission.check(endpoint)
-        epoch = await self._acquire()
-        try:
-            completion = await self.backend.complete(probe)
-        except RateLimited as exc:
-            self._release()
-            admission.on_rate_limited(epoch, exc.retry_after, str(exc), endpoint)
-            return False
-        except TransientError as exc:
-            self._release()
-            admission.on_failure(str(exc), endpoint)
-            return False
-        except (BadRequest, RequestFailed):
-            self._release()
-            return False
-        except BaseException:
-            self._release()
-            raise
-        self._release()
-        admission.on_success()
-        self.usage.record(
-            probe.tag,
-            self.backend.model,
-            completion.prompt_tokens,
-            completion.completion_tokens,
-            batch=self.backend.batch_pricing,
-        )
-        return True
+    async def _back_off(self, attempt: int, exc: TransientError) -> int:
+        """Retry number `attempt + 1`, after its backoff wait."""
+        attempt = self._spend_retry(attempt, exc)
+        await asyncio.sleep(backoff_delay(attempt - 1, self.settings))
+        return attempt
 
     async def aclose(self) -> None:
         if self.cache is not None:
