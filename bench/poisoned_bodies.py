@@ -1,15 +1,17 @@
 """The same hostile run, several times: do poisoned bodies make the records a matter of luck?
 
-Against the fake server with `--poisoned` of the request bodies (chosen by a hash of the body)
-always answered HTTP 500 with the same text as its random 500s, `glan generate -n N` at
-concurrency C with the default retry settings is run `--tries` times, each into a fresh
-directory; a run that ends short is re-run once with the same command. Reported per try: the
-status (and the re-run's), seconds, requests the server saw, poisoned answers, units given
-up, and a hash of instructions.jsonl; then the counts of complete and short runs, the
+Against the fake server (in this process) with `--poisoned` of the request bodies (chosen by
+a hash of the body) always answered HTTP 500 with the same text as its random 500s,
+`glan generate -n N` at concurrency C (the tests' settings, glan.testing.runs.config_for:
+max_retries 8) is run `--tries` times, each into a fresh directory; a run that ends short is
+re-run once with the same command. `--seed` is the run's seed, which chooses the bodies.
+Reported per try: the status (and the re-run's), seconds, requests the server saw (probes
+included), poisoned answers, units that gave up (deferred or replaced: the manifest's
+failures), and a hash of instructions.jsonl; then the counts of complete and short runs, the
 distinct outputs, and the median and largest time.
 
 Usage: python bench/poisoned_bodies.py [--pairs 20] [--concurrency 8] [--poisoned 0.1]
-       [--tries 6] [--latency 0.02]
+       [--tries 6] [--latency 0] [--seed 0]
 """
 
 from __future__ import annotations
