@@ -62,11 +62,24 @@ class Witness:
         return True
 
     async def _probe(self) -> bool:
-        probing = self._round
-        if probing is None or probing.done():
-            probing = self._round = asyncio.ensure_future(self._probe_round())
-            probing.add_done_callback(lambda done: done.cancelled() or done.exception())
-        return await asyncio.shield(probing)
+        """A round of probes sent by this request, or the one out now, awaited. The round runs
+        in the task that started it, so an EndpointDown a probe opens is raised there at once
+        (the others hear it a moment later, as they would from any request)."""
+        shared = self._round
+        if shared is not None and not shared.done():
+            return await asyncio.shield(shared)
+        shared = self._round = asyncio.get_running_loop().create_future()
+        shared.add_done_callback(lambda done: done.exception())  # heard, or nobody waits
+        try:
+            served = await self._probe_round()
+        except asyncio.CancelledError:
+            shared.set_result(False)  # the others probe again themselves
+            raise
+        except BaseException as exc:
+            shared.set_exception(exc)
+            raise
+        shared.set_result(served)
+        return served
 
     async def _probe_round(self) -> bool:
         for _ in range(PROBE_BODIES):
