@@ -14,12 +14,12 @@ from pathlib import Path
 import orjson
 import pytest
 
-from glan.api import generate
+from glan.api import generate, plan
 from glan.config import GenerateConfig
 from glan.errors import UserError
-from glan.llm import EndpointDown
+from glan.llm import AdmissionSettings, ChatRequest, EndpointDown, user
 from glan.testing.fake_server import FakeServer, default_replier
-from glan.testing.runs import staged_pairs
+from glan.testing.runs import physics_taxonomy, staged_pairs
 
 FAULTS = {
     "500": 0.05,
@@ -282,3 +282,32 @@ async def test_a_stop_while_the_clients_close_still_publishes(tmp_path, fake_ser
     assert len(read_jsonl(tmp_path / "run" / "instructions.jsonl")) == 10
     # Every pair was made before the stop: the manifest says so.
     assert orjson.loads((tmp_path / "run" / "manifest.json").read_bytes())["status"] == "complete"
+
+
+def test_a_run_whose_first_requests_all_break_the_server_completes(tmp_path):
+    """Optics's two planned listings break the server, and they are the run's first requests:
+    nothing is served between their tries, so the client probes the endpoint to show that it
+    works. Each listing is given up for its own sake after K tries and an extra listing takes
+    their place: the run completes, instead of ending short or stopping as if the endpoint
+    never answered."""
+    taxonomy = physics_taxonomy("Optics")
+    with FakeServer() as server:
+        cfg = config_for(server, max_retries=2, plan={"subjects_per_call": 4})
+        planned = plan(40, cfg, taxonomy).disciplines[0].subject_samples
+        assert planned == 2
+        seeds = {
+            ChatRequest(messages=user(""), seed=cfg.seed, sample_index=i).effective_seed
+            for i in range(planned)
+        }
+
+        def planned_listing_breaks(body) -> str | None:
+            fmt = body.get("response_format") or {}
+            listing = fmt.get("json_schema", {}).get("name") == "subjects"
+            return "500" if listing and body["seed"] in seeds else None
+
+        server.fault_when = planned_listing_breaks
+        result = generate(tmp_path / "run", 40, cfg, taxonomy)
+    assert result.manifest["status"] == "complete" and result.instructions == 40
+    assert result.manifest["failures"]["subjects"] == planned  # given up, never deferred
+    k = AdmissionSettings().body_fault_repeats
+    assert k * planned <= server.by_status["500"] <= (k + 1) * planned

@@ -19,7 +19,15 @@ import pytest
 from conftest import require
 from glan.config import GenerateConfig, load_config
 from glan.errors import UserError
-from glan.llm import ChatRequest, LLMClient, RequestFailed, create_backend, user, wire_schema
+from glan.llm import (
+    AdmissionSettings,
+    ChatRequest,
+    LLMClient,
+    RequestFailed,
+    create_backend,
+    user,
+    wire_schema,
+)
 from glan.llm.errors import BadRequest, EndpointFatal, TransientError
 from glan.llm.settings import VLLMSettings
 from glan.llm.vllm_engine import VLLMBackend, engine_identity, require_structured_outputs
@@ -375,16 +383,27 @@ async def test_engine_errors_map_to_the_llm_error_kinds(error, kind, message):
 
 
 async def test_a_repeated_engine_error_gives_the_request_up_and_the_run_goes_on():
+    """xgrammar cannot compile one schema: the engine fails that body the same way at every
+    try while it serves others (here the client's probes), so it is given up for its own sake."""
     standin = StandIn()
     backend = backend_on(standin)
-    client = LLMClient(backend)
+    client = LLMClient(backend, admission=AdmissionSettings(backoff_base_s=0.01))
     await client.chat(ask("first"))  # a success: the endpoint works
     error = vllm_standin.EngineGenerateError()
     error.__cause__ = RuntimeError("xgrammar: cannot compile this schema")
-    standin.engine.fail = error
-    with pytest.raises(RequestFailed, match="same error twice") as caught:
-        await client.chat(ask("second"))
+    generate = standin.engine.generate
+
+    async def fails_with_a_schema(prompt, params, request_id):
+        if params.structured_outputs is not None:
+            raise error
+        async for output in generate(prompt, params, request_id):
+            yield output
+
+    standin.engine.generate = fails_with_a_schema
+    with pytest.raises(RequestFailed, match="same error 16 times in a row") as caught:
+        await client.chat(ask("second", json_schema=SCHEMA))
     assert caught.value.permanent
+    assert (await client.chat(ask("third"))).text  # the run goes on
 
 
 async def test_an_aborted_request_is_transient():

@@ -270,15 +270,12 @@ class Pipeline:
     async def _walk_passes(self, state: Any, models: dict[str, str]) -> None:
         """Walk the tree; while units were deferred (transient failures) and the last pass
         moved, walk again, as a re-run of the same command would (same records, no new
-        decisions): one command finishes what a flaky endpoint interrupted. Each pass is its
-        own invocation for the clients' notes on bodies that break the server."""
+        decisions): one command finishes what a flaky endpoint interrupted."""
         await self.walk.run()
         for _ in range(MAX_PASSES - 1):
             if not self.walk.deferred:
                 return
             writes = state.writes
-            for client in self.endpoints:
-                client.new_invocation()
             self.walk = TreeWalk(
                 self.plan,
                 self.cfg,

@@ -26,12 +26,12 @@ CREATE TABLE IF NOT EXISTS responses (
     body BLOB NOT NULL,
     created REAL NOT NULL
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS suspects (
-    key TEXT NOT NULL,
+CREATE TABLE IF NOT EXISTS failing_bodies (
+    key TEXT PRIMARY KEY,
     signature TEXT NOT NULL,
-    invocation TEXT NOT NULL,
-    PRIMARY KEY (key, signature)
+    count INTEGER NOT NULL
 ) WITHOUT ROWID;
+DROP TABLE IF EXISTS suspects;
 """
 
 
@@ -121,7 +121,7 @@ class ReplySource(Protocol):
 
     def get(self, key: str) -> dict[str, Any] | None: ...
 
-    def suspected(self, key: str, signature: str) -> bool: ...
+    def failing_bodies(self) -> dict[str, tuple[str, int]]: ...
 
     def close(self) -> None: ...
 
@@ -179,25 +179,28 @@ class ResponseCache:
                 raise
             self._conn.execute("COMMIT")
 
-    def suspected_earlier(self, key: str, signature: str, invocation: str) -> bool:
-        """Whether an earlier invocation (or pass) gave this request up after meeting this
-        hard error twice running (see `suspect`)."""
+    def failing_bodies(self) -> dict[str, tuple[str, int]]:
+        """Each body suspected of breaking the server (glan.llm.bodyfaults): its hard error
+        and how many times in a row it met it, as earlier passes and runs left them."""
         with self._lock:
-            row = self._conn.execute(
-                "SELECT invocation FROM suspects WHERE key = ? AND signature = ?",
-                (key, signature),
-            ).fetchone()
-        if row is None and self._fallback is not None:
-            return self._fallback.suspected(key, signature)  # an earlier run's note
-        return row is not None and row[0] != invocation
+            rows = self._conn.execute("SELECT key, signature, count FROM failing_bodies")
+            mine = {key: (signature, count) for key, signature, count in rows}
+        # A Ray shard also counts what its run noted before it was cut into shards.
+        earlier = self._fallback.failing_bodies() if self._fallback is not None else {}
+        return {**earlier, **mine}
 
-    def suspect(self, key: str, signature: str, invocation: str) -> None:
-        """Note that this request met this hard error twice running in `invocation`. Rare (a
-        path of failures), so written at once, outside the group commit."""
+    def put_failing_body(self, key: str, signature: str, count: int) -> None:
+        """Note a suspect's run of failures so far. Rare (a path of failures), so written at
+        once, outside the group commit."""
         with self._lock:
             self._conn.execute(
-                "INSERT OR IGNORE INTO suspects VALUES (?, ?, ?)", (key, signature, invocation)
+                "INSERT OR REPLACE INTO failing_bodies VALUES (?, ?, ?)", (key, signature, count)
             )
+
+    def drop_failing_body(self, key: str) -> None:
+        """The suspect's run of failures ended: it succeeded, or failed another way."""
+        with self._lock:
+            self._conn.execute("DELETE FROM failing_bodies WHERE key = ?", (key,))
 
     def __len__(self) -> int:
         self.flush()

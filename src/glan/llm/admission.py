@@ -12,7 +12,8 @@ are retried, and when an endpoint is declared down.
   the inputs and the replies). Only an endpoint that answers nothing but rate limits for
   `breaker_window_s` stops the run, and the same command resumes it.
 - 5xx, timeouts and dropped connections are retried with exponential backoff and full jitter, a
-  bounded number of times (fewer for a body the endpoint keeps refusing: see `FailureMemory`).
+  bounded number of times; a body that keeps failing with the same hard error while others are
+  served is tested instead, and given up for its own sake (glan.llm.bodyfaults).
 - Admission is something a client is given (`Admission`), one per endpoint: `LocalAdmission`
   in one process, or a cluster-wide one (glan.executors.ray) whose permits are leased in
   blocks from a shared authority, so every worker sees one limit and one breaker.
@@ -53,6 +54,12 @@ class AdmissionSettings(BaseModel):
         120.0,
         gt=0,
         description="how long an endpoint may fail (or only rate-limit) before the run stops",
+    )
+    body_fault_repeats: int = Field(
+        16,
+        ge=2,
+        description="the same hard error this many times in a row, each after the endpoint "
+        "served another request, gives a body up for its own sake (glan.llm.bodyfaults)",
     )
 
 
@@ -200,56 +207,12 @@ class CircuitBreaker:
             )
 
 
-@dataclass(slots=True)
-class FailureMemory:
-    """What one request last failed with, to spot a body the endpoint deterministically refuses.
-
-    The rule: the same hard error (same HTTP status and error text, see
-    `TransientError.signature`) for the same request twice in a row, while the endpoint is
-    otherwise healthy (see `repeats`), gives up at once. Such a body is what breaks the server (a
-    request that crashes a grammar engine, a prompt that trips a bug): it failed twice with the
-    endpoint otherwise healthy, and four more tries with backoff would cost tens of seconds
-    each for nothing, when the caller can replace the work at once. When other requests fail
-    too and none succeeds (a storm, an endpoint going down) the failure may be the endpoint's,
-    not the body's, so the full backoff budget stays; so do timeouts, resets, garbled bodies and
-    gateway errors (502/503/504), which carry no signature.
-    """
-
-    # The breaker's success count and failure streak when the request was first sent.
-    successes_at_send: int = 0
-    streak_at_send: int = 0
-    signature: str | None = None
-    failures: int = 0
-
-    def repeats(
-        self, signature: str | None, successes: int, streak: int, known: bool = False
-    ) -> bool:
-        """Record this failure; True when it is the same hard error as the last while the
-        endpoint is otherwise healthy: it served other requests since this one was sent, or
-        nothing but this request has failed since its last success (`streak`, the breaker's
-        run of failures, is all this request's own). The second case is the last request of
-        a run, or concurrency 1: nobody is left to succeed between its tries, and it must not
-        pay the whole backoff budget for that."""
-        self.failures += 1
-        repeat = (
-            signature is not None
-            and signature == self.signature
-            and (
-                known  # an earlier run saw the endpoint healthy while this body failed so
-                or successes > self.successes_at_send
-                or (successes > 0 and streak - self.streak_at_send <= self.failures)
-            )
-        )
-        self.signature = signature
-        return repeat
-
-
 class Admission(ABC):
     """What a client is given, one per endpoint: when a request may be sent (a permit, with the
     epoch of the limit it was granted under), what became of it, and whether the endpoint is
     down. The client calls, per attempt: `check`, `acquire`, then `release` and exactly one of
-    `on_success`, `on_rate_limited` or `on_failure` (nothing more for a cancelled attempt or
-    a request the endpoint refused for its own sake)."""
+    `on_success`, `on_rate_limited` or `on_failure` (nothing more for a cancelled attempt, a
+    request the endpoint refused for its own sake, or a suspected body's hard error)."""
 
     settings: AdmissionSettings
     stats: AdmissionStats
@@ -279,14 +242,11 @@ class Admission(ABC):
     def check(self, endpoint: str) -> None:
         """Raise EndpointDown when the breaker is open."""
 
-    # What FailureMemory reads: the endpoint's successes and its current failure streak.
     @property
     @abstractmethod
-    def successes(self) -> int: ...
-
-    @property
-    @abstractmethod
-    def consecutive_failures(self) -> int: ...
+    def successes(self) -> int:
+        """Requests the endpoint has served: what tells a body's hard error from the
+        endpoint's (glan.llm.bodyfaults)."""
 
     @abstractmethod
     def raise_if_never_answered(self, endpoint: str) -> None:
@@ -301,10 +261,6 @@ class BreakerBackedAdmission(Admission):
     @property
     def successes(self) -> int:
         return self.breaker.successes
-
-    @property
-    def consecutive_failures(self) -> int:
-        return self.breaker.consecutive_failures
 
     def raise_if_never_answered(self, endpoint: str) -> None:
         self.breaker.raise_if_never_answered(endpoint)

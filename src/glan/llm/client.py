@@ -10,21 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import Callable
 
-from glan.llm.admission import (
-    Admission,
-    AdmissionSettings,
-    FailureMemory,
-    LocalAdmission,
-    backoff_delay,
-)
+from glan.llm.admission import Admission, AdmissionSettings, LocalAdmission, backoff_delay
 from glan.llm.backend import Backend, Completion
+from glan.llm.bodyfaults import BodyFaults
 from glan.llm.errors import BadRequest, RateLimited, RequestFailed, TransientError
 from glan.llm.jsonreply import InvalidReply, parse_reply
 from glan.llm.types import ChatRequest, ChatResponse, Message, Usage
 from glan.llm.usage import UsageLedger
+from glan.llm.witness import Witness
 from glan.store import ResponseCache
 
 REASK_JSON = (
@@ -56,8 +51,9 @@ class LLMClient:
             )
         self.admission = admission
         self.settings = admission.settings
-        self.invocation = uuid.uuid4().hex  # tells this run's notes from an earlier run's
+        self.bodies = BodyFaults(self.settings.body_fault_repeats, cache)
         self.usage = usage or UsageLedger()
+        self.witness = Witness(backend, admission, self.usage)
         self.max_reasks = max_reasks
         self._preflighted = False
         self._preflight_lock = asyncio.Lock()
@@ -193,15 +189,25 @@ class LLMClient:
     async def _send(self, request: ChatRequest) -> tuple[Completion, float]:
         """One request through admission, retried on transient failures. Rate limits are
         waited out for as long as the breaker lets the run go on: a request has no patience of
-        its own, so which units finish never depends on how the throttling fell."""
+        its own, so which units finish never depends on how the throttling fell.
+
+        A hard error counts toward the body's run of failures (glan.llm.bodyfaults: K in a
+        row, each after another request was served, give it up for its own sake). The first
+        is retried after a backoff like any failure; the same error again, once another
+        request has been served (glan.llm.witness), so that each failure counts. From the
+        second counted failure on the body is a suspect: its errors say nothing of the
+        endpoint's health (the breaker never hears them) and its tries are outside
+        `max_retries` (a test of the body against an endpoint shown to serve, not a retry
+        against a failing one). So a body that breaks the server costs K quick tries, not the
+        backoff budget, and never leaves a run short."""
         attempt = 0
         admission = self.admission
-        memory = FailureMemory(admission.successes, admission.consecutive_failures)
         endpoint = self.backend.endpoint_id
         rate_limited = False
+        key: str | None = None  # the body's cache key, once it has failed the hard way
         while True:
             admission.check(endpoint)
-            epoch = await admission.acquire()
+            epoch = await self.witness.acquire()
             started = time.perf_counter()
             try:
                 completion = await self.backend.complete(request)
@@ -216,7 +222,7 @@ class LLMClient:
                         # must not cut or pause everyone else at each try. It waits alone.
                         admission.on_rate_limited(-1, 0.0, str(exc), endpoint)
                 finally:
-                    admission.release()
+                    self.witness.release()
                 if rate_limited:
                     await asyncio.sleep(
                         exc.retry_after
@@ -226,56 +232,57 @@ class LLMClient:
                 rate_limited = True
                 continue
             except TransientError as exc:
-                admission.release()
-                known = self._suspected_earlier(request, exc.signature)
-                if not known:  # a body known to break the server says nothing of its health
-                    admission.on_failure(str(exc), endpoint)
-                if memory.repeats(
-                    exc.signature, admission.successes, admission.consecutive_failures, known
-                ):
-                    # Likely the body itself breaks the server: stop spending backoff on it.
-                    # The first time it is deferred to the next run (a flaky endpoint's random
-                    # 500s share one text too, and luck must not change the records); given
-                    # up for good when a later run sees the same again.
-                    if not known:
-                        self._suspect(request, exc.signature)
-                    raise RequestFailed(
-                        f"gave up: the same error twice for this request while others "
-                        f"succeeded{' (and in an earlier run)' if known else ''}: {exc}",
-                        permanent=known or self.cache is None,
-                    ) from None
-                if attempt >= self.settings.max_retries:
-                    raise RequestFailed(f"gave up after {attempt} retries: {exc}") from None
-                admission.stats.retries += 1
-                await asyncio.sleep(backoff_delay(attempt, self.settings))
-                attempt += 1
+                self.witness.release()
+                run = None
+                if exc.signature is not None:
+                    key = key or request.cache_key(endpoint)
+                    run = self.bodies.failed(key, exc.signature, admission.successes)
+                    if self.bodies.given_up(key, run):
+                        raise RequestFailed(
+                            f"gave up: the same error {run.count} times in a row while the "
+                            f"endpoint served other requests: {exc}",
+                            permanent=True,
+                        ) from None
+                elif self.bodies.open:
+                    self.bodies.ended(key or request.cache_key(endpoint))
+                if run is None or not run.suspect:
+                    admission.on_failure(str(exc), endpoint)  # it may be the endpoint's
+                if run is None or run.tries == 1:
+                    attempt = await self._back_off(attempt, exc)
+                    continue
+                # The same error again: tried again once another request has been served (by
+                # a probe when nothing else is in flight: the last requests of a run may all
+                # be bodies that break the server), so that its next failure counts. Each
+                # round of probes not served spends a retry.
+                if not run.suspect:
+                    attempt = self._spend_retry(attempt, exc)
+                while not await self.witness.served_since(run.mark, self.settings.backoff_base_s):
+                    attempt = await self._back_off(attempt, exc)
                 continue
             except BadRequest as exc:
-                admission.release()
+                self.witness.release()
                 raise RequestFailed(str(exc), permanent=True) from None
             except BaseException:
-                admission.release()
+                self.witness.release()
                 raise
-            admission.release()
+            self.witness.release()
             admission.on_success()
+            if self.bodies.open:  # this body's run of failures, if any, is over
+                self.bodies.ended(key or request.cache_key(endpoint))
             return completion, time.perf_counter() - started
 
-    def new_invocation(self) -> None:
-        """Start a new pass: notes on bodies that break the server made so far count as an
-        earlier run's."""
-        self.invocation = uuid.uuid4().hex
+    def _spend_retry(self, attempt: int, exc: TransientError) -> int:
+        """Retry number `attempt + 1`, or give up when the retries are spent."""
+        if attempt >= self.settings.max_retries:
+            raise RequestFailed(f"gave up after {attempt} retries: {exc}") from None
+        self.admission.stats.retries += 1
+        return attempt + 1
 
-    def _suspected_earlier(self, request: ChatRequest, signature: str | None) -> bool:
-        if self.cache is None or signature is None:
-            return False
-        key = request.cache_key(self.backend.endpoint_id)
-        return self.cache.suspected_earlier(key, signature, self.invocation)
-
-    def _suspect(self, request: ChatRequest, signature: str | None) -> None:
-        if self.cache is not None and signature is not None:
-            self.cache.suspect(
-                request.cache_key(self.backend.endpoint_id), signature, self.invocation
-            )
+    async def _back_off(self, attempt: int, exc: TransientError) -> int:
+        """Retry number `attempt + 1`, after its backoff wait."""
+        attempt = self._spend_retry(attempt, exc)
+        await asyncio.sleep(backoff_delay(attempt - 1, self.settings))
+        return attempt
 
     async def aclose(self) -> None:
         if self.cache is not None:

@@ -9,8 +9,8 @@ class TransientError(Exception):
     """Worth retrying with backoff: 5xx, timeouts, dropped connections, garbled bodies.
 
     `signature` names a hard error the endpoint answered (status and error text of a 500, say),
-    so that the same error twice for one request can be told from chance; None for failures
-    that say nothing about the body (timeouts, resets, gateway errors).
+    so that a body that keeps meeting it can be told from chance (glan.llm.bodyfaults); None
+    for failures that say nothing about the body (timeouts, resets, gateway errors).
     """
 
     def __init__(self, message: str, signature: str | None = None) -> None:

@@ -186,9 +186,10 @@ class RunReplies:
             "reasks": 0,
         }
 
-    def suspected(self, key: str, signature: str) -> bool:
-        sql = "SELECT 1 FROM suspects WHERE key = ? AND signature = ?"
-        return bool(self._rows("suspects", sql, key, signature))
+    def failing_bodies(self) -> dict[str, tuple[str, int]]:
+        """Bodies suspected of breaking the server, as the run counted them (glan.store)."""
+        sql = "SELECT key, signature, count FROM failing_bodies"
+        return {key: (sig, count) for key, sig, count in self._rows("failing_bodies", sql)}
 
     def close(self) -> None:
         self._conn.close()

@@ -45,6 +45,9 @@ FAULTS = (
     "garbage",
 )
 
+# The body of every HTTP 500 and 503 the server makes up, random or not.
+SERVER_ERROR = {"error": {"message": "server error"}}
+
 
 @dataclass
 class FakeServer:
@@ -66,7 +69,8 @@ class FakeServer:
     port: int = 0
     fixed_reply: bytes | None = None  # benchmark mode: one precomputed body
     # This share of request bodies always gets HTTP 500 (the same error every time), chosen by
-    # a hash of the body: a request that deterministically breaks the server.
+    # a hash of the body: a request that deterministically breaks the server. The error is a
+    # random 500's, word for word: only repetition may tell them apart.
     poisoned_rate: float = 0.0
     # This share of request bodies (chosen by a hash of the body) is answered 429 with
     # Retry-After `throttle_retry_after_s` until `throttle_s` after the body was first seen,
@@ -247,9 +251,7 @@ class FakeServer:
             await asyncio.sleep(self.latency_s)
         if self.is_poisoned(body):
             self._count("poisoned")
-            return web.json_response(
-                {"error": {"message": "this request crashes the model"}}, status=500
-            )
+            return web.json_response(SERVER_ERROR, status=500)
         fault = self.fault_when(body) if self.fault_when is not None else None
         fault = fault or self._next_fault()
         if fault is not None:
@@ -300,7 +302,7 @@ class FakeServer:
             return None  # a free-text request has no JSON to break: answer normally
         self._count(fault)
         if fault in ("500", "503"):
-            return web.json_response({"error": {"message": "server error"}}, status=int(fault))
+            return web.json_response(SERVER_ERROR, status=int(fault))
         if fault == "429":
             return web.json_response({"error": {"message": "rate limited"}}, status=429)
         if fault == "429_retry_after":
