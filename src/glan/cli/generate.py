@@ -134,13 +134,20 @@ def generate(
     tax = load_taxonomy(taxonomy)
     if n <= 0:
         fail(f"-n must be a positive number of pairs, got {n}")
+    parsed_shard = parse_shard(shard) if shard else None
     if dry_run:
-        from glan.cli.dry_run import print_dry_run
+        from glan.cli.dry_run import print_dry_run, print_rerun
+        from glan.run.stores import run_stores
 
-        print_dry_run(make_plan(n, cfg, tax), cfg.adapted(), out)
+        if run_stores(out_dir):  # a run is there: price what its re-run would send
+            from glan.rerun import price_rerun
+
+            price = price_rerun(cfg, tax, out_dir, n, update, parsed_shard)
+            print_rerun(price, out_dir, n, cfg.adapted(), out)
+        else:
+            print_dry_run(make_plan(n, cfg, tax), cfg.adapted(), out)
         return
     progress = RunProgress()
-    parsed_shard = parse_shard(shard) if shard else None
     from glan.aio import sigterm_as_interrupt
     from glan.cli.progress import show_progress
 
