@@ -21,6 +21,8 @@ import pytest
 
 from glan.api import generate, plan
 from glan.config import GenerateConfig
+from glan.errors import UserError
+from glan.estimate import typical_tokens
 from glan.llm import ChatRequest, ChatResponse, LLMClient
 from glan.llm.backend import Completion
 from glan.llm.dry import DryBackend
@@ -33,6 +35,7 @@ from glan.llm.settings import (
     create_backend,
 )
 from glan.llm.vllm_engine import VLLMBackend
+from glan.rerun import price_rerun
 from glan.run.stores import spread_state
 from glan.stages import answers, questions, stand_in, subjects, syllabus
 from glan.stages.errors import Rejected
@@ -152,6 +155,31 @@ def test_the_state_a_ray_run_left_in_its_shards_is_read(fake_server, tmp_path):
     asked = fake_server.requests
     assert glan("generate", "--out", str(run), "-n", "20", *online(fake_server)).returncode == 0
     assert fake_server.requests == asked
+
+
+def test_a_shard_is_priced_as_its_own_plan(fake_server, tmp_path):
+    cfg = config_for(fake_server)
+    whole = plan(20, cfg)
+    mine = whole.shard(0, 2)
+    calls = sum(mine.calls().values())
+    assert 0 < calls < sum(whole.calls().values())
+    new = dry_run(tmp_path / "new", 20, *online(fake_server), "--shard", "0/2")
+    assert f"plan for {mine.target} pairs over {len(mine.disciplines)} disciplines" in new.stdout
+    assert sum(table_calls(new.stdout).values()) == calls
+    run = tmp_path / "run"
+    generate(run, 20, cfg, shard=(0, 2))
+    again = dry_run(run, 20, *online(fake_server), "--shard", "0/2")
+    assert f"re-run of {run}: 0 of {calls} planned calls would be sent" in again.stdout
+
+
+def test_a_directory_the_run_may_not_write_is_refused_as_the_run_refuses_it(
+    fake_server, tmp_path, monkeypatch
+):
+    run = tmp_path / "run"
+    generate(run, 5, config_for(fake_server))
+    monkeypatch.setattr("glan.run.rundir.os.access", lambda *_: False)  # tests run as root
+    with pytest.raises(UserError, match=f"cannot write to --out {run}: permission denied"):
+        price_rerun(config_for(fake_server), load_taxonomy(), run, 5)
 
 
 def start_run(server: FakeServer, run: Path, n: int) -> subprocess.Popen:
@@ -308,8 +336,10 @@ async def test_stand_in_replies_pass_every_stage_check_at_the_first_ask(override
 
 
 def stand_in_answer(cfg: GenerateConfig) -> Callable[[ChatRequest], Completion]:
+    typical = typical_tokens(cfg)
+
     def answer(request: ChatRequest) -> Completion:
-        return Completion(stand_in.reply_text(request, cfg), "stop", 1, 1)
+        return Completion(stand_in.reply_text(request, cfg, typical[request.tag][1]), "stop", 1, 1)
 
     return answer
 

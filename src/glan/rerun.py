@@ -75,16 +75,20 @@ class DryRerun(Pipeline):
     def _answer(self, request: ChatRequest) -> Completion:
         """A stand-in reply, with the tokens the real one would cost: the prompt's, as sent,
         and a typical reply's."""
+        tokens = self._typical[request.tag][1]
         return Completion(
-            stand_in.reply_text(request, self.cfg),
+            stand_in.reply_text(request, self.cfg, tokens),
             "stop",
             text_tokens(sum(len(m.content) for m in request.messages)),
-            int(self._typical[request.tag][1]),
+            int(tokens),
         )
 
     async def price(self) -> RerunPrice:
-        # The real run's refusal (another seed, changed inputs without --update), word for word.
-        stale = RunDir(self.out_dir).changed_stages(self.inputs(), self.update)
+        # The real run's refusals (a directory it may not write, another seed, changed inputs
+        # without --update), word for word.
+        run_dir = RunDir(self.out_dir)
+        run_dir.refuse_unwritable()
+        stale = run_dir.changed_stages(self.inputs(), self.update)
         with tempfile.TemporaryDirectory(prefix="glan-dry-run-") as scratch:
             store = Path(scratch) / STATE_FILE
             copy_decisions(self.out_dir, store)

@@ -88,7 +88,12 @@ def generate(
         Opt("--set", help="any config key, dotted: --set stages.answers.model=gpt-4o-mini"),
     ] = None,
     dry_run: Annotated[
-        bool, Opt("--dry-run", help="show planned calls, tokens, cost; spend nothing")
+        bool,
+        Opt(
+            "--dry-run",
+            help="show planned calls, tokens, cost (of a directory holding a run: what its "
+            "re-run would send); spend nothing",
+        ),
     ] = False,
     quiet: Annotated[bool, Opt("--quiet", "-q", help="no progress display")] = False,
     update: Annotated[
@@ -145,7 +150,8 @@ def generate(
             price = price_rerun(cfg, tax, out_dir, n, update, parsed_shard)
             print_rerun(price, out_dir, n, cfg.adapted(), out)
         else:
-            print_dry_run(make_plan(n, cfg, tax), cfg.adapted(), out)
+            whole = make_plan(n, cfg, tax)
+            print_dry_run(whole.shard(*parsed_shard) if parsed_shard else whole, cfg.adapted(), out)
         return
     progress = RunProgress()
     from glan.aio import sigterm_as_interrupt

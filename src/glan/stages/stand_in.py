@@ -12,20 +12,20 @@ it weigh what real ones would.
 from __future__ import annotations
 
 import hashlib
-from itertools import count
 from typing import Any
 
 import orjson
 
 from glan.config import GenerateConfig
-from glan.estimate import CHARS_PER_TOKEN, typical_tokens
+from glan.estimate import CHARS_PER_TOKEN
 from glan.llm import ChatRequest
 
 
-def reply_text(request: ChatRequest, cfg: GenerateConfig) -> str:
-    """The stand-in reply to one of the walk's requests (told apart by its tag and schema)."""
+def reply_text(request: ChatRequest, cfg: GenerateConfig, tokens: float) -> str:
+    """The stand-in reply to one of the walk's requests (told apart by its tag and schema),
+    of about `tokens` tokens (its stage's typical reply: glan.estimate.typical_tokens)."""
     mark = request.cache_key("stand-in")[:10]
-    size = int(typical_tokens(cfg)[request.tag][1] * CHARS_PER_TOKEN)
+    size = int(tokens * CHARS_PER_TOKEN)
     if request.tag == "subjects":
         listing = _listing(mark, cfg, size)
         if request.json_schema is None:  # two_turn's free-text turn
@@ -78,19 +78,15 @@ def _syllabus(mark: str, cfg: GenerateConfig, size: int) -> dict[str, Any]:
     }
 
 
+# Bytes to letters, about one in six to a space: made-up words of four or five letters.
+_LETTERS = bytes(ord("a") + b % 32 if b % 32 < 26 else ord(" ") for b in range(256))
+
+
 def filler(seed: str, chars: int) -> str:
-    """Words of about `chars` characters, different for each seed: made-up words of letters,
-    which no hygiene check takes for debris, a loop or a reference to the course."""
-    words: list[str] = []
-    length = 0
-    for i in count():
-        digest = hashlib.sha256(f"{seed}|{i}".encode()).hexdigest()
-        word = "".join(chr(ord("a") + int(c, 16) % 26) for c in digest[: 4 + i % 5])
-        words.append(word)
-        length += len(word) + 1
-        if length >= chars:
-            return " ".join(words)
-    raise AssertionError("unreachable")
+    """About `chars` characters of made-up words, different for each seed: letters only, which
+    no hygiene check takes for debris, a loop or a reference to the course."""
+    text = hashlib.shake_256(seed.encode()).digest(chars).translate(_LETTERS).decode()
+    return " ".join(text.split()) or "filler"
 
 
 def _json(value: Any) -> str:
