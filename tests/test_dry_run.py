@@ -22,7 +22,6 @@ import pytest
 from glan.api import generate, plan
 from glan.config import GenerateConfig
 from glan.errors import UserError
-from glan.estimate import typical_tokens
 from glan.llm import ChatRequest, ChatResponse, LLMClient
 from glan.llm.backend import Completion
 from glan.llm.dry import DryBackend
@@ -130,13 +129,30 @@ def test_a_grown_target_prices_only_the_new_pairs(fake_server, tmp_path):
     proc = dry_run(run, 40, *online(fake_server))
     assert f"re-run of {run}: 48 of 96 planned calls would be sent" in proc.stdout
     assert (
-        "below a call still to be sent, calls and tokens follow the plan's averages" in proc.stdout
+        "below a call still to be sent, replies are taken to be as large as the run's own"
+        in proc.stdout
     )
     done = glan("generate", "--out", str(run), "-n", "40", *online(fake_server), "-q")
     assert done.returncode == 0, done.stderr
-    # The fake server's listings and syllabi are as large as the plan counts on, so even the
-    # part below the calls still to be sent comes out exact here.
+    # Each new discipline needs one listing, one subject of it and five pairs: the part below
+    # the calls still to be sent comes out exact too.
     assert sent_by_stage(run) == table_calls(proc.stdout)
+
+
+def test_below_a_call_to_send_the_walk_goes_on_over_replies_as_large_as_the_runs_own(
+    fake_server, tmp_path
+):
+    """The fake server lists 3 subjects a call where the plan counts on 15: the new
+    disciplines of a grown run get as many syllabi as the run's listings give, not the plan's."""
+    run = tmp_path / "run"
+    one_pair_each = ["--set", "plan.pairs_per_subject=1"]
+    generate(run, 20, config_for(fake_server, plan={"pairs_per_subject": 1}))
+    proc = dry_run(run, 40, *online(fake_server), *one_pair_each)
+    calls = table_calls(proc.stdout)
+    assert calls["syllabus"] == 4 * 3  # 4 new disciplines, 3 subjects listed in each
+    done = glan("generate", "--out", str(run), "-n", "40", *online(fake_server), *one_pair_each)
+    assert done.returncode == 0, done.stderr
+    assert sent_by_stage(run) == calls
 
 
 def test_the_state_a_ray_run_left_in_its_shards_is_read(fake_server, tmp_path):
@@ -280,19 +296,37 @@ def test_the_turnarounds_hint_counts_the_levels_sent_by_batch(tmp_path, sets, ex
 
 # ---- what the dry run stands on -------------------------------------------------------------
 @pytest.mark.parametrize(
-    "overrides",
+    ("overrides", "sizes"),
     [
-        {},  # the paper's sizes
-        {"subjects_mode": "two_turn", "plan": {"subjects_per_call": 4}},
-        {"syllabus": {"min_sessions": 3, "max_sessions": 4, "min_concepts": 1, "max_concepts": 2}},
-        {"stages": {"answers": {"max_tokens": 64}}},
+        ({}, None),  # the paper's sizes
+        ({"subjects_mode": "two_turn", "plan": {"subjects_per_call": 4}}, None),
+        (
+            {
+                "syllabus": {
+                    "min_sessions": 3,
+                    "max_sessions": 4,
+                    "min_concepts": 1,
+                    "max_concepts": 2,
+                }
+            },
+            None,
+        ),
+        ({"stages": {"answers": {"max_tokens": 64}}}, None),
+        # As large as a run's own replies (the fake server's); within what the config allows.
+        ({}, ((3.2, 12, 4), (3, 12, 4))),
+        ({}, ((0.4, 40, 9), (1, 30, 6))),
     ],
 )
-async def test_stand_in_replies_pass_every_stage_check_at_the_first_ask(overrides):
-    """The walk goes on below a stand-in exactly as the plan counts: no reply is re-asked (a
-    call counted twice), a listing lists what the planner counts on, two stand-ins differ."""
+async def test_stand_in_replies_pass_every_stage_check_at_the_first_ask(overrides, sizes):
+    """The walk goes on below a stand-in as its shape says: no reply is re-asked (a call
+    counted twice), a listing lists as many subjects as the shape, two stand-ins differ."""
     cfg = GenerateConfig.model_validate({"llm": {"backend": "openai"}, **overrides})
-    backend = DryBackend("openai|dry|m", "m", stand_in_answer(cfg))
+    shape = stand_in.Shape.planned(cfg)
+    if sizes is not None:
+        (seen, expected) = sizes
+        shape = shape.like(cfg, *seen)
+        assert (shape.subjects, shape.sessions, shape.concepts) == expected
+    backend = DryBackend("openai|dry|m", "m", stand_in_answer(shape))
     client = LLMClient(backend)
 
     async def ask(request: ChatRequest, parse: Callable[[ChatResponse], Any]) -> Any:
@@ -317,11 +351,12 @@ async def test_stand_in_replies_pass_every_stage_check_at_the_first_ask(override
             request = subjects.build_format(d, i, cfg, free)
         listings.append(await ask(request, lambda r, i=i: subjects.parse(d, i, r)))
     listed = subjects.unique_subjects(listings)
-    assert len(listed) == 2 * cfg.plan.subjects_per_call
+    assert len(listed) == 2 * shape.subjects
     syllabi = [
         await ask(syllabus.build(s, cfg), lambda r, s=s: syllabus.parse(s, r, cfg))
         for s in listed[:2]
     ]
+    assert len(syllabi[0].sessions) == shape.sessions
     plans = questions.plan_questions(syllabi[0], 2 * cfg.plan.pairs_per_subject, 0.5, Random(0))
     assert len(plans) == 2 * cfg.plan.pairs_per_subject  # combinations enough for the subject
     asked = [await ask(questions.build(syllabi[0], p, cfg), questions.parse) for p in plans]
@@ -335,11 +370,9 @@ async def test_stand_in_replies_pass_every_stage_check_at_the_first_ask(override
     assert backend.sends["subjects"].calls == 2 * turns
 
 
-def stand_in_answer(cfg: GenerateConfig) -> Callable[[ChatRequest], Completion]:
-    typical = typical_tokens(cfg)
-
+def stand_in_answer(shape: stand_in.Shape) -> Callable[[ChatRequest], Completion]:
     def answer(request: ChatRequest) -> Completion:
-        return Completion(stand_in.reply_text(request, cfg, typical[request.tag][1]), "stop", 1, 1)
+        return Completion(stand_in.reply_text(request, shape), "stop", 1, 1)
 
     return answer
 

@@ -10,8 +10,9 @@ re-run would send: counted, with its prompt's tokens (about 4 characters a token
 reply's (glan.estimate), and answered with a stand-in reply (glan.stages.stand_in) so the walk
 goes on below it and counts what would follow. A request already in one of the run's live
 batches is paid for: counted apart. So the price is exact for all the run holds and has
-decided (a finished run: nothing; after --update: what changed), and follows the plan's
-averages only below a request still to be sent.
+decided (a finished run: nothing; after --update: what changed); below a request still to be
+sent, the stand-in replies are as large as the run's own (glan.run.snapshot.reply_sizes; the
+plan's sizes before it has any), their tokens the plan's averages.
 
 The run directory is never written nor locked: a run in progress in it goes on undisturbed.
 """
@@ -25,14 +26,14 @@ from pathlib import Path
 from typing import Any
 
 from glan.config import STAGES, GenerateConfig
-from glan.estimate import StageEstimate, priced, text_tokens, typical_tokens
+from glan.estimate import StageEstimate, priced, text_tokens
 from glan.llm import ChatRequest
 from glan.llm.backend import Backend, Completion
 from glan.llm.dry import DryBackend, Sends
 from glan.llm.settings import BATCH_KINDS
 from glan.pipeline import Pipeline
 from glan.run.rundir import STATE_FILE, RunDir
-from glan.run.snapshot import RunStoresReplies, copy_decisions, live_batch_keys
+from glan.run.snapshot import RunStoresReplies, copy_decisions, live_batch_keys, reply_sizes
 from glan.run.state import RunState
 from glan.stages import stand_in
 from glan.store import ResponseCache
@@ -60,7 +61,7 @@ class DryRerun(Pipeline):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         """A Pipeline's arguments (its own backend_factory aside): the run it prices."""
         super().__init__(*args, backend_factory=self._stand_in, **kwargs)
-        self._typical = typical_tokens(self.cfg)
+        self._shape = stand_in.Shape.planned(self.cfg)
         self._awaiting: set[str] = set()
 
     def _stand_in(self, settings: Any, concurrency: int) -> Backend:
@@ -75,12 +76,11 @@ class DryRerun(Pipeline):
     def _answer(self, request: ChatRequest) -> Completion:
         """A stand-in reply, with the tokens the real one would cost: the prompt's, as sent,
         and a typical reply's."""
-        tokens = self._typical[request.tag][1]
         return Completion(
-            stand_in.reply_text(request, self.cfg, tokens),
+            stand_in.reply_text(request, self._shape),
             "stop",
             text_tokens(sum(len(m.content) for m in request.messages)),
-            int(tokens),
+            int(self._shape.tokens[request.tag]),
         )
 
     async def price(self) -> RerunPrice:
@@ -92,6 +92,9 @@ class DryRerun(Pipeline):
         with tempfile.TemporaryDirectory(prefix="glan-dry-run-") as scratch:
             store = Path(scratch) / STATE_FILE
             copy_decisions(self.out_dir, store)
+            # Below a call to send, the walk goes on over replies the size of the run's own.
+            sizes = reply_sizes(store)
+            self._shape = self._shape.like(self.cfg, sizes.subjects, sizes.sessions, sizes.concepts)
             self._awaiting.update(live_batch_keys(self.out_dir))
             cache = ResponseCache(store, RunStoresReplies(self.out_dir))
             state = RunState(store)

@@ -56,8 +56,9 @@ def print_rerun(
         )
     if price.calls:
         notes.append(
-            f"exact for what {out_dir} holds; below a call still to be sent, calls and "
-            "tokens follow the plan's averages (docs/generate.md)"
+            f"exact for what {out_dir} holds; below a call still to be sent, replies are "
+            "taken to be as large as the run's own and of the plan's typical tokens "
+            "(docs/generate.md)"
         )
     for note in notes:
         out.print(note, highlight=False, soft_wrap=True)

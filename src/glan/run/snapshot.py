@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,40 @@ def copy_decisions(out_dir: Path, into: Path) -> None:
                 conn.execute("COMMIT")
     finally:
         conn.close()
+
+
+@dataclass(frozen=True)
+class ReplySizes:
+    """What the run's own replies were like, on average (None: none staged yet): the distinct
+    subjects a listing added to its discipline, the sessions of a syllabus, the concepts of a
+    session."""
+
+    subjects: float | None
+    sessions: float | None
+    concepts: float | None
+
+
+def reply_sizes(store: Path) -> ReplySizes:
+    """The averages of the staged listings and syllabi in `store` (names told apart as the
+    walk tells them, by their folded text)."""
+    conn = sqlite3.connect(store)
+    try:
+        names, listings = conn.execute(
+            "SELECT sum(names), sum(listings) FROM (SELECT count(DISTINCT lower(trim("
+            "json_extract(s.value, '$.name')))) AS names, count(DISTINCT l.i) AS listings "
+            "FROM st_listings l, json_each(CAST(l.body AS TEXT)) s GROUP BY l.d)"
+        ).fetchone()
+        (sessions,) = conn.execute(
+            "SELECT avg(json_array_length(CAST(body AS TEXT), '$.sessions')) FROM st_syllabi "
+            "WHERE body IS NOT NULL"
+        ).fetchone()
+        (concepts,) = conn.execute(
+            "SELECT avg(json_array_length(s.value, '$.concepts')) FROM st_syllabi y, "
+            "json_each(CAST(y.body AS TEXT), '$.sessions') s WHERE y.body IS NOT NULL"
+        ).fetchone()
+    finally:
+        conn.close()
+    return ReplySizes(names / listings if listings else None, sessions, concepts)
 
 
 @contextlib.contextmanager

@@ -2,37 +2,80 @@
 on below a request it would send and counts the calls that follow.
 
 Each reply passes its stage's own schema, parser and hygiene checks (a re-ask would be counted
-as a call), holds what the planner counts on (a listing lists `subjects_per_call` subjects, a
-syllabus the middle of the configured numbers of sessions and concepts), is distinct per request (two
-questions with one text would share one answer request, and one cache key), and is about as
-long as the estimate's typical reply (glan.estimate.typical_tokens), so the prompts built from
-it weigh what real ones would.
+as a call), is of a `Shape` (as many subjects, sessions and concepts as the plan counts on, or
+as the run's own replies had), is distinct per request (two questions with one text would share
+one answer request, and one cache key), and is about as long as the estimate's typical reply
+(glan.estimate.typical_tokens), so the prompts built from it weigh what real ones would.
 """
 
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
 
 from glan.config import GenerateConfig
-from glan.estimate import CHARS_PER_TOKEN
+from glan.estimate import CHARS_PER_TOKEN, typical_tokens
 from glan.llm import ChatRequest
 
 
-def reply_text(request: ChatRequest, cfg: GenerateConfig, tokens: float) -> str:
-    """The stand-in reply to one of the walk's requests (told apart by its tag and schema),
-    of about `tokens` tokens (its stage's typical reply: glan.estimate.typical_tokens)."""
+@dataclass(frozen=True)
+class Shape:
+    """How large stand-in replies are: the subjects a listing names, the sessions of a
+    syllabus and the concepts of a session, and each stage's reply in tokens."""
+
+    subjects: int
+    sessions: int
+    concepts: int
+    tokens: dict[str, float]
+
+    @classmethod
+    def planned(cls, cfg: GenerateConfig) -> Shape:
+        """What the plan counts on: full listings, syllabi of the middle of the configured
+        numbers of sessions and concepts (rounded up), replies of typical lengths."""
+        s = cfg.syllabus
+        return cls(
+            subjects=cfg.plan.subjects_per_call,
+            sessions=(s.min_sessions + s.max_sessions + 1) // 2,
+            concepts=(s.min_concepts + s.max_concepts + 1) // 2,
+            tokens={stage: completion for stage, (_, completion) in typical_tokens(cfg).items()},
+        )
+
+    def like(
+        self,
+        cfg: GenerateConfig,
+        subjects: float | None,
+        sessions: float | None,
+        concepts: float | None,
+    ) -> Shape:
+        """This shape with the sizes a run's own replies had (None: not known), kept within
+        what the config allows."""
+        s = cfg.syllabus
+
+        def within(value: float | None, low: int, high: int, default: int) -> int:
+            return default if value is None else min(high, max(low, round(value)))
+
+        return replace(
+            self,
+            subjects=within(subjects, 1, cfg.plan.subjects_per_call, self.subjects),
+            sessions=within(sessions, s.min_sessions, s.max_sessions, self.sessions),
+            concepts=within(concepts, s.min_concepts, s.max_concepts, self.concepts),
+        )
+
+
+def reply_text(request: ChatRequest, shape: Shape) -> str:
+    """The stand-in reply to one of the walk's requests (told apart by its tag and schema)."""
     mark = request.cache_key("stand-in")[:10]
-    size = int(tokens * CHARS_PER_TOKEN)
+    size = int(shape.tokens[request.tag] * CHARS_PER_TOKEN)
     if request.tag == "subjects":
-        listing = _listing(mark, cfg, size)
+        listing = _listing(mark, shape.subjects, size)
         if request.json_schema is None:  # two_turn's free-text turn
             return "\n".join(f"- {s['name']}: {s['introduction']}" for s in listing)
         return _json({"subjects": listing})
     if request.tag == "syllabus":
-        return _json(_syllabus(mark, cfg, size))
+        return _json(_syllabus(mark, shape, size))
     if request.tag == "questions":
         return _json({"question": f"Stand-in question {mark}: {filler(mark, size)}?"})
     if request.tag == "answers":
@@ -40,24 +83,21 @@ def reply_text(request: ChatRequest, cfg: GenerateConfig, tokens: float) -> str:
     raise ValueError(f"no stand-in reply for a {request.tag!r} request")
 
 
-def _listing(mark: str, cfg: GenerateConfig, size: int) -> list[dict[str, Any]]:
-    n = cfg.plan.subjects_per_call
+def _listing(mark: str, n: int, size: int) -> list[dict[str, Any]]:
     each = max(40, size // n - 60)
     return [
         {
             "name": f"Stand-in subject {mark}-{i}",
             "level": "intermediate",
-            "introduction": filler(f"{mark}{i}", each // 2),
-            "subtopics": [filler(f"{mark}{i}.{t}", each // 8) for t in range(4)],
+            "introduction": filler(f"{mark}{i}", min(each // 2, 600)),  # as the parser trims
+            "subtopics": [filler(f"{mark}{i}.{t}", min(each // 8, 60)) for t in range(4)],
         }
         for i in range(1, n + 1)
     ]
 
 
-def _syllabus(mark: str, cfg: GenerateConfig, size: int) -> dict[str, Any]:
-    s = cfg.syllabus
-    sessions = (s.min_sessions + s.max_sessions + 1) // 2  # the middle, rounded up
-    concepts = (s.min_concepts + s.max_concepts + 1) // 2
+def _syllabus(mark: str, shape: Shape, size: int) -> dict[str, Any]:
+    sessions, concepts = shape.sessions, shape.concepts
     # The estimate's shape: an introduction of ~150 tokens, then ~25 tokens of title and
     # description and ~6 tokens a concept per session.
     intro = min(1200, max(40, size - sessions * (100 + concepts * 24)))
