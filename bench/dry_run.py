@@ -9,7 +9,7 @@ runs it, imports included:
 Beside them, the real re-run of the finished run (what the user would otherwise try), and the
 time to copy the run's decisions into the scratch store (glan.run.snapshot), in process.
 
-Usage: python bench/dry_run.py [--pairs 2000 20000] [--repeats 3]
+Usage: python bench/dry_run.py [--pairs 2000 20000] [--repeats 3] [--cases finished update extend]
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def summary(stdout: str) -> str:
     return next(line for line in stdout.splitlines() if line.startswith("re-run of"))
 
 
-def bench(n: int, base: str, repeats: int, work: Path) -> None:
+def bench(n: int, base: str, repeats: int, work: Path, cases: list[str]) -> None:
     run = work / f"run{n}"
     cfg = GenerateConfig.model_validate(
         {
@@ -69,6 +69,8 @@ def bench(n: int, base: str, repeats: int, work: Path) -> None:
         ("update", ["-n", str(n), "--set", "stages.answers.model=other", "--update"]),
         ("extend", ["-n", str(2 * n)]),
     ):
+        if name not in cases:
+            continue
         seconds, out = timed([*common, *extra, "--dry-run"], repeats)
         print(f"  dry run, {name:8}: {seconds:6.2f} s  ({summary(out)})")
     seconds, _ = timed([*common, "-n", str(n)], repeats)
@@ -85,13 +87,14 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--pairs", type=int, nargs="+", default=[2000, 20000])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--cases", nargs="+", default=["finished", "update", "extend"])
     args = parser.parse_args()
     print(f"load average at start: {os.getloadavg()[0]:.1f}")
     server, base = start_server(0.0)
     try:
         with tempfile.TemporaryDirectory() as work:
             for n in args.pairs:
-                bench(n, base, args.repeats, Path(work))
+                bench(n, base, args.repeats, Path(work), args.cases)
     finally:
         server.kill()
     print(f"load average at end: {os.getloadavg()[0]:.1f}")
