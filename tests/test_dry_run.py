@@ -270,28 +270,40 @@ def test_lines_in_live_batches_are_paid_and_not_counted_again(batch_server, tmp_
 
 
 @pytest.mark.parametrize(
-    ("sets", "expected"),
+    ("sets", "expected", "documented"),
     [
         (
             ["stages.questions.backend=openai-batch", "stages.answers.backend=openai-batch"],
             "expect about two batch turnarounds, one per level sent by batch (questions, answers)",
+            "a mixed run with the tree online and the pairs (questions and answers) by batch "
+            "takes about two turnarounds",
         ),
         (
             ["llm.backend=openai-batch"],
             "expect about four batch turnarounds, one per level sent by batch "
             "(subjects, syllabus, questions, answers)",
+            "With every stage by batch, a run therefore takes about **four batch turnarounds**",
         ),
         (
             ["llm.backend=openai-batch", "subjects_mode=two_turn"],
             "expect about five batch turnarounds",
+            "(five with `subjects_mode: two_turn`,",
         ),
-        (["stages.answers.backend=openai-batch"], "expect about one batch turnaround, the level"),
+        (
+            ["stages.answers.backend=openai-batch"],
+            "expect about one batch turnaround, the level sent by batch (answers)",
+            "Each of these levels sent by batch costs one batch turnaround",
+        ),
     ],
 )
-def test_the_turnarounds_hint_counts_the_levels_sent_by_batch(tmp_path, sets, expected):
+def test_the_turnarounds_hint_counts_the_levels_sent_by_batch_as_the_docs_do(
+    tmp_path, sets, expected, documented
+):
     args = ["--base-url", "http://127.0.0.1:9/v1", "--model", "m"]
     proc = dry_run(tmp_path / "run", 100, *args, *(x for s in sets for x in ("--set", s)))
     assert expected in proc.stdout
+    docs = Path(__file__).resolve().parent.parent / "docs" / "batch.md"
+    assert documented in " ".join(docs.read_text().split())
 
 
 # ---- what the dry run stands on -------------------------------------------------------------
@@ -368,6 +380,16 @@ async def test_stand_in_replies_pass_every_stage_check_at_the_first_ask(override
     assert backend.sends["syllabus"].calls == 2
     turns = 2 if cfg.subjects_mode == "two_turn" else 1
     assert backend.sends["subjects"].calls == 2 * turns
+
+
+def test_replies_as_large_as_the_runs_own_are_priced_at_their_size():
+    cfg = GenerateConfig.model_validate({"llm": {"backend": "openai"}})
+    planned = stand_in.Shape.planned(cfg)
+    assert planned.tokens["subjects"] == 15 * 70  # the estimate's: 70 tokens a subject
+    like = planned.like(cfg, 3, 12, None)
+    assert like.tokens["subjects"] == 3 * 70
+    assert like.tokens["syllabus"] == 150 + 12 * (25 + 4 * 6)  # 4: the middle of 2-6 concepts
+    assert like.tokens["answers"] == planned.tokens["answers"]
 
 
 def stand_in_answer(shape: stand_in.Shape) -> Callable[[ChatRequest], Completion]:

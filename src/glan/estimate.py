@@ -34,15 +34,23 @@ def text_tokens(chars: int) -> int:
     return math.ceil(chars / CHARS_PER_TOKEN)
 
 
-def typical_tokens(cfg: GenerateConfig) -> dict[str, tuple[float, float]]:
+def typical_tokens(
+    cfg: GenerateConfig,
+    subjects: float | None = None,
+    sessions: float | None = None,
+    concepts: float | None = None,
+) -> dict[str, tuple[float, float]]:
     """(prompt, completion) tokens of one call of each stage, at typical lengths for the
-    configured sizes; the completion never above the stage's max_tokens."""
+    configured sizes (or these: subjects a listing names, sessions of a syllabus, concepts of a
+    session); the completion never above the stage's max_tokens."""
     syl = cfg.syllabus
-    sessions = (syl.min_sessions + syl.max_sessions) / 2
-    concepts = (syl.min_concepts + syl.max_concepts) / 2
+    if sessions is None:
+        sessions = (syl.min_sessions + syl.max_sessions) / 2
+    if concepts is None:
+        concepts = (syl.min_concepts + syl.max_concepts) / 2
     syllabus_tokens = 150 + sessions * (25 + concepts * 6)
     per_call = {
-        "subjects": (130, cfg.plan.subjects_per_call * 70),
+        "subjects": (130, (subjects or cfg.plan.subjects_per_call) * 70),
         "syllabus": (160, syllabus_tokens),
         "questions": (syllabus_tokens + 200, 120),
         "answers": (120, cfg.sampling_for("answers")["max_tokens"] * 0.6),

@@ -40,7 +40,7 @@ class Shape:
             subjects=cfg.plan.subjects_per_call,
             sessions=(s.min_sessions + s.max_sessions + 1) // 2,
             concepts=(s.min_concepts + s.max_concepts + 1) // 2,
-            tokens={stage: completion for stage, (_, completion) in typical_tokens(cfg).items()},
+            tokens={stage: reply for stage, (_, reply) in typical_tokens(cfg).items()},
         )
 
     def like(
@@ -51,18 +51,22 @@ class Shape:
         concepts: float | None,
     ) -> Shape:
         """This shape with the sizes a run's own replies had (None: not known), kept within
-        what the config allows."""
+        what the config allows, and replies as long as such sizes make them."""
         s = cfg.syllabus
 
         def within(value: float | None, low: int, high: int, default: int) -> int:
             return default if value is None else min(high, max(low, round(value)))
 
-        return replace(
-            self,
-            subjects=within(subjects, 1, cfg.plan.subjects_per_call, self.subjects),
-            sessions=within(sessions, s.min_sessions, s.max_sessions, self.sessions),
-            concepts=within(concepts, s.min_concepts, s.max_concepts, self.concepts),
+        n = within(subjects, 1, cfg.plan.subjects_per_call, self.subjects)
+        sessions_n = within(sessions, s.min_sessions, s.max_sessions, self.sessions)
+        concepts_n = within(concepts, s.min_concepts, s.max_concepts, self.concepts)
+        sizes = (
+            n if subjects is not None else None,
+            sessions_n if sessions is not None else None,
+            concepts_n if concepts is not None else None,
         )
+        tokens = {stage: reply for stage, (_, reply) in typical_tokens(cfg, *sizes).items()}
+        return replace(self, subjects=n, sessions=sessions_n, concepts=concepts_n, tokens=tokens)
 
 
 def reply_text(request: ChatRequest, shape: Shape) -> str:
