@@ -238,13 +238,17 @@ def test_a_run_killed_partway_is_priced_as_its_resume_sends(fake_server, tmp_pat
 
 def test_a_dry_run_beside_a_run_in_progress_disturbs_nothing(fake_server, tmp_path):
     run = tmp_path / "run"
-    fake_server.latency_s = 3.0  # each level of the tree takes 3 s
+    # The run's questions are throttled (429, then asked again) until the dry run is done.
+    fake_server.throttle_when = lambda body: "homework question" in body["messages"][-1]["content"]
+    fake_server.throttle_s = 3600.0
     proc = start_run(fake_server, run, 60)
     try:
         wait_until(lambda: staged_rows(run, "st_syllabi") == 12, proc)
-        dry = dry_run(run, 60, *online(fake_server))  # while the run waits on its questions
+        dry = dry_run(run, 60, *online(fake_server))
         calls = table_calls(dry.stdout)
-        assert calls["subjects"] == calls["syllabus"] == 0 and calls["answers"] == 60
+        assert calls == {"subjects": 0, "syllabus": 0, "questions": 60, "answers": 60}
+        assert proc.poll() is None  # the run goes on: it holds its directory's lock
+        fake_server.throttle_s = 0.0
         assert proc.wait(120) == 0, proc.stderr.read() if proc.stderr else ""
     finally:
         proc.kill()
