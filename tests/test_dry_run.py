@@ -186,6 +186,9 @@ def test_a_shard_is_priced_as_its_own_plan(fake_server, tmp_path):
     generate(run, 20, cfg, shard=(0, 2))
     again = dry_run(run, 20, *online(fake_server), "--shard", "0/2")
     assert f"re-run of {run}: 0 of {calls} planned calls would be sent" in again.stdout
+    assert (
+        f"re-run for {mine.target} pairs over {len(mine.disciplines)} disciplines" in again.stdout
+    )
 
 
 def test_a_directory_the_run_may_not_write_is_refused_as_the_run_refuses_it(
@@ -262,6 +265,7 @@ def test_lines_in_live_batches_are_paid_and_not_counted_again(batch_server, tmp_
     dry = glan(*[a for a in args if a != "-q"], "--dry-run")
     assert dry.returncode == 0, dry.stderr
     assert f"{live} requests in live batches (subjects) are paid already" in dry.stdout
+    assert "the re-run collects them, not counted above" in dry.stdout
     calls = table_calls(dry.stdout)
     assert calls["subjects"] == 0 and calls["answers"] == 20
     # The listings still to come back are waited for; then one level after another.

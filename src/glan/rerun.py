@@ -43,12 +43,13 @@ from glan.tree.walk import TreeWalk
 
 @dataclass
 class RerunPrice:
-    """Per stage, what the re-run would send (calls, tokens, cost); the calls and disciplines
-    the plan holds; and per stage the requests already in live batches (paid: collected, not
-    sent)."""
+    """Per stage, what the re-run would send (calls, tokens, cost); the calls, pairs and
+    disciplines the plan (a shard's: its own) holds; and per stage the requests already in
+    live batches (paid: collected, not sent)."""
 
     rows: list[StageEstimate]
     planned: int
+    pairs: int
     disciplines: int
     waiting: Counter[str]
 
@@ -124,7 +125,8 @@ class DryRerun(Pipeline):
             )
             waiting[stage] = backend.waiting[stage]
         planned = sum(self.plan.calls(self.cfg.subjects_mode == "two_turn").values())
-        return RerunPrice(rows, planned, len(self.plan.disciplines), +waiting)
+        pairs = sum(d.quota for d in self.plan.disciplines)
+        return RerunPrice(rows, planned, pairs, len(self.plan.disciplines), +waiting)
 
 
 def price_rerun(

@@ -33,9 +33,7 @@ def print_dry_run(plan: Plan, cfg: GenerateConfig, out: Console) -> None:
     print_estimates(title, rows, out, batch_turnarounds(cfg, rows))
 
 
-def print_rerun(
-    price: RerunPrice, out_dir: Path, target: int, cfg: GenerateConfig, out: Console
-) -> None:
+def print_rerun(price: RerunPrice, out_dir: Path, cfg: GenerateConfig, out: Console) -> None:
     """What re-running the run in `out_dir` would send (glan.rerun), in the plan's table."""
     for line in backend_lines(cfg):
         out.print(line, highlight=False, soft_wrap=True)
@@ -45,14 +43,17 @@ def print_rerun(
         highlight=False,
         soft_wrap=True,
     )
-    title = f"re-run for {plural(target, 'pair')} over {plural(price.disciplines, 'discipline')}"
+    title = (
+        f"re-run for {plural(price.pairs, 'pair')} over {plural(price.disciplines, 'discipline')}"
+    )
     print_estimates(title, price.rows, out, batch_turnarounds(cfg, price.rows, price.waiting))
     notes = []
     if price.waiting:
         lines = sum(price.waiting.values())
         notes.append(
-            f"{plural(lines, 'request')} in live batches ({', '.join(price.waiting)}) are paid "
-            "already: the re-run collects them, and they are not counted above"
+            f"{plural(lines, 'request')} in live batches ({', '.join(price.waiting)}) "
+            f"{'is' if lines == 1 else 'are'} paid already: the re-run collects "
+            f"{'it' if lines == 1 else 'them'}, not counted above"
         )
     if price.calls:
         notes.append(

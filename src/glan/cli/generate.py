@@ -148,7 +148,7 @@ def generate(
             from glan.rerun import price_rerun
 
             price = price_rerun(cfg, tax, out_dir, n, update, parsed_shard)
-            print_rerun(price, out_dir, n, cfg.adapted(), out)
+            print_rerun(price, out_dir, cfg.adapted(), out)
         else:
             whole = make_plan(n, cfg, tax)
             print_dry_run(whole.shard(*parsed_shard) if parsed_shard else whole, cfg.adapted(), out)
