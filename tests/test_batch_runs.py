@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-import subprocess
-import sys
 
 import pytest
 from rich.console import Console
@@ -22,7 +20,13 @@ from glan.llm.batch.options import BatchOptions
 from glan.llm.usage import Price
 from glan.pipeline import Pipeline
 from glan.taxonomy import load_taxonomy
-from glan.testing.batch_clients import KINDS, assert_valid_records, generate_command, glan
+from glan.testing.batch_clients import (
+    KINDS,
+    assert_valid_records,
+    generate_command,
+    glan,
+    start_and_kill_once_a_batch_is_live,
+)
 from glan.testing.fake_batch import FakeBatchServer
 from glan.testing.fake_server import FakeServer
 from glan.testing.runs import FAST_BATCH, batch_config_for, config_for
@@ -139,19 +143,6 @@ def test_a_ray_shard_uses_the_batch_replies_its_run_got_and_never_used(batch_ser
 
 
 # ---- crashes, cancels and `glan batches` ---------------------------------------------------
-def start_and_kill_once_a_batch_is_live(server: FakeBatchServer, args: list[str]) -> None:
-    server.hold = True
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "glan", *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    try:
-        assert server.created.wait(120), "no batch was created"
-    finally:
-        proc.kill()  # SIGKILL: no clean-up of any kind
-        proc.wait()
-    assert server.live_batches()
-
-
 @pytest.mark.slow
 def test_kill9_once_the_first_batch_is_live_then_the_same_command(batch_server, tmp_path):
     args = generate_command(batch_server, tmp_path, 200)

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 from rich.console import Console
 from rich.table import Table
 
 from glan.cli.app import plural
 from glan.config import STAGES, GenerateConfig
-from glan.estimate import StageEstimate, estimate
+from glan.estimate import StageEstimate, batch_turnarounds, estimate
 from glan.llm.settings import AnyBackendSettings
 from glan.planner import Plan
+
+if TYPE_CHECKING:
+    from glan.rerun import RerunPrice
 
 
 def print_dry_run(plan: Plan, cfg: GenerateConfig, out: Console) -> None:
@@ -20,7 +26,40 @@ def print_dry_run(plan: Plan, cfg: GenerateConfig, out: Console) -> None:
     )
     for line in backend_lines(cfg):
         out.print(line, highlight=False, soft_wrap=True)
-    print_estimates(title, estimate(plan, cfg), out)
+    rows = estimate(plan, cfg)
+    print_estimates(title, rows, out, batch_turnarounds(cfg, rows))
+
+
+def print_rerun(price: RerunPrice, out_dir: Path, cfg: GenerateConfig, out: Console) -> None:
+    """What re-running the run in `out_dir` would send (glan.rerun), in the plan's table."""
+    for line in backend_lines(cfg):
+        out.print(line, highlight=False, soft_wrap=True)
+    out.print(
+        f"re-run of {out_dir}: {price.calls:,} of {plural(price.planned, 'planned call')} "
+        "would be sent",
+        highlight=False,
+        soft_wrap=True,
+    )
+    title = (
+        f"re-run for {plural(price.pairs, 'pair')} over {plural(price.disciplines, 'discipline')}"
+    )
+    print_estimates(title, price.rows, out, batch_turnarounds(cfg, price.rows, price.waiting))
+    notes = []
+    if price.waiting:
+        lines = sum(price.waiting.values())
+        notes.append(
+            f"{plural(lines, 'request')} in live batches ({', '.join(price.waiting)}) "
+            f"{'is' if lines == 1 else 'are'} paid already: the re-run collects "
+            f"{'it' if lines == 1 else 'them'}, not counted above"
+        )
+    if price.calls:
+        notes.append(
+            f"exact for what {out_dir} holds; below a call still to be sent, replies are "
+            "taken to be as large as the run's own and of the plan's typical tokens "
+            "(docs/generate.md)"
+        )
+    for note in notes:
+        out.print(note, highlight=False, soft_wrap=True)
 
 
 def backend_lines(cfg: GenerateConfig) -> list[str]:
@@ -43,8 +82,12 @@ def where(settings: AnyBackendSettings) -> str:
     return f"{settings.backend} at {url}" + (f" (key from ${key})" if key else "")
 
 
-def print_estimates(title: str, est: list[StageEstimate], out: Console) -> None:
-    """Calls, tokens and cost per row, with a total and a hint for models without a price."""
+def print_estimates(
+    title: str, est: list[StageEstimate], out: Console, turnarounds: list[str] | None = None
+) -> None:
+    """Calls, tokens and cost per row, with a total and a hint for models without a price;
+    for batch rows, how many turnarounds to wait: one per level in `turnarounds` (default:
+    each batch row with calls; glan.estimate.batch_turnarounds)."""
     table = Table(title=title, show_footer=True)
     total_cost = None if any(e.cost_usd is None for e in est) else sum(e.cost_usd or 0 for e in est)
     footer = {
@@ -68,9 +111,12 @@ def print_estimates(title: str, est: list[StageEstimate], out: Console) -> None:
         )
     out.print(table)
     if any(e.batch for e in est):
+        levels = (
+            [e.stage for e in est if e.batch and e.calls] if turnarounds is None else turnarounds
+        )
         out.print(
             "(batch): priced at the batch price, prices.MODEL.batch_factor of the online one "
-            "(0.5 unless set); expect about four batch turnarounds (docs/batch.md)",
+            f"(0.5 unless set); {wait_for(levels)} (docs/batch.md)",
             highlight=False,
             soft_wrap=True,
         )
@@ -82,3 +128,19 @@ def print_estimates(title: str, est: list[StageEstimate], out: Console) -> None:
             highlight=False,
             soft_wrap=True,
         )
+
+
+NUMBER_WORDS = ("no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+
+
+def wait_for(levels: list[str]) -> str:
+    """ "expect about two batch turnarounds, one per level sent by batch (questions, answers)"."""
+    if not levels:
+        return "nothing to wait for by batch"
+    n = len(levels)
+    word = NUMBER_WORDS[n] if n < len(NUMBER_WORDS) else f"{n:,}"
+    how = "the level" if n == 1 else "one per level"
+    return (
+        f"expect about {word} batch turnaround{'' if n == 1 else 's'}, {how} sent by batch "
+        f"({', '.join(levels)})"
+    )

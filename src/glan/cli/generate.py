@@ -88,7 +88,12 @@ def generate(
         Opt("--set", help="any config key, dotted: --set stages.answers.model=gpt-4o-mini"),
     ] = None,
     dry_run: Annotated[
-        bool, Opt("--dry-run", help="show planned calls, tokens, cost; spend nothing")
+        bool,
+        Opt(
+            "--dry-run",
+            help="show planned calls, tokens, cost (of a directory holding a run: what its "
+            "re-run would send); spend nothing",
+        ),
     ] = False,
     quiet: Annotated[bool, Opt("--quiet", "-q", help="no progress display")] = False,
     update: Annotated[
@@ -134,13 +139,21 @@ def generate(
     tax = load_taxonomy(taxonomy)
     if n <= 0:
         fail(f"-n must be a positive number of pairs, got {n}")
+    parsed_shard = parse_shard(shard) if shard else None
     if dry_run:
-        from glan.cli.dry_run import print_dry_run
+        from glan.cli.dry_run import print_dry_run, print_rerun
+        from glan.run.stores import run_stores
 
-        print_dry_run(make_plan(n, cfg, tax), cfg.adapted(), out)
+        if run_stores(out_dir):  # a run is there: price what its re-run would send
+            from glan.rerun import price_rerun
+
+            price = price_rerun(cfg, tax, out_dir, n, update, parsed_shard)
+            print_rerun(price, out_dir, cfg.adapted(), out)
+        else:
+            whole = make_plan(n, cfg, tax)
+            print_dry_run(whole.shard(*parsed_shard) if parsed_shard else whole, cfg.adapted(), out)
         return
     progress = RunProgress()
-    parsed_shard = parse_shard(shard) if shard else None
     from glan.aio import sigterm_as_interrupt
     from glan.cli.progress import finished_line, show_progress, stopped_line
 

@@ -24,6 +24,12 @@ if TYPE_CHECKING:
 EMBEDDED_MODELS = ("smollm2",)
 
 
+def http_endpoint_id(kind: str, base_url: str, model: str) -> str:
+    """What an endpoint reached over HTTP caches its replies under (its backend's
+    endpoint_id), known without making the backend (which reads the key)."""
+    return f"{kind}|{base_url.rstrip('/')}|{model}"
+
+
 class LocalSettings(BaseModel):
     """An in-process llama.cpp model: the packaged SmolLM2, a .gguf path or a hub id."""
 
@@ -47,6 +53,12 @@ class LocalSettings(BaseModel):
     def identity(self) -> tuple[str, ...]:
         """What makes two settings the same endpoint (one client, one limiter)."""
         return ("local", self.model_name)
+
+    def endpoint_id(self) -> str:
+        """The backend's endpoint_id (what its replies are cached under), without making it."""
+        from glan.llm.local import resolve_model
+
+        return f"local|{resolve_model(self.model).name}"
 
 
 class _OpenAIEndpoint(BaseModel):
@@ -86,6 +98,9 @@ class _OpenAIEndpoint(BaseModel):
     def identity(self) -> tuple[str, ...]:
         """What makes two settings the same endpoint (one client, one limiter)."""
         return (self.backend, self.base_url, self.model_name)
+
+    def endpoint_id(self) -> str:
+        return http_endpoint_id(self.backend, self.base_url, self.model_name)
 
 
 class OpenAISettings(_OpenAIEndpoint):
@@ -146,6 +161,10 @@ class VLLMSettings(BaseModel):
             self.model_name, self.dtype, self.quantization, self.max_model_len, self.template_text()
         )
 
+    def endpoint_id(self) -> str:
+        """The backend's endpoint_id (what its replies are cached under), without making it."""
+        return "|".join(self.identity())
+
 
 class OpenAIBatchSettings(_OpenAIEndpoint):
     """OpenAI's Batch API at half price; Azure OpenAI Global Batch with `api_version` (the
@@ -189,6 +208,9 @@ class AnthropicBatchSettings(BaseModel):
 
     def identity(self) -> tuple[str, ...]:
         return ("anthropic-batch", self.base_url, self.model_name)
+
+    def endpoint_id(self) -> str:
+        return http_endpoint_id(self.backend, self.base_url, self.model_name)
 
 
 AnySettings = (

@@ -51,8 +51,7 @@ class RunDir:
             except OSError as exc:
                 raise UserError(f"cannot create --out {path}: {_describe(exc)}") from None
             self.created = True
-        if not os.access(path, os.W_OK | os.X_OK):
-            raise UserError(f"cannot write to --out {path}: permission denied")
+        self.refuse_unwritable()
         try:
             with run_lock(path):
                 yield self
@@ -60,6 +59,11 @@ class RunDir:
             if self.created and not (path / INPUTS_FILE).exists():
                 shutil.rmtree(path, ignore_errors=True)
             raise
+
+    def refuse_unwritable(self) -> None:
+        """A run writes its directory: one it may not write is refused, in one line."""
+        if not os.access(self.path, os.W_OK | os.X_OK):
+            raise UserError(f"cannot write to --out {self.path}: permission denied")
 
     # ---- compatibility -------------------------------------------------------------------
     def previous_inputs(self) -> dict[str, Any] | None:

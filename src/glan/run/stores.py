@@ -153,10 +153,12 @@ class RunReplies:
     """The replies RUN/glan.sqlite holds, for a Ray shard's response cache to read (never
     write): those cached, and those batches delivered that no request had used yet. Opened
     read-only and immutable (no locks, no write-ahead log: safe from any number of processes, on
-    any filesystem), which holds while a Ray run has the directory: nothing writes it then."""
+    any filesystem), which holds while a Ray run has the directory: nothing writes it then.
+    `immutable=False`: read-only only, for a reader beside a run that may be writing it (a dry
+    run: glan.run.snapshot)."""
 
-    def __init__(self, path: Path) -> None:
-        uri = f"{path.resolve().as_uri()}?mode=ro&immutable=1"
+    def __init__(self, path: Path, immutable: bool = True) -> None:
+        uri = f"{path.resolve().as_uri()}?mode=ro" + ("&immutable=1" if immutable else "")
         self._conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
         self._has = set(_tables(self._conn, "main"))
 

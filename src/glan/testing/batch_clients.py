@@ -86,3 +86,18 @@ def generate_command(
     cfg = batch_config_for(server, kind, batch={"max_requests_per_batch": 80})
     config.write_text(yaml.safe_dump(cfg.model_dump(mode="json", exclude_unset=True)))
     return ["generate", "-o", str(tmp_path / "run"), "-n", str(n), "-c", str(config), "-q"]
+
+
+def start_and_kill_once_a_batch_is_live(server: FakeBatchServer, args: list[str]) -> None:
+    """`glan ARGS` in a process of its own, killed (-9) once its first batch was created; the
+    server holds its batches in progress."""
+    server.hold = True
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "glan", *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    try:
+        assert server.created.wait(120), "no batch was created"
+    finally:
+        proc.kill()  # SIGKILL: no clean-up of any kind
+        proc.wait()
+    assert server.live_batches()

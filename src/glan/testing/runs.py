@@ -55,12 +55,17 @@ def batch_config_for(
 def staged_pairs(run_dir: Path) -> int:
     """Pairs a run (possibly still going, in another thread or process) has staged in its
     state: what a test waits for instead of sleeping. 0 before the table exists."""
+    return staged_rows(run_dir, "st_pairs")
+
+
+def staged_rows(run_dir: Path, table: str) -> int:
+    """Rows of one of a run's state tables (glan.run.state), read as staged_pairs reads."""
     import sqlite3
 
     try:
         conn = sqlite3.connect(f"file:{run_dir / 'glan.sqlite'}?mode=ro", uri=True, timeout=5)
         try:
-            return conn.execute("SELECT count(*) FROM st_pairs").fetchone()[0]
+            return conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
         finally:
             conn.close()
     except sqlite3.Error:
