@@ -138,8 +138,11 @@ class RunStoresReplies:
                 return found
         return None
 
-    def suspected(self, key: str, signature: str) -> bool:
-        return any(source.suspected(key, signature) for source in self._sources)
+    def failing_bodies(self) -> dict[str, tuple[str, int]]:
+        counts: dict[str, tuple[str, int]] = {}
+        for source in self._sources:
+            counts.update(source.failing_bodies())
+        return counts
 
     def close(self) -> None:
         for source in self._sources:
