@@ -133,8 +133,9 @@ def test_after_a_quota_refusal_batches_are_created_one_at_a_time(batch_server, t
     replies = asyncio.run(asyncio.wait_for(ask_all(client, requests(20)), 60))
     assert all(r.parsed for r in replies)
     assert [len(b.lines) for b in batch_server.batches.values()] == [4] * 5
-    # The first wave (sent before any refusal) costs 4; then one refused try per batch.
-    assert batch_server.faults.refused_creates <= 4 + 3
+    # The first wave (sent before any refusal) costs 4; then one refused try per later batch,
+    # and one more when the first refusal was handled before the first batch was in.
+    assert batch_server.faults.refused_creates <= 4 + 3 + 1
 
 
 def test_anthropic_refusing_creates_with_429_every_try_is_waited_for(batch_server, tmp_path):
