@@ -172,12 +172,19 @@ def test_a_batch_over_the_token_quota_goes_again_without_using_a_round(batch_ser
     assert len(refused) == 2 and batch_server.lines_submitted == 5
 
 
-def test_a_batch_alone_too_large_for_the_quota_is_sent_again_in_halves(batch_server, tmp_path):
-    batch_server.enqueue("quota")
+def test_a_batch_alone_over_the_quota_it_states_is_cut_to_fit(batch_server, tmp_path):
+    """OpenAI fails a batch of 16 lines for its "Limit: 600 enqueued tokens" (the fake counts
+    70 a line): the lines go again at once in batches cut to fit the limit (at 4 bytes a token,
+    4 of these 527-byte lines), not halved round after round, and a batch refused beside the
+    run's own waits for one of them to finish."""
+    batch_server.faults.enqueued_token_limit = 600
     client = client_for(batch_server, "openai-batch", tmp_path / "glan.sqlite", max_rounds=1)
-    replies = asyncio.run(ask_all(client, requests(8)))
+    replies = asyncio.run(asyncio.wait_for(ask_all(client, requests(16)), 60))
     assert all(r.parsed for r in replies)
-    assert [len(b.lines) for b in batch_server.batches.values()] == [8, 4, 4]
+    first, *later = batch_server.batches.values()
+    assert (len(first.lines), first.outcome) == (16, "quota")
+    assert later and all(len(b.lines) == 4 for b in later)
+    assert batch_server.lines_submitted == 16 and batch_server.paid_twice == 0
 
 
 def test_anthropic_steps_down_to_a_tool_when_json_output_is_refused(batch_server, tmp_path):

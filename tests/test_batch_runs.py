@@ -30,7 +30,7 @@ from glan.testing.batch_clients import (
 from glan.testing.fake_batch import FakeBatchServer
 from glan.testing.fake_server import FakeServer
 from glan.testing.runs import FAST_BATCH, batch_config_for, config_for
-from glan.tree.progress import RunProgress
+from glan.tree.progress import RunProgress, merge_batch_states
 
 
 # ---- whole runs ----------------------------------------------------------------------------
@@ -60,6 +60,16 @@ def test_each_level_of_the_tree_goes_out_in_one_batch_and_progress_shows_it(batc
     assert len(sizes) == 4 and sizes[2:] == [200, 200]
     line = progress_line(progress)
     assert "batches: none live; 480 lines done" in line and "oldest" in line
+
+
+def test_progress_says_how_long_a_quota_has_held_batches_back():
+    """A run waiting for a provider's quota (held by other work) says so on its progress line."""
+    progress = RunProgress()
+    state = {"by_status": {}, "lines_done": 0, "lines_pending": 400, "oldest_s": 0.0}
+    progress.batches = lambda: merge_batch_states([state, {**state, "quota_wait_s": 300.0}])
+    assert "held back by the provider's quota for 5 min" in progress_line(progress)
+    progress.batches = lambda: state
+    assert "quota" not in progress_line(progress)
 
 
 def test_mixed_online_and_batch_run(fake_server, batch_server, tmp_path):
@@ -127,19 +137,28 @@ def test_batch_options_are_set_with_dotted_keys():
 
 def test_a_ray_shard_uses_the_batch_replies_its_run_got_and_never_used(batch_server, tmp_path):
     """A local batch run killed once a batch came back, before its replies were used (they are
-    in the ledger only), then taken on by Ray: the shard reads them in RUN/glan.sqlite."""
+    in the ledger only), then taken on by Ray: the shard reads them in RUN/glan.sqlite, and
+    counts them in the run's usage as a local run resumed would (they were paid for, and no
+    usage counted them yet), not as free cache hits."""
     run = tmp_path / "run"
-    cfg = batch_config_for(batch_server)
-    generate(run, 10, cfg)
+    cfg = batch_config_for(batch_server, prices={"fake-model": {"input": 2.0, "output": 8.0}})
+    local = generate(run, 10, cfg).manifest
     with contextlib.closing(sqlite3.connect(run / "glan.sqlite")) as db:
         for table in ("responses", "st_listings", "st_slots", "st_syllabi", "st_pairs"):
             db.execute(f"DELETE FROM {table}")
         db.commit()
     sent = batch_server.lines_submitted
     shard = run / "shards" / "000"
-    aio.run(Pipeline(cfg, load_taxonomy(), shard, 10, cache_fallback=run / "glan.sqlite").run())
+    ray = aio.run(
+        Pipeline(cfg, load_taxonomy(), shard, 10, cache_fallback=run / "glan.sqlite").run()
+    ).manifest
     assert batch_server.lines_submitted == sent
     assert (shard / "instructions.jsonl").read_bytes() == (run / "instructions.jsonl").read_bytes()
+    counted = ("requests", "cached", "prompt_tokens", "completion_tokens")
+    assert [[{k: r[k] for k in counted} for r in m.values()] for m in ray["usage"].values()] == [
+        [{k: r[k] for k in counted} for r in m.values()] for m in local["usage"].values()
+    ]
+    assert ray["cost_usd"] == pytest.approx(local["cost_usd"]) and local["cost_usd"] > 0
 
 
 # ---- crashes, cancels and `glan batches` ---------------------------------------------------

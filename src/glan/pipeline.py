@@ -114,6 +114,7 @@ class Pipeline:
         self.backend_factory = backend_factory
         self.invocation = invocation or uuid.uuid4().hex
         self.cache_fallback = cache_fallback
+        self._spend: SpendLog | None = None  # the usage written down as it changes (run())
 
     def inputs(self) -> dict[str, Any]:
         """What shapes this run's records (compared on every re-run: glan.run.rundir)."""
@@ -138,7 +139,9 @@ class Pipeline:
             breaker_window_s=self.cfg.breaker_window_s,
         )
 
-    def _make_clients(self, cache: ResponseCache) -> dict[StageName, LLMClient]:
+    def _make_clients(
+        self, cache: ResponseCache, earlier: RunReplies | None = None
+    ) -> dict[StageName, LLMClient]:
         """One client per distinct endpoint, shared by the stages that use it (one admission).
         A backend says how many requests its transport takes in flight (the HTTP backend: the
         configured concurrency; the embedded model: one); admission is built here, or given by
@@ -155,6 +158,7 @@ class Pipeline:
                     backend = self.backend_factory(backend_settings, self.cfg.concurrency)
                 if backend is None:
                     backend = self.own_backend(backend_settings, self.cfg.concurrency)
+                self._wire_batches(backend, earlier)
                 endpoint = settings.model_copy(update={"concurrency": backend.max_concurrency})
                 admission = (
                     self.admission_factory(key, endpoint)
@@ -166,6 +170,21 @@ class Pipeline:
                 )
             clients[stage] = by_identity[key]
         return clients
+
+    def _wire_batches(self, backend: Backend, earlier: RunReplies | None) -> None:
+        """A batch transport counts results lost for good in the usage as it settles them (a
+        kill right after still has them in the run's cost), and a Ray shard's reads the
+        replies its run's batches delivered that no request used: returned and counted as
+        they are to a local run resumed, not as free cache hits."""
+        if hasattr(backend, "on_results_lost"):
+            backend.on_results_lost = self._results_lost
+            if earlier is not None:
+                backend.delivered_before = earlier.delivered
+
+    def _results_lost(self, model: str, lines: int, prompt: int, completion: int) -> None:
+        self.usage.record_lost(model, lines, prompt, completion)
+        if self._spend is not None:
+            self._spend.flush()  # now: the ledger has the loss already (never a group later)
 
     def _show_batches(self) -> None:
         """Progress shows the batch transports' state (merged), when a stage uses one."""
@@ -216,9 +235,9 @@ class Pipeline:
             stale = run_dir.changed_stages(inputs, self.update)
             self.previous_manifest = run_dir.read_manifest()
             fold_shards(self.out_dir)  # what a Ray run left: this run goes on from it
-            fallback = self.cache_fallback
-            cache = ResponseCache(self.out_dir / STATE_FILE, fallback and RunReplies(fallback))
-            self.clients = self._make_clients(cache)
+            earlier = RunReplies(self.cache_fallback) if self.cache_fallback else None
+            cache = ResponseCache(self.out_dir / STATE_FILE, earlier)
+            self.clients = self._make_clients(cache, earlier)
             # Stages sharing an endpoint share one client: each is opened and closed once.
             self.endpoints = list({id(c): c for c in self.clients.values()}.values())
             self._show_batches()
@@ -233,7 +252,9 @@ class Pipeline:
                 raise
             state = run_dir.state()
             part = uuid.uuid4().hex
-            spend = SpendLog(self.out_dir / STATE_FILE, self.invocation, part, self.usage)
+            spend = self._spend = SpendLog(
+                self.out_dir / STATE_FILE, self.invocation, part, self.usage
+            )
             for stage in stale[:1]:  # dropping a stage drops everything below it too
                 state.invalidate(stage)
             run_dir.record_inputs(inputs)
@@ -308,17 +329,13 @@ class Pipeline:
         }
 
     def _count_batch_faults(self) -> None:
-        """What batch providers did that cost the run, for the manifest; results lost for good
-        were paid for, so they go in the usage (written down with the rest of the spend)."""
+        """What batch providers did that cost the run, for the manifest (results lost for good
+        are in the usage already: `_wire_batches`)."""
         self.batch_faults = [
             {"endpoint": c.backend.endpoint_id, **fault}
             for c in self.endpoints
             for fault in getattr(c.backend, "faults", list)()
         ]
-        for f in (f for f in self.batch_faults if f["event"] == "results_lost"):
-            self.usage.record_lost(
-                f["model"], f["lines"], f["prompt_tokens"], f["completion_tokens"]
-            )
 
     def _finish(self, run_dir: RunDir, state: Any, status: str, started: float) -> dict[str, Any]:
         """Publish the outputs and the manifest. Every staged unit survives in the state, so a

@@ -41,17 +41,22 @@ def _eta(left: int, done: int, elapsed: float) -> str:
     return f"{seconds / 60:.0f} min" if seconds >= 120 else f"{seconds:.0f} s"
 
 
+def _age(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min" if seconds >= 120 else f"{seconds:.0f} s"
+
+
 def batch_text(progress: RunProgress) -> str:
-    """Batches by status, lines done, the oldest live batch's age; "" without batches."""
+    """Batches by status, lines done, the oldest live batch's age, and how long a provider's
+    quota has held batches back; "" without batches."""
     if progress.batches is None:
         return ""
     state = progress.batches()
     statuses = ", ".join(f"{n} {status}" for status, n in sorted(state["by_status"].items()))
-    oldest = state["oldest_s"]
-    age = f"{oldest / 60:.0f} min" if oldest >= 120 else f"{oldest:.0f} s"
+    waited = state.get("quota_wait_s", 0.0)
     return (
         f"batches: {statuses or 'none live'}; {state['lines_done']:,} lines done, "
-        f"{state['lines_pending']:,} waiting to be sent; oldest {age}"
+        f"{state['lines_pending']:,} waiting to be sent; oldest {_age(state['oldest_s'])}"
+        + (f"; held back by the provider's quota for {_age(waited)}" if waited else "")
     )
 
 

@@ -130,12 +130,24 @@ class RunStoresReplies:
     def keys(self) -> Iterator[str]:
         for source in self._sources:
             yield from source.keys()
+            yield from source.delivered_keys()
 
     def get(self, key: str) -> dict[str, Any] | None:
+        """A cached reply, or one a batch delivered that no request used yet: the re-run
+        sends neither (the latter is counted at the batch price when used, not priced here)."""
         for source in self._sources:
             found = source.get(key)
             if found is not None:
                 return found
+            line = source.delivered(key)
+            if line is not None:
+                return {
+                    "text": line["text"],
+                    "finish_reason": line["finish_reason"],
+                    "usage": {k: line[k] for k in ("prompt_tokens", "completion_tokens")},
+                    "latency_s": 0.0,
+                    "reasks": 0,
+                }
         return None
 
     def failing_bodies(self) -> dict[str, tuple[str, int]]:

@@ -42,6 +42,9 @@ class SpendLog:
         self._commits = GroupCommit(self.flush)
         self._dirty = False
         ledger.on_change = self.changed
+        if ledger.rows:  # counted before the log began (results lost, read at re-attach)
+            self._dirty = True
+            self.flush()
 
     def changed(self) -> None:
         self._dirty = True

@@ -14,9 +14,11 @@ lock, what the other executor left is re-homed.
   included: the local run re-attaches to them), then the shard's directory goes;
 - ray after local (`spread_state`): each discipline's staged records go to its shard's store.
   Replies and settled batches stay in RUN/glan.sqlite, which every shard reads too
-  (`ResponseCache(fallback=...)`; nothing writes it while the Ray run holds the lock). Batches a
-  local run left live are refused: their lines belong to disciplines of many shards, and only
-  the process that sent them collects them without paying twice.
+  (`RunReplies`; nothing writes it while the Ray run holds the lock): cached replies through
+  its response cache, replies batches delivered that no request used through its batch
+  transport, which counts them in the usage as a local run resumed does. Batches a local run
+  left live are refused: their lines belong to disciplines of many shards, and only the process
+  that sent them collects them without paying twice.
 Each move copies and commits, then deletes the source: a kill in between leaves the same rows in
 both places, and the next run of either executor finishes the move.
 """
@@ -150,10 +152,12 @@ def refuse_live_batches(out_dir: Path) -> None:
 
 # ---- what a shard reads of RUN/glan.sqlite ------------------------------------------------------
 class RunReplies:
-    """The replies RUN/glan.sqlite holds, for a Ray shard's response cache to read (never
-    write): those cached, and those batches delivered that no request had used yet. Opened
-    read-only and immutable (no locks, no write-ahead log: safe from any number of processes, on
-    any filesystem), which holds while a Ray run has the directory: nothing writes it then.
+    """The replies RUN/glan.sqlite holds, for a Ray shard to read (never write): those cached,
+    for its response cache, and those batches delivered that no request had used yet, for its
+    batch transport (`delivered`: they were never counted in the run's usage, so the transport
+    returns them as its own ledger's, counted once, not as free cache hits). Opened read-only
+    and immutable (no locks, no write-ahead log: safe from any number of processes, on any
+    filesystem), which holds while a Ray run has the directory: nothing writes it then.
     `immutable=False`: read-only only, for a reader beside a run that may be writing it (a dry
     run: glan.run.snapshot)."""
 
@@ -168,25 +172,20 @@ class RunReplies:
     def keys(self) -> Iterator[str]:
         for (key,) in self._rows("responses", "SELECT key FROM responses"):
             yield key
-        for (key,) in self._rows("batch_results", "SELECT custom_id FROM batch_results"):
-            yield key
 
     def get(self, key: str) -> dict[str, Any] | None:
         cached = self._rows("responses", "SELECT body FROM responses WHERE key = ?", key)
-        if cached:
-            return orjson.loads(cached[0][0])
+        return orjson.loads(cached[0][0]) if cached else None
+
+    def delivered_keys(self) -> Iterator[str]:
+        for (key,) in self._rows("batch_results", "SELECT custom_id FROM batch_results"):
+            yield key
+
+    def delivered(self, key: str) -> dict[str, Any] | None:
+        """A batch line's completion (text, finish_reason, tokens), as the ledger keeps it."""
         sql = "SELECT body FROM batch_results WHERE custom_id = ?"
-        delivered = self._rows("batch_results", sql, key)
-        if not delivered:
-            return None
-        line = orjson.loads(delivered[0][0])  # a batch line's completion, as a cached reply
-        return {
-            "text": line["text"],
-            "finish_reason": line["finish_reason"],
-            "usage": {k: line[k] for k in ("prompt_tokens", "completion_tokens")},
-            "latency_s": 0.0,
-            "reasks": 0,
-        }
+        rows = self._rows("batch_results", sql, key)
+        return orjson.loads(rows[0][0]) if rows else None
 
     def failing_bodies(self) -> dict[str, tuple[str, int]]:
         """Bodies suspected of breaking the server, as the run counted them (glan.store)."""

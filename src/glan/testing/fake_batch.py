@@ -19,7 +19,7 @@ import orjson
 from aiohttp import web
 
 from glan.testing.fake_batch_life import FakeBatchLife
-from glan.testing.fake_batch_wire import FakeBatch, anthropic_view, openai_view
+from glan.testing.fake_batch_wire import FakeBatch, anthropic_view, enqueued_tokens, openai_view
 from glan.testing.fake_replies import fixed_completion
 from glan.testing.fake_server import FakeServer
 
@@ -160,13 +160,22 @@ class FakeBatchServer(FakeBatchLife):
             return web.json_response({"error": {"message": "no such file"}}, status=400)
         lines = [orjson.loads(line) for line in data.splitlines() if line.strip()]
         live = sum(self._live.values())
-        if (refused := self.faults.create_refused(live, len(lines))) is not None:
+        tokens = sum(enqueued_tokens(x["body"]) for x in lines)
+        over = self.faults.over_tokens(self._enqueued(), tokens)
+        azure = request.path.startswith("/openai")
+        if (refused := self.faults.create_refused(live, len(lines), over and azure)) is not None:
             return refused
+        if over:
+            self.outcomes.insert(0, "quota")  # OpenAI: created, then failed for the quota
         batch = self._new_batch(
             "openai", [(x["custom_id"], x["body"]) for x in lines], body.get("metadata") or {}
         )
         batch.input_file_id = body["input_file_id"]
+        batch.enqueued = 0 if batch.outcome == "quota" else tokens
         return self._created(self._openai_view(batch))
+
+    def _enqueued(self) -> int:
+        return sum(b.enqueued for b in self.batches.values() if not self._ended(b))
 
     def _created(self, view: dict[str, Any]) -> web.Response:
         if self.lose_create_answers > 0:
@@ -193,13 +202,16 @@ class FakeBatchServer(FakeBatchLife):
         )
 
     async def _get(self, request: web.Request) -> web.Response:
-        if (refused := self._refused(request)) is not None:
+        if (refused := self._refused(request) or self.faults.status_refused()) is not None:
             return refused
         batch = self.batches.get(request.match_info["id"])
         if batch is None:
             return web.json_response({"error": {"message": "no such batch"}}, status=404)
         self._advance(batch)
-        return web.json_response(self._openai_view(batch))
+        view = self._openai_view(batch)
+        if batch.completed and self.faults.hidden(batch.lost):
+            view["output_file_id"] = None
+        return web.json_response(view)
 
     async def _cancel(self, request: web.Request) -> web.Response:
         if (refused := self._refused(request)) is not None:
@@ -223,6 +235,8 @@ class FakeBatchServer(FakeBatchLife):
             return refused
         body = await request.json()
         self.requests_seen.append(body)
+        if (refused := self.faults.create_refused(0, 0, False)) is not None:
+            return refused
         lines = [(r["custom_id"], r["params"]) for r in body["requests"]]
         batch = self._new_batch("anthropic", lines, {})
         return self._created(anthropic_view(batch, self.origin))
@@ -243,13 +257,16 @@ class FakeBatchServer(FakeBatchLife):
         )
 
     async def _a_get(self, request: web.Request) -> web.Response:
-        if (refused := self._refused(request)) is not None:
+        if (refused := self._refused(request) or self.faults.status_refused()) is not None:
             return refused
         batch = self.batches.get(request.match_info["id"])
         if batch is None:
             return web.json_response({"error": {"message": "no such batch"}}, status=404)
         self._advance(batch)
-        return web.json_response(anthropic_view(batch, self.origin))
+        view = anthropic_view(batch, self.origin)
+        if batch.status == "ended" and self.faults.hidden(batch.lost):
+            view["results_url"] = None
+        return web.json_response(view)
 
     async def _a_cancel(self, request: web.Request) -> web.Response:
         return await self._cancel(request)

@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from glan.testing.fake_batch_faults import BatchFaults
+from glan.testing.fake_batch_faults import BatchFaults, openai_token_limit
 from glan.testing.fake_batch_wire import FakeBatch, failed_line, ok_line, ok_tokens, refused_line
 from glan.testing.fake_refusals import (
     anthropic_refusal,
@@ -132,7 +132,7 @@ class FakeBatchLife:
                     "line": 1 if code else None,
                     "message": "custom_id must be unique"
                     if code
-                    else "Enqueued token limit reached",
+                    else openai_token_limit(self.faults.enqueued_token_limit or 2_000_000),
                     "param": None,
                 }
             ]
@@ -198,6 +198,7 @@ class FakeBatchLife:
                     self.answered[x["custom_id"]] -= 1
                     self.lost[x["custom_id"]] += 1
         b.completed, b.failed = len(ok), len(bad)
+        gone = b.lost and not self.faults.lost_unoffered  # else there, never offered
         if b.shape == "openai":
             if ok:
                 b.output_file_id = self._next_id("file-")
@@ -206,7 +207,7 @@ class FakeBatchLife:
                 b.error_file_id = self._next_id("file-")
                 self.files[b.error_file_id] = b"".join(orjson.dumps(x) + b"\n" for x in bad)
             b.status = how
-            if b.lost:
+            if gone:
                 for file_id in (b.output_file_id, b.error_file_id):
                     self.files.pop(file_id or "", None)
         else:
@@ -216,5 +217,5 @@ class FakeBatchLife:
             b.results = b"".join(orjson.dumps(x) + b"\n" for x in mixed)
             b.counts = Counter(x["result"]["type"] for x in mixed)
             b.status = "ended"
-            if b.lost:
+            if gone:
                 b.archived = time.time()

@@ -37,6 +37,7 @@ class FakeBatch:
     failed: int = 0
     counts: dict[str, int] = field(default_factory=dict)
     tokens: tuple[int, int] = (0, 0)  # prompt and completion tokens of its replies
+    enqueued: int = 0  # prompt tokens it holds of the enqueued-token quota while live
     lost: bool = False  # its results are gone for good
     archived: float | None = None  # when its results became unavailable (Anthropic)
 
@@ -132,6 +133,18 @@ def failed_line(b: FakeBatch, key: str, code: str) -> dict[str, Any]:
     }
 
 
+def prompt_tokens(messages: list[dict[str, Any]]) -> int:
+    """The fake model's count of a prompt's tokens."""
+    return sum(len(m["content"]) for m in messages) // 4 + 1
+
+
+def enqueued_tokens(body: dict[str, Any]) -> int:
+    """What a line holds of the enqueued-token quota: its input, the messages and the
+    structured-output schema (about 4 bytes a token)."""
+    schema = body.get("response_format") or body.get("tools") or {}
+    return (len(orjson.dumps(body["messages"])) + len(orjson.dumps(schema))) // 4
+
+
 def ok_tokens(lines: list[dict[str, Any]]) -> tuple[int, int]:
     """Prompt and completion tokens of successful result lines (either shape)."""
     prompt = completion = 0
@@ -167,7 +180,7 @@ def ok_line(b: FakeBatch, key: str, body: dict[str, Any], replier: Replier) -> d
     content = replier(body)
     if not isinstance(content, str):
         content = orjson.dumps(content).decode()
-    prompt = sum(len(m["content"]) for m in body["messages"]) // 4 + 1
+    prompt = prompt_tokens(body["messages"])
     completion = {
         "id": f"chatcmpl-{key[:8]}",
         "object": "chat.completion",
@@ -219,7 +232,7 @@ def message(params: dict[str, Any], replier: Replier) -> dict[str, Any]:
     else:
         text = content if isinstance(content, str) else orjson.dumps(content).decode()
         block, stop = {"type": "text", "text": text}, "end_turn"
-    prompt = sum(len(m["content"]) for m in messages) // 4 + 1
+    prompt = prompt_tokens(messages)
     return {
         "id": "msg_fake",
         "type": "message",

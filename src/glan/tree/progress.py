@@ -52,4 +52,5 @@ def merge_batch_states(states: list[dict[str, Any]]) -> dict[str, Any]:
         "lines_done": sum(s["lines_done"] for s in states),
         "lines_pending": sum(s["lines_pending"] for s in states),
         "oldest_s": max((s["oldest_s"] for s in states), default=0.0),
+        "quota_wait_s": max((s.get("quota_wait_s", 0.0) for s in states), default=0.0),
     }

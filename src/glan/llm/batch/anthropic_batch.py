@@ -142,6 +142,7 @@ class AnthropicBatchAPI(BatchAPI):
             failed=failed,
             sources=(url,) if url else (),
             gone=f"its results were archived at {archived}" if archived else None,
+            unready="ended and no results URL" if status == "ended" and not url else None,
         )
 
     def parse(self, raw: bytes) -> LineResult:

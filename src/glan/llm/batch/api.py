@@ -72,6 +72,9 @@ class Remote:
     tokens: tuple[int, int] | None = None
     # Why its results can no longer be read (Anthropic: archived); None while they can.
     gone: str | None = None
+    # Why its results cannot be read yet: finished with lines done, and no result file or URL
+    # offered (seen on OpenAI): tried again at later polls as a download answering 404 is.
+    unready: str | None = None
 
 
 class Refused(Exception):
@@ -84,11 +87,8 @@ class Refused(Exception):
 
 class OverQuota(Exception):
     """A batch refused at once for a quota: too many tokens enqueued (Azure's "fail fast"
-    create) or, with `files`, too many files held (the upload). Nothing was created."""
-
-    def __init__(self, detail: str, files: bool = False) -> None:
-        super().__init__(detail)
-        self.files = files
+    create), too many files held (the upload), or a create answered 429 every try (Anthropic's
+    processing queue full). Nothing was created."""
 
 
 class GaveUp(EndpointFatal):
@@ -337,11 +337,18 @@ class BatchAPI(ABC):
                 return found
             detail = str(got)
             await self._pause(attempt)
+        if detail.startswith("HTTP 429"):
+            # Not a rate limit that passes in minutes: a queue of work that must finish first.
+            raise OverQuota(detail)
         raise self._gave_up("POST", url, detail)
 
     async def lines_of(self, path: str) -> AsyncIterator[bytes]:
-        """A JSONL download, line by line (any line length), without holding it whole."""
-        resp = await self.call("GET", path, stream=True)
+        """A JSONL download, line by line (any line length), without holding it whole. A
+        large file may take longer than the timeout of a call: the timeout bounds each read."""
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=self._timeout.total, sock_read=self._timeout.total
+        )
+        resp = await self.call("GET", path, stream=True, timeout=timeout)
         assert isinstance(resp, aiohttp.ClientResponse)
         async with resp:
             rest = b""

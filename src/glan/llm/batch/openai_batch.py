@@ -7,7 +7,8 @@ error file (or nowhere) and are sent again. Azure: `base_url` is the resource's
 `https://NAME.openai.azure.com/openai`, `api_version` its API version, `model` the batch
 deployment's name; its key goes in the `api-key` header. Files carry an expiry
 (`expires_after`, `output_expires_after`) when one is set; Azure's "fail fast" quota refusal of
-a create and a refused upload for the files held raise OverQuota.
+a create and a refused upload for the files held raise OverQuota. A finished batch that counts
+lines done and offers no output file has results not ready yet (`Remote.unready`).
 """
 
 from __future__ import annotations
@@ -152,7 +153,7 @@ class OpenAIBatchAPI(BatchAPI):
             uploaded = orjson.loads(await self.with_optional("expires_after", upload))
         except Refused as exc:
             if "quota" in str(exc).lower():  # Azure: too many files held; OpenAI: storage
-                raise OverQuota(str(exc), files=True) from None
+                raise OverQuota(str(exc)) from None
             raise
         on_file(uploaded["id"])
         job.file_id = uploaded["id"]
@@ -214,6 +215,10 @@ class OpenAIBatchAPI(BatchAPI):
                 for e in errors[:3]
             ) + (f"; and {len(errors) - 3} more" if len(errors) > 3 else "")
         files = tuple(batch[k] for k in ("output_file_id", "error_file_id") if batch.get(k))
+        done = int(counts.get("completed") or 0)
+        unready = None
+        if status in _TERMINAL and done and not batch.get("output_file_id"):
+            unready = f"{status} with {done} lines done and no output file"
         usage = batch.get("usage") or {}
         tokens = None
         if "input_tokens" in usage:  # OpenAI's batches since September 2025; not Azure's
@@ -222,13 +227,14 @@ class OpenAIBatchAPI(BatchAPI):
             status=status,
             terminal=status in _TERMINAL,
             cancelled=status in ("cancelling", "cancelled"),
-            done=int(counts.get("completed") or 0),
+            done=done,
             failed=int(counts.get("failed") or 0),
             refused=refused,
             retry_later=any(e.get("code") in _QUOTA_CODES for e in errors),
             sources=tuple(f"/files/{file_id}/content" for file_id in files),
             files=files,
             tokens=tokens,
+            unready=unready,
         )
 
     def parse(self, raw: bytes) -> LineResult:

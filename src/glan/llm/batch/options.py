@@ -49,8 +49,9 @@ class BatchOptions(BaseModel):
     download_tries: int = Field(
         6,
         ge=1,
-        description="tries to download a finished batch's results (waits doubling from "
-        "poll_seconds) before they count as gone (a 404 every time) or the run stops",
+        description="tries to read a batch's status the provider refused, or to download a "
+        "finished batch's results (waits doubling from poll_seconds), before they count as "
+        "gone (a 404, or no result file, every time) or the run stops",
     )
     delete_files: bool = Field(
         True,

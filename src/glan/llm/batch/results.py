@@ -1,11 +1,11 @@
-"""Reading a finished batch's results, and telling results gone for good from a download that
-failed on the way.
+"""Reading a batch's status and a finished batch's results, and telling a batch or results gone
+for good from a read that failed on the way.
 
 Every result line is matched by custom_id (a duplicate never overrides a reply). A download that
 fails on the way (a reset, a connection cut mid-stream, a 5xx every try) is tried again at later
 polls, with waits doubling from the poll interval; a provider that answers "no such file" (a
-404: the file lapsed or was deleted; Anthropic: the batch archived) every time has lost the
-results for good. Then the lines it had answered were paid for and are gone: how many, and what
+404: the file lapsed or was deleted; Anthropic: the batch archived), or that counts lines done
+and offers no file for them, every time has lost the results for good. Then the lines it had answered were paid for and are gone: how many, and what
 they cost, is estimated where the provider does not say.
 """
 
@@ -23,6 +23,7 @@ from glan.llm.batch.ledger import Job
 from glan.llm.errors import EndpointFatal
 
 MAX_WAIT_S = 600.0  # the longest wait between two tries of one download
+NOT_FOUND = (404, 410)  # a batch's status refused so: the provider no longer knows it
 
 
 @dataclass
@@ -40,6 +41,39 @@ class Loss:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     estimated: bool = False
+
+
+class StatusReader:
+    """A batch's status. Refused (a gateway's hiccup, a batch not listed yet), it is asked
+    again at later polls, `tries` times at most, waits doubling from `first_wait_s`; then a
+    "not found" means the provider no longer knows the batch (deleted, another account: its
+    results are gone), and any other refusal stops the run (the batch is kept)."""
+
+    def __init__(self, api: BatchAPI, tries: int, first_wait_s: float) -> None:
+        self.api = api
+        self.retries = Retries(tries, first_wait_s)
+
+    async def read(self, job: Job) -> Remote | None:
+        """The batch as the provider has it now; None while a refused read waits to be tried
+        again."""
+        assert job.batch_id is not None
+        if not self.retries.due(job.local_id):
+            return None
+        try:
+            remote = await self.api.status(job.batch_id)
+        except Refused as exc:
+            if not self.retries.spent(job.local_id):
+                return None
+            if exc.status not in NOT_FOUND:
+                raise EndpointFatal(
+                    f"could not read the status of {self.api.access['provider']} batch "
+                    f"{job.batch_id} after {self.retries.tries} tries: {exc}. It is kept: "
+                    "re-run the same command to ask again."
+                ) from None
+            why = f"the provider no longer knows the batch: {exc}"
+            remote = Remote(status="lost", terminal=True, done=job.done, gone=why)
+        self.retries.forget(job.local_id)
+        return remote
 
 
 class ResultReader:
@@ -107,6 +141,7 @@ async def read_results(api: BatchAPI, remote: Remote, wanted: set[str]) -> Read:
     read = Read(gone=remote.gone)
     if read.gone is not None:
         return read
+    read.gone = remote.unready  # not offered (yet): counted as a 404 is, the rest read
     for source in remote.sources:
         try:
             async for raw in api.lines_of(source):

@@ -15,9 +15,10 @@ batch replies unchanged: a re-ask is a new request, so it goes in a later batch.
   model does not take goes again, built as the endpoint now takes it (glan.llm.refusals; not a
   round); a line refused for its own sake (any other 400) gives up at once, as online. A batch
   refused as a whole (file validation) stops the run with one clear line; one refused for a
-  quota goes again (glan.llm.batch.quota);
-- finished batches are read by glan.llm.batch.results (downloads retried; results gone for
-  good counted as lost, their lines sent again); their files are deleted once read.
+  quota goes again, when glan.llm.batch.quota says;
+- statuses and finished batches are read by glan.llm.batch.results (a status refused and
+  downloads retried; results gone for good counted as lost, at once in the run's usage through
+  `on_results_lost`, their lines sent again); their files are deleted once read.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import contextlib
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -35,8 +37,9 @@ from glan.llm.backend import Backend, Completion
 from glan.llm.batch.api import BatchAPI, LineKind, LineResult, OverQuota, Refused, Remote
 from glan.llm.batch.ledger import BatchLedger, Job
 from glan.llm.batch.options import BatchOptions
+from glan.llm.batch.pending import Pending
 from glan.llm.batch.quota import QuotaGate
-from glan.llm.batch.results import Loss, ResultReader, ledger_rows, loss_event
+from glan.llm.batch.results import ResultReader, StatusReader, ledger_rows, loss_event
 from glan.llm.errors import BadRequest, EndpointFatal, RequestFailed
 from glan.llm.types import ChatRequest
 
@@ -45,6 +48,12 @@ POLL_AT_ONCE = 8  # live batches polled concurrently
 
 class BatchBackend(Backend):
     batch_pricing = True
+    #: Told of results lost for good (model, lines, prompt and completion tokens) as they are
+    #: settled, so that what they cost is in the run's usage even if the process dies next.
+    on_results_lost: Callable[[str, int, int, int], None] | None = None
+    #: Replies batches of this run delivered before it was cut into Ray shards, that no request
+    #: used (glan.run.stores.RunReplies.delivered): returned as this ledger's, counted as such.
+    delivered_before: Callable[[str], dict[str, Any] | None] | None = None
 
     def __init__(self, api: BatchAPI, ledger_path: Path | str, options: BatchOptions) -> None:
         self.api = api
@@ -54,14 +63,12 @@ class BatchBackend(Backend):
         self._endpoint = f"{api.access['provider']}|{api.base_url}|{api.model}"
         self._ledger_path = Path(ledger_path)
         self._ledger: BatchLedger | None = None
-        max_lines, self._max_bytes = options.limits(api.kind)
-        self._quota = QuotaGate(api.access["provider"], max_lines, options.poll_seconds)
+        self._quota = QuotaGate(*options.limits(api.kind), options.poll_seconds)
         self._reader = ResultReader(api, options.download_tries, options.poll_seconds)
+        self._status = StatusReader(api, options.download_tries, options.poll_seconds)
         self._waiting: dict[str, asyncio.Future[LineResult]] = {}
-        self._pending: list[tuple[str, bytes]] = []
-        self._pending_keys: set[str] = set()  # a batch's custom_ids must be unique
-        self._pending_bytes = 0
-        self._oldest = self._last = 0.0
+        self._pending = Pending()
+        self._creating = 0  # creates under way
         self._in_job: dict[str, str] = {}  # custom_id -> the live job holding it
         self._sent_as: dict[str, tuple[int, str]] = {}  # custom_id -> what its line reflected
         self._live: dict[str, Job] = {}
@@ -101,8 +108,10 @@ class BatchBackend(Backend):
         while True:
             if self._fatal is not None:
                 raise self._fatal
-            stored = self.ledger.result(key)
-            if stored is not None:
+            stored = self.ledger.result(key) or (
+                self.delivered_before and self.delivered_before(key)
+            )
+            if stored:
                 return Completion(**stored)
             future = self._waiting.get(key)
             if future is None:
@@ -163,7 +172,8 @@ class BatchBackend(Backend):
 
     # ---- progress --------------------------------------------------------------------------
     def summary(self) -> dict[str, Any]:
-        """Live batches by status, lines done this run, the oldest live batch's age (s)."""
+        """Live batches by status, lines done this run, the oldest live batch's age and how
+        long batches have been held back by a quota (s)."""
         # Read from the progress thread: tuple() copies the dict's values without yielding.
         live = [job for job in tuple(self._live.values()) if job.batch_id]
         now = time.time()
@@ -172,6 +182,7 @@ class BatchBackend(Backend):
             "lines_done": self.lines_done,
             "lines_pending": len(self._pending),
             "oldest_s": max((now - job.created for job in live), default=0.0),
+            "quota_wait_s": self._quota.waiting_s(),
         }
 
     # ---- starting: re-attach to what an earlier process left -------------------------------
@@ -227,63 +238,44 @@ class BatchBackend(Backend):
 
     # ---- sending ---------------------------------------------------------------------------
     def _enqueue(self, key: str, request: ChatRequest) -> None:
-        if key in self._pending_keys:
+        if key in self._pending:
             return
         line = self.api.line(key, request)
         self._sent_as[key] = self.api.sent_as(request)
-        if (
-            self._pending
-            and (
-                len(self._pending) >= self._quota.max_lines
-                or self._pending_bytes + len(line) > self._max_bytes
-            )
-            and not self._blocked()
-        ):
+        quota = self._quota
+        if self._pending.full_with(line, quota.max_lines, quota.max_bytes) and not self._blocked():
             self._flush()
-        now = time.monotonic()
-        if not self._pending:
-            self._oldest = now
-        self._last = now
-        self._pending.append((key, line))
-        self._pending_keys.add(key)
-        self._pending_bytes += len(line)
-        if len(self._pending) >= self._quota.max_lines and not self._blocked():
+        self._pending.add(key, line)
+        if len(self._pending) >= quota.max_lines and not self._blocked():
             self._flush()
 
     def _flush(self) -> None:
-        """Send what waits, in batches within the limits (more than one batch's worth waits
-        after a hold, or once the batches were halved)."""
-        items, self._pending, self._pending_bytes = self._pending, [], 0
-        self._pending_keys = set()
-        batch: list[tuple[str, bytes]] = []
-        size = 0
-        for key, line in items:
-            full = len(batch) >= self._quota.max_lines or size + len(line) > self._max_bytes
-            if batch and full:
-                self._spawn(self._submit(batch))
-                batch, size = [], 0
-            batch.append((key, line))
-            size += len(line)
-        if batch:
+        """Send what waits, in batches within the limits: one batch at a time once a quota
+        refused one (glan.llm.batch.quota)."""
+        quota = self._quota
+        for batch in self._pending.take(quota.max_lines, quota.max_bytes, one=quota.serial):
+            self._creating += 1
             self._spawn(self._submit(batch))
 
     def _blocked(self) -> bool:
-        return self._quota.blocked(self._submitted_live())
+        quota = self._quota
+        return quota.blocked(self._submitted_live()) or (quota.serial and self._creating > 0)
 
     async def _flush_loop(self) -> None:
-        """A part-full batch goes when requests stop coming (never a wait for a size that
-        cannot come) or when it has waited long enough."""
+        """A part-full batch goes when requests stop coming or when it has waited long
+        enough; a full one as soon as nothing holds it back."""
         options = self.options
         tick = min(1.0, options.flush_idle_seconds / 2)
         while True:
             await asyncio.sleep(tick)
-            if not self._pending or self._blocked():
-                continue
-            now = time.monotonic()
-            if (
-                now - self._last >= options.flush_idle_seconds
-                or now - self._oldest >= options.flush_max_wait_seconds
-            ):
+            quota = self._quota
+            due = self._pending.due(
+                options.flush_idle_seconds,
+                options.flush_max_wait_seconds,
+                quota.max_lines,
+                quota.max_bytes,
+            )
+            if due and not self._blocked():
                 self._flush()
 
     def _submitted_live(self) -> bool:
@@ -308,8 +300,7 @@ class BatchBackend(Backend):
             ledger.settle(local_id, "over quota", [], len(keys), error=str(exc))
             self._drop(job, keys)
             await self._delete_files(job)
-            self._quota.refused_at_create(len(keys), exc, self._submitted_live())
-            self._answer(keys, {}, "later", f"refused for a quota: {exc}")
+            self._refused(keys, size, str(exc), self._submitted_live())
             return
         except Refused as exc:
             ledger.settle(local_id, "refused", [], len(keys), error=str(exc))
@@ -318,11 +309,22 @@ class BatchBackend(Backend):
             raise EndpointFatal(
                 f"{self.api.access['provider']} refused a batch of {len(keys)} requests: {exc}"
             ) from None
+        finally:
+            self._creating -= 1
         ledger.set_batch(local_id, batch_id, "submitted")
         self._known.add(batch_id)
         job.batch_id, job.status = batch_id, "submitted"
         self.lines_submitted += len(keys)
         self._quota.created()
+
+    def _refused(self, keys: list[str], size: int, why: str, others_live: bool) -> None:
+        """A batch refused for a quota: its lines go again (when the gate says), or a request
+        larger than the quota by itself gives up, as a line refused for its own sake."""
+        never = self._quota.refused(len(keys), size, why, others_live)
+        if never is None:
+            self._answer(keys, {}, "later", f"refused for a quota: {why}")
+        else:
+            self._answer(keys, {}, "request", never)
 
     def _drop(self, job: Job, keys: list[str]) -> None:
         self._live.pop(job.local_id, None)
@@ -344,16 +346,12 @@ class BatchBackend(Backend):
             await asyncio.gather(*(self._poll(job) for job in jobs[start : start + POLL_AT_ONCE]))
 
     async def _poll(self, job: Job) -> None:
-        assert job.batch_id is not None
-        try:
-            remote = await self.api.status(job.batch_id)
-        except Refused as exc:
-            # The provider no longer knows the batch (deleted, another account): its lines
-            # are answered "missing" and go again.
-            why = f"the provider no longer knows the batch: {exc}"
-            remote = Remote(status="lost", terminal=True, done=job.done, gone=why)
+        remote = await self._status.read(job)
+        if remote is None:
+            return  # its status was refused: asked again at a later poll
+        if remote.status == "lost":  # its lines are answered "missing" and go again
             self.ledger.set_status(job.local_id, "lost", job.done, job.failed)
-            job.error = str(exc)
+            job.error = remote.gone
         if not remote.terminal:
             if (remote.status, remote.done, remote.failed) != (job.status, job.done, job.failed):
                 job.status, job.done, job.failed = remote.status, remote.done, remote.failed
@@ -368,27 +366,22 @@ class BatchBackend(Backend):
         assert job.batch_id is not None
         provider = self.api.access["provider"]
         keys = self.ledger.keys_of(job.local_id)
-        found: dict[str, LineResult] = {}
-        lost, gone = Loss(), None
-        if remote.refused and not remote.retry_later:
+        if remote.refused:  # failed validation: for its file, or for a quota (never ran)
             self.ledger.settle(job.local_id, remote.status, [], len(keys), error=remote.refused)
             self._drop(job, keys)
             await self._delete_files(job, remote)
+            if remote.retry_later:
+                self._refused(keys, job.bytes, remote.refused, self._submitted_live())
+                return
             raise EndpointFatal(
                 f"{provider} batch {job.batch_id} failed validation: {remote.refused}"
             )
-        if remote.retry_later:
-            others = any(j.batch_id for j in self._live.values() if j is not job)
-            self._quota.refused_once_validated(len(keys), remote.refused, others)
-        else:
-            per_reply = partial(self.ledger.completion_tokens_per_reply, self._endpoint)
-            read = await self._reader.read(job, remote, keys, per_reply)
-            if read is None:
-                return  # a download failed: tried again at a later poll
-            found, lost, gone = read
-            self._quota.settled()
-            if lost.lines:
-                self._losses.append(loss_event(job.batch_id, self.model, lost, gone or ""))
+        per_reply = partial(self.ledger.completion_tokens_per_reply, self._endpoint)
+        read = await self._reader.read(job, remote, keys, per_reply)
+        if read is None:
+            return  # a download failed: tried again at a later poll
+        found, lost, gone = read
+        self._quota.settled()
         replies, tokens = ledger_rows(found)
         self.ledger.settle(
             job.local_id,
@@ -396,9 +389,15 @@ class BatchBackend(Backend):
             replies,
             len(keys) - len(replies),
             tokens,
-            remote.refused,
+            None,
             (lost.lines, lost.prompt_tokens, lost.completion_tokens),
         )
+        if lost.lines:
+            self._losses.append(loss_event(job.batch_id, self.model, lost, gone or ""))
+            if self.on_results_lost is not None:
+                self.on_results_lost(
+                    self.model, lost.lines, lost.prompt_tokens, lost.completion_tokens
+                )
         self.lines_done += len(replies)
         self._drop(job, keys)
         await self._delete_files(job, remote)
@@ -413,7 +412,7 @@ class BatchBackend(Backend):
         self._answer(
             keys,
             found,
-            "later" if remote.retry_later else "missing",
+            "missing",
             f"batch {job.batch_id} {remote.status} without this line"
             + (f" (its results are gone: {gone})" if gone else ""),
         )
