@@ -137,11 +137,24 @@ def test_failed_expired_and_all_failed_batches_are_sent_again(batch_server, tmp_
 
 
 def test_a_line_failing_every_round_alike_is_given_up_for_its_own_sake(batch_server, tmp_path):
-    batch_server.line_failure_rate = 1.0  # the same HTTP 500 for these lines every round
+    """The same HTTP 500 for this line every round, while its batch served the others: the
+    line breaks the model, as online; it is given up and its unit replaced."""
+    batch_server.poisoned_when = lambda body: "question 1" in str(body["messages"])
+    client = client_for(batch_server, "openai-batch", tmp_path / "glan.sqlite", max_rounds=2)
+    first, poisoned, third = asyncio.run(ask_all(client, requests(3)))
+    assert first.parsed and third.parsed
+    assert isinstance(poisoned, RequestFailed) and poisoned.permanent
+    assert "2 batch rounds" in str(poisoned)
+    assert batch_server.lines_submitted == 4
+
+
+def test_a_batch_failing_whole_every_round_is_the_providers_incident(batch_server, tmp_path):
+    """Every line of every batch fails alike (an incident at the provider): no line is given
+    up for its own sake, so no unit is replaced; the next run asks them again."""
+    batch_server.line_failure_rate = 1.0
     client = client_for(batch_server, "openai-batch", tmp_path / "glan.sqlite", max_rounds=2)
     replies = asyncio.run(ask_all(client, requests(3)))
-    assert all(isinstance(r, RequestFailed) and r.permanent for r in replies)
-    assert "2 batch rounds" in str(replies[0])
+    assert all(isinstance(r, RequestFailed) and not r.permanent for r in replies)
     assert batch_server.lines_submitted == 6
 
 

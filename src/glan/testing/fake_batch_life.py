@@ -13,6 +13,7 @@ import random
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +36,9 @@ OUTCOMES = ("ok", "expire", "all_failed", "validation_failed", "quota")
 class FakeBatchLife:
     chat: FakeServer = field(default_factory=FakeServer)
     line_failure_rate: float = 0.0  # share of lines failed (HTTP 500 in the error file)
+    # Lines whose body this picks fail with the same HTTP 500 every time (a body that breaks
+    # the model), while the rest of their batch is served.
+    poisoned_when: Callable[[dict[str, Any]], bool] | None = None
     expire_rate: float = 0.0  # share of batches that expire with part of their lines done
     shuffle: bool = True
     steps: int = 2  # polls spent in progress
@@ -179,7 +183,9 @@ class FakeBatchLife:
                     bad.append(failed_line(b, key, "server_error"))
                 elif i >= done_until:
                     bad.append(failed_line(b, key, f"batch_{how}"))
-                elif self.line_failure_rate and self._rng.random() < self.line_failure_rate:
+                elif (self.line_failure_rate and self._rng.random() < self.line_failure_rate) or (
+                    self.poisoned_when is not None and self.poisoned_when(body)
+                ):
                     bad.append(failed_line(b, key, "server_error"))
                 elif self.refuse_output_format and "output_config" in body:
                     bad.append(failed_line(b, key, "output_format"))

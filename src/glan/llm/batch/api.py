@@ -48,6 +48,9 @@ class LineResult:
     completion: Completion | None = None
     error: str = ""
     refusal: Refusal | None = None  # kind "refused": what the model refused
+    # What a failed line's batch did for the others: "served" some, failed them all (an
+    # "incident" at the provider, not the line's fault), or held it "alone" (says nothing).
+    batch: Literal["served", "incident", "alone"] = "alone"
 
 
 @dataclass(slots=True)

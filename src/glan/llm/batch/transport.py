@@ -104,7 +104,8 @@ class BatchBackend(Backend):
     async def complete(self, request: ChatRequest) -> Completion:
         await self._start()
         key = request.cache_key(self._endpoint)
-        failures: list[tuple[str, str]] = []  # (kind, error) of each round this line failed
+        # (kind, error, what its batch did for the others) of each round this line failed
+        failures: list[tuple[str, str, str]] = []
         while True:
             if self._fatal is not None:
                 raise self._fatal
@@ -133,11 +134,20 @@ class BatchBackend(Backend):
                 continue
             if result.kind in ("request", "refused", "schema"):
                 raise BadRequest(result.error)
-            failures.append((result.kind, result.error))
+            failures.append((result.kind, result.error, result.batch))
             if len(failures) >= self.options.max_rounds:
-                # The same provider error every round is the line's own (a body that breaks
-                # the model, as online): replaced. Expiry or mixed errors: the next run asks.
-                permanent = len(set(failures)) == 1 and failures[0][0] == "server"
+                # The same provider error every round while its batches served other lines is
+                # the line's own (a body that breaks the model, as online): replaced. A round
+                # whose whole batch failed is the provider's incident, and expiry or mixed
+                # errors say nothing of the line: the next run asks again. (A round alone in
+                # its batch, the tail of a run, is no evidence either way.)
+                batches = {batch for _, _, batch in failures}
+                permanent = (
+                    len({(kind, error) for kind, error, _ in failures}) == 1
+                    and failures[0][0] == "server"
+                    and "served" in batches
+                    and "incident" not in batches
+                )
                 raise RequestFailed(
                     f"no reply after {len(failures)} batch rounds: {result.error}",
                     permanent=permanent,
@@ -409,6 +419,9 @@ class BatchBackend(Backend):
                 "provider's console): stopping. What finished is kept; re-run the same "
                 "command to resume."
             )
+        served = any(r.kind == "ok" for r in found.values())
+        for failed in (r for r in found.values() if r.kind != "ok"):
+            failed.batch = "served" if served else "alone" if len(keys) == 1 else "incident"
         self._answer(
             keys,
             found,
