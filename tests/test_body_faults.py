@@ -167,6 +167,31 @@ async def test_an_endpoint_that_serves_only_the_probes_stops_the_run(
     assert client.cache.failing_bodies() == {}
 
 
+async def test_a_random_error_on_the_request_sent_to_check_does_not_stop_the_run(
+    make_client, fake_server
+):
+    """A body that breaks the server, alone among the last requests, is judged by probes:
+    before it is given up, a request served before is sent again to show the endpoint serves
+    the run's own. A flaky endpoint's random 500 on that request reads like the body's error;
+    one is not taken for an outage: the request is sent again, served, and the body given up."""
+    asked = Counter()
+
+    def poison_and_one_random_500(body) -> str | None:
+        text = body["messages"][-1]["content"]
+        asked[text] += 1
+        if text == "poison" or (text == "an ordinary body" and asked[text] == 2):
+            return "500"
+        return None
+
+    fake_server.fault_when = poison_and_one_random_500
+    client = make_client(body_fault_repeats=4)
+    await client.chat(ask("an ordinary body"))
+    with pytest.raises(RequestFailed, match="the same error 4 times in a row") as given_up:
+        await client.chat(ask("poison"))
+    assert given_up.value.permanent
+    assert asked["an ordinary body"] == 3  # served, failed once when sent again, served
+
+
 @pytest.mark.parametrize("concurrency", [1, 16])
 async def test_an_endpoint_that_serves_only_the_probes_from_the_start_stops_the_run(
     make_client, fake_server, concurrency

@@ -14,9 +14,10 @@ request of the run's own is asked too:
   served a request of its own, each failed with it again, and a probe was served since.
 - A check: a request the endpoint served before, at least as large (prompt and reply limit)
   and with a schema if the body has one (the largest of the body's stage first), is sent
-  again (`Witness.reference`, `Witness.check`; its reply dropped, its tokens counted as
-  "probe"). Served: the endpoint serves the run's own, and the body's failures are
-  its own. Failed with the body's error: the endpoint fails every request with it, and the run
+  again, up to 3 times while it fails (`Witness.reference`, `Witness.check`; its reply
+  dropped, its tokens counted as "probe"). Served: the endpoint serves the run's own, and the
+  body's failures are its own. Failed with the body's error at the last time: the endpoint
+  fails every request with it (a random error does so with p**3), and the run
   stops (EndpointDown, one line naming the error); every run of failures with that error is
   forgotten, so nothing of the incident is kept and the same command resumes once the
   endpoint serves again. Failed otherwise: nothing told.

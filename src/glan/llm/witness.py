@@ -30,6 +30,8 @@ from glan.llm.usage import UsageLedger
 
 #: Probe bodies tried in a row while each fails.
 PROBE_BODIES = 3
+#: How many times a check sends its request again while it fails (glan.llm.outage).
+CHECK_TRIES = 3
 #: A probe's reply limit, hidden reasoning included (no reasoning headroom is added to it).
 PROBE_TOKENS = 8
 
@@ -202,17 +204,20 @@ class Witness:
 
     async def check(self, reference: ChatRequest) -> TransientError | None:
         """Whether the endpoint serves requests of the run's own now, which a probe cannot
-        show: `reference`, served before, is sent again and its reply dropped. None when it
-        was served (counted in `real_served`); else the error it met (a refusal says nothing
-        of the endpoint: an error without a signature). Requests of one stage asking at once
-        share one check."""
+        show: `reference`, served before, is sent again (up to `CHECK_TRIES` times while it
+        fails) and its reply dropped. None when it was served (counted in `real_served`);
+        else the last error it met (a refusal says nothing of the endpoint: an error without
+        a signature). Requests of one stage asking at once share one check."""
         shared = self._checks.get(reference.tag)
         if shared is not None and not shared.done():
             return await asyncio.shield(shared)
         shared = self._checks[reference.tag] = asyncio.get_running_loop().create_future()
         shared.add_done_callback(lambda done: done.exception())  # heard, or nobody waits
         try:
-            outcome = await self._attempt(reference, own=True)
+            for _ in range(CHECK_TRIES):  # a random error must not pass for the endpoint's
+                outcome = await self._attempt(reference, own=True)
+                if outcome is None:
+                    break
         except asyncio.CancelledError:
             shared.set_result(TransientError("the check was cancelled"))  # nothing told
             raise
