@@ -104,7 +104,7 @@ class OutageWatch:
         if failed is None:  # the run's own are served: the body's failures are its own
             return Verdict.GIVE_UP if at_k else Verdict.GO_ON
         if failed.signature == run.signature:
-            self._stop(run.signature, exc, "a request of its stage served before failed so too")
+            self._stop(run.signature, exc, "a request served before failed so too, sent again")
         return self._hold(run, Verdict.DEFER) if at_k else Verdict.GO_ON
 
     def _hold(self, run: FailureRun, then: Verdict) -> Verdict:
