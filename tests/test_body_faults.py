@@ -167,6 +167,27 @@ async def test_an_endpoint_that_serves_only_the_probes_stops_the_run(
     assert client.cache.failing_bodies() == {}
 
 
+async def test_a_smaller_request_served_before_that_fails_alike_shows_the_endpoints_failure(
+    make_client, fake_server
+):
+    """The structured-output engine breaks while a body larger than any served before is
+    alone in flight; the stages without a schema are still served. The request sent again to
+    check is smaller: served, it would tell nothing of a larger body, but it fails with the
+    body's error, which shows the endpoint fails every request with a schema: the run stops
+    and the body is not given up."""
+    schema = {"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}
+    client = make_client(body_fault_repeats=4, breaker_failures=10_000)
+    await client.chat(ask("short", json_schema=schema, tag="syllabus"))
+    fake_server.fault_when = lambda body: "500" if body.get("response_format") else None
+    others = [
+        asyncio.ensure_future(client.chat(ask(f"an answer {i}", tag="answers"))) for i in range(40)
+    ]
+    long_body = ask("a prompt longer than any served before", json_schema=schema, tag="syllabus")
+    with pytest.raises(EndpointDown, match="only short probes are served"):
+        await client.chat(long_body)
+    await asyncio.gather(*others)
+
+
 async def test_a_random_error_on_the_request_sent_to_check_does_not_stop_the_run(
     make_client, fake_server
 ):

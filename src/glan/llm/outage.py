@@ -8,27 +8,28 @@ are served: judged by the probes alone, every body would be given up for its own
 the run's records would change for good. So where only probes speak for the endpoint, a
 request of the run's own is asked too:
 
-- When: a body's count reaches K with no request of the run's own served since it became a
-  suspect (the last requests of a run may all be bodies that break the server); or
+- When: a body's count reaches K with no request of the run's own as large (see below)
+  served since it became a suspect (the last requests of a run may all be bodies that break
+  the server; a broken structured-output engine still serves the stages without a schema); or
   `OUTAGE_BODIES` distinct bodies began failing with the same error since the client last
   served a request of its own, each failed with it again, and a probe was served since.
-- A check: a request the endpoint served before, at least as large (prompt and reply limit)
-  and with a schema if the body has one (the largest of the body's stage first), is sent
-  again, up to 3 times while it fails (`Witness.reference`, `Witness.check`; its reply
-  dropped, its tokens counted as "probe"). Served: the endpoint serves the run's own, and the
-  body's failures are its own. Failed with the body's error at the last time: the endpoint
-  fails every request with it (a random error does so with p**3), and the run
-  stops (EndpointDown, one line naming the error); every run of failures with that error is
+- A check: a request the endpoint served before, with a schema if the body has one, at least
+  as large (prompt and reply limit) when one is, the largest of the body's stage first, is
+  sent again, up to 3 times while it fails (`Witness.reference`, `Witness.check`; its reply
+  dropped, its tokens counted as "probe"). Failed with the body's error at the last time: the
+  endpoint fails every request with it (a random error does so with p**3), and the run stops
+  (EndpointDown, one line naming the error); every run of failures with that error is
   forgotten, so nothing of the incident is kept and the same command resumes once the
-  endpoint serves again. Failed otherwise: nothing told.
-- With nothing to check with (nothing so large served by this process yet): those
-  bodies failing alike stop the run as above; a body whose count reaches K while that many
-  began so and some have not tried again yet (a first failure is retried after a backoff, a
-  suspect's tries follow the probes at once) waits `backoff_base_s` for their next tries, up
-  to `HOLD_WAITS` times; fewer bodies cannot be told from bodies that break the server (the
-  first requests of a run may all be such bodies) and are judged by the probes.
-- A body whose check told nothing waits `backoff_base_s` and tries again, up to `HOLD_WAITS`
-  times, then is deferred.
+  endpoint serves again. Failed otherwise: nothing told; a body at K waits `backoff_base_s`
+  and tries again, up to `HOLD_WAITS` times, then is deferred. Served, and as large: the
+  endpoint serves the run's own, and the body's failures are its own.
+- Served but smaller, or nothing to check with (the first requests of a run): judged by
+  numbers. Those bodies failing alike stop the run as above; a body whose count reaches K
+  while that many began so and some have not tried again yet (a first failure is retried
+  after a backoff, a suspect's tries follow the probes at once) waits `backoff_base_s` for
+  their next tries, up to `HOLD_WAITS` times; fewer bodies cannot be told from bodies that
+  break the server (the first requests of a run may all be such bodies) and are judged by
+  the probes.
 """
 
 from __future__ import annotations
@@ -88,24 +89,34 @@ class OutageWatch:
         fresh = self._now(run.signature)
         alike = fresh is not None and len(fresh.again) >= OUTAGE_BODIES
         at_k = run.count >= self.bodies.repeats
-        if not alike and (not at_k or witness.real_served > (run.suspect_real or 0)):
-            # Tested further, or given up: the run's own requests were served since it
-            # became a suspect.
+        if not alike and (not at_k or witness.served_alike_since(request, run.suspect_real or 0)):
+            # Tested further, or given up: a request of the run's own as large was served
+            # since it became a suspect.
             return Verdict.GIVE_UP if at_k else Verdict.GO_ON
-        reference = witness.reference(request)
-        if reference is None:  # judged by numbers
-            if alike:
-                assert fresh is not None
-                self._stop(run.signature, exc, f"{len(fresh.again)} requests, each twice")
-            if fresh is not None and len(fresh.began) >= OUTAGE_BODIES and self._pending(fresh):
-                return self._hold(run, Verdict.GIVE_UP)
-            return Verdict.GIVE_UP
-        failed = await witness.check(reference)
-        if failed is None:  # the run's own are served: the body's failures are its own
-            return Verdict.GIVE_UP if at_k else Verdict.GO_ON
-        if failed.signature == run.signature:
-            self._stop(run.signature, exc, "a request served before failed so too, sent again")
-        return self._hold(run, Verdict.DEFER) if at_k else Verdict.GO_ON
+        found = witness.reference(request)
+        if found is not None:
+            reference, as_large = found
+            failed = await witness.check(reference)
+            if failed is not None:
+                if failed.signature == run.signature:
+                    self._stop(run.signature, exc, "a request served before failed so too")
+                return self._hold(run, Verdict.DEFER) if at_k else Verdict.GO_ON
+            if as_large:  # the run's own are served: the body's failures are its own
+                return Verdict.GIVE_UP if at_k else Verdict.GO_ON
+        return self._judge_by_numbers(run, fresh, at_k, exc)
+
+    def _judge_by_numbers(
+        self, run: FailureRun, fresh: _Fresh | None, at_k: bool, exc: TransientError
+    ) -> Verdict:
+        """Nothing as large was served to check with: judged by how many bodies fail alike
+        while only probes are served (`fresh`, as it was before any check)."""
+        if fresh is not None and len(fresh.again) >= OUTAGE_BODIES:
+            self._stop(run.signature, exc, f"{len(fresh.again)} requests, each twice")
+        if not at_k:
+            return Verdict.GO_ON
+        if fresh is not None and len(fresh.began) >= OUTAGE_BODIES and self._pending(fresh):
+            return self._hold(run, Verdict.GIVE_UP)
+        return Verdict.GIVE_UP
 
     def _hold(self, run: FailureRun, then: Verdict) -> Verdict:
         if run.held >= HOLD_WAITS:

@@ -41,6 +41,16 @@ def prompt_size(request: ChatRequest) -> int:
     return sum(len(message.content) for message in request.messages)
 
 
+def _as_large(size: int, served: ChatRequest, body_size: int, body: ChatRequest) -> bool:
+    """Whether `served` (its prompt `size` characters) is at least as large as `body` and
+    has a schema if `body` has one: what fails where `body`'s failure is the endpoint's."""
+    return size >= body_size and served.max_tokens >= body.max_tokens and _schema_fits(served, body)
+
+
+def _schema_fits(served: ChatRequest, body: ChatRequest) -> bool:
+    return body.json_schema is None or served.json_schema is not None
+
+
 class Witness:
     """One client's attempts in flight, its requests served, and its probes (one round out at
     a time, shared by every request waiting for one)."""
@@ -55,6 +65,8 @@ class Witness:
         self._round: asyncio.Future[bool | None] | None = None
         # Per stage (tag): the largest request served (its prompt's characters), to check with.
         self._served: dict[str, tuple[int, ChatRequest]] = {}
+        # Per stage: the last request served, its prompt's size, and `real_served` then.
+        self._last: dict[str, tuple[int, ChatRequest, int]] = {}
         self._checks: dict[str, asyncio.Future[TransientError | None]] = {}
         self._next: asyncio.Future[None] | None = None  # done at this client's next success
         self._probes = 0
@@ -82,6 +94,7 @@ class Witness:
             largest = self._served.get(request.tag)
             if largest is None or size >= largest[0]:
                 self._served[request.tag] = (size, request)
+            self._last[request.tag] = (size, request, self.real_served)
         self._wake()
 
     def _wake(self) -> None:
@@ -182,25 +195,34 @@ class Witness:
             return None
         return outcome is None
 
-    def reference(self, request: ChatRequest) -> ChatRequest | None:
+    def reference(self, request: ChatRequest) -> tuple[ChatRequest, bool] | None:
         """A request of the run's own to `check` the endpoint with before `request` is judged
-        on the word of probes: one served here at least as large (prompt, reply limit) and
-        with a schema if `request` has one, so that it fails wherever `request`'s failure is
-        the endpoint's (out of memory on long prompts, a broken structured-output engine).
-        The largest of `request`'s stage, else of another stage; None when none is so."""
+        on the word of probes, and whether it is as large: one served here with a schema if
+        `request` has one, at least as large (prompt, reply limit) when there is such a one,
+        so that it fails wherever `request`'s failure is the endpoint's (out of memory on long
+        prompts, a broken structured-output engine); the largest of `request`'s stage first.
+        A smaller one that fails alike still shows the endpoint's failure; served, it tells
+        nothing of a larger body. None when none has a schema where one is needed."""
         size = prompt_size(request)
-        mine = self._served.get(request.tag)
-        for largest in (mine, *(v for k, v in self._served.items() if k != request.tag)):
-            if largest is None:
-                continue
-            served_size, reference = largest
-            if (
-                served_size >= size
-                and reference.max_tokens >= request.max_tokens
-                and (request.json_schema is None or reference.json_schema is not None)
-            ):
-                return reference
+        tags = (request.tag, *self._served)
+        for tag in tags:
+            largest = self._served.get(tag)
+            if largest is not None and _as_large(largest[0], largest[1], size, request):
+                return largest[1], True
+        for tag in tags:
+            largest = self._served.get(tag)
+            if largest is not None and _schema_fits(largest[1], request):
+                return largest[1], False
         return None
+
+    def served_alike_since(self, request: ChatRequest, since: int) -> bool:
+        """Whether a request as large as `request` (as `reference` has it) was served since
+        `real_served` was `since`: the last one served of some stage, when it is so."""
+        size = prompt_size(request)
+        return any(
+            served_at > since and _as_large(last_size, last, size, request)
+            for last_size, last, served_at in self._last.values()
+        )
 
     async def check(self, reference: ChatRequest) -> TransientError | None:
         """Whether the endpoint serves requests of the run's own now, which a probe cannot
