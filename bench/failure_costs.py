@@ -1,7 +1,7 @@
 """What endpoint trouble costs in time: the timings the tests prove by counting instead.
 
 The tests (tests/test_rate_limits.py, test_resume_and_shards.py, test_reliability.py,
-test_llm_client.py) count requests and retries, which no machine load can change; how long
+test_body_faults.py) count requests and retries, which no machine load can change; how long
 each scenario takes is measured here, against the fake server on loopback, in one process:
 
 1. a burst of 64 starting inside a 1 s rate-limit window (Retry-After 1 s): time to finish;
@@ -9,7 +9,8 @@ each scenario takes is measured here, against the fake server on loopback, in on
 3. 200 requests, 5% of bodies always HTTP 500, 50 ms latency, C=16, 0.5 s backoff base:
    time against the endpoint's own (200 / 16 x 50 ms);
 4. a 300-pair run, 5% poisoned bodies, 20 ms latency, C=32: time against the same run with
-   no poisoned body;
+   no poisoned body; and with 25% of requests answered 503 at random besides (a busy
+   gateway's errors, which name nothing of a body), against the 503s alone;
 5. an endpoint that breaks after 20 pairs (HTTP 500, 429, or connections refused), breaker
    window 1 s: time from the break to the stop.
 
@@ -86,8 +87,10 @@ async def poisoned_requests() -> float:
     return elapsed
 
 
-def pipeline_run(poisoned_rate: float, out: Path) -> float:
-    server = FakeServer(latency_s=0.02, poisoned_rate=poisoned_rate).start()
+def pipeline_run(poisoned_rate: float, out: Path, gateway_errors: float = 0.0) -> float:
+    """`gateway_errors`: the share of requests answered 503 at random (no Retry-After)."""
+    faults = {"503": gateway_errors} if gateway_errors else {}
+    server = FakeServer(latency_s=0.02, poisoned_rate=poisoned_rate, fault_rates=faults).start()
     try:
         cfg = runs.config_for(server, concurrency=32, max_retries=6, breaker_window_s=30)
         started = time.monotonic()
@@ -131,6 +134,12 @@ def main() -> None:
         clean = pipeline_run(0.0, Path(tmp) / "clean")
         dirty = pipeline_run(0.05, Path(tmp) / "poisoned")
         print(f"| 300 pairs, 5% poisoned, C=32, 20 ms | {dirty:.2f} | no poison {clean:.2f} s |")
+        gateway = pipeline_run(0.0, Path(tmp) / "gateway", gateway_errors=0.25)
+        both = pipeline_run(0.05, Path(tmp) / "both", gateway_errors=0.25)
+        print(
+            f"| the same, and 25% random 503s | {both:.2f} | 503s alone {gateway:.2f} s, "
+            f"neither {clean:.2f} s |"
+        )
         for fault in ("500", "429", "refused"):
             seconds = stop_after_break(fault, Path(tmp) / f"down-{fault}")
             print(

@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import time
-from collections import Counter
 
 import orjson
 import pytest
 
 from glan.llm import ChatRequest, EndpointDown, EndpointFatal, RequestFailed, user
 from glan.llm.openai_http import OpenAIBackend
-from glan.llm.witness import PROBE_BODIES
-from glan.store import ResponseCache
 from glan.testing.fake_server import FakeServer, default_replier
 
 SCHEMA = {
@@ -84,115 +80,6 @@ async def test_transient_faults_are_retried(make_client, fake_server, fault):
     reply = await client.chat(ask("retry me"))
     assert "retry me" in reply.text
     assert client.stats.retries == 2
-
-
-async def test_retries_are_bounded(make_client, fake_server):
-    fake_server.enqueue(*["500"] * 5)
-    fake_server.record_bodies = True
-    client = make_client(max_retries=2, breaker_failures=100)
-    with pytest.raises(RequestFailed, match="gave up after 2 retries"):
-        await client.chat(ask())
-    # The same error twice with nothing served in between: a round of probes tells whether
-    # the endpoint works before the body is tried a third time (three bodies, in case one is
-    # a body that breaks the server); none was served, which spent the last retry.
-    assert tries(fake_server) == {"hello": 2, "probe": PROBE_BODIES}
-
-
-def tries(server: FakeServer) -> Counter[str]:
-    """How often the server was asked each body (by its last message; probes as "probe")."""
-    texts = (body["messages"][-1]["content"] for body in server.seen_bodies)
-    return Counter("probe" if "(probe " in text else text for text in texts)
-
-
-def poison_fails(body) -> str | None:
-    """The endpoint's fault for a body that breaks the server: a 500 like any random one."""
-    return "500" if body["messages"][-1]["content"].startswith("poison") else None
-
-
-async def test_bodies_that_break_the_server_alone_in_flight_are_given_up(make_client, fake_server):
-    """The last requests of a run may all be bodies that break the server, so nothing else is
-    served between their tries: the client probes the endpoint (a few tokens, a new body each
-    time) to show it works. Each body is given up for its own sake after K tries in a row
-    (one more when its second met nothing served in between), none is deferred (which would
-    leave the run short), and none feeds the breaker past its first two failures."""
-    fake_server.fault_when = poison_fails
-    fake_server.record_bodies = True
-    client = make_client(body_fault_repeats=6, breaker_failures=1000)
-    await client.chat(ask("an ordinary body"))
-    results = await asyncio.gather(
-        *(client.chat(ask(f"poison {i}")) for i in range(3)), return_exceptions=True
-    )
-    assert all(isinstance(r, RequestFailed) and r.permanent for r in results), results
-    sent = tries(fake_server)
-    assert all(sent[f"poison {i}"] in (6, 7) for i in range(3)), sent
-    assert sent["probe"] >= 1 and client.usage.rows[("probe", "fake-model")].requests >= 1
-    assert client.admission.breaker.consecutive_failures == 0
-
-
-async def test_a_probe_body_that_breaks_the_server_is_followed_by_another(make_client, fake_server):
-    """A probe body may itself be one that breaks the server: another is sent at once, and
-    the body under test spends no retry on it."""
-
-    def poison_and_the_first_probe(body) -> str | None:
-        text = body["messages"][-1]["content"]
-        return "500" if text.startswith("poison") or text.endswith("(probe 1)") else None
-
-    fake_server.fault_when = poison_and_the_first_probe
-    client = make_client(body_fault_repeats=4)
-    await client.chat(ask("an ordinary body"))
-    with pytest.raises(RequestFailed, match="the same error 4 times in a row"):
-        await client.chat(ask("poison"))
-    # Two retries: after the first failure, and the second try (nothing served in between).
-    assert client.stats.retries == 2
-
-
-async def test_a_body_unlucky_many_times_in_a_row_is_still_served(make_client, fake_server):
-    """A flaky endpoint's random 500 reads like a body's own: a body that met it K-1 times in
-    a row, each while other requests were served, is not given up; it is served."""
-    k = 6
-    left = {"unlucky": k - 1}
-
-    def unlucky(body) -> str | None:
-        if body["messages"][-1]["content"] == "unlucky" and left["unlucky"]:
-            left["unlucky"] -= 1
-            return "500"
-        return None
-
-    fake_server.fault_when = unlucky
-    fake_server.record_bodies = True
-    client = make_client(body_fault_repeats=k)
-    await client.chat(ask("an ordinary body"))
-    assert "unlucky" in (await client.chat(ask("unlucky"))).text
-    assert tries(fake_server)["unlucky"] == k
-
-
-async def test_a_suspects_count_goes_on_in_the_next_run(make_client, fake_server, tmp_path):
-    """A run stopped while it tested a body that breaks the server leaves the body's count in
-    the response cache: the next run gives it up after the tries the first one had left."""
-    k = 8
-    fake_server.fault_when = poison_fails
-    fake_server.record_bodies = True
-    path = tmp_path / "run.sqlite"
-    first = make_client(cache=path, body_fault_repeats=k)
-    await first.chat(ask("an ordinary body"))
-    testing = asyncio.ensure_future(first.chat(ask("poison")))
-    while tries(fake_server)["poison"] < 4 and not testing.done():
-        await asyncio.sleep(0.001)
-    assert not testing.done()  # still being tested, not given up or deferred
-    testing.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await testing
-    cache = ResponseCache(path)
-    [(_, counted)] = cache.failing_bodies().values()
-    cache.close()
-    assert 2 <= counted < k
-    fake_server.seen_bodies.clear()
-    second = make_client(cache=path, body_fault_repeats=k)
-    await second.chat(ask("another ordinary body"))  # served after the first run's failures
-    with pytest.raises(RequestFailed, match=f"the same error {k} times in a row") as given_up:
-        await second.chat(ask("poison"))
-    assert given_up.value.permanent
-    assert tries(fake_server)["poison"] == k - counted
 
 
 async def test_first_429_of_a_burst_cuts_concurrency_once(make_client, fake_server):

@@ -2,7 +2,7 @@
 
 And the other side of admission: a body the endpoint keeps refusing with the same hard error is
 given up after a few quick tries, so the run replaces it instead of spending minutes in backoff
-on it (the rule: glan.llm.bodyfaults; its other tests: tests/test_llm_client.py).
+on it (the rule: glan.llm.bodyfaults; its other tests: tests/test_body_faults.py).
 """
 
 from __future__ import annotations
@@ -179,6 +179,32 @@ async def test_a_request_larger_than_the_token_limit_fails_alone(make_client, fa
     finally:
         await client.aclose()
         await runner.cleanup()
+
+
+async def test_a_body_under_test_waits_out_a_rate_limit_on_its_probes(make_client, fake_server):
+    """The quota runs out while a body that breaks the server is tested alone, its tries
+    following the client's probes: the probes are rate limited too. A rate limit is no
+    answer and never a retry, for a probe as for any request: the probes wait it out, the
+    body is given up after K tries as it would be unthrottled, not deferred for having
+    spent its retries on rate-limited probes."""
+    tried = 0
+
+    def poison_then_the_quota_runs_out(body) -> str | None:
+        nonlocal tried
+        if body["messages"][-1]["content"] != "poison":
+            return None
+        tried += 1
+        if tried == 3:
+            fake_server.rate_limit_for(0.5, retry_after=0.05)  # every request, from now on
+        return "500"
+
+    fake_server.fault_when = poison_then_the_quota_runs_out
+    client = make_client(max_retries=2, breaker_window_s=30.0, body_fault_repeats=6)
+    await client.chat(ask("an ordinary body"))
+    with pytest.raises(RequestFailed, match="the same error 6 times in a row") as given_up:
+        await client.chat(ask("poison"))
+    assert given_up.value.permanent
+    assert fake_server.by_status["429_window"] > 0
 
 
 async def test_a_retry_after_longer_than_the_breaker_window_stops_at_once(make_client, fake_server):

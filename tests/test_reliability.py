@@ -284,6 +284,34 @@ async def test_a_stop_while_the_clients_close_still_publishes(tmp_path, fake_ser
     assert orjson.loads((tmp_path / "run" / "manifest.json").read_bytes())["status"] == "complete"
 
 
+def test_an_endpoint_whose_structured_output_breaks_mid_run_changes_no_record(tmp_path):
+    """After 10 replies the server's structured-output engine breaks: every request with a
+    response_format is answered HTTP 500, and only the client's probes (which carry none)
+    are served. Judged by the probes, every stage request would be a body that breaks the
+    server, given up and replaced. Instead the run stops with one line naming the error,
+    nothing is replaced, and once the endpoint serves again the same command gives the
+    records of an undisturbed run."""
+    with FakeServer() as server:
+        generate(tmp_path / "undisturbed", 20, config_for(server, concurrency=8))
+    served = 0
+
+    def schema_engine_breaks(body) -> str | None:
+        nonlocal served
+        if not body.get("response_format"):
+            return None
+        served += 1
+        return "500" if served > 10 else None
+
+    with FakeServer(fault_when=schema_engine_breaks) as server:
+        cfg = config_for(server, concurrency=8)
+        with pytest.raises(EndpointDown, match="only short probes are served"):
+            generate(tmp_path / "run", 20, cfg)
+        server.fault_when = None
+        assert generate(tmp_path / "run", 20, cfg).manifest["status"] == "complete"
+    published = (tmp_path / "run" / "instructions.jsonl").read_bytes()
+    assert published == (tmp_path / "undisturbed" / "instructions.jsonl").read_bytes()
+
+
 def test_a_run_whose_first_requests_all_break_the_server_completes(tmp_path):
     """Optics's two planned listings break the server, and they are the run's first requests:
     nothing is served between their tries, so the client probes the endpoint to show that it

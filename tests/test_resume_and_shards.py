@@ -14,7 +14,11 @@ from glan.api import generate
 from glan.config import GenerateConfig
 from glan.errors import UserError
 from glan.llm import AdmissionSettings
+from glan.llm.bodyfaults import BodyFaults
 from glan.run.merge import merge_shards
+from glan.run.rundir import STATE_FILE
+from glan.run.stores import RunReplies, fold_shards, shard_dir
+from glan.store import ResponseCache
 from glan.testing import runs
 from glan.testing.fake_server import FakeServer
 from glan.testing.runs import physics_taxonomy, read_jsonl
@@ -216,3 +220,31 @@ def test_a_run_starting_inside_a_rate_limit_burst_completes(tmp_path):
         server.stop()
     assert result.instructions == 100
     assert result.manifest["rate_limited"] > 0
+
+
+def test_a_bodys_count_a_ray_shard_ended_or_raised_stays_so(tmp_path):
+    """A Ray shard counts a body's run of failures on from its run's count (RUN/glan.sqlite,
+    read under the shard's own). A run the shard ended (the body was served) must not come
+    back from the run's older row, for the shard's next client nor once the shards are
+    folded back into the run; a count the shard raised is the one the run keeps."""
+    run_store = tmp_path / STATE_FILE
+    run_cache = ResponseCache(run_store)
+    run_cache.put_failing_body("served since", "500|server error", 12)
+    run_cache.put_failing_body("failing still", "500|server error", 3)
+    run_cache.close()
+    shard_store = shard_dir(tmp_path, 0) / STATE_FILE
+
+    def shard_client() -> BodyFaults:
+        return BodyFaults(16, ResponseCache(shard_store, fallback=RunReplies(run_store)))
+
+    shard = shard_client()
+    shard.ended("served since")
+    shard.failed("failing still", "500|server error", successes=1)  # counted: 4
+    shard.cache.close()
+    next_client = shard_client()
+    assert next_client.cache.failing_bodies() == {"failing still": ("500|server error", 4)}
+    next_client.cache.close()
+    fold_shards(tmp_path)
+    folded = ResponseCache(run_store)
+    assert folded.failing_bodies() == {"failing still": ("500|server error", 4)}
+    folded.close()

@@ -185,9 +185,10 @@ class ResponseCache:
         with self._lock:
             rows = self._conn.execute("SELECT key, signature, count FROM failing_bodies")
             mine = {key: (signature, count) for key, signature, count in rows}
-        # A Ray shard also counts what its run noted before it was cut into shards.
+        # A Ray shard also counts what its run noted before it was cut into shards, unless
+        # its own row (a tombstone, count 0, when the run of failures ended here) says later.
         earlier = self._fallback.failing_bodies() if self._fallback is not None else {}
-        return {**earlier, **mine}
+        return {key: row for key, row in {**earlier, **mine}.items() if row[1] > 0}
 
     def put_failing_body(self, key: str, signature: str, count: int) -> None:
         """Note a suspect's run of failures so far. Rare (a path of failures), so written at
@@ -198,9 +199,17 @@ class ResponseCache:
             )
 
     def drop_failing_body(self, key: str) -> None:
-        """The suspect's run of failures ended: it succeeded, or failed another way."""
+        """The suspect's run of failures ended: it succeeded, or failed another way. Where a
+        run's older row may stand behind this cache (a Ray shard's `fallback`), a tombstone
+        (count 0) hides it, and goes back to the run with the shard's rows
+        (glan.run.stores.fold_shards: the newer row wins)."""
         with self._lock:
-            self._conn.execute("DELETE FROM failing_bodies WHERE key = ?", (key,))
+            if self._fallback is None:
+                self._conn.execute("DELETE FROM failing_bodies WHERE key = ?", (key,))
+            else:
+                self._conn.execute(
+                    "INSERT OR REPLACE INTO failing_bodies VALUES (?, '', 0)", (key,)
+                )
 
     def __len__(self) -> int:
         self.flush()

@@ -8,22 +8,29 @@ or the records would depend on luck. Only repetition tells the two apart, so the
 
     A body is given up for its own sake once `repeats` (K, AdmissionSettings.body_fault_repeats)
     of its attempts in a row failed with the same hard error (`TransientError.signature`:
-    status and error text), each failure counted only when the endpoint has served another
-    request since the body's previous counted failure.
+    status and error text, ids left out: glan.llm.signatures), each failure counted only when
+    the endpoint has served another request since the body's previous counted failure.
 
-- In a row: any other outcome of the body (a reply, another error, a timeout) ends the run; a
-  rate limit is no outcome (the body was not served) and changes nothing.
-- The successes in between show the endpoint was serving at each count: in an outage, where
-  every body fails alike, a body's run of failures does not grow.
+- In a row: a reply or another hard error (another status or text) ends the run. A rate limit,
+  and an error that names nothing of the body (a gateway's 502/503/504, a timeout, a dropped
+  connection: no signature), is no outcome: the body was not served, and the run goes on.
+- The successes in between show the endpoint was serving at each count (a probe's, when
+  nothing else is in flight: glan.llm.witness): in an outage, where every body fails alike, a
+  body's run of failures does not grow.
 - The count belongs to the body, not to one call: it goes on across retries, the pipeline's
   passes and later runs (from two failures on it is kept in the run's response cache), so
   every run of the same command reaches the same decision, whatever the concurrency, the
-  timing, the breaker, or where a run was cut.
+  timing, the breaker, or where a run was cut. Two requests sending one body at once share its
+  count, and once one gives the body up, so does the other.
+- An endpoint that fails every request of the run's own with one error while it serves the
+  client's probes is not a set of bodies that break it: the run stops instead, and nothing of
+  the incident is kept (glan.llm.outage).
 - False replacement: a body the endpoint would serve is given up only when K of its tries in a
   row meet a random error with the suspect's text. If each try fails so with probability p
-  (independently; worst case, all random errors share one text), that is p**K per body and at
-  most M * p**K for a run of M bodies; K=16: p=0.01: 1e-32, p=0.1: 1e-16, p=0.35: 5e-8,
-  p=0.5: 1.5e-5.
+  and with an error that names nothing with probability g (independently; worst case, all
+  random hard errors share one text), that is (p / (1 - g))**K per body and at most M times
+  that for a run of M bodies; K=16, g=0: p=0.01: 1e-32, p=0.1: 1e-16, p=0.35: 5e-8, p=0.5:
+  1.5e-5; p=0.1 and g=0.25: 1e-14.
 - What the client does with a suspect (two counted failures or more: no breaker, no backoff,
   a witness before each try) is in glan.llm.client.
 """
@@ -48,6 +55,10 @@ class FailureRun:
     # run an earlier process left, so that any success of this one counts as in between.
     mark: int
     tries: int = 1  # failures, counted or not
+    # The client's own requests served (glan.llm.witness.Witness.real_served) when it was
+    # first a suspect in this process, and the times it waited undecided at K (glan.llm.outage).
+    suspect_real: int | None = None
+    held: int = 0
 
     @property
     def suspect(self) -> bool:
@@ -62,12 +73,17 @@ class BodyFaults:
         self.repeats = repeats
         self.cache = cache
         self._runs: dict[str, FailureRun] = {}
+        # Bodies given up here: another request sending the same body at once gives up too.
+        self._given_up: dict[str, FailureRun] = {}
         if cache is not None:
             for key, (signature, count) in cache.failing_bodies().items():
                 self._runs[key] = FailureRun(signature, count, 0, count)
 
     def failed(self, key: str, signature: str, successes: int) -> FailureRun:
         """Count this hard failure of the body `key` (`successes`: the endpoint's count now)."""
+        run = self._given_up.get(key)
+        if run is not None:
+            return run
         run = self._runs.get(key)
         if run is None or run.signature != signature:
             self.ended(key)
@@ -81,18 +97,30 @@ class BodyFaults:
                 self.cache.put_failing_body(key, signature, run.count)
         return run
 
-    def given_up(self, key: str, run: FailureRun) -> bool:
-        """Whether the body is given up for its own sake; then it is forgotten (its unit is
-        recorded as failed in the run's state and never asked again)."""
-        if run.count < self.repeats:
-            return False
+    def forget(self, signature: str) -> None:
+        """The endpoint fails every request with this error: no failure with it says anything
+        of a body, so every run of them ends (kept nowhere)."""
+        for key in [k for k, run in self._runs.items() if run.signature == signature]:
+            self.ended(key)
+
+    def is_given_up(self, key: str) -> bool:
+        """Whether this process gave the body up already (another request sent it too)."""
+        return key in self._given_up
+
+    def give_up(self, key: str, run: FailureRun) -> None:
+        """The body is given up for its own sake (its unit is recorded as failed in the run's
+        state and never asked again): its run is no longer kept in the cache."""
         self.ended(key)
-        return True
+        self._given_up[key] = run
 
     @property
     def open(self) -> bool:
         """Whether some body's run of failures is open (its next outcome matters here)."""
         return bool(self._runs)
+
+    def run(self, key: str) -> FailureRun | None:
+        """The body's open run of failures, if any."""
+        return self._runs.get(key)
 
     def ended(self, key: str) -> None:
         """The body was served, or failed another way: its run of failures is over."""

@@ -14,9 +14,16 @@ from collections.abc import Callable
 
 from glan.llm.admission import Admission, AdmissionSettings, LocalAdmission, backoff_delay
 from glan.llm.backend import Backend, Completion
-from glan.llm.bodyfaults import BodyFaults
-from glan.llm.errors import BadRequest, RateLimited, RequestFailed, TransientError
+from glan.llm.bodyfaults import BodyFaults, FailureRun
+from glan.llm.errors import (
+    BadRequest,
+    EndpointDown,
+    RateLimited,
+    RequestFailed,
+    TransientError,
+)
 from glan.llm.jsonreply import InvalidReply, parse_reply
+from glan.llm.outage import OutageWatch, Verdict
 from glan.llm.types import ChatRequest, ChatResponse, Message, Usage
 from glan.llm.usage import UsageLedger
 from glan.llm.witness import Witness
@@ -54,6 +61,7 @@ class LLMClient:
         self.bodies = BodyFaults(self.settings.body_fault_repeats, cache)
         self.usage = usage or UsageLedger()
         self.witness = Witness(backend, admission, self.usage)
+        self.outages = OutageWatch(self.bodies, self.witness, backend.endpoint_id)
         self.max_reasks = max_reasks
         self._preflighted = False
         self._preflight_lock = asyncio.Lock()
@@ -199,7 +207,8 @@ class LLMClient:
         endpoint's health (the breaker never hears them) and its tries are outside
         `max_retries` (a test of the body against an endpoint shown to serve, not a retry
         against a failing one). So a body that breaks the server costs K quick tries, not the
-        backoff budget, and never leaves a run short."""
+        backoff budget, and never leaves a run short. An error that names nothing of the body
+        (a gateway's, a timeout) leaves its run as it was: it is the endpoint's, a retry."""
         attempt = 0
         admission = self.admission
         endpoint = self.backend.endpoint_id
@@ -207,28 +216,14 @@ class LLMClient:
         key: str | None = None  # the body's cache key, once it has failed the hard way
         while True:
             admission.check(endpoint)
+            if self.outages.down is not None:  # as an open breaker: every request stops
+                raise EndpointDown(self.outages.down)
             epoch = await self.witness.acquire()
             started = time.perf_counter()
             try:
                 completion = await self.backend.complete(request)
             except RateLimited as exc:
-                try:
-                    if not rate_limited:
-                        # Cut and pause before the permit goes back, so no waiter slips in
-                        # unpaused.
-                        admission.on_rate_limited(epoch, exc.retry_after, str(exc), endpoint)
-                    else:
-                        # This request again: a body the endpoint keeps refusing "for now"
-                        # must not cut or pause everyone else at each try. It waits alone.
-                        admission.on_rate_limited(-1, 0.0, str(exc), endpoint)
-                finally:
-                    self.witness.release()
-                if rate_limited:
-                    await asyncio.sleep(
-                        exc.retry_after
-                        if exc.retry_after is not None
-                        else self.settings.default_retry_after_s
-                    )
+                await self.witness.rate_limited(epoch, exc, rate_limited)
                 rate_limited = True
                 continue
             except TransientError as exc:
@@ -236,27 +231,31 @@ class LLMClient:
                 run = None
                 if exc.signature is not None:
                     key = key or request.cache_key(endpoint)
-                    run = self.bodies.failed(key, exc.signature, admission.successes)
-                    if self.bodies.given_up(key, run):
-                        raise RequestFailed(
-                            f"gave up: the same error {run.count} times in a row while the "
-                            f"endpoint served other requests: {exc}",
-                            permanent=True,
-                        ) from None
-                elif self.bodies.open:
-                    self.bodies.ended(key or request.cache_key(endpoint))
-                if run is None or not run.suspect:
+                    run = await self._failed(key, request, exc)
+                    if run is None:  # undecided (glan.llm.outage): tried again in a while
+                        await asyncio.sleep(self.settings.backoff_base_s)
+                        continue
+                elif self.bodies.open:  # no outcome of the body: its run, if any, goes on
+                    key = key or request.cache_key(endpoint)
+                    run = self.bodies.run(key)
+                hard = exc.signature is not None
+                suspect = run is not None and run.suspect
+                if not (suspect and hard):
                     admission.on_failure(str(exc), endpoint)  # it may be the endpoint's
-                if run is None or run.tries == 1:
+                if not suspect and (run is None or run.tries == 1 or not hard):
                     attempt = await self._back_off(attempt, exc)
                     continue
-                # The same error again: tried again once another request has been served (by
-                # a probe when nothing else is in flight: the last requests of a run may all
-                # be bodies that break the server), so that its next failure counts. Each
-                # round of probes not served spends a retry.
-                if not run.suspect:
+                # Tried again once another request has been served (by a probe when nothing
+                # else is in flight: the last requests of a run may all be bodies that break
+                # the server), so that its next failure counts: the same error again is
+                # retried once another request has been served since it was counted, a
+                # suspect's failure that names nothing once another has been served since
+                # this one. Each round of probes not served spends a retry.
+                if not (suspect and hard):
                     attempt = self._spend_retry(attempt, exc)
-                while not await self.witness.served_since(run.mark, self.settings.backoff_base_s):
+                assert run is not None
+                since = run.mark if hard else admission.successes
+                while not await self.witness.served_since(since, self.settings.backoff_base_s):
                     attempt = await self._back_off(attempt, exc)
                 continue
             except BadRequest as exc:
@@ -267,9 +266,34 @@ class LLMClient:
                 raise
             self.witness.release()
             admission.on_success()
+            self.witness.served(request)
             if self.bodies.open:  # this body's run of failures, if any, is over
                 self.bodies.ended(key or request.cache_key(endpoint))
             return completion, time.perf_counter() - started
+
+    async def _failed(
+        self, key: str, request: ChatRequest, exc: TransientError
+    ) -> FailureRun | None:
+        """Count a hard error of the body `key`: its run of failures, or None when its fate
+        waits (glan.llm.outage). Raises RequestFailed when the body is given up (permanent)
+        or deferred undecided, EndpointDown when the error is the endpoint's for every
+        request."""
+        assert exc.signature is not None
+        run = self.bodies.failed(key, exc.signature, self.admission.successes)
+        if not self.bodies.is_given_up(key):
+            verdict = await self.outages.judge(key, run, request, exc)
+            if verdict is Verdict.WAIT:
+                return None
+            if verdict is Verdict.DEFER:
+                raise RequestFailed(f"undecided whether the body or the endpoint fails: {exc}")
+            if verdict is Verdict.GO_ON:
+                return run
+        self.bodies.give_up(key, run)
+        raise RequestFailed(
+            f"gave up: the same error {run.count} times in a row while the endpoint served "
+            f"other requests: {exc}",
+            permanent=True,
+        )
 
     def _spend_retry(self, attempt: int, exc: TransientError) -> int:
         """Retry number `attempt + 1`, or give up when the retries are spent."""

@@ -27,6 +27,7 @@ import orjson
 from glan.llm.backend import Backend, Completion
 from glan.llm.errors import BadRequest, EndpointFatal, RateLimited, TransientError
 from glan.llm.refusals import MAX_ADAPTATIONS, BodyShape, Refusal, read_refusal
+from glan.llm.signatures import error_signature
 from glan.llm.types import ChatRequest, user
 from glan.llm.wire import described, strict_schema, wire_schema
 
@@ -127,7 +128,7 @@ def chat_body(
                 body["response_format"] = {"type": "json_object", "schema": schema}
             last = messages[-1]
             messages[-1] = {**last, "content": last["content"] + schema_instructions(schema)}
-    return shape.apply(body)
+    return shape.apply(body, request.reasoning_headroom)
 
 
 _PLAIN = BodyShape()  # never adapted: what a server that refuses nothing takes
@@ -347,7 +348,7 @@ class OpenAIBackend(Backend):
         # A gateway's or an overloaded server's error says nothing about this body; any other
         # error status (500 above all) may be the body's own, recognisable when it repeats.
         hard = status >= 500 and status not in _GATEWAY_STATUSES
-        signature = f"{status}|{detail}" if hard else None
+        signature = error_signature(status, raw) if hard else None
         raise TransientError(f"HTTP {status}: {detail}", signature)
 
     async def aclose(self) -> None:

@@ -161,12 +161,13 @@ class BodyShape:
             {"what": what, "name": name, "now": now, "at": time.time(), "why": refusal.detail}
         )
 
-    def apply(self, body: dict[str, Any]) -> dict[str, Any]:
-        """An OpenAI chat body as this endpoint takes it (built with `max_tokens`)."""
+    def apply(self, body: dict[str, Any], headroom: bool = True) -> dict[str, Any]:
+        """An OpenAI chat body as this endpoint takes it (built with `max_tokens`; `headroom`:
+        whether the reasoning headroom is added to the limit)."""
         if self.token_limit != "max_tokens" and "max_tokens" in body:
             limit = body.pop("max_tokens")
             if self.token_limit is not None:
-                body[self.token_limit] = limit + self.reasoning_headroom
+                body[self.token_limit] = limit + (self.reasoning_headroom if headroom else 0)
         for name in self.dropped:
             body.pop(name, None)
         return body

@@ -43,6 +43,9 @@ class ChatRequest(BaseModel):
     schema_name: str = "reply"
     # Which stage asked: used for accounting only, never sent and never part of the cache key.
     tag: str = "default"
+    # False: `max_tokens` bounds a reasoning model's hidden reasoning too (no headroom is added
+    # to it, glan.llm.refusals.BodyShape), so a probe stays a few tokens. Not in the cache key.
+    reasoning_headroom: bool = True
 
     @property
     def effective_seed(self) -> int:

@@ -39,6 +39,7 @@ from glan.errors import UserError
 from glan.llm.backend import Backend, Completion
 from glan.llm.errors import BadRequest, EndpointFatal, TransientError
 from glan.llm.memo import IdentityMemo
+from glan.llm.signatures import without_ids
 from glan.llm.types import ChatRequest, user
 from glan.llm.wire import wire_schema
 
@@ -333,7 +334,8 @@ class VLLMBackend(Backend):
             raise BadRequest(f"vLLM refused the request: {describe(exc)}") from None
         except Exception as exc:
             text = describe(exc)
-            raise TransientError(f"vLLM: {text}", f"{type(exc).__name__}|{text}") from None
+            signature = f"{type(exc).__name__}|{without_ids(text)}"
+            raise TransientError(f"vLLM: {text}", signature) from None
         if final is None or not final.outputs:
             raise TransientError("vLLM ended the request with no output")
         choice = final.outputs[0]

@@ -41,8 +41,9 @@ from glan.store import connect
 
 SHARDS = "shards"
 # Rows whose later copy is the truth (a job's status moves on, a spend row grows, a staged unit
-# is replaced); any other row is written once and the first copy stands.
-_NEWER_WINS = ("batch_jobs", "spend")
+# is replaced, a body's run of failures goes on or ends: a tombstone, count 0); any other row is
+# written once and the first copy stands.
+_NEWER_WINS = ("batch_jobs", "spend", "failing_bodies")
 
 
 def shard_dir(out_dir: Path, shard: int) -> Path:

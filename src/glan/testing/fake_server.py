@@ -16,6 +16,7 @@ import hashlib
 import random
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ from glan.testing.fake_replies import Replier, default_replier, fixed_completion
 
 FAULTS = (
     "500",
+    "500_request_id",
     "503",
     "429",
     "429_retry_after",
@@ -47,6 +49,12 @@ FAULTS = (
 
 # The body of every HTTP 500 and 503 the server makes up, random or not.
 SERVER_ERROR = {"error": {"message": "server error"}}
+# OpenAI's own 500, which names a new request id in every answer ("500_request_id").
+OPENAI_SERVER_ERROR = (
+    "The server had an error processing your request. Sorry about that! You can retry your "
+    "request, or contact us through our help center at help.openai.com if you keep seeing this "
+    "error. (Please include the request ID req_{} in your message.)"
+)
 
 
 @dataclass
@@ -303,6 +311,10 @@ class FakeServer:
         self._count(fault)
         if fault in ("500", "503"):
             return web.json_response(SERVER_ERROR, status=int(fault))
+        if fault == "500_request_id":
+            message = OPENAI_SERVER_ERROR.format(uuid.uuid4().hex)
+            error = {"message": message, "type": "server_error", "param": None, "code": None}
+            return web.json_response({"error": error}, status=500)
         if fault == "429":
             return web.json_response({"error": {"message": "rate limited"}}, status=429)
         if fault == "429_retry_after":
