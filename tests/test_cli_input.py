@@ -94,6 +94,25 @@ def test_an_option_given_on_top_of_the_file_is_blamed_for_its_own_value(tmp_path
     assert_one_clear_line(proc, "--set concurrency: concurrency")
 
 
+def test_a_mistyped_price_key_is_refused_not_priced_at_nothing(tmp_path):
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("prices:\n  gpt-4o:\n    inptu: 2.5\n")
+    args = ("--backend", "openai", "--model", "gpt-4o")
+    assert_one_clear_line(dry_run(tmp_path, *args, "--config", str(cfg)), "cfg.yaml:3", "inptu")
+    proc = dry_run(tmp_path, *args, "--set", "prices.gpt-4o.inptu=2")
+    assert_one_clear_line(proc, "--set prices.gpt-4o.inptu", "inptu")
+
+
+def test_a_price_set_for_a_model_whose_name_has_dots(tmp_path):
+    proc = dry_run(
+        tmp_path,
+        *("--backend", "openai", "--model", "gpt-4.1"),
+        *("--set", "prices.gpt-4.1.input=2", "--set", "prices.gpt-4.1.output=8"),
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "no price" not in proc.stdout and "$0.00 " not in proc.stdout
+
+
 # ---- a mistyped word gets the word meant, and the list ------------------------------------------
 def test_a_mistyped_backend_is_answered_with_the_one_meant_and_the_kinds(tmp_path):
     kinds = "local, openai, vllm, openai-batch, anthropic-batch"

@@ -294,7 +294,7 @@ def load_config(
         if value is None:
             continue
         node = data
-        *parents, leaf = dotted.split(".")
+        *parents, leaf = _override_path(dotted)
         for part in parents:
             node = node.setdefault(part, {})
         node[leaf] = value
@@ -305,6 +305,18 @@ def load_config(
         raise UserError(first_error(exc, sources)) from None
     _check_local_models(cfg, sources)
     return cfg
+
+
+def _override_path(dotted: str) -> list[str]:
+    """The keys of a dotted override. A model's name may hold dots (`gpt-4.1`), so under
+    `prices` the model is all between `prices.` and a price field (or the end)."""
+    head, _, rest = dotted.partition(".")
+    if head != "prices" or not rest:
+        return dotted.split(".")
+    model, _, field = rest.rpartition(".")
+    if model and field in Price.model_fields:
+        return [head, model, field]
+    return [head, rest]
 
 
 def _check_local_models(cfg: GenerateConfig, sources: Sources) -> None:

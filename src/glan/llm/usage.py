@@ -7,11 +7,14 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class Price(BaseModel):
     """US dollars per one million tokens."""
+
+    # A mistyped key would price the run at nothing, silently.
+    model_config = ConfigDict(extra="forbid")
 
     input: float = Field(0.0, ge=0, description="USD per 1M prompt tokens")
     output: float = Field(0.0, ge=0, description="USD per 1M completion tokens")
