@@ -1,0 +1,102 @@
+"""The statistics of `glan eval`'s base-vs-tuned comparison on known cases."""
+
+from __future__ import annotations
+
+import pytest
+
+from glan.evaluate.paired import (
+    compare,
+    holm,
+    judge,
+    mcnemar_exact,
+    mcnemar_mde,
+    normal_mde,
+    paired_bootstrap,
+)
+
+
+def test_a_planted_difference_is_inside_the_interval_and_zero_is_outside() -> None:
+    # 200 items: base right on the first 100, tuned on the first 140: +0.20 exactly.
+    base = [1.0] * 100 + [0.0] * 100
+    tuned = [1.0] * 140 + [0.0] * 60
+    result = compare("base", "tuned", base, tuned)
+    assert result.difference == pytest.approx(0.2)
+    assert result.ci_low < 0.2 < result.ci_high
+    assert result.ci_low > 0
+    assert (result.base_only, result.tuned_only) == (0, 40)
+    assert result.test == "mcnemar-exact" and result.p_value == pytest.approx(2 * 0.5**40)
+    # A resample has at most 200 items: the interval is no wider than the data allow.
+    assert result.ci_high - result.ci_low < 0.2
+
+
+def test_identical_scores_give_an_interval_around_zero_and_mcnemar_p_of_one() -> None:
+    scores = [1.0, 0.0, 1.0, 1.0, 0.0] * 8
+    result = compare("base", "tuned", scores, list(scores))
+    assert result.difference == 0 and result.ci_low <= 0 <= result.ci_high
+    assert result.p_value == 1.0
+    judge([result])
+    assert result.verdict == "can't tell"
+
+
+def test_the_bootstrap_is_fixed_by_its_seed_and_its_interval_shrinks_with_more_items() -> None:
+    base = [0.0, 1.0, 0.0, 1.0, 1.0, 0.0, 0.0, 1.0, 0.0, 0.0]
+    tuned = [1.0, 1.0, 0.0, 1.0, 1.0, 1.0, 0.0, 1.0, 1.0, 0.0]
+    assert paired_bootstrap(base, tuned, seed=7) == paired_bootstrap(base, tuned, seed=7)
+    difference, low, high, _ = paired_bootstrap(base, tuned)
+    _, low10, high10, _ = paired_bootstrap(base * 10, tuned * 10)
+    assert difference == pytest.approx(0.3)
+    assert low <= 0 and high10 - low10 < (high - low) / 2  # 10x items: ~1/sqrt(10) as wide
+    assert low10 > 0
+
+
+def test_mcnemar_exact_matches_the_binomial_test() -> None:
+    # 1 item right for base only, 6 for tuned only: 2 * P(X <= 1), X ~ Bin(7, 1/2) = 16/128.
+    assert mcnemar_exact(1, 6) == pytest.approx(0.125)
+    assert mcnemar_exact(6, 1) == pytest.approx(0.125)
+    assert mcnemar_exact(0, 5) == pytest.approx(0.0625)  # 5 of 5 one way: still not < 0.05
+    assert mcnemar_exact(0, 6) == pytest.approx(0.03125)
+    assert mcnemar_exact(3, 3) == 1.0 and mcnemar_exact(0, 0) == 1.0
+    assert 0 < mcnemar_exact(6000, 7000) < 1e-15  # exact over thousands of items
+
+
+def test_holm_on_the_textbook_example() -> None:
+    # Holm (1979) as in the usual textbook example: four hypotheses at alpha 0.05; the two
+    # smallest p-values (0.005 x 4, 0.01 x 3) are rejected, then 0.03 x 2 = 0.06 stops it.
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm([]) == []
+    assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])
+
+
+def test_verdicts_are_holm_corrected_across_benchmarks() -> None:
+    worse = compare("base", "tuned", [1.0] * 40, [1.0] * 31 + [0.0] * 9)  # p = 2^-8
+    alone = compare("base", "tuned", [0.0] * 40, [1.0] * 6 + [0.0] * 34)  # p = 2^-5 < 0.05
+    also = compare("base", "tuned", [0.0] * 60, [1.0] * 6 + [0.0] * 54)  # p = 2^-5 too
+    judge([worse, alone, also])
+    assert worse.p_holm == pytest.approx(3 * 2**-8) and worse.verdict == "worse"
+    for each in (alone, also):  # significant alone, not both among three: 2 x 2^-5 > 0.05
+        assert each.p_value < 0.05 and each.p_holm == pytest.approx(2 * 2**-5)
+        assert each.difference > 0 and each.verdict == "can't tell"
+    judge([alone])
+    assert alone.verdict == "better"
+
+
+def test_the_detectable_difference_follows_the_item_count_and_the_discordance() -> None:
+    # Connor (1987): 20% discordant items need about 155 items for a difference of 0.10.
+    assert mcnemar_mde(155, 0.2) == pytest.approx(0.10, abs=0.002)
+    assert mcnemar_mde(620, 0.2) == pytest.approx(0.05, abs=0.002)
+    # Two models agreeing on 10 items say nothing of small differences: the floor is the
+    # discordance a difference of d needs (d itself).
+    assert mcnemar_mde(10, 0.0) > 0.6
+    assert mcnemar_mde(3, 0.0) is None  # no difference up to 100 points is detectable
+    result = compare("base", "tuned", [1.0, 0.0] * 5, [1.0, 0.0] * 5)
+    assert result.mde == mcnemar_mde(10, 0.0)
+
+
+def test_scores_that_are_not_zero_or_one_use_the_bootstrap_p_value_and_the_normal_mde() -> None:
+    base = [0.5, 0.25, 0.75, 0.5] * 25
+    tuned = [b + 0.1 for b in base]
+    result = compare("base", "tuned", base, tuned)
+    assert not result.binary and result.test == "paired-bootstrap"
+    assert result.difference == pytest.approx(0.1) and result.ci_low == pytest.approx(0.1)
+    assert result.p_value == pytest.approx(2 / 10_001)  # no resample at or below zero
+    assert normal_mde([0.0, 0.2] * 50) == pytest.approx(2.8016 * 0.1005 / 10, rel=1e-3)
