@@ -1,5 +1,7 @@
-"""What `glan eval` reports: every benchmark as run, skipped (why) or failed (why), with scores
-per model, sample counts, shots and prompt format; as JSON, Markdown, a Rich table and a chart."""
+"""What `glan eval` reports: every benchmark as run, skipped (why) or failed (why), with every
+metric lm-eval reports per model (the headline one in the table), sample counts, shots, prompt
+format, the paired base-vs-tuned comparison and the run's provenance; as JSON, Markdown, a Rich
+table and a chart."""
 
 from __future__ import annotations
 
@@ -8,6 +10,8 @@ from typing import Literal
 
 from pydantic import BaseModel
 
+from glan.evaluate.paired import ALPHA, BOOTSTRAP_ITERS, BOOTSTRAP_SEED, POWER, Comparison
+from glan.evaluate.provenance import RunProvenance, TaskProvenance
 from glan.run.files import atomic_write_json, atomic_write_text
 
 Status = Literal["run", "skipped", "failed"]
@@ -22,7 +26,13 @@ class BenchmarkResult(BaseModel):
     prompt: str = ""
     source: str = ""
     samples: int | None = None
-    scores: dict[str, float | None] = {}
+    scores: dict[str, float | None] = {}  # the headline metric (`metric`) per model
+    headline: str = ""  # the headline metric's key as lm-eval reports it (`name,filter`)
+    metrics: dict[str, dict[str, float]] = {}  # every metric lm-eval reported, per model
+    comparisons: list[Comparison] = []  # each later model against the first, item by item
+    paired_note: str = ""  # why there is no comparison, where one was expected
+    samples_files: dict[str, str] = {}  # per model: lm-eval's per-sample records
+    provenance: TaskProvenance | None = None
 
 
 class EvalReport(BaseModel):
@@ -30,6 +40,7 @@ class EvalReport(BaseModel):
     limit: int | None
     chat_template: bool
     results: list[BenchmarkResult]
+    provenance: RunProvenance | None = None
 
 
 def _cell(value: float | None) -> str:
@@ -43,19 +54,59 @@ def _delta(result: BenchmarkResult, labels: list[str]) -> str:
     return "" if a is None or b is None else f"{100 * (b - a):+.1f}"
 
 
+COMPARED = ["95% CI", "p (Holm)", "verdict", "detectable"]
+
+
+def _compared(result: BenchmarkResult) -> list[str]:
+    """The comparison's cells, in points: interval, Holm-adjusted p, verdict, and the smallest
+    difference detectable at this item count ("n too small" when none is)."""
+    if not result.comparisons:
+        return ["", "", "", ""]
+    c = result.comparisons[0]
+    mde = "n too small" if c.mde is None else f"{100 * c.mde:.1f}"
+    p = "" if c.p_holm is None else f"{c.p_holm:.3g}"
+    return [f"[{100 * c.ci_low:+.1f}, {100 * c.ci_high:+.1f}]", p, c.verdict or "", mde]
+
+
 def rows(report: EvalReport, reasons: bool = True) -> tuple[list[str], list[list[str]]]:
     """Header and cells; without `reasons` the status stays one word (reasons listed apart)."""
     labels = list(report.models)
     head = ["benchmark", "status", "metric", "shots", "n", *labels]
-    head += ["delta"] if len(labels) == 2 else []
+    head += ["delta", *COMPARED] if len(labels) == 2 else []
     body = []
     for r in report.results:
         status = r.status if r.status == "run" or not reasons else f"{r.status}: {r.reason}"
         cells = [r.benchmark, status, r.metric, "" if r.shots is None else str(r.shots)]
         cells += [str(r.samples or ""), *(_cell(r.scores.get(label)) for label in labels)]
-        cells += [_delta(r, labels)] if len(labels) == 2 else []
+        cells += [_delta(r, labels), *_compared(r)] if len(labels) == 2 else []
         body.append(cells)
     return head, body
+
+
+def how_to_read(report: EvalReport) -> str:
+    """What the comparison's columns are, for the Markdown and the terminal."""
+    compared = sum(1 for r in report.results if r.comparisons)
+    return (
+        f"delta: tuned - base in points, on the same items. 95% CI: paired bootstrap over the "
+        f"items ({BOOTSTRAP_ITERS:,} resamples, seed {BOOTSTRAP_SEED}). p (Holm): McNemar's "
+        f"exact test for 0/1 scores (else the bootstrap's), Holm-corrected across the "
+        f"{compared} benchmarks compared; verdict better/worse where it is below {ALPHA}, "
+        f"else can't tell. detectable: the smallest difference (points) found with "
+        f"{POWER:.0%} power at this item count and the observed share of items the models "
+        f"disagree on; a delta below it says little (raise --limit)."
+    )
+
+
+def _other_metrics(report: EvalReport) -> str:
+    lines = []
+    for r in report.results:
+        for label, metrics in r.metrics.items():
+            shown = ", ".join(
+                f"{k}{' (headline)' if k == r.headline else ''} {100 * v:.1f}"
+                for k, v in metrics.items()
+            )
+            lines.append(f"- {r.benchmark}, {label}: {shown}")
+    return "Every metric lm-eval reported (%):\n" + "\n".join(lines) if lines else ""
 
 
 def rich_table(report: EvalReport):
@@ -80,6 +131,9 @@ def markdown(report: EvalReport) -> str:
     limit = f"first {report.limit} items" if report.limit else "all items"
     chat = "chat template applied" if report.chat_template else "plain completion prompts"
     notes = [f"Models: {models}.", f"Items: {limit}; {chat}.", f"Prompt formats: {prompts}."]
+    notes += [how_to_read(report)] if len(report.models) == 2 else []
+    notes += [n for n in (_other_metrics(report),) if n]
+    notes += ["Provenance (versions, seeds, models, data sha256s): eval_results.json."]
     return "# glan eval\n\n" + "\n".join(lines) + "\n\n" + "\n\n".join(notes) + "\n"
 
 

@@ -1,0 +1,190 @@
+"""Where an evaluation's numbers come from, recorded in eval_results.json so that another
+machine can run it again: versions, seeds, settings, each model's revision or fingerprint, and
+each benchmark's lm-eval task (its version, the YAML it includes) and data (the registry
+package that served it, every data file's sha256). Paths are recorded portably: relative to
+the output folder, `lm_eval/...` inside lm-eval, or `dist==version:path` inside a data package;
+the YAMLs lm-eval reads hold this machine's absolute paths and are written again by a rerun."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import platform
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel
+
+from glan.benchmark_catalogue import PACKAGES
+from glan.benchmark_packages import package_dirs, serving
+
+WEIGHTS = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
+ADAPTER = "adapter"  # where `glan train --lora` keeps its adapter beside the merged model
+
+
+class ModelProvenance(BaseModel):
+    given: str  # as passed to --model
+    resolved: str  # what transformers loaded (a converted GGUF's folder, a hub id)
+    revision: str | None = None  # the hub commit of a cached hub model
+    fingerprint: str | None = None  # sha256 over the folder's JSON files, adapter, weight sizes
+    lm_eval_info: dict[str, Any] = {}  # what lm-eval reports of the model (parameters, dtype)
+
+
+class DataPackageUsed(BaseModel):
+    spec: str  # dist==version on the package index
+    wheel_sha256: str  # the wheel glan pins
+    found: str  # installed or fetched (into glan's cache)
+
+
+class TaskProvenance(BaseModel):
+    task: str
+    versions: dict[str, Any] = {}  # lm-eval's version of each task it ran (a group's subtasks)
+    yamls: list[str] = []  # the task files glan wrote, relative to the output folder
+    includes: list[str] = []  # lm-eval's own task files they include, lm_eval/tasks/...
+    data_files: dict[str, str] = {}  # portable path -> sha256
+    packages: list[DataPackageUsed] = []
+
+
+class RunProvenance(BaseModel):
+    glan_version: str
+    lm_eval_version: str | None
+    versions: dict[str, str | None]  # python, torch, transformers, datasets, vllm
+    settings: dict[str, Any]  # EvalSettings as run: limit, shots, chat_template, ...
+    seeds: dict[str, int]  # lm-eval's seeds and the bootstrap's
+    benchmarks: list[str]
+    models: dict[str, ModelProvenance]
+
+
+def version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def sha256(path: Path) -> str:
+    with path.open("rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def fingerprint(folder: Path) -> str | None:
+    """A model folder's identity without reading its weights: the sha256 of every JSON file at
+    its top (config, generation and tokenizer settings, glan's train_config), every file of a
+    LoRA adapter, and the names and sizes of its weight files."""
+    if not folder.is_dir():
+        return None
+    digest = hashlib.sha256()
+    files = sorted(folder.glob("*.json")) + sorted(p for p in (folder / ADAPTER).glob("*"))
+    for path in files:
+        if path.is_file():
+            digest.update(f"{path.relative_to(folder)}:{sha256(path)}\n".encode())
+    for path in sorted(folder.iterdir()):
+        if path.suffix in WEIGHTS and path.is_file():
+            digest.update(f"{path.name}:{path.stat().st_size} bytes\n".encode())
+    return digest.hexdigest()
+
+
+def _hub_snapshot(name: str) -> Path | None:
+    """The cached snapshot folder of a hub model (…/snapshots/<commit>), if cached."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(name, "config.json")
+    except Exception:  # not a repository id, or huggingface_hub absent
+        return None
+    return Path(found).parent if isinstance(found, str) else None
+
+
+def model(given: str, resolved: str, lm_eval_config: dict[str, Any]) -> ModelProvenance:
+    folder = Path(resolved)
+    revision = None
+    if not folder.is_dir():
+        snapshot = _hub_snapshot(resolved)
+        folder, revision = (snapshot, snapshot.name) if snapshot else (folder, None)
+    info = {
+        k: str(v)
+        for k, v in lm_eval_config.items()
+        if k in ("model_num_parameters", "model_dtype", "model_revision", "model_sha") and v != ""
+    }
+    return ModelProvenance(
+        given=given,
+        resolved=resolved,
+        revision=revision,
+        fingerprint=fingerprint(folder),
+        lm_eval_info=info,
+    )
+
+
+def _package_roots() -> list[tuple[str, Path]]:
+    roots = []
+    for import_name, package in PACKAGES.items():
+        for folder in package_dirs(import_name):
+            roots.append((f"{package.spec}:", folder.parent))
+    import lm_eval
+
+    roots.append(("", Path(lm_eval.__file__).parent.parent))  # lm_eval/tasks/...
+    return roots
+
+
+def portable(path: Path, out_dir: Path, roots: list[tuple[str, Path]]) -> str:
+    """`path` relative to the output folder, or as `dist==version:path` inside a data package,
+    or `lm_eval/...`; else as it is (a file of the user's own)."""
+    path = path.resolve()
+    for prefix, root in [("", out_dir.resolve()), *roots]:
+        if path.is_relative_to(root.resolve()):
+            return prefix + path.relative_to(root.resolve()).as_posix()
+    return str(path)
+
+
+def _task_yamls(tasks_dir: Path, task: str) -> list[Path]:
+    own = tasks_dir / f"{task}.yaml"
+    if own.is_file():
+        return [own]
+    return sorted((tasks_dir / task.removeprefix("glan_std_")).glob("*.yaml"))  # MMLU's folder
+
+
+def task(benchmark: str, task_name: str, out_dir: Path, versions: dict[str, Any]) -> TaskProvenance:
+    """A local task's files, portably, with the sha256 of each data file and the packages."""
+    roots = _package_roots()
+    tasks_dir = out_dir / "tasks"
+    yamls = _task_yamls(tasks_dir, task_name)
+    includes: set[str] = set()
+    data: dict[str, str] = {}
+    for path in yamls:
+        config = yaml.safe_load(path.read_text(encoding="utf-8"))
+        if "include" in config:
+            includes.add(portable(Path(config["include"]), out_dir, roots))
+        files = (config.get("dataset_kwargs") or {}).get("data_files") or {}
+        for value in files.values():
+            for file in value if isinstance(value, list) else [value]:
+                data[portable(Path(file), out_dir, roots)] = sha256(Path(file))
+    packages = [
+        DataPackageUsed(
+            spec=p.spec,
+            wheel_sha256=p.sha256,
+            found="fetched" if _in_cache(p.import_name) else "installed",
+        )
+        for p in serving([benchmark])
+        if package_dirs(p.import_name)
+    ]
+    return TaskProvenance(
+        task=task_name,
+        versions=versions,
+        yamls=[portable(p, out_dir, roots) for p in yamls],
+        includes=sorted(includes),
+        data_files=dict(sorted(data.items())),
+        packages=packages,
+    )
+
+
+def _in_cache(import_name: str) -> bool:
+    from glan.benchmark_packages import cache_root
+
+    found = package_dirs(import_name)
+    return bool(found) and found[0].is_relative_to(cache_root())
+
+
+def environment() -> dict[str, str | None]:
+    names = ("torch", "transformers", "datasets", "vllm")
+    return {"python": platform.python_version(), **{n: version(n) for n in names}}
