@@ -682,3 +682,120 @@ def test_a_real_models_run_is_reproduced_from_its_recorded_provenance(
     repeated = json.loads((again / "eval_results.json").read_text())
     assert repeated["results"][0]["metrics"] == recorded["results"][0]["metrics"]
     assert repeated["provenance"]["models"] == recorded["provenance"]["models"]
+
+
+def _recorded_run(folder: Path, settings: dict, benchmarks: list[str]) -> Path:
+    """An eval_results.json as `glan eval` writes it (the parts a rerun reads)."""
+    from glan.evaluate.provenance import ModelProvenance, RunProvenance
+    from glan.evaluate.results import BenchmarkResult, EvalReport
+
+    report = EvalReport(
+        models={"base": "base-model"},
+        limit=settings.get("limit"),
+        chat_template=False,
+        results=[BenchmarkResult(benchmark=name, status="run") for name in benchmarks],
+        provenance=RunProvenance(
+            glan_version="0",
+            lm_eval_version="0.4.13",
+            versions={},
+            settings=settings,
+            seeds={},
+            benchmarks=benchmarks,
+            models={"base": ModelProvenance(given="base-model", resolved="base-model")},
+        ),
+    )
+    folder.mkdir(parents=True)
+    path = folder / "eval_results.json"
+    path.write_text(report.model_dump_json())
+    return path
+
+
+def _planning_only(monkeypatch: pytest.MonkeyPatch) -> list[EvalSettings]:
+    """`evaluate` that plans (what would run, what is skipped and why) and runs nothing; the
+    settings it was given are kept."""
+    from glan import benchmark_packages
+    from glan.evaluate import runner
+
+    given: list[EvalSettings] = []
+
+    def evaluate(models, chosen, out_dir, settings):
+        from dataclasses import asdict
+
+        from glan.evaluate import provenance as prov
+        from glan.evaluate.results import EvalReport
+
+        given.append(settings)
+        results = [p.result for p in plan(chosen, settings, out_dir / "tasks")]
+        return EvalReport(
+            models=models,
+            limit=settings.limit,
+            chat_template=settings.chat_template,
+            results=results,
+            provenance=prov.RunProvenance(
+                glan_version="0",
+                lm_eval_version="0.4.13",
+                versions={},
+                settings=asdict(settings),
+                seeds={},
+                benchmarks=[b.name for b in chosen],
+                models={m: prov.ModelProvenance(given=p, resolved=p) for m, p in models.items()},
+            ),
+        )
+
+    monkeypatch.setattr(runner, "evaluate", evaluate)
+    monkeypatch.setattr(runner, "check_models", lambda models: None)
+    monkeypatch.setattr(benchmark_packages, "fetch_for", lambda *args: None)
+    return given
+
+
+def test_a_rerun_runs_model_written_code_only_with_this_machines_consent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A results file that says code ran is no consent: without --allow-code-execution (or
+    HF_ALLOW_CODE_EVAL=1) here, HumanEval is skipped and named as a difference; with it, the
+    sandbox's missing protections are warned of as on a first run."""
+    from glan.cli import app
+    from glan.evaluate import sandbox
+
+    given = _planning_only(monkeypatch)
+    monkeypatch.setattr(sandbox, "protections", lambda: {"no network": "none: test says so"})
+    recorded = _recorded_run(tmp_path / "old", {"allow_code_execution": True}, ["humaneval"])
+    args = ["eval", "--rerun", str(recorded), "--out", str(tmp_path / "new")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert given[-1].allow_code_execution is False
+    assert "differs: humaneval status: run then, skipped now" in result.output
+    assert "--allow-code-execution" in result.output and "reproduced" not in result.output
+    assert "warning" not in result.output
+
+    result = CliRunner().invoke(app, [*args, "--allow-code-execution"])
+    assert result.exit_code == 0, result.output
+    assert given[-1].allow_code_execution is True
+    assert "model-written code runs with no no network: test says so" in result.output
+
+
+@pytest.mark.parametrize(
+    "option",
+    [
+        ["--limit", "5"],
+        ["--backend", "auto"],  # its default, but given: refused all the same
+        ["--batch-size", "2"],
+        ["--shots", "0"],
+        ["--chat-template"],
+        ["--model", "x"],
+        ["--benchmarks", "mmlu"],
+        ["--leakage"],
+    ],
+)
+def test_a_rerun_refuses_any_option_that_would_change_what_it_reruns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, option: list[str]
+) -> None:
+    from glan.cli import app
+    from glan.errors import UserError
+
+    given = _planning_only(monkeypatch)
+    recorded = _recorded_run(tmp_path / "old", {"limit": 20}, ["arc_easy"])
+    args = ["eval", "--rerun", str(recorded), "--out", str(tmp_path / "new"), *option]
+    refused = CliRunner().invoke(app, args).exception
+    assert isinstance(refused, UserError) and refused.exit_code == 2
+    assert f"drop {option[0]} (only --out" in str(refused) and not given

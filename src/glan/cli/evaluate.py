@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
+import typer
+
 from glan.cli.app import Opt, app, console, out, tagged
 from glan.errors import UserError
 from glan.evaluate.registry import DEFAULT
@@ -12,6 +14,7 @@ from glan.evaluate.registry import DEFAULT
 
 @app.command("eval")
 def eval_(
+    ctx: typer.Context,
     model: Annotated[
         list[str] | None,
         Opt(help="LABEL=PATH_OR_ID or PATH_OR_ID; repeat to compare (base first)"),
@@ -46,7 +49,11 @@ def eval_(
     ] = False,
     rerun: Annotated[
         Path | None,
-        Opt(help="run again what an eval_results.json records (models, benchmarks, settings)"),
+        Opt(
+            help="run again what an eval_results.json records (models, benchmarks, settings); "
+            "only --out, --no-fetch and --allow-code-execution go with it: code runs only "
+            "with this machine's consent, never the file's"
+        ),
     ] = None,
 ) -> None:
     r"""Evaluate models with lm-evaluation-harness (glan\[eval]). Offline, from local benchmark
@@ -72,9 +79,8 @@ def eval_(
             raise UserError(f"could not fetch {', '.join(failed)} (see above)")
         return
     if rerun is not None:
-        if model or leakage:
-            raise UserError("--rerun takes its models and benchmarks from the file: no --model")
-        _rerun(rerun, out_dir, no_fetch)
+        _refuse_with_rerun(ctx)
+        _rerun(rerun, out_dir, no_fetch, allow_code_execution)
         return
     if not model:
         raise UserError("give at least one --model (or --fetch-only, or --rerun)")
@@ -106,6 +112,13 @@ def eval_(
         batch_size=batch_size,
         backend=backend,
     )
+    _warn_protections(allow_code_execution)
+    report = evaluate(models, chosen, out_dir, settings)
+    _show(report, out_dir)
+
+
+def _warn_protections(allow_code_execution: bool) -> None:
+    """Where model-written code may run, one warning for each sandbox protection lacking here."""
     from glan.evaluate.sandbox import code_execution_allowed, protections
 
     lacking = protections() if code_execution_allowed(allow_code_execution) else {}
@@ -121,8 +134,23 @@ def eval_(
                 highlight=False,
             )
 
-    report = evaluate(models, chosen, out_dir, settings)
-    _show(report, out_dir)
+
+RERUN_TAKES = ("rerun", "out_dir", "no_fetch", "allow_code_execution")
+
+
+def _refuse_with_rerun(ctx: typer.Context) -> None:
+    """--rerun runs what the file records: any option that would change it is refused (given on
+    the command line, even at its default value); code execution is consent, not a setting."""
+    given = []
+    for param in ctx.command.params:
+        source = ctx.get_parameter_source(param.name or "")
+        if param.name not in RERUN_TAKES and source and source.name != "DEFAULT":
+            given.append(param.opts[0])
+    if given:
+        raise UserError(
+            f"--rerun runs what the file records: drop {', '.join(given)} (only --out, "
+            "--no-fetch and --allow-code-execution go with --rerun)"
+        )
 
 
 def _show(report, out_dir: Path) -> None:
@@ -138,7 +166,7 @@ def _show(report, out_dir: Path) -> None:
     )
 
 
-def _rerun(recorded: Path, out_dir: Path, no_fetch: bool) -> None:
+def _rerun(recorded: Path, out_dir: Path, no_fetch: bool, allow_code_execution: bool) -> None:
     from glan import benchmark_packages as data
     from glan.evaluate import rerun
     from glan.evaluate.runner import check_models, evaluate
@@ -146,9 +174,10 @@ def _rerun(recorded: Path, out_dir: Path, no_fetch: bool) -> None:
     if out_dir.resolve() == recorded.resolve().parent:
         raise UserError(f"--out {out_dir} holds the recorded run: give another folder")
     old = rerun.read(recorded)
-    models, chosen, settings = rerun.inputs(old)
+    models, chosen, settings = rerun.inputs(old, allow_code_execution)
     check_models(models)
     data.fetch_for([b.name for b in chosen], console, no_fetch)
+    _warn_protections(allow_code_execution)
     report = evaluate(models, chosen, out_dir, settings)
     _show(report, out_dir)
     differ = rerun.differences(old, report)

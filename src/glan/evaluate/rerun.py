@@ -26,12 +26,19 @@ def read(path: Path) -> EvalReport:
     return report
 
 
-def inputs(report: EvalReport) -> tuple[dict[str, str], list[Benchmark], EvalSettings]:
-    """The models (as given then), benchmarks and settings of a recorded run."""
+def inputs(
+    report: EvalReport, allow_code_execution: bool
+) -> tuple[dict[str, str], list[Benchmark], EvalSettings]:
+    """The models (as given then), benchmarks and settings of a recorded run. Consent to run
+    model-written code is this machine's (`allow_code_execution`, or HF_ALLOW_CODE_EVAL=1),
+    never the file's: a results file can come from anyone."""
     assert report.provenance is not None
     recorded = report.provenance
-    known = {f.name for f in dataclasses.fields(EvalSettings)}
-    settings = EvalSettings(**{k: v for k, v in recorded.settings.items() if k in known})
+    known = {f.name for f in dataclasses.fields(EvalSettings)} - {"allow_code_execution"}
+    settings = EvalSettings(
+        **{k: v for k, v in recorded.settings.items() if k in known},
+        allow_code_execution=allow_code_execution,
+    )
     models = {label: m.given for label, m in recorded.models.items()}
     return models, parse_benchmarks(",".join(recorded.benchmarks)), settings
 
@@ -43,6 +50,7 @@ def _then_now(what: str, then: object, now: object) -> list[str]:
 def _benchmark(old: BenchmarkResult, new: BenchmarkResult) -> list[str]:
     name = old.benchmark
     lines = _then_now(f"{name} status", old.status, new.status)
+    lines = [f"{line} ({new.reason})" for line in lines] if new.reason else lines
     if old.provenance and new.provenance:
         lines += _then_now(
             f"{name} task versions", old.provenance.versions, new.provenance.versions
