@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from math import comb
+
 import pytest
 
 from glan.evaluate.paired import (
@@ -80,16 +82,66 @@ def test_verdicts_are_holm_corrected_across_benchmarks() -> None:
     assert alone.verdict == "better"
 
 
+def _power_by_enumeration(items: int, share: float, difference: float, alpha: float) -> float:
+    """Every (base only, tuned only) count under the multinomial of the three kinds of item,
+    weighted by its chance, where McNemar's exact test rejects: the power by definition."""
+    tuned_only, base_only, rest = (share + difference) / 2, (share - difference) / 2, 1 - share
+    return sum(
+        comb(items, b) * comb(items - b, c) * base_only**b * tuned_only**c * rest ** (items - b - c)
+        for b in range(items + 1)
+        for c in range(items + 1 - b)
+        if mcnemar_exact(b, c) < alpha
+    )
+
+
+@pytest.mark.parametrize(
+    ("items", "share", "difference", "alpha"),
+    [
+        (8, 0.722, 0.722, 0.05),
+        (20, 0.348, 0.348, 0.05 / 3),
+        (30, 0.3, 0.2, 0.05),
+        (60, 0.5, 0.2, 0.01),
+    ],
+)
+def test_the_exact_power_is_the_enumerated_one(
+    items: int, share: float, difference: float, alpha: float
+) -> None:
+    from glan.evaluate.paired import mcnemar_power
+
+    expected = _power_by_enumeration(items, share, difference, alpha)
+    assert mcnemar_power(items, share, difference, alpha) == pytest.approx(expected, abs=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("items", "share", "tests"),
+    [(8, 0.0, 1), (20, 0.0, 1), (20, 0.0, 3), (30, 0.2, 1), (40, 0.3, 3)],
+)
+def test_the_detectable_difference_is_found_with_80_percent_power_at_holms_level(
+    items: int, share: float, tests: int
+) -> None:
+    """At alpha / m (the level Holm holds the smallest of m p-values to), the detectable
+    difference d has 80% power by enumeration, and d - 0.02 has less."""
+    alpha = 0.05 / tests
+    d = mcnemar_mde(items, share, alpha)
+    assert d is not None
+    assert _power_by_enumeration(items, max(share, d), d, alpha) >= 0.8
+    below = d - 0.02
+    assert _power_by_enumeration(items, max(share, below), below, alpha) < 0.8
+
+
 def test_the_detectable_difference_follows_the_item_count_and_the_discordance() -> None:
-    # Connor (1987): 20% discordant items need about 155 items for a difference of 0.10.
-    assert mcnemar_mde(155, 0.2) == pytest.approx(0.10, abs=0.002)
-    assert mcnemar_mde(620, 0.2) == pytest.approx(0.05, abs=0.002)
-    # Two models agreeing on 10 items say nothing of small differences: the floor is the
-    # discordance a difference of d needs (d itself).
-    assert mcnemar_mde(10, 0.0) > 0.6
-    assert mcnemar_mde(3, 0.0) is None  # no difference up to 100 points is detectable
+    assert mcnemar_mde(620, 0.2) < mcnemar_mde(155, 0.2) < mcnemar_mde(155, 0.4)
+    assert mcnemar_mde(155, 0.2) == pytest.approx(0.10, abs=0.01)  # Connor (1987): ~0.10
+    # Five items all one way give p = 2^-4 = 0.0625: no difference is detectable at 0.05;
+    # six give 2^-5 < 0.05, but not below 0.05 / 2.
+    assert mcnemar_mde(5, 0.0) is None and mcnemar_mde(6, 0.0) is not None
+    assert mcnemar_mde(6, 0.0, 0.05 / 2) is None
     result = compare("base", "tuned", [1.0, 0.0] * 5, [1.0, 0.0] * 5)
     assert result.mde == mcnemar_mde(10, 0.0)
+    # Judged among three benchmarks, each detectable difference is at 0.05 / 3.
+    others = [compare("base", "tuned", [1.0] * 30, [1.0] * 30) for _ in range(2)]
+    judge([result, *others])
+    assert result.mde == mcnemar_mde(10, 0.0, 0.05 / 3) and result.mde_alpha == 0.05 / 3
 
 
 def test_scores_that_are_not_zero_or_one_use_the_bootstrap_p_value_and_the_normal_mde() -> None:
@@ -100,3 +152,5 @@ def test_scores_that_are_not_zero_or_one_use_the_bootstrap_p_value_and_the_norma
     assert result.difference == pytest.approx(0.1) and result.ci_low == pytest.approx(0.1)
     assert result.p_value == pytest.approx(2 / 10_001)  # no resample at or below zero
     assert normal_mde([0.0, 0.2] * 50) == pytest.approx(2.8016 * 0.1005 / 10, rel=1e-3)
+    # Every item 0.1 better: no spread to measure, so not 0 but the 0/1 scores' floor.
+    assert result.mde == mcnemar_mde(100, 0.0) > 0

@@ -43,6 +43,8 @@ class Comparison(BaseModel):
     p_holm: float | None = None  # Holm-adjusted across the benchmarks compared
     verdict: Verdict | None = None
     mde: float | None  # smallest difference detectable at 80% power; None: too few items
+    mde_alpha: float = ALPHA  # the level mde is for: alpha / benchmarks compared, once judged
+    difference_sd: float | None = None  # sd of the per-item differences (scores not 0/1)
     bootstrap_iters: int = BOOTSTRAP_ITERS
     bootstrap_seed: int = BOOTSTRAP_SEED
 
@@ -115,35 +117,93 @@ def _z(alpha: float, power: float) -> tuple[float, float]:
     return normal.inv_cdf(1 - alpha / 2), normal.inv_cdf(power)
 
 
+def _log_factorials(n: int) -> np.ndarray:
+    return np.concatenate([[0.0], np.cumsum(np.log(np.arange(1, n + 1)))])
+
+
+def _binomial_cdfs(ks: np.ndarray, q: float, log_fact: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """P(Bin(k, q) <= j) for each k in `ks`, over a window of j around k*q twelve standard
+    deviations wide each way (beyond it the mass is below 1e-30): (each row's first j, the
+    cumulative sums, one row per k)."""
+    q = min(q, 1 - 1e-12)  # q = 1 (every discordant item one way) as its limit
+    half = int(np.ceil(12 * math.sqrt(float(ks.max()) * q * (1 - q)))) + 12
+    start = np.maximum(0, np.floor(ks * q).astype(int) - half)
+    j = start[:, None] + np.arange(2 * half + 1)[None, :]
+    inside = j <= ks[:, None]
+    j = np.minimum(j, ks[:, None])
+    log_pmf = log_fact[ks][:, None] - log_fact[j] - log_fact[ks[:, None] - j]
+    log_pmf += j * math.log(q) + (ks[:, None] - j) * math.log(1 - q)
+    return start, np.cumsum(np.where(inside, np.exp(log_pmf), 0.0), axis=1)
+
+
+def _cdf_at(start: np.ndarray, cdfs: np.ndarray, x: np.ndarray) -> np.ndarray:
+    column = np.clip(x - start, 0, cdfs.shape[1] - 1)
+    return np.where(x < start, 0.0, cdfs[np.arange(len(x)), column])
+
+
+def mcnemar_power(items: int, discordance: float, difference: float, alpha: float) -> float:
+    """The exact power of McNemar's exact test at level `alpha` over `items` items when a share
+    `discordance` of them is right for one model only and tuned - base is `difference`: the
+    discordant count is binomial(items, discordance), and given k of them, the tuned-only count
+    binomial(k, (1 + difference / discordance) / 2); summed over k, the chance the test's
+    p-value falls below `alpha`."""
+    log_fact = _log_factorials(items)
+    k_start, k_cdfs = _binomial_cdfs(np.array([items]), discordance, log_fact)
+    pmf = np.diff(k_cdfs[0], prepend=0.0)
+    ks = k_start[0] + np.nonzero(pmf > 1e-30)[0]
+    ks, weights = ks[ks > 0], pmf[ks[ks > 0] - k_start[0]]
+    if ks.size == 0:
+        return 0.0
+    # Under no difference: the largest count t with 2 P(Bin(k, 1/2) <= t) < alpha rejects
+    # min(b, c) <= t (t = start - 1: none does).
+    null_start, null_cdfs = _binomial_cdfs(ks, 0.5, log_fact)
+    critical = null_start + (2 * null_cdfs < alpha).sum(axis=1) - 1
+    start, cdfs = _binomial_cdfs(ks, (1 + difference / discordance) / 2, log_fact)
+    low = _cdf_at(start, cdfs, critical)
+    high = 1 - _cdf_at(start, cdfs, ks - critical - 1)
+    reject = np.where(critical >= 0, low + high, 0.0)
+    return float(np.clip((weights * reject).sum(), 0.0, 1.0))
+
+
 def mcnemar_mde(
-    items: int, discordance: float, alpha: float = ALPHA, power: float = POWER
+    items: int,
+    discordance: float,
+    alpha: float = ALPHA,
+    power: float = POWER,
 ) -> float | None:
-    """The smallest difference in accuracy that McNemar's test finds with `power` at `alpha`
-    over `items` items (Connor's 1987 sample size, solved for the difference), at the observed
-    share of discordant items; a difference of d needs at least a share d of discordant items,
-    so the share is taken as at least d. None when no difference up to 1 is detectable."""
-    z_a, z_b = _z(alpha, power)
-
-    def needed(d: float) -> float:
-        share = max(discordance, d)
-        return (z_a * math.sqrt(share) + z_b * math.sqrt(max(share - d * d, 0.0))) ** 2 / d**2
-
-    if items <= 0 or needed(1.0) > items:
+    """The smallest difference in accuracy that McNemar's exact test finds with `power` at
+    level `alpha` over `items` items (exact power: mcnemar_power), at the observed share of
+    discordant items; a difference of d needs at least a share d of discordant items, so the
+    share is taken as at least d. None when no difference can be found: even every item right
+    for one model only gives p = 2 x 0.5^items, not below `alpha`."""
+    if items <= 0 or 2 * 0.5**items >= alpha:
         return None
-    low, high = 0.0, 1.0  # needed() falls as d grows: bisect for needed(d) == items
-    for _ in range(60):
+
+    def found(d: float) -> bool:
+        return mcnemar_power(items, max(discordance, d), d, alpha) >= power
+
+    low, high = 0.0, 1.0  # power rises with d (up to the test's discreteness): bisect
+    for _ in range(24):  # to 1e-7
         mid = (low + high) / 2
-        low, high = (mid, high) if needed(mid) > items else (low, mid)
+        low, high = (low, mid) if found(mid) else (mid, high)
     return high
 
 
 def normal_mde(diffs: Sequence[float], alpha: float = ALPHA, power: float = POWER) -> float | None:
     """(z_alpha/2 + z_power) x sd of the per-item differences / sqrt(items): the paired
-    t-test's minimum detectable effect, for scores that are not 0/1."""
+    t-test's minimum detectable effect, for scores that are not 0/1. Where every item differs
+    by the same amount the spread measures no noise: the 0/1 scores' floor applies (as if the
+    models agreed on every item)."""
     if len(diffs) < 2:
         return None
+    return _spread_mde(float(np.std(diffs, ddof=1)), len(diffs), alpha, power)
+
+
+def _spread_mde(spread: float, items: int, alpha: float, power: float = POWER) -> float | None:
+    if math.isclose(spread, 0.0, abs_tol=1e-12):
+        return mcnemar_mde(items, 0.0, alpha, power)
     z_a, z_b = _z(alpha, power)
-    return (z_a + z_b) * float(np.std(diffs, ddof=1)) / math.sqrt(len(diffs))
+    return (z_a + z_b) * spread / math.sqrt(items)
 
 
 def compare(
@@ -171,6 +231,7 @@ def compare(
     else:
         diffs = [y - x for x, y in zip(base, tuned, strict=True)]
         fields = {"test": "paired-bootstrap", "p_value": boot_p, "mde": normal_mde(diffs)}
+        fields["difference_sd"] = float(np.std(diffs, ddof=1)) if len(diffs) > 1 else None
     return Comparison(
         base=base_label,
         tuned=tuned_label,
@@ -187,13 +248,25 @@ def compare(
     )
 
 
+def detectable(comparison: Comparison, alpha: float) -> float | None:
+    """The comparison's smallest detectable difference at level `alpha`."""
+    c = comparison
+    if c.binary:
+        return mcnemar_mde(c.items, ((c.base_only or 0) + (c.tuned_only or 0)) / c.items, alpha)
+    return None if c.difference_sd is None else _spread_mde(c.difference_sd, c.items, alpha)
+
+
 def judge(comparisons: Sequence[Comparison], alpha: float = ALPHA) -> None:
     """Holm-adjusts the comparisons' p-values across benchmarks and sets each verdict: better
-    or worse where the adjusted p-value is below alpha, else can't tell."""
+    or worse where the adjusted p-value is below alpha, else can't tell. The detectable
+    difference is taken at alpha / m (m tests): the level Holm holds the smallest p-value to,
+    so none is found below it."""
+    level = alpha / max(1, len(comparisons))
     for comparison, adjusted in zip(
         comparisons, holm([c.p_value for c in comparisons]), strict=True
     ):
         comparison.p_holm = adjusted
+        comparison.mde, comparison.mde_alpha = detectable(comparison, level), level
         if adjusted < alpha and comparison.difference != 0:
             comparison.verdict = "better" if comparison.difference > 0 else "worse"
         else:

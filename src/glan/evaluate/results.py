@@ -85,15 +85,20 @@ def rows(report: EvalReport, reasons: bool = True) -> tuple[list[str], list[list
 
 def how_to_read(report: EvalReport) -> str:
     """What the comparison's columns are, for the Markdown and the terminal."""
-    compared = sum(1 for r in report.results if r.comparisons)
+    compared = sum(len(r.comparisons) for r in report.results)
     return (
         f"delta: tuned - base in points, on the same items. 95% CI: paired bootstrap over the "
-        f"items ({BOOTSTRAP_ITERS:,} resamples, seed {BOOTSTRAP_SEED}). p (Holm): McNemar's "
-        f"exact test for 0/1 scores (else the bootstrap's), Holm-corrected across the "
-        f"{compared} benchmarks compared; verdict better/worse where it is below {ALPHA}, "
-        f"else can't tell. detectable: the smallest difference (points) found with "
-        f"{POWER:.0%} power at this item count and the observed share of items the models "
-        f"disagree on; a delta below it says little (raise --limit)."
+        f"items ({BOOTSTRAP_ITERS:,} resamples, seed {BOOTSTRAP_SEED}), not corrected for "
+        f"multiple tests. p (Holm): McNemar's exact test for 0/1 scores (else the "
+        f"bootstrap's), Holm-corrected across the {compared} comparisons; verdict better/worse "
+        f"where it is below {ALPHA}, else can't tell. The exact test is more conservative than "
+        f"the percentile interval: on few items an interval that excludes 0 can still read "
+        f"can't tell. detectable: the smallest difference (points) the exact test finds with "
+        f"{POWER:.0%} power at {ALPHA}/{max(compared, 1)} (Holm's level for the smallest "
+        f"p-value), at this item count and the observed share of items the models disagree "
+        f"on; 'n too small': none can be found. It is the design's power, not a reading of "
+        f"the delta: a delta below it can still be significant (the p says), and a can't tell "
+        f"below it is what the design expects (raise --limit)."
     )
 
 
