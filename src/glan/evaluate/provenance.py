@@ -32,9 +32,11 @@ class ModelProvenance(BaseModel):
 
 
 class DataPackageUsed(BaseModel):
-    spec: str  # dist==version on the package index
+    spec: str  # dist==version on the package index, as glan pins it
     wheel_sha256: str  # the wheel glan pins
     found: str  # installed or fetched (into glan's cache)
+    installed_version: str | None = None  # what pip reports of an installed one
+    matches_pin: bool | None = None  # installed_version is glan's pin (None: not known)
 
 
 class TaskProvenance(BaseModel):
@@ -116,25 +118,42 @@ def model(given: str, resolved: str, lm_eval_config: dict[str, Any]) -> ModelPro
     )
 
 
+def _found_spec(package: Any, folder: Path) -> str:
+    """`dist==version` of the copy in `folder`: the pin for glan's fetched copy, else what pip
+    reports of the installed distribution (the pin where pip knows none)."""
+    if _in_cache(folder):
+        return package.spec
+    return f"{package.dist}=={version(package.dist) or package.version}"
+
+
 def _package_roots() -> list[tuple[str, Path]]:
-    roots = []
-    for import_name, package in PACKAGES.items():
-        for folder in package_dirs(import_name):
-            roots.append((f"{package.spec}:", folder.parent))
+    """(prefix, folder) for every data package's import folder and lm-eval's own: a file
+    inside one is recorded as `prefix + its path there`."""
+    roots = [
+        (f"{_found_spec(package, folder)}:{import_name}/", folder)
+        for import_name, package in PACKAGES.items()
+        for folder in package_dirs(import_name)
+    ]
     import lm_eval
 
-    roots.append(("", Path(lm_eval.__file__).parent.parent))  # lm_eval/tasks/...
+    roots.append(("lm_eval/", Path(lm_eval.__file__).parent))  # lm_eval/tasks/...
     return roots
 
 
 def portable(path: Path, out_dir: Path, roots: list[tuple[str, Path]]) -> str:
-    """`path` relative to the output folder, or as `dist==version:path` inside a data package,
-    or `lm_eval/...`; else as it is (a file of the user's own)."""
+    """`path` relative to the output folder, or as `dist==version:import_name/path` inside a
+    data package, or `lm_eval/...`; the innermost folder holding it wins (site-packages holds
+    them all). Else as it is (a file of the user's own)."""
     path = path.resolve()
-    for prefix, root in [("", out_dir.resolve()), *roots]:
-        if path.is_relative_to(root.resolve()):
-            return prefix + path.relative_to(root.resolve()).as_posix()
-    return str(path)
+    holding = [
+        (len(root.resolve().parts), prefix, root.resolve())
+        for prefix, root in [("", out_dir), *roots]
+        if path.is_relative_to(root.resolve())
+    ]
+    if not holding:
+        return str(path)
+    _, prefix, root = max(holding, key=lambda found: found[0])
+    return prefix + path.relative_to(root).as_posix()
 
 
 def _task_yamls(tasks_dir: Path, task: str) -> list[Path]:
@@ -159,15 +178,7 @@ def task(benchmark: str, task_name: str, out_dir: Path, versions: dict[str, Any]
         for value in files.values():
             for file in value if isinstance(value, list) else [value]:
                 data[portable(Path(file), out_dir, roots)] = sha256(Path(file))
-    packages = [
-        DataPackageUsed(
-            spec=p.spec,
-            wheel_sha256=p.sha256,
-            found="fetched" if _in_cache(p.import_name) else "installed",
-        )
-        for p in serving([benchmark])
-        if package_dirs(p.import_name)
-    ]
+    packages = [_package_used(p) for p in serving([benchmark]) if package_dirs(p.import_name)]
     return TaskProvenance(
         task=task_name,
         versions=versions,
@@ -178,11 +189,24 @@ def task(benchmark: str, task_name: str, out_dir: Path, versions: dict[str, Any]
     )
 
 
-def _in_cache(import_name: str) -> bool:
+def _package_used(package: Any) -> DataPackageUsed:
+    """The package as read: the first of its folders is the one glan reads."""
+    if _in_cache(package_dirs(package.import_name)[0]):
+        return DataPackageUsed(spec=package.spec, wheel_sha256=package.sha256, found="fetched")
+    installed = version(package.dist)
+    return DataPackageUsed(
+        spec=package.spec,
+        wheel_sha256=package.sha256,
+        found="installed",
+        installed_version=installed,
+        matches_pin=None if installed is None else installed == package.version,
+    )
+
+
+def _in_cache(folder: Path) -> bool:
     from glan.benchmark_packages import cache_root
 
-    found = package_dirs(import_name)
-    return bool(found) and found[0].is_relative_to(cache_root())
+    return folder.resolve().is_relative_to(cache_root().resolve())
 
 
 def environment() -> dict[str, str | None]:
