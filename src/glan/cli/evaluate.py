@@ -181,10 +181,9 @@ def _rerun(recorded: Path, out_dir: Path, no_fetch: bool, allow_code_execution: 
     report = evaluate(models, chosen, out_dir, settings)
     _show(report, out_dir)
     differ = rerun.differences(old, report)
-    for line in differ:
-        console.print(tagged("differs:", "yellow", line), highlight=False)
-    if not differ:
-        out.print(f"reproduced {recorded}: same versions, data and scores", highlight=False)
+    for difference in differ:
+        console.print(tagged("differs:", "yellow", difference.line), highlight=False)
+    out.print(rerun.summary(recorded, differ), highlight=False)
 
 
 def _leakage(

@@ -29,6 +29,9 @@ class ModelProvenance(BaseModel):
     revision: str | None = None  # the hub commit of a cached hub model
     fingerprint: str | None = None  # sha256 over the folder's JSON files, adapter, weight sizes
     lm_eval_info: dict[str, Any] = {}  # what lm-eval reports of the model (parameters, dtype)
+    backend: str | None = None  # hf or vllm, as resolved from --backend
+    device: str | None = None  # cpu, cuda
+    dtype: str | None = None  # as lm-eval reports it
 
 
 class DataPackageUsed(BaseModel):
@@ -98,7 +101,9 @@ def _hub_snapshot(name: str) -> Path | None:
     return Path(found).parent if isinstance(found, str) else None
 
 
-def model(given: str, resolved: str, lm_eval_config: dict[str, Any]) -> ModelProvenance:
+def model(
+    given: str, resolved: str, lm_eval_config: dict[str, Any], backend: str, device: str
+) -> ModelProvenance:
     folder = Path(resolved)
     revision = None
     if not folder.is_dir():
@@ -115,6 +120,9 @@ def model(given: str, resolved: str, lm_eval_config: dict[str, Any]) -> ModelPro
         revision=revision,
         fingerprint=fingerprint(folder),
         lm_eval_info=info,
+        backend=backend,
+        device=device,
+        dtype=info.get("model_dtype"),
     )
 
 

@@ -6,6 +6,7 @@ files' sha256, scores."""
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -43,48 +44,112 @@ def inputs(
     return models, parse_benchmarks(",".join(recorded.benchmarks)), settings
 
 
-def _then_now(what: str, then: object, now: object) -> list[str]:
-    return [] if then == now else [f"{what}: {then} then, {now} now"]
+@dataclass(frozen=True)
+class Difference:
+    what: str  # versions, settings, models, tasks, data, scores
+    line: str
 
 
-def _benchmark(old: BenchmarkResult, new: BenchmarkResult) -> list[str]:
+SCORES = "scores"
+
+
+def _then_now(what: str, name: str, then: object, now: object) -> list[Difference]:
+    return [] if then == now else [Difference(what, f"{name}: {then} then, {now} now")]
+
+
+def _each(what: str, name: str, then: dict, now: dict) -> list[Difference]:
+    """One difference for each key whose value differs (either side may lack it)."""
+    return [
+        d
+        for key in sorted(then.keys() | now.keys(), key=str)
+        for d in _then_now(what, f"{name} {key}", then.get(key), now.get(key))
+    ]
+
+
+COMPARED = ("items", "difference", "ci_low", "ci_high", "p_value", "p_holm", "verdict", "mde")
+
+
+def _comparisons(old: BenchmarkResult, new: BenchmarkResult) -> list[Difference]:
+    now = {(c.base, c.tuned): c for c in new.comparisons}
+    lines = []
+    for then in old.comparisons:
+        pair = f"{old.benchmark} {then.tuned} vs {then.base}"
+        current = now.get((then.base, then.tuned))
+        if current is None:
+            lines.append(Difference(SCORES, f"{pair}: compared then, not now"))
+            continue
+        lines += _each(
+            SCORES,
+            pair,
+            then.model_dump(include=set(COMPARED)),
+            current.model_dump(include=set(COMPARED)),
+        )
+    return lines
+
+
+def _benchmark(old: BenchmarkResult, new: BenchmarkResult) -> list[Difference]:
     name = old.benchmark
-    lines = _then_now(f"{name} status", old.status, new.status)
-    lines = [f"{line} ({new.reason})" for line in lines] if new.reason else lines
+    lines = _then_now(SCORES, f"{name} status", old.status, new.status)
+    lines = [Difference(d.what, f"{d.line} ({new.reason})") for d in lines] if new.reason else lines
     if old.provenance and new.provenance:
         lines += _then_now(
-            f"{name} task versions", old.provenance.versions, new.provenance.versions
+            "tasks", f"{name} task versions", old.provenance.versions, new.provenance.versions
         )
         lines += _then_now(
-            f"{name} lm-eval task files", old.provenance.includes, new.provenance.includes
+            "tasks", f"{name} lm-eval task files", old.provenance.includes, new.provenance.includes
         )
         changed = [
             path
             for path, digest in old.provenance.data_files.items()
             if new.provenance.data_files.get(path) != digest
         ]
-        lines += [f"{name} data files differ: {', '.join(changed[:3])}"] if changed else []
+        lines += [Difference("data", f"{name} data files differ: {', '.join(changed[:3])}")] * bool(
+            changed
+        )
     for label, metrics in old.metrics.items():
-        for key, value in metrics.items():
-            lines += _then_now(f"{name} {label} {key}", value, new.metrics.get(label, {}).get(key))
-    return lines
+        lines += _each(SCORES, f"{name} {label}", metrics, new.metrics.get(label, {}))
+    return lines + _comparisons(old, new)
 
 
-def differences(old: EvalReport, new: EvalReport) -> list[str]:
+def differences(old: EvalReport, new: EvalReport) -> list[Difference]:
     """Everything recorded that came out otherwise, one line each; empty when reproduced."""
     assert old.provenance is not None and new.provenance is not None
     then, now = old.provenance, new.provenance
-    lines = _then_now("glan", then.glan_version, now.glan_version)
-    lines += _then_now("lm-eval", then.lm_eval_version, now.lm_eval_version)
-    lines += _then_now("seeds", then.seeds, now.seeds)
+    lines = _then_now("versions", "glan", then.glan_version, now.glan_version)
+    lines += _then_now("versions", "lm-eval", then.lm_eval_version, now.lm_eval_version)
+    lines += _each("versions", "version of", then.versions, now.versions)
+    lines += _each("settings", "setting", then.settings, now.settings)
+    lines += _then_now("settings", "seeds", then.seeds, now.seeds)
     for label, model in then.models.items():
         current = now.models.get(label)
         if current is None:
-            lines.append(f"model {label}: not run now")
+            lines.append(Difference("models", f"model {label}: not run now"))
             continue
-        lines += _then_now(f"model {label} revision", model.revision, current.revision)
-        lines += _then_now(f"model {label} fingerprint", model.fingerprint, current.fingerprint)
+        for field in RUN_AS:
+            lines += _then_now(
+                "models", f"model {label} {field}", getattr(model, field), getattr(current, field)
+            )
     by_name = {r.benchmark: r for r in new.results}
     for result in old.results:
-        lines += _benchmark(result, by_name[result.benchmark])
+        if result.benchmark in by_name:
+            lines += _benchmark(result, by_name[result.benchmark])
+        else:
+            lines.append(Difference(SCORES, f"{result.benchmark}: not run now"))
     return lines
+
+
+RUN_AS = ("revision", "fingerprint", "backend", "device", "dtype")
+
+
+def summary(recorded: Path, found: list[Difference]) -> str:
+    """The rerun's last line: reproduced, the same scores with what else differs, or not."""
+    if not found:
+        return f"reproduced {recorded}: same versions, settings, data, models and scores"
+    kinds = ", ".join(dict.fromkeys(d.what for d in found if d.what != SCORES))
+    if not any(d.what == SCORES for d in found):
+        return f"same scores as {recorded}; differs: {kinds} (above)"
+    return (
+        f"not reproduced: scores differ from {recorded}"
+        + (f"; differs too: {kinds}" if kinds else "")
+        + " (above)"
+    )

@@ -153,21 +153,25 @@ def ifeval_checker_missing() -> str | None:
     return None
 
 
-def _lm(path: str, settings: EvalSettings) -> Any:
+def backend(settings: EvalSettings) -> tuple[str, str]:
+    """(hf or vllm, cpu or cuda): what --backend resolves to on this machine."""
     import torch
 
+    device = "cuda" if torch.cuda.is_available() else "cpu"
     use_vllm = settings.backend == "vllm" or (
-        settings.backend == "auto"
-        and torch.cuda.is_available()
-        and importlib.util.find_spec("vllm") is not None
+        settings.backend == "auto" and device == "cuda" and importlib.util.find_spec("vllm")
     )
-    if use_vllm:
+    return ("vllm" if use_vllm else "hf"), device
+
+
+def _lm(path: str, settings: EvalSettings) -> Any:
+    name, device = backend(settings)
+    if name == "vllm":
         from lm_eval.models.vllm_causallms import VLLM
 
         return VLLM(pretrained=path, batch_size="auto")
     from lm_eval.models.huggingface import HFLM
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
     return HFLM(pretrained=path, batch_size=settings.batch_size, device=device)
 
 
@@ -333,7 +337,7 @@ def evaluate(
             except Exception as exc:  # one benchmark failing must not hide the others
                 item.result.scores[label] = None
                 item.result.status, item.result.reason = "failed", f"{label}: {_one_line(exc)}"
-        model_records[label] = prov.model(name, resolved, lm_eval_config)
+        model_records[label] = prov.model(name, resolved, lm_eval_config, *backend(settings))
         del lm
     _compare(planned, list(models))
     report = res.EvalReport(
