@@ -884,3 +884,29 @@ def test_a_rerun_names_every_version_and_comparison_field_that_differs() -> None
     assert rerun.summary(Path("r.json"), interval).startswith("not reproduced: scores differ")
     gone = rerun.differences(old, _report_for_rerun("2.13.0", benchmarks=False))
     assert [d.line for d in gone] == ["arc_easy: not run now"]
+
+
+def test_the_fingerprint_reads_the_weights_once_and_tells_same_size_files_apart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from glan.evaluate import provenance as prov
+
+    monkeypatch.setenv("GLAN_CACHE", str(tmp_path / "cache"))
+    for name, byte in (("run1", b"\x01"), ("run2", b"\x02")):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "config.json").write_text('{"model_type": "llama"}')
+        (folder / "model.safetensors").write_bytes(byte * 4096)  # same size, other weights
+    (tmp_path / "m.gguf").write_bytes(b"GGUF" * 8)
+    first = prov.fingerprint(tmp_path / "run1")
+    assert first != prov.fingerprint(tmp_path / "run2")
+    gguf = prov.model(str(tmp_path / "m.gguf"), "converted", {}, "hf", "cpu").gguf_sha256
+    assert gguf == prov.sha256(tmp_path / "m.gguf")
+
+    reads: list[Path] = []
+    counted = prov.sha256
+    monkeypatch.setattr(prov, "sha256", lambda path: reads.append(path) or counted(path))
+    assert prov.fingerprint(tmp_path / "run1") == first
+    assert reads == [tmp_path / "run1" / "config.json"]  # the weights' sha256 came from the cache
+    (tmp_path / "run1" / "model.safetensors").write_bytes(b"\x03" * 4096)
+    assert prov.fingerprint(tmp_path / "run1") != first  # changed since: read again

@@ -7,8 +7,10 @@ the YAMLs lm-eval reads hold this machine's absolute paths and are written again
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.metadata
+import json
 import platform
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ from pydantic import BaseModel
 
 from glan.benchmark_catalogue import PACKAGES
 from glan.benchmark_packages import package_dirs, serving
+from glan.run.files import atomic_write_json
 
 WEIGHTS = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
 ADAPTER = "adapter"  # where `glan train --lora` keeps its adapter beside the merged model
@@ -27,7 +30,8 @@ class ModelProvenance(BaseModel):
     given: str  # as passed to --model
     resolved: str  # what transformers loaded (a converted GGUF's folder, a hub id)
     revision: str | None = None  # the hub commit of a cached hub model
-    fingerprint: str | None = None  # sha256 over the folder's JSON files, adapter, weight sizes
+    fingerprint: str | None = None  # sha256 over the folder's JSON files, adapter, weights
+    gguf_sha256: str | None = None  # the GGUF file given, when one was
     lm_eval_info: dict[str, Any] = {}  # what lm-eval reports of the model (parameters, dtype)
     backend: str | None = None  # hf or vllm, as resolved from --backend
     device: str | None = None  # cpu, cuda
@@ -73,10 +77,34 @@ def sha256(path: Path) -> str:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
+def _hash_cache() -> Path:
+    from glan.train.models import cache_dir
+
+    return cache_dir().parent / "weight-sha256.json"
+
+
+def weights_sha256(path: Path) -> str:
+    """A weight file's sha256, kept in glan's cache by (path, size, mtime_ns): a model
+    evaluated again is not read again unless its file changed."""
+    stat = path.stat()
+    key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+    cache = _hash_cache()
+    try:
+        known = json.loads(cache.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        known = {}
+    if key not in known:
+        known[key] = sha256(path)
+        with contextlib.suppress(OSError):  # an unwritable cache costs a re-read, nothing more
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(cache, known)
+    return known[key]
+
+
 def fingerprint(folder: Path) -> str | None:
-    """A model folder's identity without reading its weights: the sha256 of every JSON file at
-    its top (config, generation and tokenizer settings, glan's train_config), every file of a
-    LoRA adapter, and the names and sizes of its weight files."""
+    """A model folder's identity: the sha256 of every JSON file at its top (config, generation
+    and tokenizer settings, glan's train_config), of every file of a LoRA adapter, and of each
+    weight file at its top (cached: weights_sha256)."""
     if not folder.is_dir():
         return None
     digest = hashlib.sha256()
@@ -86,7 +114,7 @@ def fingerprint(folder: Path) -> str | None:
             digest.update(f"{path.relative_to(folder)}:{sha256(path)}\n".encode())
     for path in sorted(folder.iterdir()):
         if path.suffix in WEIGHTS and path.is_file():
-            digest.update(f"{path.name}:{path.stat().st_size} bytes\n".encode())
+            digest.update(f"{path.name}:{weights_sha256(path)}\n".encode())
     return digest.hexdigest()
 
 
@@ -114,8 +142,12 @@ def model(
         for k, v in lm_eval_config.items()
         if k in ("model_num_parameters", "model_dtype", "model_revision", "model_sha") and v != ""
     }
+    from glan.train.models import gguf_of
+
+    gguf = gguf_of(given)
     return ModelProvenance(
         given=given,
+        gguf_sha256=weights_sha256(gguf) if gguf else None,
         resolved=resolved,
         revision=revision,
         fingerprint=fingerprint(folder),

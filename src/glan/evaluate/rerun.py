@@ -138,7 +138,7 @@ def differences(old: EvalReport, new: EvalReport) -> list[Difference]:
     return lines
 
 
-RUN_AS = ("revision", "fingerprint", "backend", "device", "dtype")
+RUN_AS = ("revision", "fingerprint", "gguf_sha256", "backend", "device", "dtype")
 
 
 def summary(recorded: Path, found: list[Difference]) -> str:
