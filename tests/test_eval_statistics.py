@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from math import comb
 
+import numpy as np
 import pytest
 
 from glan.evaluate.paired import (
@@ -154,3 +155,23 @@ def test_scores_that_are_not_zero_or_one_use_the_bootstrap_p_value_and_the_norma
     assert normal_mde([0.0, 0.2] * 50) == pytest.approx(2.8016 * 0.1005 / 10, rel=1e-3)
     # Every item 0.1 better: no spread to measure, so not 0 but the 0/1 scores' floor.
     assert result.mde == mcnemar_mde(100, 0.0) > 0
+
+
+def test_scores_that_are_not_numbers_are_not_compared() -> None:
+    nan = float("nan")
+    with pytest.raises(ValueError, match="not numbers"):
+        compare("base", "tuned", [1.0, 0.0, nan] * 10, [1.0, 1.0, nan] * 10)
+
+
+def test_with_no_difference_the_interval_covers_zero_about_95_times_in_100() -> None:
+    """Two models that differ only by chance (each item flipped for tuned with chance 0.2,
+    either way): over 300 draws, the 95% interval holds 0 in about 95% of them."""
+    rng = np.random.default_rng(0)
+    covered = 0
+    for draw in range(300):
+        base = (rng.random(60) < 0.5).astype(float)
+        flip = rng.random(60) < 0.2
+        tuned = np.where(flip, 1 - base, base)
+        _, low, high, _ = paired_bootstrap(base, tuned, iters=1000, seed=draw)
+        covered += low <= 0 <= high
+    assert 0.9 <= covered / 300 <= 0.99

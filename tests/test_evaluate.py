@@ -910,3 +910,51 @@ def test_the_fingerprint_reads_the_weights_once_and_tells_same_size_files_apart(
     assert reads == [tmp_path / "run1" / "config.json"]  # the weights' sha256 came from the cache
     (tmp_path / "run1" / "model.safetensors").write_bytes(b"\x03" * 4096)
     assert prov.fingerprint(tmp_path / "run1") != first  # changed since: read again
+
+
+def _planned(name: str, items_by_label: dict[str, list[float]]):
+    """A benchmark as run: each model's per-item scores and their mean as lm-eval's score."""
+    from glan.evaluate import runner
+    from glan.evaluate.results import BenchmarkResult
+
+    result = BenchmarkResult(benchmark=name, status="run", metric="acc")
+    items = {}
+    for label, scores in items_by_label.items():
+        result.scores[label] = sum(scores) / len(scores)
+        items[label] = {("t", i, str(i)): v for i, v in enumerate(scores)}
+    return runner.Planned(BENCHMARKS[name], "t", result, True, items)
+
+
+def test_three_models_are_holm_corrected_across_every_pair_and_each_pair_is_shown() -> None:
+    """Four tests in all (two pairs, two benchmarks): Holm multiplies the smallest p by 4, not
+    by the 2 of its pair. Pairs that cannot be compared say why in the row."""
+    from glan.evaluate import runner
+    from glan.evaluate.results import EvalReport, markdown, rows
+
+    arc = _planned(
+        "arc_easy", {"A": [0.0] * 40, "B": [1.0] * 6 + [0.0] * 34, "C": [1.0] * 7 + [0.0] * 33}
+    )
+    mmlu = _planned("mmlu", {"A": [0.0] * 60, "B": [1.0] * 6 + [0.0] * 54, "C": [0.0] * 60})
+    gsm8k = _planned("gsm8k", {"A": [0.0] * 10, "B": [0.0] * 9, "C": [float("nan")] + [0.0] * 9})
+    runner._compare([arc, mmlu, gsm8k], ["A", "B", "C"])
+    c_arc = arc.result.comparisons[1]
+    assert (c_arc.tuned, c_arc.p_value) == ("C", pytest.approx(2**-6))
+    assert c_arc.p_holm == pytest.approx(4 * 2**-6) and c_arc.verdict == "can't tell"
+    assert arc.result.comparisons[0].p_holm == pytest.approx(3 * 2**-5)  # 2nd smallest: x 3
+    assert not gsm8k.result.comparisons
+    assert "B: the models were scored on different items (10, 9)" in gsm8k.result.paired_note
+    assert "C: some item scores are not numbers" in gsm8k.result.paired_note
+
+    report = EvalReport(
+        models={"A": "a", "B": "b", "C": "c"},
+        limit=None,
+        chat_template=False,
+        results=[arc.result, mmlu.result, gsm8k.result],
+    )
+    head, body = rows(report)
+    assert head[-5:] == ["delta", "95% CI", "p (Holm)", "verdict", "detectable"]
+    cells = dict(zip(head, body[0], strict=True))
+    assert cells["delta"] == "B: +15.0\nC: +17.5"
+    assert cells["verdict"] == "B: can't tell\nC: can't tell"
+    assert "C: some item scores are not numbers" in dict(zip(head, body[2], strict=True))["verdict"]
+    assert "B: +15.0<br>C: +17.5" in markdown(report)

@@ -157,7 +157,7 @@ def _show(report, out_dir: Path) -> None:
     from glan.evaluate.results import how_to_read, rich_table
 
     out.print(rich_table(report))
-    if len(report.models) == 2:
+    if len(report.models) > 1:
         console.print(how_to_read(report), highlight=False)
     out.print(
         f"eval_results.json (with provenance), eval_results.md, eval_report.html and "

@@ -217,6 +217,8 @@ def compare(
     """The paired comparison of two models' per-item scores (same items, same order)."""
     if len(base) != len(tuned):
         raise ValueError(f"{len(base)} base items, {len(tuned)} tuned: not paired")
+    if not all(math.isfinite(v) for v in (*base, *tuned)):
+        raise ValueError("item scores that are not numbers (NaN or infinite): not compared")
     difference, low, high, boot_p = paired_bootstrap(base, tuned, iters, seed)
     binary = all(v in (0, 1) for v in (*base, *tuned))
     fields: dict[str, object] = {}

@@ -47,38 +47,52 @@ def _cell(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f}"
 
 
-def _delta(result: BenchmarkResult, labels: list[str]) -> str:
-    if len(labels) != 2:
-        return ""
-    a, b = (result.scores.get(label) for label in labels)
+def _delta(result: BenchmarkResult, base: str, tuned: str) -> str:
+    a, b = result.scores.get(base), result.scores.get(tuned)
     return "" if a is None or b is None else f"{100 * (b - a):+.1f}"
 
 
-COMPARED = ["95% CI", "p (Holm)", "verdict", "detectable"]
+COMPARED = ["delta", "95% CI", "p (Holm)", "verdict", "detectable"]
 
 
-def _compared(result: BenchmarkResult) -> list[str]:
-    """The comparison's cells, in points: interval, Holm-adjusted p, verdict, and the smallest
+def _pair(result: BenchmarkResult, base: str, tuned: str) -> list[str]:
+    """One pair's cells, in points: delta, interval, Holm-adjusted p, verdict, and the smallest
     difference detectable at this item count ("n too small" when none is)."""
-    if not result.comparisons:
-        return ["", "", "", ""]
-    c = result.comparisons[0]
+    delta = _delta(result, base, tuned)
+    c = next((c for c in result.comparisons if (c.base, c.tuned) == (base, tuned)), None)
+    if c is None:
+        return [delta, "", "", "", ""]
     mde = "n too small" if c.mde is None else f"{100 * c.mde:.1f}"
     p = "" if c.p_holm is None else f"{c.p_holm:.3g}"
-    return [f"[{100 * c.ci_low:+.1f}, {100 * c.ci_high:+.1f}]", p, c.verdict or "", mde]
+    return [delta, f"[{100 * c.ci_low:+.1f}, {100 * c.ci_high:+.1f}]", p, c.verdict or "", mde]
+
+
+def _compared(result: BenchmarkResult, labels: list[str]) -> list[str]:
+    """Each later model against the first, a line per pair (named when there are several),
+    and why a pair has no comparison in the verdict's cell."""
+    later = labels[1:]
+    columns: list[list[str]] = [[] for _ in COMPARED]
+    for tuned in later:
+        for column, cell in zip(columns, _pair(result, labels[0], tuned), strict=True):
+            if cell:
+                column.append(f"{tuned}: {cell}" if len(later) > 1 else cell)
+    if result.paired_note:
+        columns[COMPARED.index("verdict")].append(result.paired_note)
+    return ["\n".join(column) for column in columns]
 
 
 def rows(report: EvalReport, reasons: bool = True) -> tuple[list[str], list[list[str]]]:
-    """Header and cells; without `reasons` the status stays one word (reasons listed apart)."""
+    """Header and cells; without `reasons` the status stays one word (reasons listed apart).
+    A cell comparing several pairs holds a line for each."""
     labels = list(report.models)
     head = ["benchmark", "status", "metric", "shots", "n", *labels]
-    head += ["delta", *COMPARED] if len(labels) == 2 else []
+    head += COMPARED if len(labels) > 1 else []
     body = []
     for r in report.results:
         status = r.status if r.status == "run" or not reasons else f"{r.status}: {r.reason}"
         cells = [r.benchmark, status, r.metric, "" if r.shots is None else str(r.shots)]
         cells += [str(r.samples or ""), *(_cell(r.scores.get(label)) for label in labels)]
-        cells += [_delta(r, labels), *_compared(r)] if len(labels) == 2 else []
+        cells += _compared(r, labels) if len(labels) > 1 else []
         body.append(cells)
     return head, body
 
@@ -87,10 +101,11 @@ def how_to_read(report: EvalReport) -> str:
     """What the comparison's columns are, for the Markdown and the terminal."""
     compared = sum(len(r.comparisons) for r in report.results)
     return (
-        f"delta: tuned - base in points, on the same items. 95% CI: paired bootstrap over the "
+        f"delta: tuned - base in points, on the same items (each later model against the "
+        f"first). 95% CI: paired bootstrap over the "
         f"items ({BOOTSTRAP_ITERS:,} resamples, seed {BOOTSTRAP_SEED}), not corrected for "
         f"multiple tests. p (Holm): McNemar's exact test for 0/1 scores (else the "
-        f"bootstrap's), Holm-corrected across the {compared} comparisons; verdict better/worse "
+        f"bootstrap's), Holm-corrected across the {compared} comparisons (every pair and benchmark); verdict better/worse "
         f"where it is below {ALPHA}, else can't tell. The exact test is more conservative than "
         f"the percentile interval: on few items an interval that excludes 0 can still read "
         f"can't tell. detectable: the smallest difference (points) the exact test finds with "
@@ -130,13 +145,16 @@ def rich_table(report: EvalReport):
 def markdown(report: EvalReport) -> str:
     head, body = rows(report)
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join(c.replace("|", "/") for c in cells) + " |" for cells in body]
+    lines += [
+        "| " + " | ".join(c.replace("|", "/").replace("\n", "<br>") for c in cells) + " |"
+        for cells in body
+    ]
     models = ", ".join(f"{label} = `{path}`" for label, path in report.models.items())
     prompts = "; ".join(f"{r.benchmark}: {r.prompt}" for r in report.results if r.status == "run")
     limit = f"first {report.limit} items" if report.limit else "all items"
     chat = "chat template applied" if report.chat_template else "plain completion prompts"
     notes = [f"Models: {models}.", f"Items: {limit}; {chat}.", f"Prompt formats: {prompts}."]
-    notes += [how_to_read(report)] if len(report.models) == 2 else []
+    notes += [how_to_read(report)] if len(report.models) > 1 else []
     notes += [n for n in (_other_metrics(report),) if n]
     notes += ["Provenance (versions, seeds, models, data sha256s): eval_results.json."]
     return "# glan eval\n\n" + "\n".join(lines) + "\n\n" + "\n\n".join(notes) + "\n"

@@ -4,6 +4,7 @@ raised, so that the table always names every benchmark asked for."""
 from __future__ import annotations
 
 import importlib.util
+import math
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -275,35 +276,43 @@ def _record(item: Planned, label: str, output: dict[str, Any], out_dir: Path) ->
 
 
 def _compare(planned: list[Planned], labels: list[str]) -> None:
-    """Each later model against the first on the items both were scored on; Holm across the
-    benchmarks of each pair."""
+    """Each later model against the first on the items both were scored on; Holm across every
+    (pair, benchmark) test of the run, so that more models do not mean more chances."""
+    compared = []
     for tuned in labels[1:]:
-        compared = []
         for item in planned:
             result = item.result
             if result.status != "run" or not {labels[0], tuned} <= item.items.keys():
                 continue
             base_items, tuned_items = item.items[labels[0]], item.items[tuned]
             base, ours = per_item.paired(base_items, tuned_items)
-            note = _unpaired(result, labels[0], base, len(base_items), len(tuned_items))
+            note = _unpaired(result, labels[0], base, ours, len(base_items), len(tuned_items))
             if note:
-                result.paired_note = note
+                note = f"{tuned}: {note}" if len(labels) > 2 else note
+                result.paired_note = "; ".join(filter(None, [result.paired_note, note]))
                 continue
             compared.append(compare(labels[0], tuned, base, ours))
             result.comparisons.append(compared[-1])
-        judge(compared)
+    judge(compared)
 
 
 def _unpaired(
-    result: res.BenchmarkResult, label: str, base: list[float], n_base: int, n_tuned: int
+    result: res.BenchmarkResult,
+    label: str,
+    base: list[float],
+    tuned: list[float],
+    n_base: int,
+    n_tuned: int,
 ) -> str:
     """Why a benchmark's items give no paired comparison, or ""."""
     if not base:
         return "no item scored for both models: no paired comparison"
     if n_base != n_tuned or len(base) != n_base:
         return f"the models were scored on different items ({n_base}, {n_tuned}): not compared"
+    if not all(math.isfinite(v) for v in (*base, *tuned)):
+        return "some item scores are not numbers (NaN or infinite): not compared"
     score = result.scores.get(label)
-    if score is None or abs(sum(base) / len(base) - score) > 1e-9:
+    if score is None or not math.isclose(sum(base) / len(base), score, abs_tol=1e-9):
         return "its per-item scores do not average to lm-eval's score: not compared"
     return ""
 
