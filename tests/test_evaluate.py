@@ -593,9 +593,17 @@ def test_the_comparison_is_paired_on_recorded_samples_and_the_provenance_is_port
     from glan.evaluate.provenance import sha256
     from glan.testing.oracle_lm import OracleLM, gold_choice
 
-    monkeypatch.setattr(runner, "_lm", lambda path, _: OracleLM(path))
+    # The models are folders typed relative to the working directory: nothing recorded may
+    # turn them into this machine's absolute paths.
+    monkeypatch.setattr(runner, "_lm", lambda path, _: OracleLM(Path(path).name))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("GLAN_CACHE", str(tmp_path / "cache"))
+    for name in ("first", "right"):
+        (tmp_path / "models" / name).mkdir(parents=True)
+        (tmp_path / "models" / name / "config.json").write_text(f'{{"name": "{name}"}}')
     out, limit = tmp_path / "eval", 30
-    args = ["eval", "--model", "base=first", "--model", "tuned=right", "--limit", str(limit)]
+    args = ["eval", "--model", "base=models/first", "--model", "tuned=models/right"]
+    args += ["--limit", str(limit)]
     result = CliRunner().invoke(app, [*args, "--benchmarks", "arc_easy", "--out", str(out)])
     assert result.exit_code == 0, result.output
     report = json.loads((out / "eval_results.json").read_text())
@@ -619,6 +627,11 @@ def test_the_comparison_is_paired_on_recorded_samples_and_the_provenance_is_port
     made = report["provenance"]
     assert made["lm_eval_version"] == "0.4.13" and made["settings"]["limit"] == limit
     assert made["seeds"]["fewshot_random_seed"] == 1234 and made["seeds"]["bootstrap_seed"]
+    assert made["settings"]["fewshot_as_multiturn"] is True and made["finished_utc"]
+    assert {"numpy", "accelerate", "peft"} <= made["versions"].keys()
+    base = made["models"]["base"]
+    assert (base["given"], base["resolved"], base["backend"]) == ("models/first",) * 2 + ("hf",)
+    assert base["fingerprint"] and base["fingerprint"] != made["models"]["tuned"]["fingerprint"]
     task = row["provenance"]
     assert task["versions"] == {"glan_std_arc_easy": 1.0}
     assert task["includes"] == ["lm_eval/tasks/arc/arc_easy.yaml"]

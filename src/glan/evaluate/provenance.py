@@ -8,6 +8,7 @@ the YAMLs lm-eval reads hold this machine's absolute paths and are written again
 from __future__ import annotations
 
 import contextlib
+import datetime
 import hashlib
 import importlib.metadata
 import json
@@ -36,6 +37,7 @@ class ModelProvenance(BaseModel):
     backend: str | None = None  # hf or vllm, as resolved from --backend
     device: str | None = None  # cpu, cuda
     dtype: str | None = None  # as lm-eval reports it
+    chat_template_sha256: str | None = None  # the tokenizer's chat template text, if it has one
 
 
 class DataPackageUsed(BaseModel):
@@ -58,7 +60,9 @@ class TaskProvenance(BaseModel):
 class RunProvenance(BaseModel):
     glan_version: str
     lm_eval_version: str | None
-    versions: dict[str, str | None]  # python, torch, transformers, datasets, vllm
+    versions: dict[str, str | None]  # python, torch, transformers, datasets, vllm, numpy, ...
+    machine: dict[str, str | None] = {}  # CUDA version and GPU name, where there is one
+    finished_utc: str | None = None  # when the run finished (ISO 8601, UTC); never diffed
     settings: dict[str, Any]  # EvalSettings as run: limit, shots, chat_template, ...
     seeds: dict[str, int]  # lm-eval's seeds and the bootstrap's
     benchmarks: list[str]
@@ -130,7 +134,12 @@ def _hub_snapshot(name: str) -> Path | None:
 
 
 def model(
-    given: str, resolved: str, lm_eval_config: dict[str, Any], backend: str, device: str
+    given: str,
+    resolved: str,
+    lm_eval_config: dict[str, Any],
+    backend: str,
+    device: str,
+    chat_template: str | None = None,
 ) -> ModelProvenance:
     folder = Path(resolved)
     revision = None
@@ -155,6 +164,9 @@ def model(
         backend=backend,
         device=device,
         dtype=info.get("model_dtype"),
+        chat_template_sha256=(
+            hashlib.sha256(chat_template.encode()).hexdigest() if chat_template else None
+        ),
     )
 
 
@@ -250,5 +262,18 @@ def _in_cache(folder: Path) -> bool:
 
 
 def environment() -> dict[str, str | None]:
-    names = ("torch", "transformers", "datasets", "vllm")
+    names = ("torch", "transformers", "datasets", "vllm", "numpy", "accelerate", "peft")
     return {"python": platform.python_version(), **{n: version(n) for n in names}}
+
+
+def machine() -> dict[str, str | None]:
+    """The CUDA torch was built for and the GPU it sees, where it sees one."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return {}
+    return {"cuda": torch.version.cuda, "gpu": torch.cuda.get_device_name(0)}
+
+
+def now_utc() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")

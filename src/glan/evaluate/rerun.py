@@ -118,6 +118,7 @@ def differences(old: EvalReport, new: EvalReport) -> list[Difference]:
     lines = _then_now("versions", "glan", then.glan_version, now.glan_version)
     lines += _then_now("versions", "lm-eval", then.lm_eval_version, now.lm_eval_version)
     lines += _each("versions", "version of", then.versions, now.versions)
+    lines += _each("machine", "machine", then.machine, now.machine)
     lines += _each("settings", "setting", then.settings, now.settings)
     lines += _then_now("settings", "seeds", then.seeds, now.seeds)
     for label, model in then.models.items():
@@ -138,7 +139,15 @@ def differences(old: EvalReport, new: EvalReport) -> list[Difference]:
     return lines
 
 
-RUN_AS = ("revision", "fingerprint", "gguf_sha256", "backend", "device", "dtype")
+RUN_AS = (
+    "revision",
+    "fingerprint",
+    "gguf_sha256",
+    "backend",
+    "device",
+    "dtype",
+    "chat_template_sha256",
+)
 
 
 def summary(recorded: Path, found: list[Difference]) -> str:

@@ -23,7 +23,10 @@ from glan.evaluate.sandbox import code_execution_allowed
 from glan.evaluate.standard import STANDARD, write_standard
 from glan.train.models import require, resolve_model
 
-FIXED_SHOTS = ("code", "instructions")  # their tasks fix their own examples (or none)
+FIXED_SHOTS = ("code", "instructions")
+# lm-eval 0.4.13's default, passed and recorded so that another lm-eval's cannot change a rerun
+# (it matters only with --chat-template: few-shot examples as earlier turns of the chat).
+FEWSHOT_AS_MULTITURN = True  # their tasks fix their own examples (or none)
 # lm-eval's own defaults, passed and recorded so that a rerun uses the same.
 LM_EVAL_SEEDS = {
     "random_seed": 0,
@@ -240,6 +243,7 @@ def _run_task(lm: Any, item: Planned, manager: Any, settings: EvalSettings) -> d
             limit=settings.limit,
             task_manager=manager,
             apply_chat_template=settings.chat_template,
+            fewshot_as_multiturn=FEWSHOT_AS_MULTITURN,
             confirm_run_unsafe_code=allowed,
             bootstrap_iters=0,  # glan measures the base-vs-tuned difference itself (paired)
             log_samples=True,
@@ -346,7 +350,14 @@ def evaluate(
             except Exception as exc:  # one benchmark failing must not hide the others
                 item.result.scores[label] = None
                 item.result.status, item.result.reason = "failed", f"{label}: {_one_line(exc)}"
-        model_records[label] = prov.model(name, resolved, lm_eval_config, *backend(settings))
+        template = getattr(getattr(lm, "tokenizer", None), "chat_template", None)
+        model_records[label] = prov.model(
+            name,
+            resolved,
+            lm_eval_config,
+            *backend(settings),
+            template if isinstance(template, str) else None,
+        )
         del lm
     _compare(planned, list(models))
     report = res.EvalReport(
@@ -358,7 +369,10 @@ def evaluate(
             glan_version=glan.__version__,
             lm_eval_version=prov.version("lm_eval"),
             versions=prov.environment(),
-            settings=asdict(settings) | {"bootstrap_iters": BOOTSTRAP_ITERS},
+            machine=prov.machine(),
+            finished_utc=prov.now_utc(),
+            settings=asdict(settings)
+            | {"bootstrap_iters": BOOTSTRAP_ITERS, "fewshot_as_multiturn": FEWSHOT_AS_MULTITURN},
             seeds=LM_EVAL_SEEDS | {"bootstrap_seed": BOOTSTRAP_SEED},
             benchmarks=[b.name for b in benchmarks],
             models=model_records,
