@@ -971,3 +971,30 @@ def test_three_models_are_holm_corrected_across_every_pair_and_each_pair_is_show
     assert cells["verdict"] == "B: can't tell\nC: can't tell"
     assert "C: some item scores are not numbers" in dict(zip(head, body[2], strict=True))["verdict"]
     assert "B: +15.0<br>C: +17.5" in markdown(report)
+
+
+def test_per_sample_records_are_written_a_line_at_a_time(tmp_path: Path) -> None:
+    """About 10 MB of records go to disk gzipped without the file's text or its compressed
+    bytes ever held whole: the writing's peak memory stays far below the records' size."""
+    import tracemalloc
+
+    from glan.evaluate.per_item import read_samples, write_samples
+
+    rows = [{"doc_id": i, "filter": "none", "prompt": f"{i} " + "x" * 2000} for i in range(5000)]
+    output = {"samples": {"task": rows}}
+    tracemalloc.start()
+    write_samples(output, tmp_path / "s.jsonl.gz")
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < 2_000_000
+    back = list(read_samples(tmp_path / "s.jsonl.gz"))
+    assert len(back) == 5000 and back[-1] == ("task", rows[-1])
+
+
+def test_each_models_records_get_a_folder_of_their_own() -> None:
+    from glan.evaluate.runner import _file_name
+
+    assert _file_name("base") == "base" and _file_name("tuned-1.5") == "tuned-1.5"
+    names = {_file_name(label) for label in ("a/b", "a_b", "a b", "..", "")}
+    assert len(names) == 5 and not any(name in ("", ".", "..") for name in names)
+    assert all("/" not in name for name in names)

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from glan.run.files import atomic_write_bytes
+from glan.run.files import atomic_file
 
 ItemKey = tuple[str, int, str]  # (lm-eval task, doc_id, doc_hash): the same item for both
 NOT_METRICS = {"name", "alias", "sample_len", " "}
@@ -73,12 +73,11 @@ def write_samples(output: dict[str, Any], path: Path) -> None:
     """lm-eval's per-sample records of a run, one JSON line each with its task added (what
     `lm_eval --log_samples` writes, all subtasks in one file), gzipped: few-shot prompts make
     them large (MMLU's 5-shot: about 11 kB an item)."""
-    lines = (
-        json.dumps({"task": task, **row}, default=_plain, ensure_ascii=False) + "\n"
-        for task, row in _samples(output)
-    )
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, gzip.compress("".join(lines).encode(), mtime=0))
+    with atomic_file(path) as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz:
+        for task, row in _samples(output):  # a line at a time: never the whole file in memory
+            line = json.dumps({"task": task, **row}, default=_plain, ensure_ascii=False)
+            gz.write(line.encode() + b"\n")
 
 
 def read_samples(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:

@@ -3,6 +3,7 @@ raised, so that the table always names every benchmark asked for."""
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import math
 import re
@@ -253,7 +254,12 @@ def _run_task(lm: Any, item: Planned, manager: Any, settings: EvalSettings) -> d
 
 
 def _file_name(label: str) -> str:
-    return re.sub(r"[^\w.-]", "_", label) or "model"
+    """A folder name for a model's label: the label where it is one, else its safe characters
+    and a hash of the label, so that labels such as "a/b" and "a_b" never share a folder."""
+    safe = re.sub(r"[^\w.-]", "_", label)
+    if safe == label and label not in ("", ".", ".."):
+        return label
+    return f"{safe}-{hashlib.sha256(label.encode()).hexdigest()[:8]}"
 
 
 def _record(item: Planned, label: str, output: dict[str, Any], out_dir: Path) -> None:
