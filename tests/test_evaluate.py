@@ -691,7 +691,7 @@ def test_a_real_models_run_is_reproduced_from_its_recorded_provenance(
     rerun = ["eval", "--rerun", str(first / "eval_results.json"), "--out", str(again)]
     result = CliRunner().invoke(app, rerun)
     assert result.exit_code == 0, result.output
-    assert "reproduced" in result.output, result.output
+    assert "reproduced" in result.output and "differs:" not in result.output, result.output
     repeated = json.loads((again / "eval_results.json").read_text())
     assert repeated["results"][0]["metrics"] == recorded["results"][0]["metrics"]
     assert repeated["provenance"]["models"] == recorded["provenance"]["models"]
