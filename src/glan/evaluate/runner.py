@@ -3,21 +3,38 @@ raised, so that the table always names every benchmark asked for."""
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
-from dataclasses import dataclass
+import math
+import re
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import glan
 from glan.benchmark_packages import punkt_tab_home, why_missing
 from glan.errors import UserError
+from glan.evaluate import per_item
+from glan.evaluate import provenance as prov
 from glan.evaluate import results as res
 from glan.evaluate.code_eval import sandboxed_code_eval
+from glan.evaluate.paired import BOOTSTRAP_ITERS, BOOTSTRAP_SEED, compare, judge
 from glan.evaluate.registry import BENCHMARKS, Benchmark, how_to_get, offline
 from glan.evaluate.sandbox import code_execution_allowed
 from glan.evaluate.standard import STANDARD, write_standard
 from glan.train.models import require, resolve_model
 
-FIXED_SHOTS = ("code", "instructions")  # their tasks fix their own examples (or none)
+FIXED_SHOTS = ("code", "instructions")
+# lm-eval 0.4.13's default, passed and recorded so that another lm-eval's cannot change a rerun
+# (it matters only with --chat-template: few-shot examples as earlier turns of the chat).
+FEWSHOT_AS_MULTITURN = True  # their tasks fix their own examples (or none)
+# lm-eval's own defaults, passed and recorded so that a rerun uses the same.
+LM_EVAL_SEEDS = {
+    "random_seed": 0,
+    "numpy_random_seed": 1234,
+    "torch_random_seed": 1234,
+    "fewshot_random_seed": 1234,
+}
 
 
 @dataclass
@@ -37,6 +54,7 @@ class Planned:
     task: str | None  # lm-eval task name, None when not runnable
     result: res.BenchmarkResult
     local: bool = False  # lm-eval's own task over local data (else its hub task, or none)
+    items: dict[str, dict[per_item.ItemKey, float]] = field(default_factory=dict)  # per model
 
 
 def parse_models(specs: list[str]) -> dict[str, str]:
@@ -140,38 +158,35 @@ def ifeval_checker_missing() -> str | None:
     return None
 
 
-def _lm(path: str, settings: EvalSettings) -> Any:
+def backend(settings: EvalSettings) -> tuple[str, str]:
+    """(hf or vllm, cpu or cuda): what --backend resolves to on this machine."""
     import torch
 
+    device = "cuda" if torch.cuda.is_available() else "cpu"
     use_vllm = settings.backend == "vllm" or (
-        settings.backend == "auto"
-        and torch.cuda.is_available()
-        and importlib.util.find_spec("vllm") is not None
+        settings.backend == "auto" and device == "cuda" and importlib.util.find_spec("vllm")
     )
-    if use_vllm:
+    return ("vllm" if use_vllm else "hf"), device
+
+
+def _lm(path: str, settings: EvalSettings) -> Any:
+    name, device = backend(settings)
+    if name == "vllm":
         from lm_eval.models.vllm_causallms import VLLM
 
         return VLLM(pretrained=path, batch_size="auto")
     from lm_eval.models.huggingface import HFLM
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
     return HFLM(pretrained=path, batch_size=settings.batch_size, device=device)
 
 
-def _score(output: dict[str, Any], task: str, metric: str) -> tuple[float, int | None]:
-    """The metric (`name` or `name,filter`) of a task or group, and the items it scored (a
-    group's: all its tasks')."""
-    scores = output["results"][task]
-    key = next(
-        k
-        for k in scores
-        if "stderr" not in k and (k == metric or ("," not in metric and k.split(",")[0] == metric))
-    )
+def _count(output: dict[str, Any], task: str) -> int | None:
+    """The items a task or group scored (a group's: all its tasks')."""
     counts = output.get("n-samples", {})
     samples = counts.get(task, {}).get("effective")
     if samples is None and counts:
         samples = sum(c.get("effective", 0) for c in counts.values())
-    return float(scores[key]), samples
+    return samples
 
 
 def _shots(output: dict[str, Any], task: str, asked: int | None) -> int | None:
@@ -229,11 +244,87 @@ def _run_task(lm: Any, item: Planned, manager: Any, settings: EvalSettings) -> d
             limit=settings.limit,
             task_manager=manager,
             apply_chat_template=settings.chat_template,
+            fewshot_as_multiturn=FEWSHOT_AS_MULTITURN,
             confirm_run_unsafe_code=allowed,
-            bootstrap_iters=0,
-            log_samples=False,
+            bootstrap_iters=0,  # glan measures the base-vs-tuned difference itself (paired)
+            log_samples=True,
             gen_kwargs=gen_kwargs,
+            **LM_EVAL_SEEDS,
         )
+
+
+def _file_name(label: str) -> str:
+    """A folder name for a model's label: the label where it is one, else its safe characters
+    and a hash of the label, so that labels such as "a/b" and "a_b" never share a folder."""
+    safe = re.sub(r"[^\w.-]", "_", label)
+    if safe == label and label not in ("", ".", ".."):
+        return label
+    return f"{safe}-{hashlib.sha256(label.encode()).hexdigest()[:8]}"
+
+
+def _record(item: Planned, label: str, output: dict[str, Any], out_dir: Path) -> None:
+    """Every metric lm-eval reported, the headline one as the score, the per-sample records on
+    disk and the headline's per-item scores for the comparison."""
+    assert item.task is not None
+    result = item.result
+    metrics = per_item.all_metrics(output, item.task)
+    key = per_item.headline(metrics, result.metric)
+    result.headline, result.metrics[label] = key, metrics
+    result.scores[label] = metrics[key]
+    result.samples = _count(output, item.task)
+    result.shots = _shots(output, item.task, result.shots)
+    path = out_dir / "samples" / _file_name(label) / f"{result.benchmark}.jsonl.gz"
+    per_item.write_samples(output, path)
+    result.samples_files[label] = path.relative_to(out_dir).as_posix()
+    item.items[label] = per_item.output_item_scores(output, key)
+    if result.provenance is None:
+        versions = output.get("versions", {})
+        if item.local:
+            result.provenance = prov.task(result.benchmark, item.task, out_dir, versions)
+        else:
+            result.provenance = prov.TaskProvenance(task=item.task, versions=versions)
+
+
+def _compare(planned: list[Planned], labels: list[str]) -> None:
+    """Each later model against the first on the items both were scored on; Holm across every
+    (pair, benchmark) test of the run, so that more models do not mean more chances."""
+    compared = []
+    for tuned in labels[1:]:
+        for item in planned:
+            result = item.result
+            if result.status != "run" or not {labels[0], tuned} <= item.items.keys():
+                continue
+            base_items, tuned_items = item.items[labels[0]], item.items[tuned]
+            base, ours = per_item.paired(base_items, tuned_items)
+            note = _unpaired(result, labels[0], base, ours, len(base_items), len(tuned_items))
+            if note:
+                note = f"{tuned}: {note}" if len(labels) > 2 else note
+                result.paired_note = "; ".join(filter(None, [result.paired_note, note]))
+                continue
+            compared.append(compare(labels[0], tuned, base, ours))
+            result.comparisons.append(compared[-1])
+    judge(compared)
+
+
+def _unpaired(
+    result: res.BenchmarkResult,
+    label: str,
+    base: list[float],
+    tuned: list[float],
+    n_base: int,
+    n_tuned: int,
+) -> str:
+    """Why a benchmark's items give no paired comparison, or ""."""
+    if not base:
+        return "no item scored for both models: no paired comparison"
+    if n_base != n_tuned or len(base) != n_base:
+        return f"the models were scored on different items ({n_base}, {n_tuned}): not compared"
+    if not all(math.isfinite(v) for v in (*base, *tuned)):
+        return "some item scores are not numbers (NaN or infinite): not compared"
+    score = result.scores.get(label)
+    if score is None or not math.isclose(sum(base) / len(base), score, abs_tol=1e-9):
+        return "its per-item scores do not average to lm-eval's score: not compared"
+    return ""
 
 
 def evaluate(
@@ -250,26 +341,48 @@ def evaluate(
     hub_tasks = any(p.task and not p.local for p in planned)
     manager = TaskManager(include_path=str(tasks_dir), include_defaults=hub_tasks)
     _quiet_lm_eval()
+    model_records = {}
     for label, name in models.items():
-        lm = _lm(resolve_model(name), settings)
+        resolved = resolve_model(name)
+        lm = _lm(resolved, settings)
+        lm_eval_config: dict[str, Any] = {}
         for item in planned:
             if item.task is None:
                 continue
             try:
                 output = _run_task(lm, item, manager, settings)
-                score, samples = _score(output, item.task, item.result.metric)
-                item.result.shots = _shots(output, item.task, item.result.shots)
-                item.result.scores[label] = score
-                item.result.samples = samples
+                lm_eval_config = output.get("config", {})
+                _record(item, label, output, out_dir)
             except Exception as exc:  # one benchmark failing must not hide the others
                 item.result.scores[label] = None
                 item.result.status, item.result.reason = "failed", f"{label}: {_one_line(exc)}"
+        template = getattr(getattr(lm, "tokenizer", None), "chat_template", None)
+        model_records[label] = prov.model(
+            name,
+            resolved,
+            lm_eval_config,
+            *backend(settings),
+            template if isinstance(template, str) else None,
+        )
         del lm
+    _compare(planned, list(models))
     report = res.EvalReport(
         models=models,
         limit=settings.limit,
         chat_template=settings.chat_template,
         results=[p.result for p in planned],
+        provenance=prov.RunProvenance(
+            glan_version=glan.__version__,
+            lm_eval_version=prov.version("lm_eval"),
+            versions=prov.environment(),
+            machine=prov.machine(),
+            finished_utc=prov.now_utc(),
+            settings=asdict(settings)
+            | {"bootstrap_iters": BOOTSTRAP_ITERS, "fewshot_as_multiturn": FEWSHOT_AS_MULTITURN},
+            seeds=LM_EVAL_SEEDS | {"bootstrap_seed": BOOTSTRAP_SEED},
+            benchmarks=[b.name for b in benchmarks],
+            models=model_records,
+        ),
     )
     res.write(report, out_dir)
     return report

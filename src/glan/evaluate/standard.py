@@ -85,8 +85,15 @@ def _override(task: str, include: Path, path: str, files: dict[str, str]) -> dic
     }
 
 
+HEADER = (
+    "# Written by glan eval with this machine's paths. eval_results.json's provenance records\n"
+    "# them portably (lm_eval/..., dist==version:path, sha256); `glan eval --rerun` writes\n"
+    "# them again elsewhere.\n"
+)
+
+
 def _write(tasks_dir: Path, name: str, config: dict[str, Any]) -> None:
-    text = yaml.safe_dump(config, sort_keys=False, allow_unicode=True)
+    text = HEADER + yaml.safe_dump(config, sort_keys=False, allow_unicode=True)
     atomic_write_text(tasks_dir / f"{name}.yaml", text)
 
 

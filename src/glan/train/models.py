@@ -103,21 +103,25 @@ def converted(gguf: Path) -> Path:
     return target
 
 
+def gguf_of(name: str) -> Path | None:
+    """The GGUF file `name` stands for (SmolLM2's packaged one, a .gguf path, a folder holding
+    one and no config.json), else None (a model folder or a hub id)."""
+    if name == SMOLLM2:
+        return packaged_smollm2()
+    path = Path(name).expanduser()
+    if path.is_file() and path.suffix == ".gguf":
+        return path
+    if path.is_dir():
+        return _gguf_in(path)
+    if path.suffix == ".gguf" or name.startswith((".", "/", "~")):
+        raise UserError(f"model not found: {name}")
+    return None
+
+
 def resolve_model(name: str) -> str:
     """A path or hub id transformers can load with from_pretrained (GGUFs converted once)."""
-    if name == SMOLLM2:
-        gguf: Path | None = packaged_smollm2()
-    else:
+    gguf = gguf_of(name)
+    if gguf is None:
         path = Path(name).expanduser()
-        if path.is_file() and path.suffix == ".gguf":
-            gguf = path
-        elif path.is_dir():
-            gguf = _gguf_in(path)
-            if gguf is None:
-                return str(path)
-        elif path.suffix == ".gguf" or name.startswith((".", "/", "~")):
-            raise UserError(f"model not found: {name}")
-        else:
-            return name  # a hub id; transformers says what is wrong with it
-    assert gguf is not None
+        return str(path) if path.is_dir() else name  # a hub id: transformers says what is wrong
     return str(converted(gguf))
