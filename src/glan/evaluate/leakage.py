@@ -6,9 +6,10 @@ Reading (docs/train-eval.md): a gap near zero says the model was not fitted to t
 large positive gap (train items far likelier than test items) says the benchmark's training
 split, or task-specific in-domain data like it, reached training; a large negative gap says its
 test items did. The paper's GLAN model: -0.03 ARC-C, +0.02 GSM8K. The first model given is the
-reference: the others are flagged when their gap moves more than WARN_SHIFT from its gap (a
-base model's own gap reflects how the two splits differ); the reference (or a lone model) is
-flagged when its own gap is past WARN_SHIFT.
+reference. Each gap has a bootstrap interval (glan.evaluate.leakage_interval); so has each
+model's shift from the reference's gap (for the reference, or a lone model: its gap itself). A
+row is flagged when the shift's whole interval lies past WARN_SHIFT either way, read as near
+when the whole interval lies within it, and as can't tell otherwise (too few items to say).
 
 A second, differently named view ("glan pairs") sets the test loss beside the loss on the
 model's own tuning pairs: it tells how far the benchmark is from the tuning data, not leakage."""
@@ -22,13 +23,22 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from glan.evaluate.splits import SPLITS, Doc, Splits, how_to_get
+from glan.evaluate.answer_loss import (
+    BATCH_SIZE,
+    answer_loss,  # the one-item form, re-exported: tests import it from here
+    answer_losses,
+    device_and_dtype,
+    load,
+)
+from glan.evaluate.leakage_interval import BOOTSTRAP_ITERS, BOOTSTRAP_SEED, LEVEL, GapIntervals
+from glan.evaluate.splits import SPLITS, Doc, Splits, how_to_get, test_docs
 from glan.run.files import atomic_write_json
 from glan.train.data import Pair, load_pairs
-from glan.train.models import require, resolve_model
+from glan.train.models import require
+
+__all__ = ["answer_loss", "check", "pairs_view", "samples", "write"]
 
 WARN_SHIFT = 0.1  # nats; ten times the paper's clean gaps (-0.03..+0.02)
-MAX_TOKENS = 2048
 
 
 class LeakageRow(BaseModel):
@@ -37,12 +47,21 @@ class LeakageRow(BaseModel):
     status: str  # run, skipped
     reason: str = ""
     items: int = 0
-    train_split: str = "train"
+    train_split: str = "train"  # the split that stood in for training data
+    train_source: str = ""  # where it came from: a package, or "user file PATH"
     test_loss: float | None = None
     train_loss: float | None = None
     gap: float | None = None  # test loss - train loss
     gap_pct: float | None = None  # gap as % of the train loss
+    gap_low: float | None = None  # the gap's bootstrap interval (LEVEL)
+    gap_high: float | None = None
+    shift: float | None = None  # gap - the reference's gap; the reference's own: its gap
+    shift_low: float | None = None  # the shift's bootstrap interval (paired with the reference)
+    shift_high: float | None = None
+    reading: str = ""  # flagged, near, can't tell
     warning: str = ""  # empty when nothing to flag
+    test_losses: list[float] = []  # per item, in the drawn order: the interval's input
+    train_losses: list[float] = []
 
 
 def doc_pair(doc: Doc) -> tuple[str, str]:
@@ -57,43 +76,9 @@ def doc_pair(doc: Doc) -> tuple[str, str]:
     return doc["question"], doc["answer"].replace("#### ", "The answer is ")
 
 
-def answer_loss(model: Any, tokenizer: Any, prompt: list[dict[str, str]], answer: str) -> float:
-    """Mean per-token loss on the answer given the prompt: in the model's chat template when it
-    has one, else as plain "Question: ...\\nAnswer: ..." text."""
-    import torch
-
-    if tokenizer.chat_template:
-        head = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
-        full = tokenizer.apply_chat_template(
-            [*prompt, {"role": "assistant", "content": answer}], tokenize=False
-        )
-    else:
-        head = "Question: " + "\n".join(m["content"] for m in prompt) + "\nAnswer:"
-        full = f"{head} {answer}"
-    head_ids = tokenizer(head, add_special_tokens=False)["input_ids"]
-    ids = tokenizer(full, add_special_tokens=False, return_tensors="pt")["input_ids"]
-    ids = ids[:, :MAX_TOKENS]
-    labels = ids.clone()
-    labels[:, : len(head_ids)] = -100
-    with torch.no_grad():
-        return float(model(input_ids=ids.to(model.device), labels=labels.to(model.device)).loss)
-
-
-def _mean_loss(model: Any, tokenizer: Any, docs: list[Doc]) -> float:
-    losses = []
-    for doc in docs:
-        question, answer = doc_pair(doc)
-        losses.append(
-            answer_loss(model, tokenizer, [{"role": "user", "content": question}], answer)
-        )
-    return sum(losses) / len(losses)
-
-
-def _load(name: str) -> tuple[Any, Any]:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    path = resolve_model(name)
-    return AutoModelForCausalLM.from_pretrained(path).eval(), AutoTokenizer.from_pretrained(path)
+def _doc_losses(model: Any, tokenizer: Any, docs: list[Doc], batch_size: int) -> list[float]:
+    items = [([{"role": "user", "content": q}], a) for q, a in map(doc_pair, docs)]
+    return answer_losses(model, tokenizer, items, batch_size)
 
 
 def samples(splits: Splits, items: int, seed: int) -> tuple[list[Doc], list[Doc]] | str:
@@ -103,16 +88,21 @@ def samples(splits: Splits, items: int, seed: int) -> tuple[list[Doc], list[Doc]
     test = splits.test() if splits.test else None
     train = splits.train() if splits.train else None
     if not test or not train:
-        return how_to_get()
+        return how_to_get(splits.name)
     n = min(items, len(test), len(train))
     rng = random.Random(seed)
     return rng.sample(test, n), rng.sample(train, n)
 
 
 def check(
-    models: dict[str, str], benchmarks: list[str | Splits], items: int = 100, seed: int = 0
+    models: dict[str, str],
+    benchmarks: list[str | Splits],
+    items: int = 100,
+    seed: int = 0,
+    batch_size: int = BATCH_SIZE,
 ) -> list[LeakageRow]:
-    """Rows per benchmark and model (models in the order given; the first is the reference)."""
+    """Rows per benchmark and model (models in the order given; the first is the reference).
+    Every model is scored on the same drawn items, one model loaded at a time."""
     require("eval")
     chosen = [
         SPLITS.get(b, Splits(b, missing="unknown")) if isinstance(b, str) else b for b in benchmarks
@@ -120,37 +110,67 @@ def check(
     drawn = {s.name: samples(s, items, seed) for s in chosen}
     rows: list[LeakageRow] = []
     for label, name in models.items():
-        model, tokenizer = _load(name)
+        model, tokenizer = load(name)
         for splits in chosen:
             sample = drawn[splits.name]
             row = LeakageRow(benchmark=splits.name, model=label, status="skipped")
-            row.train_split = splits.train_split
+            row.train_split, row.train_source = splits.train_split, splits.train_source
             if isinstance(sample, str):
                 row.reason = sample
             else:
                 test, train = sample
                 row.status, row.items = "run", len(test)
-                row.test_loss = _mean_loss(model, tokenizer, test)
-                row.train_loss = _mean_loss(model, tokenizer, train)
+                row.test_losses = _doc_losses(model, tokenizer, test, batch_size)
+                row.train_losses = _doc_losses(model, tokenizer, train, batch_size)
+                row.test_loss = sum(row.test_losses) / len(test)
+                row.train_loss = sum(row.train_losses) / len(train)
                 row.gap = row.test_loss - row.train_loss
                 row.gap_pct = 100 * row.gap / row.train_loss if row.train_loss else None
             rows.append(row)
         del model
-    _flag(rows, next(iter(models)))
+    reference = next(iter(models))
+    for splits in chosen:
+        _intervals([r for r in rows if r.benchmark == splits.name], reference)
+    _flag(rows)
     return rows
 
 
-def _flag(rows: list[LeakageRow], reference: str) -> None:
-    base = {r.benchmark: r.gap for r in rows if r.model == reference and r.gap is not None}
+def _intervals(rows: list[LeakageRow], reference: str) -> None:
+    """One benchmark's gap and shift intervals, from the same resamples for every model."""
+    run = [r for r in rows if r.gap is not None]
+    if not run:
+        return
+    stats = GapIntervals(
+        run[0].benchmark, [r.test_losses for r in run], [r.train_losses for r in run]
+    )
+    ref = next((i for i, r in enumerate(run) if r.model == reference), 0)
+    for i, row in enumerate(run):
+        assert row.gap is not None
+        row.gap_low, row.gap_high = stats.gap(i)
+        if i == ref:
+            row.shift, row.shift_low, row.shift_high = row.gap, row.gap_low, row.gap_high
+        else:
+            row.shift = row.gap - (run[ref].gap or 0.0)
+            row.shift_low, row.shift_high = stats.shift(i, ref)
+
+
+def _flag(rows: list[LeakageRow]) -> None:
+    """Flagged only where the shift's whole interval is past WARN_SHIFT; near where it lies
+    within; else can't tell."""
     for row in rows:
-        if row.gap is None:
+        if row.shift is None or row.shift_low is None or row.shift_high is None:
             continue
-        against = base.get(row.benchmark) if row.model != reference else None
-        shift = row.gap - (against or 0.0)
-        if shift > WARN_SHIFT:
-            row.warning = f"train split far likelier ({shift:+.2f}): fitted to in-domain data"
-        elif shift < -WARN_SHIFT:
-            row.warning = f"test items far likelier ({shift:+.2f}): test items look learnt"
+        span = f"{row.shift:+.2f}, interval {row.shift_low:+.2f}..{row.shift_high:+.2f}"
+        if row.shift_low > WARN_SHIFT:
+            row.reading = "flagged"
+            row.warning = f"train split far likelier ({span}): fitted to in-domain data"
+        elif row.shift_high < -WARN_SHIFT:
+            row.reading = "flagged"
+            row.warning = f"test items far likelier ({span}): test items look learnt"
+        elif row.shift_low >= -WARN_SHIFT and row.shift_high <= WARN_SHIFT:
+            row.reading = "near"
+        else:
+            row.reading = "can't tell"
 
 
 class PairsRow(BaseModel):
@@ -165,45 +185,32 @@ class PairsRow(BaseModel):
     difference: float | None = None
 
 
-def _test_docs(name: str) -> list[Doc] | None:
-    """The benchmark's test items: from the leakage splits, else glan eval's local copy."""
-    from glan.evaluate.registry import BENCHMARKS
-
-    splits = SPLITS.get(name)
-    if splits and splits.test and (docs := splits.test()):
-        return docs
-    bench = BENCHMARKS.get(name)
-    if bench is None or bench.docs is None or bench.kind == "instructions":
-        return None  # IFEval items have no reference answer
-    return bench.docs()
-
-
 def pairs_view(
-    model_name: str, train_source: Path, benchmarks: list[str], items: int = 100, seed: int = 0
+    model_name: str,
+    train_source: Path,
+    benchmarks: list[str],
+    items: int = 100,
+    seed: int = 0,
+    batch_size: int = BATCH_SIZE,
 ) -> list[PairsRow]:
     """Test loss minus loss on a same-size sample of the tuning pairs. Positive for any tuned
     model by construction (it has seen its pairs): how far each benchmark lies from the tuning
     data, not leakage."""
     require("eval")
-    model, tokenizer = _load(model_name)
+    model, tokenizer = load(model_name)
     pairs: list[Pair] = load_pairs(train_source)
     rng = random.Random(seed)
     rows = []
     for name in benchmarks:
-        test = _test_docs(name)
+        test = test_docs(name)
         if not test:
             reason = "no local test items with reference answers"
             rows.append(PairsRow(benchmark=name, status="skipped", reason=reason))
             continue
         n = min(items, len(test), len(pairs))
-        test_loss = _mean_loss(model, tokenizer, rng.sample(test, n))
-        pairs_loss = (
-            sum(
-                answer_loss(model, tokenizer, p["prompt"], p["completion"][0]["content"])
-                for p in rng.sample(pairs, n)
-            )
-            / n
-        )
+        test_loss = sum(_doc_losses(model, tokenizer, rng.sample(test, n), batch_size)) / n
+        tuning = [(p["prompt"], p["completion"][0]["content"]) for p in rng.sample(pairs, n)]
+        pairs_loss = sum(answer_losses(model, tokenizer, tuning, batch_size)) / n
         rows.append(
             PairsRow(
                 benchmark=name,
@@ -218,12 +225,24 @@ def pairs_view(
 
 
 def write(
-    rows: list[LeakageRow], pairs: list[PairsRow], out_dir: Path, models: dict[str, str]
+    rows: list[LeakageRow],
+    pairs: list[PairsRow],
+    out_dir: Path,
+    models: dict[str, str],
+    batch_size: int = BATCH_SIZE,
 ) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
+    device, dtype = device_and_dtype()
     payload = {
         "models": models,
         "warn_shift": WARN_SHIFT,
+        "scoring": {"device": device, "dtype": str(dtype), "batch_size": batch_size},
+        "bootstrap": {
+            "iters": BOOTSTRAP_ITERS,
+            "seed": BOOTSTRAP_SEED,
+            "level": LEVEL,
+            "resampling": "test and train items independently, the same draws for every model",
+        },
         "rows": [r.model_dump() for r in rows],
         "glan_pairs_view": [r.model_dump() for r in pairs],
     }

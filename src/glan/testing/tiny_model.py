@@ -29,7 +29,12 @@ def make_tiny_llama(target: Path, hidden: int = 64, layers: int = 2) -> Path:
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
-    LlamaForCausalLM(config).save_pretrained(target)
+    import torch
+
+    with torch.random.fork_rng():  # the same weights in every session: a test's figures repeat
+        torch.manual_seed(0)
+        model = LlamaForCausalLM(config)
+    model.save_pretrained(target)
     tokenizer.save_pretrained(target)
     return target
 
