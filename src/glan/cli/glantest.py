@@ -172,11 +172,22 @@ def test_build(
 @test_app.command("run")
 def test_run(
     test_dir: Annotated[Path, typer.Argument(help="the exam directory (glan test build)")],
-    model: Annotated[list[str], Opt(help=f"LABEL=SPEC, twice: the two models ({SPEC})")],
+    model: Annotated[
+        list[str],
+        Opt(help=f"LABEL=SPEC: twice, the two models; with --absolute, one or more ({SPEC})"),
+    ],
     judge: Annotated[str, Opt(help=f"the judge's endpoint ({SPEC})")],
     out_dir: Annotated[
-        Path | None, Opt("--out", "-o", help="results (default: TEST_DIR/results/A-vs-B)")
+        Path | None,
+        Opt("--out", "-o", help="results (default: TEST_DIR/results/A-vs-B, or absolute-A-B-C)"),
     ] = None,
+    absolute: Annotated[
+        bool,
+        Opt(
+            "--absolute",
+            help="score each answer alone, 1-10, any number of models, the first the baseline",
+        ),
+    ] = False,
     concurrency: Annotated[int, Opt(help="exam items in flight")] = 8,
     answer_max_tokens: Annotated[
         int | None, Opt(help="cap on each answer (default 1024; 384 on smollm2)")
@@ -197,16 +208,16 @@ def test_run(
     quiet: Annotated[bool, Opt("--quiet", "-q", help="no progress display")] = False,
 ) -> None:
     """Grade two models on the exam with a judge. Each answers every question and the judge
-    scores both answers 1-10 in both orders: report.html, report.json and report.md
-    (re-running resumes)."""
+    scores both answers 1-10 in both orders (--absolute: each answer alone, for any number of
+    models): report.html, report.json and report.md (re-running resumes)."""
     from glan.aio import run
     from glan.config import load_config
     from glan.glantest.endpoints import parse_endpoint, parse_labelled
     from glan.glantest.exam import read_exam, read_references
-    from glan.glantest.grade import GradeSettings, check_labels, grade
+    from glan.glantest.grade import GradeSettings, grade
 
     models = parse_labelled(model)
-    a, b = check_labels(models)
+    labels = _labels(models, absolute)
     judge_settings = parse_endpoint(judge)
     sets = parse_sets(set_ or [])
     prices = load_config(config, sets, {k: f"--set {k}" for k in sets}).prices
@@ -218,10 +229,11 @@ def test_run(
             use_references=references,
             bootstrap=bootstrap,
             seed=seed,
+            absolute=absolute,
         )
     except ValueError as exc:
         raise UserError(f"invalid option: {str(exc).splitlines()[-1].strip()}") from None
-    target = out_dir or test_dir / "results" / f"{a}-vs-{b}"
+    target = out_dir or test_dir / "results" / _results_name(labels, absolute)
     if dry_run:
         from glan.cli.dry_run import print_estimates
         from glan.glantest.estimate import grading_estimate
@@ -235,8 +247,10 @@ def test_run(
             judge_max_tokens,
             read_references(test_dir) if references else {},
             prices,
+            absolute,
         )
-        print_estimates(f"GLAN-Test grading: {len(items):,} questions, {a} vs {b}", rows, out)
+        title = f"GLAN-Test grading: {len(items):,} questions, {_versus(labels, absolute)}"
+        print_estimates(title, rows, out)
         return
     items_total = len(read_exam(test_dir))
     from rich.progress import Progress
@@ -255,10 +269,26 @@ def test_run(
             )
         )
     from glan.glantest.report import markdown
+    from glan.glantest.report_absolute import absolute_markdown
 
-    out.print(markdown(report, disciplines=False), highlight=False, soft_wrap=True)
+    shown = (absolute_markdown if absolute else markdown)(report, disciplines=False)
+    out.print(shown, highlight=False, soft_wrap=True)
     out.print(
         f"per discipline and plots: report.md, report.html, report.json in {target}",
         highlight=False,
         soft_wrap=True,
     )
+
+
+def _labels(models: dict[str, Any], absolute: bool) -> list[str]:
+    from glan.glantest.grade import check_absolute_labels, check_labels
+
+    return list(check_absolute_labels(models) if absolute else check_labels(models))
+
+
+def _results_name(labels: list[str], absolute: bool) -> str:
+    return "absolute-" + "-".join(labels) if absolute else f"{labels[0]}-vs-{labels[1]}"
+
+
+def _versus(labels: list[str], absolute: bool) -> str:
+    return f"{', '.join(labels)} scored alone" if absolute else " vs ".join(labels)

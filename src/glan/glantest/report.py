@@ -4,6 +4,7 @@ tables and plots, one self-contained page in the style of `glan report`)."""
 from __future__ import annotations
 
 import html
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +97,32 @@ def _cell(row: dict[str, Any], label: str) -> str:
     return f"{row['mean'][label]:.2f} [{lo:.2f}, {hi:.2f}]"
 
 
+def interval_cell(value: float, ci95: list[float], signed: bool = False) -> str:
+    """`value [lo, hi]`; signed for a difference, so its direction reads at a glance."""
+    f = "{:+.2f}" if signed else "{:.2f}"
+    return f"{f.format(value)} [{f.format(ci95[0])}, {f.format(ci95[1])}]"
+
+
+def p_cell(p: float) -> str:
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def comparison_head(a: str, b: str) -> list[str]:
+    return [f"{b} - {a} [95% CI]", "p", f"{b} win rate [95% CI]"]
+
+
+def comparison_cells(row: dict[str, Any]) -> list[str]:
+    """The paired difference B - A, its p-value and B's win rate, each with its interval."""
+    if not row["items"]:
+        return ["-", "-", "-"]
+    d, w = row["difference"], row["win_rate"]
+    return [
+        interval_cell(d["mean"], d["ci95"], signed=True),
+        p_cell(d["p_value"]),
+        interval_cell(w["value"], w["ci95"]),
+    ]
+
+
 def table_rows(report: dict[str, Any], rows: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     a, b = report["pair"]
     head = [
@@ -107,6 +134,7 @@ def table_rows(report: dict[str, Any], rows: dict[str, Any]) -> tuple[list[str],
         "ties",
         f"{b} wins",
         "order flips",
+        *comparison_head(a, b),
     ]
     body = []
     for name, row in rows.items():
@@ -122,6 +150,7 @@ def table_rows(report: dict[str, Any], rows: dict[str, Any]) -> tuple[list[str],
                 str(wins["tie"]),
                 str(wins[b]),
                 flips,
+                *comparison_cells(row),
             ]
         )
     return head, body
@@ -155,24 +184,47 @@ def _headline(report: dict[str, Any]) -> list[str]:
         f"({report['bootstrap']['resamples']} resamples, seed {report['bootstrap']['seed']}). "
         f"Wins compare {a} with {b} item by item."
     )
+    lines.append(comparison_note(a, b))
     return lines
 
 
-def markdown(report: dict[str, Any], disciplines: bool = True) -> str:
-    """The report's tables; without the per-discipline one for a terminal (it may be long)."""
-    a, b = report["pair"]
-    parts = [f"# GLAN-Test: {a} vs {b}", "", *_headline(report), ""]
-    sections = [("Overall", {"all items": report["overall"]})]
-    sections.append(("By GLAN-Test group", report["groups"]))
+def comparison_note(a: str, b: str) -> str:
+    return (
+        f"{b} - {a}: the mean of the per-item differences, with its paired bootstrap interval "
+        f"and a two-sided sign-flip permutation p-value (no difference: p is uniform). "
+        f"{b} win rate: the share of items {b} wins, ties counted half (0.5: even)."
+    )
+
+
+Table = Callable[[dict[str, Any], dict[str, Any]], tuple[list[str], list[list[str]]]]
+
+
+def sections(report: dict[str, Any], disciplines: bool = True) -> list[tuple[str, dict[str, Any]]]:
+    rows = [("Overall", {"all items": report["overall"]})]
+    rows.append(("By GLAN-Test group", report["groups"]))
     if disciplines:
-        sections.append(("By discipline", report["disciplines"]))
-    for title, rows in sections:
-        parts += [f"## {title}", "", _md_table(*table_rows(report, rows)), ""]
+        rows.append(("By discipline", report["disciplines"]))
+    return rows
+
+
+def render_markdown(
+    report: dict[str, Any], title: str, headline: list[str], table: Table, disciplines: bool
+) -> str:
+    """A report's tables under its headline, then the items not scored and why."""
+    parts = [f"# GLAN-Test: {title}", "", *headline, ""]
+    for name, rows in sections(report, disciplines):
+        parts += [f"## {name}", "", _md_table(*table(report, rows)), ""]
     if report["unscored"]:
         parts += ["## Not scored", ""]
         parts += [f"- `{u['id']}` ({u['discipline']}): {u['why']}" for u in report["unscored"]]
         parts.append("")
     return "\n".join(parts)
+
+
+def markdown(report: dict[str, Any], disciplines: bool = True) -> str:
+    """The report's tables; without the per-discipline one for a terminal (it may be long)."""
+    a, b = report["pair"]
+    return render_markdown(report, f"{a} vs {b}", _headline(report), table_rows, disciplines)
 
 
 # ---- HTML ----------------------------------------------------------------------------------
@@ -186,10 +238,12 @@ def _layout(fig: go.Figure, title: str, height: int = 420) -> go.Figure:
     return fig
 
 
-def mean_bars(report: dict[str, Any], rows: dict[str, Any], title: str) -> go.Figure:
+def mean_bars(
+    report: dict[str, Any], rows: dict[str, Any], title: str, labels: list[str] | None = None
+) -> go.Figure:
     names = [n for n, r in rows.items() if r["items"]]
     fig = go.Figure()
-    for label in report["pair"]:
+    for label in labels or report["pair"]:
         means = [rows[n]["mean"][label] for n in names]
         fig.add_trace(
             go.Bar(
@@ -258,6 +312,42 @@ def _html_table(head: list[str], body: list[list[str]]) -> str:
     return f"<table><tr>{cells}</tr>{rows}</table>"
 
 
+def render_page(
+    report: dict[str, Any],
+    title: str,
+    headline: list[str],
+    figures: list[go.Figure],
+    tables: list[tuple[str, dict[str, Any]]],
+    table: Table,
+) -> str:
+    """One self-contained page: the headline, the figures (plotly inline, once), the tables
+    and the items not scored."""
+    cards = [
+        '<div class="card">'
+        + fig.to_html(full_html=False, include_plotlyjs=(i == 0), div_id=f"fig{i}")
+        + "</div>"
+        for i, fig in enumerate(figures)
+    ]
+    body = "".join(
+        f"<h2>{html.escape(name)}</h2>" + _html_table(*table(report, rows)) for name, rows in tables
+    )
+    if report["unscored"]:
+        body += (
+            "<h2>Not scored</h2><ul>"
+            + "".join(
+                f"<li>{html.escape(u['id'])} ({html.escape(u['discipline'])}): {html.escape(u['why'])}</li>"
+                for u in report["unscored"]
+            )
+            + "</ul>"
+        )
+    return PAGE.format(
+        title=html.escape(title),
+        headline="".join(f"<p>{html.escape(line)}</p>" for line in headline),
+        figures="".join(cards),
+        tables=body,
+    )
+
+
 def page(report: dict[str, Any]) -> str:
     figures = [
         mean_bars(
@@ -269,42 +359,21 @@ def page(report: dict[str, Any]) -> str:
         mean_bars(report, report["disciplines"], "Mean score per discipline (95% CI)"),
         flip_bars(report),
     ]
-    parts = [
-        '<div class="card">'
-        + fig.to_html(full_html=False, include_plotlyjs=(i == 0), div_id=f"fig{i}")
-        + "</div>"
-        for i, fig in enumerate(figures)
-    ]
-    tables = ""
-    for title, rows in (
-        ("By GLAN-Test group", report["groups"]),
-        ("By discipline", report["disciplines"]),
-    ):
-        tables += f"<h2>{html.escape(title)}</h2>" + _html_table(*table_rows(report, rows))
-    if report["unscored"]:
-        tables += (
-            "<h2>Not scored</h2><ul>"
-            + "".join(
-                f"<li>{html.escape(u['id'])} ({html.escape(u['discipline'])}): {html.escape(u['why'])}</li>"
-                for u in report["unscored"]
-            )
-            + "</ul>"
-        )
     a, b = report["pair"]
-    return PAGE.format(
-        title=html.escape(f"{a} vs {b}"),
-        headline="".join(f"<p>{html.escape(line)}</p>" for line in _headline(report)),
-        figures="".join(parts),
-        tables=tables,
-    )
+    tables = sections(report)[1:]  # the overall row is in the plots' "all"
+    return render_page(report, f"{a} vs {b}", _headline(report), figures, tables, table_rows)
+
+
+def write_files(report: dict[str, Any], out_dir: Path, md: str, page_html: str) -> list[Path]:
+    paths = [out_dir / "report.json", out_dir / "report.md", out_dir / "report.html"]
+    atomic_write_json(paths[0], report)
+    atomic_write_text(paths[1], md)
+    atomic_write_text(paths[2], page_html)
+    return paths
 
 
 def write_report(report: dict[str, Any], out_dir: Path) -> list[Path]:
-    paths = [out_dir / "report.json", out_dir / "report.md", out_dir / "report.html"]
-    atomic_write_json(paths[0], report)
-    atomic_write_text(paths[1], markdown(report))
-    atomic_write_text(paths[2], page(report))
-    return paths
+    return write_files(report, out_dir, markdown(report), page(report))
 
 
 def read_report(out_dir: Path) -> dict[str, Any]:

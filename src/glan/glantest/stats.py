@@ -4,17 +4,26 @@ An item counts when both orders were judged. Each model's item score is its mean
 orders (a preference for a position cancels out); the item's verdict compares those means. The
 verdict flips with the order when the judge's verdict with A shown first differs from its
 verdict with B shown first (A wins / tie / B wins): the share of such items measures position
-bias. Intervals are 95% percentile bootstraps over items, paired (both models are resampled
+bias. Intervals are 95% percentile bootstraps over items, paired (every model is resampled
 with the same items), seeded per row so a row's interval does not depend on the other rows.
+
+A comparison of B with A per row: the mean paired difference B - A with its bootstrap
+interval and a two-sided p-value from a sign-flip permutation test on the per-item
+differences (exact over all 2^n sign patterns up to EXACT_FLIPS_UP_TO items, else Monte Carlo
+with as many draws as bootstrap resamples); and B's win rate (wins + half the ties, over
+items) with its bootstrap interval.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+EXACT_FLIPS_UP_TO = 12  # 4,096 sign patterns: exact is cheap, and exact at small n matters
 
 
 @dataclass(frozen=True)
@@ -46,6 +55,68 @@ def _row_seed(seed: int, name: str) -> np.random.Generator:
     return np.random.default_rng(int.from_bytes(digest[:8], "big"))
 
 
+def _interval(samples: np.ndarray) -> list[float]:
+    lo, hi = np.percentile(samples, [2.5, 97.5])
+    return [round(float(lo), 4), round(float(hi), 4)]
+
+
+def sign_flip_p(diffs: np.ndarray, rng: np.random.Generator, draws: int) -> float:
+    """Two-sided p-value of a mean difference of 0: under the null, each item's difference is
+    as likely with either sign (the two models are exchangeable within an item), so the
+    observed |mean| is ranked among the |means| of the differences with their signs flipped."""
+    n = len(diffs)
+    observed = abs(diffs.mean())
+    if n <= EXACT_FLIPS_UP_TO:
+        signs = np.array(list(itertools.product((1.0, -1.0), repeat=n)))
+        flipped = np.abs((signs * diffs).mean(axis=1))
+        # Tolerance: the same |mean| reached by another sign pattern must count as as extreme.
+        return round(float(np.mean(flipped >= observed - 1e-12)), 4)
+    signs = rng.choice((1.0, -1.0), size=(draws, n))
+    flipped = np.abs((signs * diffs).mean(axis=1))
+    # The observed pattern counts as one of the draws: p is never 0 (Phipson & Smyth).
+    return round(float((1 + np.sum(flipped >= observed - 1e-12)) / (draws + 1)), 4)
+
+
+def compare(
+    base: np.ndarray, other: np.ndarray, picks: np.ndarray, rng: np.random.Generator
+) -> dict[str, Any]:
+    """`other` against `base` on the same items: the paired difference other - base with its
+    interval and p-value, and other's win rate (ties count half) with its interval. `picks`
+    are the row's bootstrap resamples of item indices, shared with the means (paired)."""
+    diffs = other - base
+    wins = np.where(other > base, 1.0, np.where(other < base, 0.0, 0.5))
+    return {
+        "difference": {
+            "mean": round(float(diffs.mean()), 4),
+            "ci95": _interval(diffs[picks].mean(axis=1)),
+            "p_value": sign_flip_p(diffs, rng, len(picks)),
+        },
+        "win_rate": {
+            "value": round(float(wins.mean()), 4),
+            "ci95": _interval(wins[picks].mean(axis=1)),
+        },
+    }
+
+
+def score_rows(
+    scores: np.ndarray, labels: list[str], name: str, resamples: int, seed: int
+) -> dict[str, Any]:
+    """Per-model means with intervals for a (items x models) score matrix, and each later
+    model compared with the first (the baseline), all on the same resampled items."""
+    rng = _row_seed(seed, name)
+    picks = rng.integers(0, len(scores), size=(resamples, len(scores)))
+    means = scores[picks].mean(axis=1)  # (resamples, models): paired resampling
+    return {
+        "mean": {k: round(float(scores[:, i].mean()), 4) for i, k in enumerate(labels)},
+        "ci95": {k: _interval(means[:, i]) for i, k in enumerate(labels)},
+        "against_baseline": {
+            k: compare(scores[:, 0], scores[:, i], picks, rng)
+            for i, k in enumerate(labels)
+            if i > 0
+        },
+    }
+
+
 def summarise(
     outcomes: list[Outcome], pair: tuple[str, str], name: str, resamples: int, seed: int
 ) -> dict[str, Any]:
@@ -53,19 +124,24 @@ def summarise(
     n = len(outcomes)
     row: dict[str, Any] = {"items": n}
     if n == 0:
-        return {**row, "mean": None, "ci95": None, "wins": None, "flips": 0, "flip_rate": None}
+        return {
+            **row,
+            "mean": None,
+            "ci95": None,
+            "difference": None,
+            "win_rate": None,
+            "wins": None,
+            "flips": 0,
+            "flip_rate": None,
+        }
     scores = np.array([[o.a, o.b] for o in outcomes])
-    picks = _row_seed(seed, name).integers(0, n, size=(resamples, n))
-    means = scores[picks].mean(axis=1)  # (resamples, 2): paired resampling
-    lo, hi = np.percentile(means, [2.5, 97.5], axis=0)
+    summary = score_rows(scores, [a, b], name, resamples, seed)
     flips = sum(o.flipped for o in outcomes)
     return {
         **row,
-        "mean": {a: round(float(scores[:, 0].mean()), 4), b: round(float(scores[:, 1].mean()), 4)},
-        "ci95": {
-            a: [round(float(lo[0]), 4), round(float(hi[0]), 4)],
-            b: [round(float(lo[1]), 4), round(float(hi[1]), 4)],
-        },
+        "mean": summary["mean"],
+        "ci95": summary["ci95"],
+        **summary["against_baseline"][b],  # B - A, and B's win rate
         "wins": {k: sum(o.verdict == k for o in outcomes) for k in (a, "tie", b)},
         "flips": flips,
         "flip_rate": round(flips / n, 4),
