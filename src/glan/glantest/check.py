@@ -73,18 +73,17 @@ def check_exam(
                     subjects.setdefault(record.subject)
                 yield record.id, record.text
 
+    checker = OverlapChecker(questions())  # reads every file: a bad record stops it early
     encode = encoder_for(holdout)
-    semantic = None
     if encode is not None:
-        semantic = SemanticOverlap(encode, holdout.question_threshold)
+        checker.semantic = SemanticOverlap(encode, holdout.question_threshold)
     try:
-        checker = OverlapChecker(questions(), semantic=semantic)
-        if semantic is not None:
-            semantic.add_training((r.id, r.text) for f in files for r in read_training(f))
+        if checker.semantic is not None:
+            checker.semantic.add_training((r.id, r.text) for f in files for r in read_training(f))
         found = checker.check_items(items)
     finally:
-        if semantic is not None:
-            semantic.close()
+        if checker.semantic is not None:
+            checker.semantic.close()
     screen = SubjectScreen(subjects, holdout, encode)
     exam_subjects = list(dict.fromkeys((i.get("meta") or {}).get("subject") or "" for i in items))
     exam_subjects = [s for s in exam_subjects if s]
@@ -94,9 +93,9 @@ def check_exam(
         training_files=[str(f) for f in files],
         training_questions=checker.training,
         training_subjects=len(screen),
-        question_checks=["exact", "near", *(["semantic"] if semantic else [])],
+        question_checks=["exact", "near", *(["semantic"] if encode else [])],
         subject_checks=screen.checks if len(screen) else [],
-        semantic={"model": MODEL, "threshold": holdout.question_threshold} if semantic else None,
+        semantic={"model": MODEL, "threshold": holdout.question_threshold} if encode else None,
     )
     for overlap in found:
         if overlap is None:

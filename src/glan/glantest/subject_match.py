@@ -3,7 +3,7 @@ the run's "Introduction to Microeconomics" under another name, and an exam on it
 out.
 
 Three checks, in order, against every subject name of the run (in any discipline):
-- **name**: the same words after normalising (case, punctuation, filler such as "Introduction
+- **name**: the same words after normalising (case, punctuation, hyphens, filler such as "Introduction
   to", "Principles of", "Advanced", level marks such as "II" or "101", stop words, plurals);
 - **tokens**: the Jaccard similarity of the two normalised word sets reaches `token_threshold`
   ("Retail Store Management" against "Retail Management": 2/3);
@@ -36,12 +36,17 @@ def _stem(word: str) -> str:
     return word
 
 
-def words(name: str) -> tuple[str, ...]:
-    """The name's meaningful words, in order: case, filler, levels and plurals removed (all of
-    them, when nothing else is left: "Introduction" stays itself)."""
-    every = [_stem(w) for w in _WORD.findall(name.casefold())]
-    kept = [w for w in every if w not in FILLER and not LEVEL.fullmatch(w)]
-    return tuple(dict.fromkeys(kept or every))
+def words(name: str, stem: bool = True) -> tuple[str, ...]:
+    """The name's meaningful words, in order: case, filler, levels and (with `stem`) plurals
+    removed (all of them, when nothing else is left: "Introduction" stays itself)."""
+    every = _WORD.findall(name.casefold().replace("-", ""))  # "Micro-economics" is one word
+    kept = [w for w in every if _stem(w) not in FILLER and not LEVEL.fullmatch(w)] or every
+    return tuple(dict.fromkeys(map(_stem, kept) if stem else kept))
+
+
+def embedded(name: str) -> str:
+    """What is embedded of a name: its meaningful words as written (a stem embeds badly)."""
+    return " ".join(words(name, stem=False))
 
 
 @dataclass(frozen=True)
@@ -66,7 +71,7 @@ class SubjectScreen:
     ) -> None:
         self.settings = settings or HoldoutSettings()
         self.encode = encode
-        self.names: dict[tuple[str, ...], str] = {}  # sorted words -> the first run name
+        self.names: dict[tuple[str, ...], str] = {}  # sorted stems -> the first run name
         for name in run_names:
             self.names.setdefault(tuple(sorted(words(name))), name)
         self._by_word: dict[str, list[tuple[str, ...]]] = {}
@@ -75,7 +80,7 @@ class SubjectScreen:
                 self._by_word.setdefault(w, []).append(key)
         self._keys = list(self.names)
         self._vectors = (
-            unit_rows(encode([" ".join(k) for k in self._keys]))
+            unit_rows(encode([embedded(self.names[k]) for k in self._keys]))
             if encode is not None and self._keys
             else None
         )
@@ -95,7 +100,7 @@ class SubjectScreen:
             return found
         todo = [i for i, f in enumerate(found) if f is None]
         if todo:
-            queries = unit_rows(self.encode([" ".join(words(names[i])) for i in todo]))
+            queries = unit_rows(self.encode([embedded(names[i]) for i in todo]))
             sims = queries @ self._vectors.T
             best = sims.argmax(axis=1)
             for i, j, q in zip(todo, best.tolist(), range(len(todo)), strict=True):
