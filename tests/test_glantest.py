@@ -479,6 +479,10 @@ def test_glan_test_build_then_run_from_the_command_line(made_run, tmp_path):
         assert result.exit_code == 0, result.output
         assert "4 questions over 2 disciplines" in result.output
         assert "overlap after filtering 0" in result.output
+        assert "question checks: exact + MinHash only" in result.output  # --no-semantic
+        assert "reference answers: 4 answered, 0 failed, 0 cut at the token limit" in (
+            result.output
+        )
         assert len(read_jsonl(exam / "references.jsonl")) == 4
         manifest = orjson.loads((exam / "manifest.json").read_bytes())
         assert manifest["config"]["seed"] == 0 and manifest["source"]["run_dir"] == str(made_run)

@@ -311,9 +311,17 @@ def test_model_answers_cut_at_the_token_limit_are_counted_in_the_report(tmp_path
         result = CliRunner().invoke(
             app,
             [
-                "test", "run", str(exam), "--model", f"A=openai:a@{url}",
-                "--model", f"B=openai:b@{url}", "--judge", f"openai:judge@{url}", "-q",
-            ],  # fmt: skip
+                "test",
+                "run",
+                str(exam),
+                "--model",
+                f"A=openai:a@{url}",
+                "--model",
+                f"B=openai:b@{url}",
+                "--judge",
+                f"openai:judge@{url}",
+                "-q",
+            ],
         )
     assert result.exit_code == 0, result.output
     assert f"answers cut at the token limit (graded as given): A {len(expected)}, B 0" in (
