@@ -1,4 +1,5 @@
-"""`glan test build` and `glan test run`: GLAN-Test, the held-out exam and its judge."""
+"""`glan test build`, `glan test check` and `glan test run`: GLAN-Test, the held-out exam, its
+hold-out check against final training files, and its judge."""
 
 from __future__ import annotations
 
@@ -27,6 +28,19 @@ app.add_typer(test_app, name="test")
 
 # Help text is Rich markup: "\\[" keeps a bracket.
 SPEC = "KIND\\[:MODEL]\\[@BASE_URL]\\[,FIELD=VALUE...]: local:smollm2, openai:MODEL@URL"
+
+SemanticOpt = Annotated[
+    bool | None,
+    Opt(
+        "--semantic/--no-semantic",
+        help="embedding checks of subjects and questions (default: when glan\\[semantic] is "
+        "installed; --semantic requires it)",
+        show_default=False,
+    ),
+]
+QuestionThresholdOpt = Annotated[
+    float, Opt(help="cosine at which a question is a paraphrase of a training question")
+]
 
 
 def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -103,9 +117,13 @@ def test_build(
     dry_run: Annotated[
         bool, Opt("--dry-run", help="show calls, tokens, cost; spend nothing")
     ] = False,
+    semantic: SemanticOpt = None,
+    semantic_threshold: QuestionThresholdOpt = 0.8,
 ) -> None:
-    """Make a held-out exam from subjects the run never used. Its questions are made by the
-    run's stages and checked against the run's (exact and near duplicates dropped)."""
+    """Make a held-out exam from subjects the run never used (nor any too close to one: the
+    same normalised name, most of the same words, a near embedding). Its questions are made by
+    the run's stages and checked against the run's (exact, near and, with glan\\[semantic],
+    paraphrased duplicates dropped and replaced)."""
     from glan.aio import run
     from glan.glantest.discipline import ExamSettings, select
     from glan.glantest.endpoints import parse_endpoint
@@ -125,6 +143,7 @@ def test_build(
     except ValueError:
         raise UserError("--per-discipline and --per-subject must be at least 1") from None
     reference = parse_endpoint(reference_model) if reference_model else None
+    holdout = _holdout(semantic, semantic_threshold)
     chosen = select(tax, discipline)
     if dry_run:
         from glan.cli.dry_run import print_estimates
@@ -153,8 +172,22 @@ def test_build(
                 discipline,
                 reference,
                 on_discipline=lambda: bar.advance(task),
+                holdout=holdout,
             )
         )
+    _print_build(m, run_dir, out_dir)
+
+
+def _holdout(semantic: bool | None, threshold: float):
+    from glan.glantest.holdout import HoldoutSettings
+
+    try:
+        return HoldoutSettings(semantic=semantic, question_threshold=threshold)
+    except ValueError:
+        raise UserError("--semantic-threshold: must be in (0, 1]") from None
+
+
+def _print_build(m: dict[str, Any], run_dir: Path | None, out_dir: Path) -> None:
     ov = m["overlap"]
     against = f"{ov['training_questions']:,} training questions" if run_dir else "no run"
     out.print(
@@ -167,6 +200,31 @@ def test_build(
         highlight=False,
         soft_wrap=True,
     )
+    if run_dir is not None:
+        held = m["held_out"]
+        sem = ov.get("semantic")
+        checks = (
+            f"exact + MinHash + embeddings ({sem['model']}, cosine >= {sem['threshold']}): "
+            f"{ov['found_semantic_with_training']} paraphrased a training question"
+            if sem
+            else "exact + MinHash only (no embedding check: glan[semantic] not installed, or "
+            "--no-semantic)"
+        )
+        out.print(
+            f"question checks: {checks}; subjects skipped as too close to the run's: "
+            f"{held['listed_subjects_skipped_as_run_subjects']} "
+            f"(checks: {', '.join(held['subject_checks'])})",
+            highlight=False,
+            soft_wrap=True,
+        )
+    refs = m.get("references")
+    if refs:
+        out.print(
+            f"reference answers: {refs['answered']} answered, {refs['failed']} failed, "
+            f"{refs['cut_at_token_limit']} cut at the token limit",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 @test_app.command("run")
@@ -273,6 +331,7 @@ def test_run(
 
     shown = (absolute_markdown if absolute else markdown)(report, disciplines=False)
     out.print(shown, highlight=False, soft_wrap=True)
+    _print_cut(report)
     out.print(
         f"per discipline and plots: report.md, report.html, report.json in {target}",
         highlight=False,
@@ -292,3 +351,101 @@ def _results_name(labels: list[str], absolute: bool) -> str:
 
 def _versus(labels: list[str], absolute: bool) -> str:
     return f"{', '.join(labels)} scored alone" if absolute else " vs ".join(labels)
+
+
+def _print_cut(report: dict[str, Any]) -> None:
+    cut = report.get("cut_at_token_limit") or {}
+    counts = ", ".join(f"{label} {c['count']}" for label, c in cut.items())
+    if counts:
+        out.print(
+            f"answers cut at the token limit (graded as given): {counts} "
+            "(report.json: cut_at_token_limit)",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
+@test_app.command("check")
+def test_check(
+    exam: Annotated[
+        Path, typer.Argument(metavar="EXAM", help="the exam directory (glan test build)")
+    ],
+    training: Annotated[
+        list[Path],
+        typer.Argument(
+            metavar="TRAINING_FILE...",
+            help="final training data: .jsonl or .parquet files (messages, alpaca, sharegpt, "
+            "prompt), glan export folders or run directories",
+        ),
+    ],
+    semantic: SemanticOpt = None,
+    semantic_threshold: QuestionThresholdOpt = 0.8,
+    json_out: Annotated[
+        Path | None, Opt("--json", help="also write the findings to this JSON file")
+    ] = None,
+) -> None:
+    """Re-check an exam against the final training files (after clean, merges, mixes with
+    other data): exam questions that repeat a training question (exact, near, and with
+    glan\\[semantic] paraphrased) and exam subjects too close to a training subject. Exit code 0
+    when clean, 1 when leaks are found, 2 on a usage error."""
+    from glan.glantest.check import check_exam
+    from glan.run.files import atomic_write_json
+
+    result = check_exam(exam, training, _holdout(semantic, semantic_threshold))
+    _print_check(result)
+    if json_out is not None:
+        atomic_write_json(json_out, result.as_dict())
+    if not result.clean:
+        raise typer.Exit(1)
+
+
+def _print_check(result: Any) -> None:
+    from rich.table import Table
+
+    sem = result.semantic
+    checks = "exact + MinHash" + (
+        f" + embeddings ({sem['model']}, cosine >= {sem['threshold']})"
+        if sem
+        else " only (no embedding check: glan[semantic] not installed, or --no-semantic)"
+    )
+    out.print(
+        f"{result.exam_items:,} exam questions against {result.training_questions:,} training "
+        f"questions in {len(result.training_files)} file(s); question checks: {checks}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    if result.leaks:
+        table = Table(title=f"exam questions found in the training data: {len(result.leaks)}")
+        for column in ("exam id", "check", "score", "training record", "question"):
+            table.add_column(column)
+        for leak in result.leaks:
+            score = "" if leak.get("score") is None else f"{leak['score']:.3f}"
+            question = leak["question"]
+            short = question if len(question) <= 70 else question[:67] + "..."
+            table.add_row(leak["exam_id"], leak["kind"], score, leak["of"], short)
+        out.print(table)
+    if result.subject_checks:
+        if result.subjects_too_close:
+            table = Table(
+                title=f"exam subjects too close to a training subject: "
+                f"{len(result.subjects_too_close)}"
+            )
+            for column in ("exam subject", "training subject", "check", "score"):
+                table.add_column(column)
+            for m in result.subjects_too_close:
+                table.add_row(m.subject, m.close_to, m.check, f"{m.score:.3f}")
+            out.print(table)
+        subjects = (
+            f"{result.training_subjects:,} training subjects ({', '.join(result.subject_checks)})"
+        )
+    else:
+        subjects = "not checked: the training files name no subjects (meta.subject)"
+    out.print(f"subject check: {subjects}", highlight=False, soft_wrap=True)
+    verdict = (
+        "clean: no exam question or subject found in the training data"
+        if result.clean
+        else f"LEAKS: {len(result.leaks)} question(s), {len(result.subjects_too_close)} subject(s)"
+    )
+    if result.repeats_within_exam:
+        verdict += f"; {result.repeats_within_exam} exam question(s) repeat another exam question"
+    out.print(verdict, highlight=False, soft_wrap=True)

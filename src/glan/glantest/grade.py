@@ -180,6 +180,7 @@ async def grade(
             "models": {label: describe(s) for label, s in models.items()},
             "judge": describe(judge_settings),
             "references": bool(references),
+            "cut_at_token_limit": answer.cut_answers(records, labels),
             "settings": settings.model_dump(),
             "usage": usage.as_dict(),
             "cost_usd": round(usage.total().cost_usd, 6),

@@ -1,0 +1,108 @@
+"""`glan test check`: an existing exam against the final training files, which may differ
+from the run the exam was held out from (cleaned, merged, mixed with other data).
+
+The same checks as the build, with the training files as the reference: each exam question
+against every training question (exact and MinHash near duplicates; with glan[semantic], the
+embedding cosine), and each exam subject against the subjects the training records name
+(glan's messages export and run files keep them in `meta.subject`; Alpaca and ShareGPT
+exports do not, and the subject check then has nothing to compare with and says so).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from glan.errors import UserError
+from glan.glantest.exam import EXAM_FILE, read_exam
+from glan.glantest.holdout import MODEL, HoldoutSettings, encoder_for
+from glan.glantest.overlap import OverlapChecker
+from glan.glantest.semantic_overlap import SemanticOverlap
+from glan.glantest.subject_match import SubjectMatch, SubjectScreen
+from glan.glantest.training_text import files_of, read_training
+
+
+@dataclass
+class CheckResult:
+    exam_items: int
+    training_files: list[str]
+    training_questions: int
+    training_subjects: int
+    question_checks: list[str]
+    subject_checks: list[str]
+    semantic: dict[str, Any] | None  # the model and threshold, when the embeddings ran
+    leaks: list[dict[str, Any]] = field(default_factory=list)  # exam items repeating training
+    repeats_within_exam: int = 0
+    subjects_too_close: list[SubjectMatch] = field(default_factory=list)
+
+    @property
+    def clean(self) -> bool:
+        return not self.leaks and not self.subjects_too_close
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            **{k: v for k, v in self.__dict__.items() if k != "subjects_too_close"},
+            "subjects_too_close": [m.as_dict() for m in self.subjects_too_close],
+            "clean": self.clean,
+        }
+
+
+def exam_items(exam: Path) -> list[dict[str, Any]]:
+    """The items of an exam directory, or of its exam.jsonl named directly."""
+    if exam.is_file() and exam.name == EXAM_FILE:
+        exam = exam.parent
+    if not exam.is_dir():
+        raise UserError(f"exam not found: {exam} (an exam directory made by glan test build)")
+    return read_exam(exam)
+
+
+def check_exam(
+    exam: Path, training: list[Path], holdout: HoldoutSettings | None = None
+) -> CheckResult:
+    holdout = holdout or HoldoutSettings()
+    items = exam_items(exam)
+    files = [f for path in training for f in files_of(path)]  # user errors before any work
+    subjects: dict[str, None] = {}
+
+    def questions() -> Iterator[tuple[str, str]]:
+        for f in files:
+            for record in read_training(f):
+                if record.subject:
+                    subjects.setdefault(record.subject)
+                yield record.id, record.text
+
+    checker = OverlapChecker(questions())  # reads every file: a bad record stops it early
+    encode = encoder_for(holdout)
+    if encode is not None:
+        checker.semantic = SemanticOverlap(encode, holdout.question_threshold)
+    try:
+        if checker.semantic is not None:
+            checker.semantic.add_training((r.id, r.text) for f in files for r in read_training(f))
+        found = checker.check_items(items)
+    finally:
+        if checker.semantic is not None:
+            checker.semantic.close()
+    screen = SubjectScreen(subjects, holdout, encode)
+    exam_subjects = list(dict.fromkeys((i.get("meta") or {}).get("subject") or "" for i in items))
+    exam_subjects = [s for s in exam_subjects if s]
+    by_id = {i["id"]: i["question"] for i in items}
+    result = CheckResult(
+        exam_items=len(items),
+        training_files=[str(f) for f in files],
+        training_questions=checker.training,
+        training_subjects=len(screen),
+        question_checks=["exact", "near", *(["semantic"] if encode else [])],
+        subject_checks=screen.checks if len(screen) else [],
+        semantic={"model": MODEL, "threshold": holdout.question_threshold} if encode else None,
+    )
+    for overlap in found:
+        if overlap is None:
+            continue
+        if overlap.source == "exam":
+            result.repeats_within_exam += 1
+        else:
+            result.leaks.append({**overlap.as_dict(), "question": by_id[overlap.exam_id]})
+    result.subjects_too_close = [m for m in screen.match(exam_subjects) if m is not None]
+    return result
