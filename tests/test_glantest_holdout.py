@@ -37,6 +37,12 @@ PARAPHRASE = (
     "In a competitive market, how does a price ceiling below the equilibrium price change the "
     "quantities demanded and supplied? Explain."
 )
+# Another question on the same template: MiniLM puts it at 0.885 to PRICE_CEILING, above the
+# 0.8 at which `check` lists a possible paraphrase but below the 0.9 at which a build drops one.
+PRICE_FLOOR = (
+    "Explain how a price floor set above the equilibrium price affects the quantity "
+    "supplied and the quantity demanded in a competitive market."
+)
 TRAINING = [
     ("t1", "Introduction to Microeconomics", PRICE_CEILING),
     ("t2", "Retail Management", "What costs does a retailer weigh when sizing its inventory?"),
@@ -162,17 +168,18 @@ def test_a_paraphrased_training_question_is_dropped_by_the_embedding_check(tmp_p
     kept = [i["question"] for i in read_jsonl(tmp_path / "lexical" / "exam.jsonl")]
     assert PARAPHRASE in kept and lexical["overlap"]["dropped"] == []  # MinHash misses it
 
-    with FakeServer(replier=listing([], [PARAPHRASE])) as server:
+    with FakeServer(replier=listing([], [PARAPHRASE, PRICE_FLOOR])) as server:
         manifest = build(server, tmp_path / "exam", run, HoldoutSettings())
     overlap = manifest["overlap"]
     [dropped] = overlap["dropped"]
     assert (dropped["of"], dropped["kind"], dropped["source"]) == ("t1", "semantic", "training")
-    assert dropped["score"] >= 0.8
+    assert dropped["score"] >= 0.9
     assert overlap["checks"] == ["exact", "near", "semantic"]
-    assert overlap["semantic"] == {"model": "all-MiniLM-L6-v2", "threshold": 0.8}
+    assert overlap["semantic"] == {"model": "all-MiniLM-L6-v2", "threshold": 0.9}
     assert overlap["found_semantic_with_training"] == 1
     questions = [i["question"] for i in read_jsonl(tmp_path / "exam" / "exam.jsonl")]
     assert len(questions) == 4 and PARAPHRASE not in questions  # replaced
+    assert PRICE_FLOOR in questions  # the same template, another question: kept
 
 
 def write_exam(exam: Path, rows: list[tuple[str, str, str]]) -> Path:
@@ -204,20 +211,34 @@ EXAM = [
 
 @pytest.mark.slow
 def test_glan_test_check_exits_1_on_a_leaked_item_and_0_on_clean_exports(tmp_path):
-    """An Alpaca export holding a paraphrase of an exam question, then a Parquet export without
-    it: the command line's table and exit codes."""
+    """An Alpaca export holding a paraphrase of an exam question and a question on the same
+    template: both listed as possible paraphrases, which fail the check only with --strict; an
+    exact copy fails it always; then a Parquet export without them is clean."""
     require("sentence_transformers", "glan[semantic], after torch's CPU build")
-    exam = write_exam(tmp_path / "exam", [*EXAM, ("e3", "Welfare Economics", PRICE_CEILING)])
+    exam = write_exam(
+        tmp_path / "exam",
+        [*EXAM, ("e3", "Welfare Economics", PRICE_CEILING), ("e4", "Price Theory", PRICE_FLOOR)],
+    )
     leaked = write_run(tmp_path / "leaked", [*TRAINING[1:], ("x1", "Micro", PARAPHRASE)])
+    alpaca = str(export(leaked, "alpaca").folder)
     runner = CliRunner()
-    result = runner.invoke(app, ["test", "check", str(exam), str(export(leaked, "alpaca").folder)])
-    assert result.exit_code == 1, result.output
-    assert "embeddings (all-MiniLM-L6-v2, cosine >= 0.8)" in result.output
+    result = runner.invoke(app, ["test", "check", str(exam), alpaca])
+    assert result.exit_code == 0, result.output
+    assert "embeddings (all-MiniLM-L6-v2, cosine >= 0.8: possible paraphrases)" in result.output
+    assert "possible paraphrases of a training question: 2" in result.output
     rows = [line for line in result.output.splitlines() if "semantic" in line and "│" in line]
     # Alpaca rows keep no id: the training record is named by its file and line.
-    assert len(rows) == 1 and "e3" in rows[0] and "train.jsonl:3" in rows[0]
-    assert "LEAKS: 1 question(s), 0 subject(s)" in result.output
+    assert len(rows) == 2 and "e3" in rows[0] and "train.jsonl:3" in rows[0] and "e4" in rows[1]
+    assert "no leaks; to review: 2 possible paraphrase(s)" in result.output
     assert "not checked: the training files name no subjects" in result.output
+    strict = runner.invoke(app, ["test", "check", str(exam), alpaca, "--strict"])
+    assert strict.exit_code == 1, strict.output
+    assert "LEAKS (--strict): 0 question(s), 2 possible paraphrase(s)" in strict.output
+
+    copied = write_run(tmp_path / "copied", [*TRAINING[1:], ("x2", "Labour", EXAM[1][2])])
+    result = runner.invoke(app, ["test", "check", str(exam), str(copied)])
+    assert result.exit_code == 1, result.output
+    assert "LEAKS: 1 question(s)" in result.output
 
     clean = write_run(tmp_path / "clean", TRAINING[1:])
     parquet = export(clean, "parquet").folder / "train.parquet"

@@ -38,9 +38,6 @@ SemanticOpt = Annotated[
         show_default=False,
     ),
 ]
-QuestionThresholdOpt = Annotated[
-    float, Opt(help="cosine at which a question is a paraphrase of a training question")
-]
 
 
 def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -118,7 +115,10 @@ def test_build(
         bool, Opt("--dry-run", help="show calls, tokens, cost; spend nothing")
     ] = False,
     semantic: SemanticOpt = None,
-    semantic_threshold: QuestionThresholdOpt = 0.8,
+    semantic_threshold: Annotated[
+        float,
+        Opt(help="cosine at which a question is dropped as a paraphrase of a training question"),
+    ] = 0.9,
 ) -> None:
     """Make a held-out exam from subjects the run never used (nor any too close to one: the
     same normalised name, most of the same words, a near embedding). Its questions are made by
@@ -143,7 +143,7 @@ def test_build(
     except ValueError:
         raise UserError("--per-discipline and --per-subject must be at least 1") from None
     reference = parse_endpoint(reference_model) if reference_model else None
-    holdout = _holdout(semantic, semantic_threshold)
+    holdout = holdout_settings(semantic, question_threshold=semantic_threshold)
     chosen = select(tax, discipline)
     if dry_run:
         from glan.cli.dry_run import print_estimates
@@ -178,13 +178,23 @@ def test_build(
     _print_build(m, run_dir, out_dir)
 
 
-def _holdout(semantic: bool | None, threshold: float):
+# The option that sets each hold-out threshold (build and check name them alike).
+THRESHOLD_OPTIONS = {
+    "question_threshold": "--semantic-threshold",
+    "paraphrase_threshold": "--semantic-threshold",
+}
+
+
+def holdout_settings(semantic: bool | None, **thresholds: float):
+    from pydantic import ValidationError
+
     from glan.glantest.holdout import HoldoutSettings
 
     try:
-        return HoldoutSettings(semantic=semantic, question_threshold=threshold)
-    except ValueError:
-        raise UserError("--semantic-threshold: must be in (0, 1]") from None
+        return HoldoutSettings(semantic=semantic, **thresholds)
+    except ValidationError as exc:
+        option = THRESHOLD_OPTIONS.get(str(exc.errors()[0]["loc"][0]), "a threshold")
+        raise UserError(f"{option}: must be in (0, 1]") from None
 
 
 def _print_build(m: dict[str, Any], run_dir: Path | None, out_dir: Path) -> None:
@@ -363,89 +373,3 @@ def _print_cut(report: dict[str, Any]) -> None:
             highlight=False,
             soft_wrap=True,
         )
-
-
-@test_app.command("check")
-def test_check(
-    exam: Annotated[
-        Path, typer.Argument(metavar="EXAM", help="the exam directory (glan test build)")
-    ],
-    training: Annotated[
-        list[Path],
-        typer.Argument(
-            metavar="TRAINING_FILE...",
-            help="final training data: .jsonl or .parquet files (messages, alpaca, sharegpt, "
-            "prompt), glan export folders or run directories",
-        ),
-    ],
-    semantic: SemanticOpt = None,
-    semantic_threshold: QuestionThresholdOpt = 0.8,
-    json_out: Annotated[
-        Path | None, Opt("--json", help="also write the findings to this JSON file")
-    ] = None,
-) -> None:
-    """Re-check an exam against the final training files (after clean, merges, mixes with
-    other data): exam questions that repeat a training question (exact, near, and with
-    glan\\[semantic] paraphrased) and exam subjects too close to a training subject. Exit code 0
-    when clean, 1 when leaks are found, 2 on a usage error."""
-    from glan.glantest.check import check_exam
-    from glan.run.files import atomic_write_json
-
-    result = check_exam(exam, training, _holdout(semantic, semantic_threshold))
-    _print_check(result)
-    if json_out is not None:
-        atomic_write_json(json_out, result.as_dict())
-    if not result.clean:
-        raise typer.Exit(1)
-
-
-def _print_check(result: Any) -> None:
-    from rich.table import Table
-
-    sem = result.semantic
-    checks = "exact + MinHash" + (
-        f" + embeddings ({sem['model']}, cosine >= {sem['threshold']})"
-        if sem
-        else " only (no embedding check: glan[semantic] not installed, or --no-semantic)"
-    )
-    out.print(
-        f"{result.exam_items:,} exam questions against {result.training_questions:,} training "
-        f"questions in {len(result.training_files)} file(s); question checks: {checks}",
-        highlight=False,
-        soft_wrap=True,
-    )
-    if result.leaks:
-        table = Table(title=f"exam questions found in the training data: {len(result.leaks)}")
-        for column in ("exam id", "check", "score", "training record", "question"):
-            table.add_column(column)
-        for leak in result.leaks:
-            score = "" if leak.get("score") is None else f"{leak['score']:.3f}"
-            question = leak["question"]
-            short = question if len(question) <= 70 else question[:67] + "..."
-            table.add_row(leak["exam_id"], leak["kind"], score, leak["of"], short)
-        out.print(table)
-    if result.subject_checks:
-        if result.subjects_too_close:
-            table = Table(
-                title=f"exam subjects too close to a training subject: "
-                f"{len(result.subjects_too_close)}"
-            )
-            for column in ("exam subject", "training subject", "check", "score"):
-                table.add_column(column)
-            for m in result.subjects_too_close:
-                table.add_row(m.subject, m.close_to, m.check, f"{m.score:.3f}")
-            out.print(table)
-        subjects = (
-            f"{result.training_subjects:,} training subjects ({', '.join(result.subject_checks)})"
-        )
-    else:
-        subjects = "not checked: the training files name no subjects (meta.subject)"
-    out.print(f"subject check: {subjects}", highlight=False, soft_wrap=True)
-    verdict = (
-        "clean: no exam question or subject found in the training data"
-        if result.clean
-        else f"LEAKS: {len(result.leaks)} question(s), {len(result.subjects_too_close)} subject(s)"
-    )
-    if result.repeats_within_exam:
-        verdict += f"; {result.repeats_within_exam} exam question(s) repeat another exam question"
-    out.print(verdict, highlight=False, soft_wrap=True)

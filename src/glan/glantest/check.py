@@ -2,8 +2,10 @@
 from the run the exam was held out from (cleaned, merged, mixed with other data).
 
 The same checks as the build, with the training files as the reference: each exam question
-against every training question (exact and MinHash near duplicates; with glan[semantic], the
-embedding cosine), and each exam subject against the subjects the training records name
+against every training question (exact and MinHash near duplicates are leaks; with
+glan[semantic], an embedding cosine from `paraphrase_threshold` on is a possible paraphrase,
+listed for a person to read and a leak only when `strict`: different questions on one template
+score as high as rewordings), and each exam subject against the subjects the training records name
 (glan's messages export and run files keep them in `meta.subject`; Alpaca and ShareGPT
 exports do not, and the subject check then has nothing to compare with and says so).
 """
@@ -33,12 +35,17 @@ class CheckResult:
     question_checks: list[str]
     subject_checks: list[str]
     semantic: dict[str, Any] | None  # the model and threshold, when the embeddings ran
-    leaks: list[dict[str, Any]] = field(default_factory=list)  # exam items repeating training
+    strict: bool = False  # possible paraphrases count as leaks
+    leaks: list[dict[str, Any]] = field(default_factory=list)  # exact or near training repeats
+    # Close by embedding only: as often another question on the same template as a rewording.
+    possible_paraphrases: list[dict[str, Any]] = field(default_factory=list)
     repeats_within_exam: int = 0
     subjects_too_close: list[SubjectMatch] = field(default_factory=list)
 
     @property
     def clean(self) -> bool:
+        if self.strict and self.possible_paraphrases:
+            return False
         return not self.leaks and not self.subjects_too_close
 
     def as_dict(self) -> dict[str, Any]:
@@ -59,7 +66,7 @@ def exam_items(exam: Path) -> list[dict[str, Any]]:
 
 
 def check_exam(
-    exam: Path, training: list[Path], holdout: HoldoutSettings | None = None
+    exam: Path, training: list[Path], holdout: HoldoutSettings | None = None, strict: bool = False
 ) -> CheckResult:
     holdout = holdout or HoldoutSettings()
     items = exam_items(exam)
@@ -76,7 +83,7 @@ def check_exam(
     checker = OverlapChecker(questions())  # reads every file: a bad record stops it early
     encode = encoder_for(holdout)
     if encode is not None:
-        checker.semantic = SemanticOverlap(encode, holdout.question_threshold)
+        checker.semantic = SemanticOverlap(encode, holdout.paraphrase_threshold)
     try:
         if checker.semantic is not None:
             checker.semantic.add_training((r.id, r.text) for f in files for r in read_training(f))
@@ -95,14 +102,18 @@ def check_exam(
         training_subjects=len(screen),
         question_checks=["exact", "near", *(["semantic"] if encode else [])],
         subject_checks=screen.checks if len(screen) else [],
-        semantic={"model": MODEL, "threshold": holdout.question_threshold} if encode else None,
+        semantic={"model": MODEL, "threshold": holdout.paraphrase_threshold} if encode else None,
+        strict=strict,
     )
     for overlap in found:
         if overlap is None:
             continue
+        found_item = {**overlap.as_dict(), "question": by_id[overlap.exam_id]}
         if overlap.source == "exam":
             result.repeats_within_exam += 1
+        elif overlap.kind == "semantic":
+            result.possible_paraphrases.append(found_item)
         else:
-            result.leaks.append({**overlap.as_dict(), "question": by_id[overlap.exam_id]})
+            result.leaks.append(found_item)
     result.subjects_too_close = [m for m in screen.match(exam_subjects) if m is not None]
     return result
