@@ -21,6 +21,7 @@ from glan.cli import app
 from glan.errors import UserError
 from glan.glantest.endpoints import parse_endpoint, parse_labelled
 from glan.glantest.grade import GradeSettings, grade
+from glan.glantest.report_absolute import build_absolute_report, write_absolute_report
 from glan.glantest.stats import score_rows, sign_flip_p
 from glan.testing.fake_server import FakeServer
 
@@ -261,3 +262,38 @@ def test_absolute_mode_takes_any_number_of_models_and_prices_one_score_per_answe
         app, [*base, "--model", "A=openai:m@http://h/v1", "--absolute", "--dry-run"]
     )
     assert one.exit_code == 0, one.output
+
+
+def test_rows_of_fewer_than_ten_items_show_no_interval_and_say_why(tmp_path):
+    """Three items all +1: a percentile interval would be [1, 1] beside p = 0.25 (the exact
+    sign-flip p cannot go lower on three items), so no interval is given, in any form."""
+    few = score_rows(np.array([[5.0, 6.0]] * 3), ["A", "B"], "row", 500, seed=0)
+    assert few["ci95"] is None and few["no_interval"] == "n<10"
+    diff, wins = (
+        few["against_baseline"]["B"]["difference"],
+        few["against_baseline"]["B"]["win_rate"],
+    )
+    assert (diff["mean"], diff["ci95"], diff["p_value"]) == (1.0, None, 0.25)
+    assert (wins["value"], wins["ci95"]) == (1.0, None)
+    ten = score_rows(np.array([[5.0, 6.0]] * 9 + [[6.0, 5.0]]), ["A", "B"], "row", 500, seed=0)
+    assert "no_interval" not in ten and ten["against_baseline"]["B"]["difference"]["ci95"]
+
+    records = [
+        {
+            "id": f"q{i}",
+            "meta": {"discipline": "D", "field": "F", "subfield": "S", "group": None},
+            "answers": {k: {"text": k} for k in "AB"},
+            "grades": [{"model": "A", "score": 5}, {"model": "B", "score": 6}],
+        }
+        for i in range(3)
+    ]
+    info = {"judge": {"model": "j", "kind": "openai", "address": ""}, "references": False}
+    report = build_absolute_report(records, ["A", "B"], info, 500, 0)
+    assert report["overall"]["ci95"] is None and report["overall"]["no_interval"] == "n<10"
+    write_absolute_report(report, tmp_path)
+    table = (tmp_path / "report.md").read_text()
+    assert "| all items | 3 | 5.00 (n<10) | 6.00 (n<10) | +1.00 (n<10) | 0.250 | 1.00 (n<10) |" in (
+        table
+    )
+    assert "no interval on rows of fewer than 10 items" in table
+    assert "(n&lt;10)" in (tmp_path / "report.html").read_text()

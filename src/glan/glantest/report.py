@@ -12,7 +12,7 @@ import orjson
 import plotly.graph_objects as go
 
 from glan.glantest.exam import group_of
-from glan.glantest.stats import outcome, summarise
+from glan.glantest.stats import MIN_ITEMS_FOR_INTERVAL, NO_INTERVAL, outcome, summarise
 from glan.run.files import atomic_write_json, atomic_write_text
 
 
@@ -93,14 +93,27 @@ def build_report(
 def _cell(row: dict[str, Any], label: str) -> str:
     if not row["items"]:
         return "-"
-    lo, hi = row["ci95"][label]
-    return f"{row['mean'][label]:.2f} [{lo:.2f}, {hi:.2f}]"
+    return interval_cell(row["mean"][label], (row["ci95"] or {}).get(label))
 
 
-def interval_cell(value: float, ci95: list[float], signed: bool = False) -> str:
-    """`value [lo, hi]`; signed for a difference, so its direction reads at a glance."""
+def interval_cell(value: float, ci95: list[float] | None, signed: bool = False) -> str:
+    """`value [lo, hi]`, or `value (n<10)` on a row too small for intervals; signed for a
+    difference, so its direction reads at a glance."""
     f = "{:+.2f}" if signed else "{:.2f}"
+    if ci95 is None:
+        return f"{f.format(value)} ({NO_INTERVAL})"
     return f"{f.format(value)} [{f.format(ci95[0])}, {f.format(ci95[1])}]"
+
+
+def error_bars(values: list[float], intervals: list[list[float] | None]) -> dict[str, Any]:
+    """Plotly error bars of values with their intervals (none where a row has no interval)."""
+    return {
+        "type": "data",
+        "array": [0 if c is None else c[1] - v for v, c in zip(values, intervals, strict=True)],
+        "arrayminus": [
+            0 if c is None else v - c[0] for v, c in zip(values, intervals, strict=True)
+        ],
+    }
 
 
 def p_cell(p: float) -> str:
@@ -181,11 +194,16 @@ def _headline(report: dict[str, Any]) -> list[str]:
         )
     lines.append(
         f"Scores are 1-10, each the mean of both orders; intervals are 95% bootstraps over items "
-        f"({report['bootstrap']['resamples']} resamples, seed {report['bootstrap']['seed']}). "
-        f"Wins compare {a} with {b} item by item."
+        f"({report['bootstrap']['resamples']} resamples, seed {report['bootstrap']['seed']}; "
+        f"{SMALL_ROWS}). Wins compare {a} with {b} item by item."
     )
     lines.append(comparison_note(a, b))
     return lines
+
+
+SMALL_ROWS = (
+    f"no interval on rows of fewer than {MIN_ITEMS_FOR_INTERVAL} items, marked {NO_INTERVAL}"
+)
 
 
 def comparison_note(a: str, b: str) -> str:
@@ -250,15 +268,7 @@ def mean_bars(
                 x=names,
                 y=means,
                 name=label,
-                error_y={
-                    "type": "data",
-                    "array": [
-                        rows[n]["ci95"][label][1] - m for n, m in zip(names, means, strict=True)
-                    ],
-                    "arrayminus": [
-                        m - rows[n]["ci95"][label][0] for n, m in zip(names, means, strict=True)
-                    ],
-                },
+                error_y=error_bars(means, [(rows[n]["ci95"] or {}).get(label) for n in names]),
             )
         )
     fig.update_layout(barmode="group", yaxis={"range": [0, 10.5], "title": "mean score (1-10)"})

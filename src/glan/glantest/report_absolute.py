@@ -13,8 +13,10 @@ import plotly.graph_objects as go
 from glan.glantest.absolute import item_scores
 from glan.glantest.exam import group_of
 from glan.glantest.report import (
+    SMALL_ROWS,
     _layout,
     discipline_of,
+    error_bars,
     interval_cell,
     mean_bars,
     p_cell,
@@ -115,7 +117,7 @@ def absolute_table(
         if not row["items"]:
             body.append(cells + ["-"] * (len(head) - 2))
             continue
-        cells += [interval_cell(row["mean"][k], row["ci95"][k]) for k in labels]
+        cells += [interval_cell(row["mean"][k], (row["ci95"] or {}).get(k)) for k in labels]
         for k in others:
             d, w = (row["against_baseline"][k][x] for x in ("difference", "win_rate"))
             cells += [
@@ -135,7 +137,8 @@ def _headline(report: dict[str, Any]) -> list[str]:
         f"each answer scored alone; {report['scored']} of {report['items']} items scored for "
         f"every model" + (", with reference answers" if report.get("references") else "") + ".",
         f"Scores are 1-10; intervals are 95% bootstraps over items, paired across models "
-        f"({report['bootstrap']['resamples']} resamples, seed {report['bootstrap']['seed']}).",
+        f"({report['bootstrap']['resamples']} resamples, seed {report['bootstrap']['seed']}; "
+        f"{SMALL_ROWS}).",
     ]
     if len(report["labels"]) > 1:
         lines.append(
@@ -167,11 +170,7 @@ def difference_bars(report: dict[str, Any]) -> go.Figure:
                 x=names,
                 y=[d["mean"] for d in diffs],
                 name=f"{label} - {base}",
-                error_y={
-                    "type": "data",
-                    "array": [d["ci95"][1] - d["mean"] for d in diffs],
-                    "arrayminus": [d["mean"] - d["ci95"][0] for d in diffs],
-                },
+                error_y=error_bars([d["mean"] for d in diffs], [d["ci95"] for d in diffs]),
             )
         )
     fig.update_layout(barmode="group", yaxis={"title": f"difference from {base} (95% CI)"})

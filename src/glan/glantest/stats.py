@@ -11,7 +11,8 @@ A comparison of B with A per row: the mean paired difference B - A with its boot
 interval and a two-sided p-value from a sign-flip permutation test on the per-item
 differences (exact over all 2^n sign patterns up to EXACT_FLIPS_UP_TO items, else Monte Carlo
 with as many draws as bootstrap resamples); and B's win rate (wins + half the ties, over
-items) with its bootstrap interval.
+items) with its bootstrap interval. A row of fewer than MIN_ITEMS_FOR_INTERVAL items has its
+means, difference, win rate and p-value but no intervals.
 """
 
 from __future__ import annotations
@@ -24,6 +25,12 @@ from typing import Any
 import numpy as np
 
 EXACT_FLIPS_UP_TO = 12  # 4,096 sign patterns: exact is cheap, and exact at small n matters
+# Fewer items get no interval. A percentile bootstrap of n items has few distinct resamples and
+# collapses (3 items all +1: [1, 1]) while the exact sign-flip p cannot fall below 2/2^n (0.25
+# on 3 items; under 0.05 only from 6): the two would contradict each other. From 10 items p can
+# reach 0.002 and the resamples number in the tens of thousands.
+MIN_ITEMS_FOR_INTERVAL = 10
+NO_INTERVAL = f"n<{MIN_ITEMS_FOR_INTERVAL}"  # what a row without intervals says, in every form
 
 
 @dataclass(frozen=True)
@@ -55,7 +62,10 @@ def _row_seed(seed: int, name: str) -> np.random.Generator:
     return np.random.default_rng(int.from_bytes(digest[:8], "big"))
 
 
-def _interval(samples: np.ndarray) -> list[float]:
+def _interval(samples: np.ndarray | None) -> list[float] | None:
+    """The 95% percentile interval of the resampled statistic; None without resamples."""
+    if samples is None:
+        return None
     lo, hi = np.percentile(samples, [2.5, 97.5])
     return [round(float(lo), 4), round(float(hi), 4)]
 
@@ -77,23 +87,32 @@ def sign_flip_p(diffs: np.ndarray, rng: np.random.Generator, draws: int) -> floa
     return round(float((1 + np.sum(flipped >= observed - 1e-12)) / (draws + 1)), 4)
 
 
+def _resampled(values: np.ndarray, picks: np.ndarray | None) -> np.ndarray | None:
+    return None if picks is None else values[picks].mean(axis=1)
+
+
 def compare(
-    base: np.ndarray, other: np.ndarray, picks: np.ndarray, rng: np.random.Generator
+    base: np.ndarray,
+    other: np.ndarray,
+    picks: np.ndarray | None,
+    rng: np.random.Generator,
+    draws: int,
 ) -> dict[str, Any]:
     """`other` against `base` on the same items: the paired difference other - base with its
     interval and p-value, and other's win rate (ties count half) with its interval. `picks`
-    are the row's bootstrap resamples of item indices, shared with the means (paired)."""
+    are the row's bootstrap resamples of item indices, shared with the means (paired), or
+    None when the row is too small for intervals; `draws`: sign patterns beyond exact."""
     diffs = other - base
     wins = np.where(other > base, 1.0, np.where(other < base, 0.0, 0.5))
     return {
         "difference": {
             "mean": round(float(diffs.mean()), 4),
-            "ci95": _interval(diffs[picks].mean(axis=1)),
-            "p_value": sign_flip_p(diffs, rng, len(picks)),
+            "ci95": _interval(_resampled(diffs, picks)),
+            "p_value": sign_flip_p(diffs, rng, draws),
         },
         "win_rate": {
             "value": round(float(wins.mean()), 4),
-            "ci95": _interval(wins[picks].mean(axis=1)),
+            "ci95": _interval(_resampled(wins, picks)),
         },
     }
 
@@ -102,19 +121,26 @@ def score_rows(
     scores: np.ndarray, labels: list[str], name: str, resamples: int, seed: int
 ) -> dict[str, Any]:
     """Per-model means with intervals for a (items x models) score matrix, and each later
-    model compared with the first (the baseline), all on the same resampled items."""
+    model compared with the first (the baseline), all on the same resampled items. Under
+    MIN_ITEMS_FOR_INTERVAL items: no intervals (None), and `no_interval` says so."""
     rng = _row_seed(seed, name)
-    picks = rng.integers(0, len(scores), size=(resamples, len(scores)))
-    means = scores[picks].mean(axis=1)  # (resamples, models): paired resampling
-    return {
+    small = len(scores) < MIN_ITEMS_FOR_INTERVAL
+    picks = None if small else rng.integers(0, len(scores), size=(resamples, len(scores)))
+    means = _resampled(scores, picks)  # (resamples, models): paired resampling
+    row: dict[str, Any] = {
         "mean": {k: round(float(scores[:, i].mean()), 4) for i, k in enumerate(labels)},
-        "ci95": {k: _interval(means[:, i]) for i, k in enumerate(labels)},
+        "ci95": None
+        if means is None
+        else {k: _interval(means[:, i]) for i, k in enumerate(labels)},
         "against_baseline": {
-            k: compare(scores[:, 0], scores[:, i], picks, rng)
+            k: compare(scores[:, 0], scores[:, i], picks, rng, resamples)
             for i, k in enumerate(labels)
             if i > 0
         },
     }
+    if small:
+        row["no_interval"] = NO_INTERVAL
+    return row
 
 
 def summarise(
@@ -141,6 +167,7 @@ def summarise(
         **row,
         "mean": summary["mean"],
         "ci95": summary["ci95"],
+        **({"no_interval": NO_INTERVAL} if "no_interval" in summary else {}),
         **summary["against_baseline"][b],  # B - A, and B's win rate
         "wins": {k: sum(o.verdict == k for o in outcomes) for k in (a, "tie", b)},
         "flips": flips,
