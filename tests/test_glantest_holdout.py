@@ -268,11 +268,30 @@ def test_glan_test_check_reports_exact_leaks_and_close_subjects_without_embeddin
     assert "exam subjects too close to a training subject: 1" in result.output
 
 
+def test_glan_test_check_reads_the_hf_export_its_folder_its_dataset_and_an_arrow_file(tmp_path):
+    require("datasets", "glan[hf], to write the hf export")
+    exam = write_exam(tmp_path / "exam", EXAM)
+    run = write_run(tmp_path / "run", [*TRAINING, ("x2", "Labour", EXAM[1][2])])
+    folder = export(run, "hf").folder
+    [arrow] = sorted((folder / "dataset").glob("*.arrow"))
+    for target in (folder, folder / "dataset", arrow):
+        out = tmp_path / "found.json"
+        args = ["test", "check", str(exam), str(target), "--no-semantic", "--json", str(out)]
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 1 and "LEAKS: 1 question(s)" in result.output, result.output
+        found = orjson.loads(out.read_bytes())
+        assert [(x["exam_id"], x["of"], x["kind"]) for x in found["leaks"]] == [
+            ("e2", "x2", "exact")
+        ]
+        assert found["training_questions"] == 4 and found["training_subjects"] == 4
+        assert found["training_files"] == [str(arrow)]
+
+
 @pytest.mark.parametrize(
     ("name", "content", "says"),
     [
         ("missing.jsonl", None, "training file not found"),
-        ("data.csv", b"a,b\n", "unknown format (expected .jsonl or .parquet)"),
+        ("data.csv", b"a,b\n", "unknown format (expected .jsonl, .parquet or .arrow)"),
         ("other.jsonl", b'{"text": "hi"}\n', "other.jsonl:1: unknown record format"),
     ],
 )

@@ -21,8 +21,8 @@ def test_check(
         list[Path],
         typer.Argument(
             metavar="TRAINING_FILE...",
-            help="final training data: .jsonl or .parquet files (messages, alpaca, sharegpt, "
-            "prompt), glan export folders or run directories",
+            help="final training data: .jsonl, .parquet or .arrow files (messages, alpaca, "
+            "sharegpt, prompt), glan export folders (hf included), saved datasets or run dirs",
         ),
     ],
     semantic: SemanticOpt = None,
