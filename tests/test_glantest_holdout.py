@@ -253,12 +253,16 @@ def test_glan_test_check_reports_exact_leaks_and_close_subjects_without_embeddin
     run = write_run(tmp_path / "run", [*TRAINING, ("x2", "Labour", EXAM[1][2])])
     sharegpt = export(run, "sharegpt").folder / "train.jsonl"
     messages = export(run, "messages").folder
+    answers = tmp_path / "answers.jsonl"  # no user turn: not a training question
+    answers.write_bytes(b'{"messages": [{"role": "assistant", "content": "An answer."}]}\n')
     out = tmp_path / "found.json"
-    args = ["test", "check", str(exam), str(sharegpt), str(messages), "--no-semantic"]
-    result = CliRunner().invoke(app, [*args, "--json", str(out)])
+    args = ["test", "check", str(exam), str(sharegpt), str(messages), str(answers)]
+    result = CliRunner().invoke(app, [*args, "--no-semantic", "--json", str(out)])
     assert result.exit_code == 1, result.output
     assert "exact + MinHash only" in result.output
+    assert "(1 record(s) without a user turn skipped)" in result.output
     found = orjson.loads(out.read_bytes())
+    assert found["records_without_question"] == 1
     # Both files hold the copy; the first one read is named.
     assert [(x["exam_id"], x["of"], x["kind"]) for x in found["leaks"]] == [("e2", "x2", "exact")]
     assert found["training_questions"] == 8 and found["training_subjects"] == 4
@@ -293,6 +297,12 @@ def test_glan_test_check_reads_the_hf_export_its_folder_its_dataset_and_an_arrow
         ("missing.jsonl", None, "training file not found"),
         ("data.csv", b"a,b\n", "unknown format (expected .jsonl, .parquet or .arrow)"),
         ("other.jsonl", b'{"text": "hi"}\n', "other.jsonl:1: unknown record format"),
+        ("empty.jsonl", b"", "no training question (a record's user turns) in empty.jsonl"),
+        (
+            "answers.jsonl",
+            b'{"messages": [{"role": "assistant", "content": "only an answer"}]}\n',
+            "no training question (a record's user turns) in answers.jsonl",
+        ),
     ],
 )
 def test_glan_test_check_user_errors_are_one_line_and_exit_2(tmp_path, name, content, says):

@@ -82,7 +82,13 @@ def _print_check(result: Any) -> None:
     )
     out.print(
         f"{result.exam_items:,} exam questions against {result.training_questions:,} training "
-        f"questions in {len(result.training_files)} file(s); question checks: {checks}",
+        f"questions in {len(result.training_files)} file(s)"
+        + (
+            f" ({result.records_without_question:,} record(s) without a user turn skipped)"
+            if result.records_without_question
+            else ""
+        )
+        + f"; question checks: {checks}",
         highlight=False,
         soft_wrap=True,
     )

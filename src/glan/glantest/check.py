@@ -23,7 +23,7 @@ from glan.glantest.holdout import MODEL, HoldoutSettings, encoder_for
 from glan.glantest.overlap import OverlapChecker
 from glan.glantest.semantic_overlap import SemanticOverlap
 from glan.glantest.subject_match import SubjectMatch, SubjectScreen
-from glan.glantest.training_text import files_of, read_training
+from glan.glantest.training_text import TrainingRecord, files_of, read_training
 
 
 @dataclass
@@ -31,6 +31,7 @@ class CheckResult:
     exam_items: int
     training_files: list[str]
     training_questions: int
+    records_without_question: int  # no user turn: not a training question, not checked
     training_subjects: int
     question_checks: list[str]
     subject_checks: list[str]
@@ -65,6 +66,11 @@ def exam_items(exam: Path) -> list[dict[str, Any]]:
     return read_exam(exam)
 
 
+def training_records(files: list[Path]) -> Iterator[TrainingRecord]:
+    for f in files:
+        yield from read_training(f)
+
+
 def check_exam(
     exam: Path, training: list[Path], holdout: HoldoutSettings | None = None, strict: bool = False
 ) -> CheckResult:
@@ -73,20 +79,30 @@ def check_exam(
     files = [f for path in training for f in files_of(path)]  # user errors before any work
     subjects: dict[str, None] = {}
 
+    without_question = 0
+
     def questions() -> Iterator[tuple[str, str]]:
-        for f in files:
-            for record in read_training(f):
-                if record.subject:
-                    subjects.setdefault(record.subject)
+        nonlocal without_question
+        for record in training_records(files):
+            if record.subject:
+                subjects.setdefault(record.subject)
+            if record.text.strip():
                 yield record.id, record.text
+            else:
+                without_question += 1
 
     checker = OverlapChecker(questions())  # reads every file: a bad record stops it early
+    if not checker.training:
+        names = ", ".join(f.name for f in files)
+        raise UserError(f"no training question (a record's user turns) in {names}")
     encode = encoder_for(holdout)
     if encode is not None:
         checker.semantic = SemanticOverlap(encode, holdout.paraphrase_threshold)
     try:
         if checker.semantic is not None:
-            checker.semantic.add_training((r.id, r.text) for f in files for r in read_training(f))
+            checker.semantic.add_training(
+                (r.id, r.text) for r in training_records(files) if r.text.strip()
+            )
         found = checker.check_items(items)
     finally:
         if checker.semantic is not None:
@@ -99,6 +115,7 @@ def check_exam(
         exam_items=len(items),
         training_files=[str(f) for f in files],
         training_questions=checker.training,
+        records_without_question=without_question,
         training_subjects=len(screen),
         question_checks=["exact", "near", *(["semantic"] if encode else [])],
         subject_checks=screen.checks if len(screen) else [],
