@@ -45,7 +45,11 @@ PRICE_FLOOR = (
 )
 TRAINING = [
     ("t1", "Introduction to Microeconomics", PRICE_CEILING),
-    ("t2", "Retail Management", "What costs does a retailer weigh when sizing its inventory?"),
+    (
+        "t2",
+        "Retail Operations Management",
+        "What costs does a retailer weigh when sizing its inventory?",
+    ),
     ("t3", "Organic Chemistry", "Why does a tertiary carbocation form more readily?"),
 ]
 
@@ -102,7 +106,7 @@ def build(server: FakeServer, out: Path, run: Path, holdout: HoldoutSettings, **
 
 def test_a_subject_renamed_with_filler_words_is_held_out_and_reported(tmp_path):
     run = write_run(tmp_path / "run")
-    offered = ["Principles of Microeconomics", "Retail Store Management"]
+    offered = ["Principles of Microeconomics", "Retail Store Operations Management"]
     with FakeServer(replier=listing(offered)) as server:
         manifest = build(server, tmp_path / "exam", run, LEXICAL)
     exam_subjects = {i["meta"]["subject"] for i in read_jsonl(tmp_path / "exam" / "exam.jsonl")}
@@ -117,10 +121,10 @@ def test_a_subject_renamed_with_filler_words_is_held_out_and_reported(tmp_path):
             "score": 1.0,
         },
         {
-            "subject": "Retail Store Management",
-            "close_to": "Retail Management",
+            "subject": "Retail Store Operations Management",
+            "close_to": "Retail Operations Management",
             "check": "tokens",
-            "score": round(2 / 3, 4),
+            "score": 0.75,
         },
     ]
     assert held["listed_subjects_skipped_as_run_subjects"] == 2
@@ -139,6 +143,43 @@ def test_subject_names_differently_worded_are_told_apart_from_different_subjects
         None,
     ]
     assert screen.match(["Inorganic Chemistry", "Chemistry of Polymers"]) == [None, None]
+
+
+# Different courses: a word that tells them apart is no filler, and two of three words shared
+# are not enough (Jaccard 2/3 < 0.75).
+DIFFERENT_COURSES = [
+    ("Special Relativity", "General Relativity"),
+    ("Special Education", "Elementary Education"),
+    ("Survey Research Methods", "Research Methods"),
+    ("Level Design", "Design"),
+    ("Part Design", "Design"),
+    ("Level Design", "Part Design"),
+    ("American Literature", "African American Literature"),
+    ("European History", "Modern European History"),
+    ("Computer Networks", "Computer Network Security"),
+]
+
+
+@pytest.mark.parametrize(("listed", "run"), DIFFERENT_COURSES)
+def test_different_courses_sharing_words_are_not_taken_for_one_another(listed, run):
+    assert SubjectScreen([run]).match([listed]) == [None]
+    assert SubjectScreen([listed]).match([run]) == [None]
+
+
+def test_the_token_check_takes_three_of_four_words_and_its_threshold_is_a_setting():
+    run = ["Retail Operations Management", "Retail Management", "Introduction to Microeconomics"]
+    screen = SubjectScreen(run)
+    listed = ["Principles of Microeconomics", "Retail Store Operations Management"]
+    [same, ops, two_of_three] = screen.match([*listed, "Retail Store Management"])
+    assert two_of_three is None
+    assert same is not None and (same.close_to, same.check) == (
+        "Introduction to Microeconomics",
+        "name",
+    )
+    assert ops is not None and (ops.check, ops.score) == ("tokens", 0.75)
+    looser = SubjectScreen(["African American Literature"], HoldoutSettings(token_threshold=0.6))
+    [found] = looser.match(["American Literature"])
+    assert found is not None and (found.check, found.score) == ("tokens", round(2 / 3, 4))
 
 
 @pytest.mark.slow
@@ -233,7 +274,9 @@ def test_glan_test_check_exits_1_on_a_leaked_item_and_0_on_clean_exports(tmp_pat
     assert "not checked: the training files name no subjects" in result.output
     strict = runner.invoke(app, ["test", "check", str(exam), alpaca, "--strict"])
     assert strict.exit_code == 1, strict.output
-    assert "LEAKS (--strict): 0 question(s), 2 possible paraphrase(s)" in strict.output
+    assert "LEAKS: 0 question(s), 0 subject(s); with --strict: 2 possible paraphrase(s)" in (
+        strict.output
+    )
 
     copied = write_run(tmp_path / "copied", [*TRAINING[1:], ("x2", "Labour", EXAM[1][2])])
     result = runner.invoke(app, ["test", "check", str(exam), str(copied)])
@@ -270,6 +313,45 @@ def test_glan_test_check_reports_exact_leaks_and_close_subjects_without_embeddin
         ("Principles of Microeconomics", "Introduction to Microeconomics")
     ]
     assert "exam subjects too close to a training subject: 1" in result.output
+
+
+def test_glan_test_check_fails_on_a_renamed_subject_and_lists_subjects_sharing_most_words(
+    tmp_path,
+):
+    """The same name once normalised is a leak; most of the same words (tokens) is listed to
+    read and fails only with --strict; the token threshold is an option."""
+    run = write_run(tmp_path / "run")
+    shared = write_exam(tmp_path / "shared", [("e1", "Retail Store Operations Management", "Q?")])
+    renamed = write_exam(tmp_path / "renamed", [("e1", "Principles of Microeconomics", "Q?")])
+    runner = CliRunner()
+
+    def check(exam: Path, *more: str) -> tuple[int, str, dict[str, Any]]:
+        out = tmp_path / "found.json"
+        args = ["test", "check", str(exam), str(run), "--no-semantic", "--json", str(out), *more]
+        result = runner.invoke(app, args)
+        assert result.exception is None or isinstance(result.exception, SystemExit)
+        return result.exit_code, result.output, orjson.loads(out.read_bytes())
+
+    code, output, found = check(shared)
+    assert code == 0, output
+    assert [(m["close_to"], m["check"], m["score"]) for m in found["subjects_possibly_close"]] == [
+        ("Retail Operations Management", "tokens", 0.75)
+    ]
+    assert found["subjects_too_close"] == []
+    assert "exam subjects possibly close to a training subject: 1" in output
+    assert "no leaks; to review: 1 subject(s) possibly close" in output
+    code, output, _ = check(shared, "--strict")
+    assert code == 1, output
+    assert (
+        "LEAKS: 0 question(s), 0 subject(s); with --strict: 1 subject(s) possibly close" in output
+    )
+    code, output, found = check(shared, "--subject-token-threshold", "0.8")
+    assert code == 0 and found["subjects_possibly_close"] == [], output
+    assert "clean: no exam question or subject found" in output
+
+    code, output, found = check(renamed)
+    assert code == 1 and "LEAKS: 0 question(s), 1 subject(s)" in output, output
+    assert [m["check"] for m in found["subjects_too_close"]] == ["name"]
 
 
 def test_glan_test_check_reads_the_hf_export_its_folder_its_dataset_and_an_arrow_file(tmp_path):

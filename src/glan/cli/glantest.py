@@ -39,6 +39,14 @@ SemanticOpt = Annotated[
     ),
 ]
 
+SubjectTokenOpt = Annotated[
+    float,
+    Opt(help="Jaccard of two subject names' normalised word sets at which they are close"),
+]
+SubjectSemanticOpt = Annotated[
+    float, Opt(help="cosine of two subject names' embeddings at which they are close")
+]
+
 
 def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     flat: dict[str, Any] = {}
@@ -119,6 +127,8 @@ def test_build(
         float,
         Opt(help="cosine at which a question is dropped as a paraphrase of a training question"),
     ] = 0.9,
+    subject_token_threshold: SubjectTokenOpt = 0.75,
+    subject_semantic_threshold: SubjectSemanticOpt = 0.9,
 ) -> None:
     """Make a held-out exam from subjects the run never used (nor any too close to one: the
     same normalised name, most of the same words, a near embedding). Its questions are made by
@@ -143,7 +153,12 @@ def test_build(
     except ValueError:
         raise UserError("--per-discipline and --per-subject must be at least 1") from None
     reference = parse_endpoint(reference_model) if reference_model else None
-    holdout = holdout_settings(semantic, question_threshold=semantic_threshold)
+    holdout = holdout_settings(
+        semantic,
+        question_threshold=semantic_threshold,
+        token_threshold=subject_token_threshold,
+        subject_threshold=subject_semantic_threshold,
+    )
     chosen = select(tax, discipline)
     if dry_run:
         from glan.cli.dry_run import print_estimates
@@ -182,6 +197,8 @@ def test_build(
 THRESHOLD_OPTIONS = {
     "question_threshold": "--semantic-threshold",
     "paraphrase_threshold": "--semantic-threshold",
+    "token_threshold": "--subject-token-threshold",
+    "subject_threshold": "--subject-semantic-threshold",
 }
 
 

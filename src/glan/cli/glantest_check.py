@@ -9,7 +9,13 @@ from typing import Annotated, Any
 import typer
 
 from glan.cli.app import Opt, out
-from glan.cli.glantest import SemanticOpt, holdout_settings, test_app
+from glan.cli.glantest import (
+    SemanticOpt,
+    SubjectSemanticOpt,
+    SubjectTokenOpt,
+    holdout_settings,
+    test_app,
+)
 
 
 @test_app.command("check")
@@ -30,9 +36,14 @@ def test_check(
         float,
         Opt(help="cosine at which a question is listed as a possible paraphrase"),
     ] = 0.8,
+    subject_token_threshold: SubjectTokenOpt = 0.75,
+    subject_semantic_threshold: SubjectSemanticOpt = 0.9,
     strict: Annotated[
         bool,
-        Opt("--strict", help="possible paraphrases fail the check too (exit 1)"),
+        Opt(
+            "--strict",
+            help="possible paraphrases and subjects possibly close fail the check too (exit 1)",
+        ),
     ] = False,
     json_out: Annotated[
         Path | None, Opt("--json", help="also write the findings to this JSON file")
@@ -40,13 +51,19 @@ def test_check(
 ) -> None:
     """Re-check an exam against the final training files (after clean, merges, mixes with
     other data): exam questions that repeat a training question (exact or near: leaks; with
-    glan\\[semantic], close by embedding: possible paraphrases, listed) and exam subjects too
-    close to a training subject. Exit code 0 when no leak is found (possible paraphrases are
-    listed, and fail only with --strict), 1 when one is, 2 on a usage error."""
+    glan\\[semantic], close by embedding: possible paraphrases, listed) and exam subjects named
+    like a training subject (leaks) or sharing most of its words or, with glan\\[semantic], its
+    embedding (possibly close, listed). Exit code 0 when no leak is found (what is listed fails
+    only with --strict), 1 when one is, 2 on a usage error."""
     from glan.glantest.check import check_exam
     from glan.run.files import atomic_write_json
 
-    holdout = holdout_settings(semantic, paraphrase_threshold=semantic_threshold)
+    holdout = holdout_settings(
+        semantic,
+        paraphrase_threshold=semantic_threshold,
+        token_threshold=subject_token_threshold,
+        subject_threshold=subject_semantic_threshold,
+    )
     result = check_exam(exam, training, holdout, strict)
     _print_check(result)
     if json_out is not None:
@@ -72,7 +89,6 @@ def _question_table(title: str, found: list[dict[str, Any]]) -> None:
 
 
 def _print_check(result: Any) -> None:
-    from rich.table import Table
 
     sem = result.semantic
     checks = "exact + MinHash" + (
@@ -97,16 +113,12 @@ def _print_check(result: Any) -> None:
     if result.possible_paraphrases:
         _question_table("possible paraphrases of a training question", result.possible_paraphrases)
     if result.subject_checks:
-        if result.subjects_too_close:
-            table = Table(
-                title=f"exam subjects too close to a training subject: "
-                f"{len(result.subjects_too_close)}"
-            )
-            for column in ("exam subject", "training subject", "check", "score"):
-                table.add_column(column)
-            for m in result.subjects_too_close:
-                table.add_row(m.subject, m.close_to, m.check, f"{m.score:.3f}")
-            out.print(table)
+        for title, found in (
+            ("exam subjects too close to a training subject", result.subjects_too_close),
+            ("exam subjects possibly close to a training subject", result.subjects_possibly_close),
+        ):
+            if found:
+                _subject_table(title, found)
         subjects = (
             f"{result.training_subjects:,} training subjects ({', '.join(result.subject_checks)})"
         )
@@ -116,22 +128,40 @@ def _print_check(result: Any) -> None:
     out.print(_verdict(result), highlight=False, soft_wrap=True)
 
 
+def _subject_table(title: str, found: list[Any]) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"{title}: {len(found)}")
+    for column in ("exam subject", "training subject", "check", "score"):
+        table.add_column(column)
+    for m in found:
+        table.add_row(m.subject, m.close_to, m.check, f"{m.score:.3f}")
+    out.print(table)
+
+
 def _verdict(result: Any) -> str:
-    possible = len(result.possible_paraphrases)
-    leaks = bool(result.leaks or result.subjects_too_close)
-    if not leaks and not possible:
-        verdict = "clean: no exam question or subject found in the training data"
-    elif not leaks and not result.strict:
+    review = ", ".join(
+        f"{n} {what}"
+        for n, what in (
+            (len(result.possible_paraphrases), "possible paraphrase(s)"),
+            (len(result.subjects_possibly_close), "subject(s) possibly close"),
+        )
+        if n
+    )
+    if result.leaks or result.subjects_too_close or (result.strict and review):
         verdict = (
-            f"no leaks; to review: {possible} possible paraphrase(s) (a rewording, or another "
-            "question on the same template: read them; --strict fails on them)"
+            f"LEAKS: {len(result.leaks)} question(s), {len(result.subjects_too_close)} subject(s)"
+        )
+        if review:
+            verdict += f"; {'with --strict' if result.strict else 'to review'}: {review}"
+    elif review:
+        verdict = (
+            f"no leaks; to review: {review} (a close question may be a rewording or another "
+            "question on the same template, a close subject another course: read them; "
+            "--strict fails on them)"
         )
     else:
-        head = "LEAKS (--strict)" if result.strict else "LEAKS"
-        verdict = f"{head}: {len(result.leaks)} question(s)"
-        if result.strict or possible:
-            verdict += f", {possible} possible paraphrase(s)"
-        verdict += f", {len(result.subjects_too_close)} subject(s)"
+        verdict = "clean: no exam question or subject found in the training data"
     if result.repeats_within_exam:
         verdict += f"; {result.repeats_within_exam} exam question(s) repeat another exam question"
     return verdict

@@ -5,9 +5,11 @@ The same checks as the build, with the training files as the reference: each exa
 against every training question (exact and MinHash near duplicates are leaks; with
 glan[semantic], an embedding cosine from `paraphrase_threshold` on is a possible paraphrase,
 listed for a person to read and a leak only when `strict`: different questions on one template
-score as high as rewordings), and each exam subject against the subjects the training records name
-(glan's messages export and run files keep them in `meta.subject`; Alpaca and ShareGPT
-exports do not, and the subject check then has nothing to compare with and says so).
+score as high as rewordings), and each exam subject against the subjects the training
+records name (glan's messages, parquet and hf exports and run files keep them in
+`meta.subject`; Alpaca and ShareGPT exports do not, and the subject check then has nothing to
+compare with and says so): the same normalised name is a leak; most of the same words or a
+near embedding is possibly close, listed, and a leak only when `strict`.
 """
 
 from __future__ import annotations
@@ -36,23 +38,31 @@ class CheckResult:
     question_checks: list[str]
     subject_checks: list[str]
     semantic: dict[str, Any] | None  # the model and threshold, when the embeddings ran
-    strict: bool = False  # possible paraphrases count as leaks
+    strict: bool = False  # what is only possibly close counts as a leak too
     leaks: list[dict[str, Any]] = field(default_factory=list)  # exact or near training repeats
     # Close by embedding only: as often another question on the same template as a rewording.
     possible_paraphrases: list[dict[str, Any]] = field(default_factory=list)
     repeats_within_exam: int = 0
-    subjects_too_close: list[SubjectMatch] = field(default_factory=list)
+    subjects_too_close: list[SubjectMatch] = field(default_factory=list)  # the same name
+    # Most of the same words, or a near embedding: as often another course ("European" and
+    # "Modern European History").
+    subjects_possibly_close: list[SubjectMatch] = field(default_factory=list)
+
+    @property
+    def to_review(self) -> bool:
+        return bool(self.possible_paraphrases or self.subjects_possibly_close)
 
     @property
     def clean(self) -> bool:
-        if self.strict and self.possible_paraphrases:
+        if self.strict and self.to_review:
             return False
         return not self.leaks and not self.subjects_too_close
 
     def as_dict(self) -> dict[str, Any]:
+        subjects = ("subjects_too_close", "subjects_possibly_close")
         return {
-            **{k: v for k, v in self.__dict__.items() if k != "subjects_too_close"},
-            "subjects_too_close": [m.as_dict() for m in self.subjects_too_close],
+            **{k: v for k, v in self.__dict__.items() if k not in subjects},
+            **{k: [m.as_dict() for m in getattr(self, k)] for k in subjects},
             "clean": self.clean,
         }
 
@@ -132,5 +142,10 @@ def check_exam(
             result.possible_paraphrases.append(found_item)
         else:
             result.leaks.append(found_item)
-    result.subjects_too_close = [m for m in screen.match(exam_subjects) if m is not None]
+    for m in screen.match(exam_subjects):
+        if m is not None:
+            close = (
+                result.subjects_too_close if m.check == "name" else result.subjects_possibly_close
+            )
+            close.append(m)
     return result
