@@ -21,6 +21,7 @@ from glan.cli import app
 from glan.errors import UserError
 from glan.glantest.endpoints import parse_endpoint, parse_labelled
 from glan.glantest.grade import GradeSettings, grade
+from glan.glantest.report import build_report
 from glan.glantest.report_absolute import build_absolute_report, write_absolute_report
 from glan.glantest.stats import score_rows, sign_flip_p
 from glan.testing.fake_server import FakeServer
@@ -297,3 +298,47 @@ def test_rows_of_fewer_than_ten_items_show_no_interval_and_say_why(tmp_path):
     )
     assert "no interval on rows of fewer than 10 items" in table
     assert "(n&lt;10)" in (tmp_path / "report.html").read_text()
+
+
+def _absolute_records(n: int) -> list[dict[str, Any]]:
+    """`n` items scored for A, B and C (more than EXACT_FLIPS_UP_TO: p is drawn, not exact)."""
+    rng = np.random.default_rng(11)
+    scores = np.clip(np.rint(rng.uniform(2, 9, (n, 1)) + rng.normal(0, 1.5, (n, 3))), 1, 10)
+    return [
+        {
+            "id": f"q{i:03d}",
+            "meta": {"discipline": "D", "field": "F", "subfield": "S", "group": f"g{i % 2}"},
+            "answers": {k: {"text": k} for k in "ABC"},
+            "grades": [{"model": k, "score": int(s)} for k, s in zip("ABC", row, strict=True)],
+        }
+        for i, row in enumerate(scores)
+    ]
+
+
+def test_report_numbers_depend_neither_on_item_order_nor_on_the_other_models_listed():
+    info = {"judge": {"model": "j", "kind": "openai", "address": ""}, "references": False}
+    records = _absolute_records(40)
+    rows = ("overall", "groups", "disciplines")
+    forward = build_absolute_report(records, ["A", "B", "C"], info, 500, 0)
+    backward = build_absolute_report(records[::-1], ["A", "B", "C"], info, 500, 0)
+    assert [forward[k] for k in rows] == [backward[k] for k in rows]
+    without_b = build_absolute_report(records, ["A", "C"], info, 500, 0)
+    for k in rows:
+        for name, row in forward[k].items() if k != "overall" else [("", forward[k])]:
+            other = without_b[k][name] if k != "overall" else without_b[k]
+            assert row["against_baseline"]["C"] == other["against_baseline"]["C"]
+            assert row["ci95"]["C"] == other["ci95"]["C"]
+
+    pairwise = [  # the same items judged side by side, A against B, in both orders
+        {
+            **{k: r[k] for k in ("id", "meta")},
+            "judgments": [
+                {"order": o, "first": o[0], "scores": {g["model"]: g["score"] for g in r["grades"]}}
+                for o in ("AB", "BA")
+            ],
+        }
+        for r in records
+    ]
+    forward = build_report(pairwise, ("A", "B"), info, 500, 0)
+    backward = build_report(pairwise[::-1], ("A", "B"), info, 500, 0)
+    assert [forward[k] for k in rows] == [backward[k] for k in rows]

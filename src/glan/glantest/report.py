@@ -38,6 +38,7 @@ def build_report(
     resamples: int = 2000,
     seed: int = 0,
 ) -> dict[str, Any]:
+    records = sorted(records, key=lambda r: str(r["id"]))  # the resamples index items by order
     scored: list[tuple[dict[str, Any], Any]] = []
     unscored = []
     first_higher = second_higher = judged_orders = 0

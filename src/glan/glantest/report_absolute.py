@@ -63,6 +63,7 @@ def build_absolute_report(
     resamples: int = 2000,
     seed: int = 0,
 ) -> dict[str, Any]:
+    records = sorted(records, key=lambda r: str(r["id"]))  # the resamples index items by order
     scored: list[tuple[dict[str, Any], list[float]]] = []
     unscored = []
     for record in records:

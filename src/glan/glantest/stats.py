@@ -5,7 +5,10 @@ orders (a preference for a position cancels out); the item's verdict compares th
 verdict flips with the order when the judge's verdict with A shown first differs from its
 verdict with B shown first (A wins / tie / B wins): the share of such items measures position
 bias. Intervals are 95% percentile bootstraps over items, paired (every model is resampled
-with the same items), seeded per row so a row's interval does not depend on the other rows.
+with the same items), seeded per row so a row's interval does not depend on the other rows;
+the sign flips of each comparison are seeded per row and model, so a model's p-value does not
+depend on which other models are listed. The reports sort items by id first: the numbers do
+not depend on the order the items come in.
 
 A comparison of B with A per row: the mean paired difference B - A with its bootstrap
 interval and a two-sided p-value from a sign-flip permutation test on the per-item
@@ -57,8 +60,9 @@ def outcome(record: dict[str, Any], pair: tuple[str, str]) -> Outcome | None:
     return Outcome(mean_a, mean_b, _verdict(mean_a, mean_b, pair), flipped)
 
 
-def _row_seed(seed: int, name: str) -> np.random.Generator:
-    digest = hashlib.sha256(f"{seed}|{name}".encode()).digest()
+def _row_seed(seed: int, name: str, label: str | None = None) -> np.random.Generator:
+    key = f"{seed}|{name}" if label is None else f"{seed}|{name}|{label}"
+    digest = hashlib.sha256(key.encode()).digest()
     return np.random.default_rng(int.from_bytes(digest[:8], "big"))
 
 
@@ -133,7 +137,8 @@ def score_rows(
         if means is None
         else {k: _interval(means[:, i]) for i, k in enumerate(labels)},
         "against_baseline": {
-            k: compare(scores[:, 0], scores[:, i], picks, rng, resamples)
+            # Its own sign flips: a model's p does not move when another model is listed.
+            k: compare(scores[:, 0], scores[:, i], picks, _row_seed(seed, name, k), resamples)
             for i, k in enumerate(labels)
             if i > 0
         },
