@@ -285,10 +285,12 @@ def test_glan_test_check_exits_1_on_a_leaked_item_and_0_on_clean_exports(tmp_pat
 
     clean = write_run(tmp_path / "clean", TRAINING[1:])
     parquet = export(clean, "parquet").folder / "train.parquet"
-    result = runner.invoke(app, ["test", "check", str(exam), str(parquet), "--json", "r.json"])
+    found = tmp_path / "found.json"
+    result = runner.invoke(app, ["test", "check", str(exam), str(parquet), "--json", str(found)])
     assert result.exit_code == 0, result.output
     assert "clean: no exam question or subject found in the training data" in result.output
     assert "2 training subjects (name, tokens, embedding)" in result.output
+    assert orjson.loads(found.read_bytes())["clean"] is True
 
 
 def test_glan_test_check_reports_exact_leaks_and_close_subjects_without_embeddings(tmp_path):
