@@ -15,12 +15,13 @@ from typing import Any
 
 import numpy as np
 import orjson
+import pytest
 from typer.testing import CliRunner
 
 from glan.cli import app
 from glan.errors import UserError
 from glan.glantest.endpoints import parse_endpoint, parse_labelled
-from glan.glantest.grade import GradeSettings, grade
+from glan.glantest.grade import GradeSettings, grade, results_name
 from glan.glantest.report import build_report
 from glan.glantest.report_absolute import build_absolute_report, write_absolute_report
 from glan.glantest.stats import score_rows, sign_flip_p
@@ -342,3 +343,34 @@ def test_report_numbers_depend_neither_on_item_order_nor_on_the_other_models_lis
     forward = build_report(pairwise, ("A", "B"), info, 500, 0)
     backward = build_report(pairwise[::-1], ("A", "B"), info, 500, 0)
     assert [forward[k] for k in rows] == [backward[k] for k in rows]
+
+
+def test_absolute_results_folders_of_different_model_lists_never_meet():
+    hyphens = results_name(["a-b", "c"], absolute=True), results_name(["a", "b-c"], absolute=True)
+    assert hyphens[0] != hyphens[1]
+    assert results_name(["base", "tuned"], absolute=True) == "absolute-base-tuned"
+    ten = [f"model-{i}-" + "x" * 40 for i in range(10)]
+    name = results_name(ten, absolute=True)
+    assert len(name.encode()) <= 100 and name == results_name(list(ten), absolute=True)
+    assert name != results_name(ten[:9], absolute=True)
+
+
+async def test_grading_refuses_a_results_folder_that_holds_other_models_results(tmp_path):
+    write_planted_exam(tmp_path / "exam", 3, {"A": 0, "B": 1, "C": 0})
+    with FakeServer(replier=planted_replier) as server:
+        judge = parse_endpoint(f"openai:judge@{server.base_url}")
+        absolute = GradeSettings(absolute=True)
+        out = tmp_path / "out"
+        await grade(tmp_path / "exam", parse_labelled(specs(server, "AB")), judge, out, absolute)
+        asked = server.requests
+        with pytest.raises(UserError, match="holds the results of A, B"):
+            await grade(
+                tmp_path / "exam", parse_labelled(specs(server, "AC")), judge, out, absolute
+            )
+        with pytest.raises(UserError, match=r"holds the results of A, B \(absolute\)"):
+            await grade(tmp_path / "exam", parse_labelled(specs(server, "AB")), judge, out)
+        assert server.requests == asked  # refused before asking anything
+        again = await grade(
+            tmp_path / "exam", parse_labelled(specs(server, "AB")), judge, out, absolute
+        )
+    assert again["labels"] == ["A", "B"]  # the same models: resumed

@@ -299,7 +299,7 @@ def test_run(
     from glan.config import load_config
     from glan.glantest.endpoints import parse_endpoint, parse_labelled
     from glan.glantest.exam import read_exam, read_references
-    from glan.glantest.grade import GradeSettings, grade
+    from glan.glantest.grade import GradeSettings, grade, results_name
 
     models = parse_labelled(model)
     labels = _labels(models, absolute)
@@ -318,7 +318,7 @@ def test_run(
         )
     except ValueError as exc:
         raise UserError(f"invalid option: {str(exc).splitlines()[-1].strip()}") from None
-    target = out_dir or test_dir / "results" / _results_name(labels, absolute)
+    target = out_dir or test_dir / "results" / results_name(labels, absolute)
     if dry_run:
         from glan.cli.dry_run import print_estimates
         from glan.glantest.estimate import grading_estimate
@@ -370,10 +370,6 @@ def _labels(models: dict[str, Any], absolute: bool) -> list[str]:
     from glan.glantest.grade import check_absolute_labels, check_labels
 
     return list(check_absolute_labels(models) if absolute else check_labels(models))
-
-
-def _results_name(labels: list[str], absolute: bool) -> str:
-    return "absolute-" + "-".join(labels) if absolute else f"{labels[0]}-vs-{labels[1]}"
 
 
 def _versus(labels: list[str], absolute: bool) -> str:

@@ -9,6 +9,7 @@ sends only the rest. The records are a function of the exam, the endpoints and t
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Callable
 from dataclasses import asdict
@@ -79,6 +80,38 @@ def check_absolute_labels(models: dict[str, BackendSettings]) -> list[str]:
     return list(models)
 
 
+NAME_BYTES = 100  # a results folder's name: well under the 255 bytes file systems allow
+
+
+def results_name(labels: list[str], absolute: bool) -> str:
+    """The default results folder: A-vs-B, or absolute- and the labels joined by '-'; when a
+    label holds a '-' (["a-b", "c"] and ["a", "b-c"] would join alike) or the name grows long,
+    the number of models and a hash of the labels."""
+    if not absolute:
+        return f"{labels[0]}-vs-{labels[1]}"
+    name = "absolute-" + "-".join(labels)
+    if any("-" in label for label in labels) or len(name.encode()) > NAME_BYTES:
+        digest = hashlib.sha256("\n".join(labels).encode()).hexdigest()[:12]
+        return f"absolute-{len(labels)}-models-{digest}"
+    return name
+
+
+def check_results_dir(out_dir: Path, labels: list[str], absolute: bool) -> None:
+    """A folder that holds another grading's report (other models, or the other mode) is
+    refused: writing there would replace it."""
+    try:
+        report = orjson.loads((out_dir / "report.json").read_bytes())
+    except (OSError, ValueError):
+        return  # nothing there yet (or nothing readable: a killed run's, rewritten whole)
+    mode = report.get("mode", "pairwise")
+    had = report.get("labels") if mode == "absolute" else report.get("pair")
+    if (mode, had) != ("absolute" if absolute else "pairwise", labels):
+        raise UserError(
+            f"{out_dir} holds the results of {', '.join(had or [])} ({mode}): "
+            f"give another --out for {', '.join(labels)}"
+        )
+
+
 async def judge_answers(
     client: LLMClient,
     item: dict[str, Any],
@@ -130,6 +163,7 @@ async def grade(
     out_dir.mkdir(parents=True, exist_ok=True)
     usage = UsageLedger(prices)
     with run_lock(out_dir):
+        check_results_dir(out_dir, labels, settings.absolute)
         cache = ResponseCache(test_dir / "glan.sqlite")
         admission = AdmissionSettings(
             concurrency=2 * settings.concurrency, max_retries=settings.max_retries
