@@ -458,11 +458,13 @@ def test_model_answers_cut_at_the_token_limit_are_counted_in_the_report(tmp_path
             ],
         )
     assert result.exit_code == 0, result.output
-    assert f"answers cut at the token limit (graded as given): A {len(expected)}, B 0" in (
-        result.output
-    )
-    report = orjson.loads((exam / "results" / "A-vs-B" / "report.json").read_bytes())
+    said = f"Answers cut at the token limit (graded as given): A {len(expected)} ({', '.join(expected)}), B 0."
+    assert said in result.output
+    results = exam / "results" / "A-vs-B"
+    report = orjson.loads((results / "report.json").read_bytes())
     assert report["cut_at_token_limit"] == {
         "A": {"count": len(expected), "ids": expected},
         "B": {"count": 0, "ids": []},
     }
+    assert said in (results / "report.md").read_text()
+    assert said in (results / "report.html").read_text()

@@ -358,7 +358,6 @@ def test_run(
 
     shown = (absolute_markdown if absolute else markdown)(report, disciplines=False)
     out.print(shown, highlight=False, soft_wrap=True)
-    _print_cut(report)
     out.print(
         f"per discipline and plots: report.md, report.html, report.json in {target}",
         highlight=False,
@@ -374,15 +373,3 @@ def _labels(models: dict[str, Any], absolute: bool) -> list[str]:
 
 def _versus(labels: list[str], absolute: bool) -> str:
     return f"{', '.join(labels)} scored alone" if absolute else " vs ".join(labels)
-
-
-def _print_cut(report: dict[str, Any]) -> None:
-    cut = report.get("cut_at_token_limit") or {}
-    counts = ", ".join(f"{label} {c['count']}" for label, c in cut.items())
-    if counts:
-        out.print(
-            f"answers cut at the token limit (graded as given): {counts} "
-            "(report.json: cut_at_token_limit)",
-            highlight=False,
-            soft_wrap=True,
-        )

@@ -199,7 +199,30 @@ def _headline(report: dict[str, Any]) -> list[str]:
         f"{SMALL_ROWS}). Wins compare {a} with {b} item by item."
     )
     lines.append(comparison_note(a, b))
-    return lines
+    return lines + cut_line(report)
+
+
+CUT_IDS_SHOWN = 10  # per model; report.json lists them all
+
+
+def cut_line(report: dict[str, Any]) -> list[str]:
+    """The answers cut at the token limit, per model with the first item ids, when any was."""
+    cut = report.get("cut_at_token_limit") or {}
+    if not any(c["count"] for c in cut.values()):
+        return []
+
+    def one(label: str, c: dict[str, Any]) -> str:
+        if not c["count"]:
+            return f"{label} 0"
+        ids = ", ".join(c["ids"][:CUT_IDS_SHOWN])
+        more = c["count"] - CUT_IDS_SHOWN
+        return f"{label} {c['count']} ({ids}{f' and {more} more' if more > 0 else ''})"
+
+    counts = ", ".join(one(label, c) for label, c in cut.items())
+    return [
+        f"Answers cut at the token limit (graded as given): {counts}. "
+        "A low score may be only a cut answer; report.json lists them (cut_at_token_limit)."
+    ]
 
 
 SMALL_ROWS = (

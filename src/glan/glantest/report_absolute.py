@@ -15,6 +15,7 @@ from glan.glantest.exam import group_of
 from glan.glantest.report import (
     SMALL_ROWS,
     _layout,
+    cut_line,
     discipline_of,
     error_bars,
     interval_cell,
@@ -148,7 +149,7 @@ def _headline(report: dict[str, Any]) -> list[str]:
             f"permutation p-value; X win rate: the share of items X scores higher than {base}, "
             f"ties counted half (0.5: even)."
         )
-    return lines
+    return lines + cut_line(report)
 
 
 def absolute_markdown(report: dict[str, Any], disciplines: bool = True) -> str:
