@@ -130,8 +130,8 @@ def test_build(
     subject_token_threshold: SubjectTokenOpt = 0.75,
     subject_semantic_threshold: SubjectSemanticOpt = 0.9,
 ) -> None:
-    """Make a held-out exam from subjects the run never used (nor any too close to one: the
-    same normalised name, most of the same words, a near embedding). Its questions are made by
+    """Make a held-out exam from subjects the run never used. Nor any too close to one: the
+    same normalised name, most of the same words, a near embedding. Its questions are made by
     the run's stages and checked against the run's (exact, near and, with glan\\[semantic],
     paraphrased duplicates dropped and replaced)."""
     from glan.aio import run

@@ -49,8 +49,8 @@ def test_check(
         Path | None, Opt("--json", help="also write the findings to this JSON file")
     ] = None,
 ) -> None:
-    """Re-check an exam against the final training files (after clean, merges, mixes with
-    other data): exam questions that repeat a training question (exact or near: leaks; with
+    """Re-check an exam against the final training files. They may be cleaned, merged or
+    mixed with other data. It lists exam questions that repeat a training question (exact or near: leaks; with
     glan\\[semantic], close by embedding: possible paraphrases, listed) and exam subjects named
     like a training subject (leaks) or sharing most of its words or, with glan\\[semantic], its
     embedding (possibly close, listed). Exit code 0 when no leak is found (what is listed fails
