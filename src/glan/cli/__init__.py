@@ -5,6 +5,7 @@ from glan.cli import (  # noqa: F401 - registers the commands
     evaluate,
     generate,
     glantest,
+    glantest_check,
     post,
     review,
     taxonomy,

@@ -1,4 +1,5 @@
-"""`glan test build` and `glan test run`: GLAN-Test, the held-out exam and its judge."""
+"""`glan test build`, `glan test check` and `glan test run`: GLAN-Test, the held-out exam, its
+hold-out check against final training files, and its judge."""
 
 from __future__ import annotations
 
@@ -27,6 +28,24 @@ app.add_typer(test_app, name="test")
 
 # Help text is Rich markup: "\\[" keeps a bracket.
 SPEC = "KIND\\[:MODEL]\\[@BASE_URL]\\[,FIELD=VALUE...]: local:smollm2, openai:MODEL@URL"
+
+SemanticOpt = Annotated[
+    bool | None,
+    Opt(
+        "--semantic/--no-semantic",
+        help="embedding checks of subjects and questions (default: when glan\\[semantic] is "
+        "installed; --semantic requires it)",
+        show_default=False,
+    ),
+]
+
+SubjectTokenOpt = Annotated[
+    float,
+    Opt(help="Jaccard of two subject names' normalised word sets at which they are close"),
+]
+SubjectSemanticOpt = Annotated[
+    float, Opt(help="cosine of two subject names' embeddings at which they are close")
+]
 
 
 def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -103,9 +122,18 @@ def test_build(
     dry_run: Annotated[
         bool, Opt("--dry-run", help="show calls, tokens, cost; spend nothing")
     ] = False,
+    semantic: SemanticOpt = None,
+    semantic_threshold: Annotated[
+        float,
+        Opt(help="cosine at which a question is dropped as a paraphrase of a training question"),
+    ] = 0.9,
+    subject_token_threshold: SubjectTokenOpt = 0.75,
+    subject_semantic_threshold: SubjectSemanticOpt = 0.9,
 ) -> None:
-    """Make a held-out exam from subjects the run never used. Its questions are made by the
-    run's stages and checked against the run's (exact and near duplicates dropped)."""
+    """Make a held-out exam from subjects the run never used. Nor any too close to one: the
+    same normalised name, most of the same words, a near embedding. Its questions are made by
+    the run's stages and checked against the run's (exact, near and, with glan\\[semantic],
+    paraphrased duplicates dropped and replaced)."""
     from glan.aio import run
     from glan.glantest.discipline import ExamSettings, select
     from glan.glantest.endpoints import parse_endpoint
@@ -125,6 +153,12 @@ def test_build(
     except ValueError:
         raise UserError("--per-discipline and --per-subject must be at least 1") from None
     reference = parse_endpoint(reference_model) if reference_model else None
+    holdout = holdout_settings(
+        semantic,
+        question_threshold=semantic_threshold,
+        token_threshold=subject_token_threshold,
+        subject_threshold=subject_semantic_threshold,
+    )
     chosen = select(tax, discipline)
     if dry_run:
         from glan.cli.dry_run import print_estimates
@@ -153,8 +187,34 @@ def test_build(
                 discipline,
                 reference,
                 on_discipline=lambda: bar.advance(task),
+                holdout=holdout,
             )
         )
+    _print_build(m, run_dir, out_dir)
+
+
+# The option that sets each hold-out threshold (build and check name them alike).
+THRESHOLD_OPTIONS = {
+    "question_threshold": "--semantic-threshold",
+    "paraphrase_threshold": "--semantic-threshold",
+    "token_threshold": "--subject-token-threshold",
+    "subject_threshold": "--subject-semantic-threshold",
+}
+
+
+def holdout_settings(semantic: bool | None, **thresholds: float):
+    from pydantic import ValidationError
+
+    from glan.glantest.holdout import HoldoutSettings
+
+    try:
+        return HoldoutSettings(semantic=semantic, **thresholds)
+    except ValidationError as exc:
+        option = THRESHOLD_OPTIONS.get(str(exc.errors()[0]["loc"][0]), "a threshold")
+        raise UserError(f"{option}: must be in (0, 1]") from None
+
+
+def _print_build(m: dict[str, Any], run_dir: Path | None, out_dir: Path) -> None:
     ov = m["overlap"]
     against = f"{ov['training_questions']:,} training questions" if run_dir else "no run"
     out.print(
@@ -167,16 +227,52 @@ def test_build(
         highlight=False,
         soft_wrap=True,
     )
+    if run_dir is not None:
+        held = m["held_out"]
+        sem = ov.get("semantic")
+        checks = (
+            f"exact + MinHash + embeddings ({sem['model']}, cosine >= {sem['threshold']}): "
+            f"{ov['found_semantic_with_training']} paraphrased a training question"
+            if sem
+            else "exact + MinHash only (no embedding check: glan[semantic] not installed, or "
+            "--no-semantic)"
+        )
+        out.print(
+            f"question checks: {checks}; subjects skipped as too close to the run's: "
+            f"{held['listed_subjects_skipped_as_run_subjects']} "
+            f"(checks: {', '.join(held['subject_checks'])})",
+            highlight=False,
+            soft_wrap=True,
+        )
+    refs = m.get("references")
+    if refs:
+        out.print(
+            f"reference answers: {refs['answered']} answered, {refs['failed']} failed, "
+            f"{refs['cut_at_token_limit']} cut at the token limit",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 @test_app.command("run")
 def test_run(
     test_dir: Annotated[Path, typer.Argument(help="the exam directory (glan test build)")],
-    model: Annotated[list[str], Opt(help=f"LABEL=SPEC, twice: the two models ({SPEC})")],
+    model: Annotated[
+        list[str],
+        Opt(help=f"LABEL=SPEC: twice, the two models; with --absolute, one or more ({SPEC})"),
+    ],
     judge: Annotated[str, Opt(help=f"the judge's endpoint ({SPEC})")],
     out_dir: Annotated[
-        Path | None, Opt("--out", "-o", help="results (default: TEST_DIR/results/A-vs-B)")
+        Path | None,
+        Opt("--out", "-o", help="results (default: TEST_DIR/results/A-vs-B, or absolute-A-B-C)"),
     ] = None,
+    absolute: Annotated[
+        bool,
+        Opt(
+            "--absolute",
+            help="score each answer alone, 1-10, any number of models, the first the baseline",
+        ),
+    ] = False,
     concurrency: Annotated[int, Opt(help="exam items in flight")] = 8,
     answer_max_tokens: Annotated[
         int | None, Opt(help="cap on each answer (default 1024; 384 on smollm2)")
@@ -197,16 +293,16 @@ def test_run(
     quiet: Annotated[bool, Opt("--quiet", "-q", help="no progress display")] = False,
 ) -> None:
     """Grade two models on the exam with a judge. Each answers every question and the judge
-    scores both answers 1-10 in both orders: report.html, report.json and report.md
-    (re-running resumes)."""
+    scores both answers 1-10 in both orders (--absolute: each answer alone, for any number of
+    models): report.html, report.json and report.md (re-running resumes)."""
     from glan.aio import run
     from glan.config import load_config
     from glan.glantest.endpoints import parse_endpoint, parse_labelled
     from glan.glantest.exam import read_exam, read_references
-    from glan.glantest.grade import GradeSettings, check_labels, grade
+    from glan.glantest.grade import GradeSettings, grade, results_name
 
     models = parse_labelled(model)
-    a, b = check_labels(models)
+    labels = _labels(models, absolute)
     judge_settings = parse_endpoint(judge)
     sets = parse_sets(set_ or [])
     prices = load_config(config, sets, {k: f"--set {k}" for k in sets}).prices
@@ -218,10 +314,11 @@ def test_run(
             use_references=references,
             bootstrap=bootstrap,
             seed=seed,
+            absolute=absolute,
         )
     except ValueError as exc:
         raise UserError(f"invalid option: {str(exc).splitlines()[-1].strip()}") from None
-    target = out_dir or test_dir / "results" / f"{a}-vs-{b}"
+    target = out_dir or test_dir / "results" / results_name(labels, absolute)
     if dry_run:
         from glan.cli.dry_run import print_estimates
         from glan.glantest.estimate import grading_estimate
@@ -235,8 +332,10 @@ def test_run(
             judge_max_tokens,
             read_references(test_dir) if references else {},
             prices,
+            absolute,
         )
-        print_estimates(f"GLAN-Test grading: {len(items):,} questions, {a} vs {b}", rows, out)
+        title = f"GLAN-Test grading: {len(items):,} questions, {_versus(labels, absolute)}"
+        print_estimates(title, rows, out)
         return
     items_total = len(read_exam(test_dir))
     from rich.progress import Progress
@@ -255,10 +354,22 @@ def test_run(
             )
         )
     from glan.glantest.report import markdown
+    from glan.glantest.report_absolute import absolute_markdown
 
-    out.print(markdown(report, disciplines=False), highlight=False, soft_wrap=True)
+    shown = (absolute_markdown if absolute else markdown)(report, disciplines=False)
+    out.print(shown, highlight=False, soft_wrap=True)
     out.print(
         f"per discipline and plots: report.md, report.html, report.json in {target}",
         highlight=False,
         soft_wrap=True,
     )
+
+
+def _labels(models: dict[str, Any], absolute: bool) -> list[str]:
+    from glan.glantest.grade import check_absolute_labels, check_labels
+
+    return list(check_absolute_labels(models) if absolute else check_labels(models))
+
+
+def _versus(labels: list[str], absolute: bool) -> str:
+    return f"{', '.join(labels)} scored alone" if absolute else " vs ".join(labels)

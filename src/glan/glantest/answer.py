@@ -4,11 +4,16 @@ Greedy (temperature 0), so a re-run sends the same request and the response cach
 A model that gives no usable reply even after the client's re-asks has answered nothing, and
 the judge sees that; an endpoint that was failing leaves the item unanswered for this run (a
 re-run asks again). Nothing is invented in either case.
+
+An answer the endpoint stopped at the token limit (finish_reason "length") is kept as it is,
+and counted as cut (`cut_answers`), so a grade given to half an answer is visible.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from glan.llm import BackendSettings, ChatRequest, LLMClient, RequestFailed, user
 
@@ -16,6 +21,7 @@ ANSWER_TAG = "test_answers"
 TINY_TOKENS = 384  # the embedded 135M model loops when left to run on
 DEFAULT_TOKENS = 1024
 REFERENCE_TAG = "test_references"
+CUT = "length"  # the finish_reason of a reply stopped at max_tokens
 
 
 @dataclass(frozen=True)
@@ -44,3 +50,18 @@ async def answer(
     except RequestFailed as exc:
         return Answer("", str(exc)[:300], None, retry_later=not exc.permanent)
     return Answer(reply.text.strip(), None, reply.finish_reason)
+
+
+def cut_answers(records: Iterable[dict[str, Any]], labels: Iterable[str]) -> dict[str, Any]:
+    """Per model, how many of its answers were cut at the token limit, and which items: from
+    judgments.jsonl records ({"answers": {label: Answer as a dict}})."""
+    records = list(records)
+    out: dict[str, Any] = {}
+    for label in labels:
+        ids = [
+            r["id"]
+            for r in records
+            if (r.get("answers", {}).get(label) or {}).get("finish_reason") == CUT
+        ]
+        out[label] = {"count": len(ids), "ids": ids}
+    return out

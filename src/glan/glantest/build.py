@@ -3,9 +3,9 @@
 The exam is held out from the run by construction (glan.glantest.discipline: subjects the run
 never used) and checked after the fact (glan.glantest.overlap): every question is compared with
 the run's training questions, and with the exam's own, by `glan clean`'s exact and MinHash
-dedup. A repeat is dropped, recorded in the manifest and replaced by a new question of the same
-discipline (up to ROUNDS rounds). The kept exam is then checked again from scratch, and that
-overlap, recorded in the manifest, is 0.
+dedup and, with glan[semantic], by embedding (a paraphrase). A repeat is dropped, recorded in
+the manifest and replaced by a new question of the same discipline (up to ROUNDS rounds). The
+kept exam is then checked again from scratch, and that overlap, recorded in the manifest, is 0.
 """
 
 from __future__ import annotations
@@ -34,7 +34,10 @@ from glan.glantest.discipline import (
 )
 from glan.glantest.endpoints import Clients, describe
 from glan.glantest.exam import EXAM_FILE, MANIFEST_FILE, NO_GROUP, REFERENCES_FILE
+from glan.glantest.holdout import MODEL, HoldoutSettings, encoder_for
 from glan.glantest.overlap import Overlap, OverlapChecker, overlaps, training_questions
+from glan.glantest.semantic_overlap import SemanticOverlap
+from glan.glantest.subject_match import SubjectScreen
 from glan.llm import AdmissionSettings, BackendSettings, UsageLedger
 from glan.llm.usage import sum_cost
 from glan.run.files import (
@@ -59,9 +62,11 @@ async def build_exam(
     only: list[str] | None = None,
     reference: BackendSettings | None = None,
     on_discipline: Callable[[], None] | None = None,
+    holdout: HoldoutSettings | None = None,
 ) -> dict[str, Any]:
     """Make (or resume: every call is cached in out_dir/glan.sqlite) the exam; its manifest."""
     settings = settings or ExamSettings()
+    holdout = holdout or HoldoutSettings()
     cfg = cfg.adapted()
     chosen = select(taxonomy, only)
     if not chosen:
@@ -69,7 +74,12 @@ async def build_exam(
     training_file = run_dir / "instructions.jsonl" if run_dir else None
     if training_file is not None and not training_file.is_file():
         raise UserError(f"{run_dir} holds no instructions.jsonl: is it a glan run directory?")
-    excluded = run_subjects(run_dir) if run_dir else set()
+    encode = encoder_for(holdout) if run_dir else None  # nothing to compare with: not loaded
+    screen = SubjectScreen(run_subjects(run_dir) if run_dir else [], holdout, encode)
+    semantic = None
+    if encode is not None and training_file is not None:
+        semantic = SemanticOverlap(encode, holdout.question_threshold)
+        semantic.add_training(training_questions(training_file))
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.time()
     usage = UsageLedger(cfg.prices)
@@ -86,9 +96,10 @@ async def build_exam(
         ref_client = clients.get(reference) if reference is not None else None
         try:
             await clients.ready()
-            builder = ExamBuilder(cfg, by_stage, settings, excluded)
+            builder = ExamBuilder(cfg, by_stage, settings, screen)
             exams = [DisciplineExam(builder, d) for d in chosen]
-            checker = OverlapChecker(training_questions(training_file) if training_file else ())
+            training = training_questions(training_file) if training_file else ()
+            checker = OverlapChecker(training, semantic=semantic)
             kept: list[list[dict[str, Any]]] = [[] for _ in exams]
             dropped = []
             for round_ in range(ROUNDS):
@@ -109,8 +120,7 @@ async def build_exam(
                 if not any(made):
                     break
                 for i, items in zip(todo, made, strict=True):  # tree order: deterministic
-                    for item in items:
-                        found = checker.check(item["id"], item["question"])
+                    for item, found in zip(items, checker.check_items(items), strict=True):
                         if found is None:
                             kept[i].append(item)
                         else:
@@ -132,7 +142,12 @@ async def build_exam(
         finally:
             await clients.aclose()
             cache.close()
-        remaining = overlaps(training_questions(training_file) if training_file else (), items)
+        try:
+            training = training_questions(training_file) if training_file else ()
+            remaining = overlaps(training, items, semantic)
+        finally:
+            if semantic is not None:
+                semantic.close()
         if any(o.source == "training" for o in remaining):  # the check itself is broken
             raise RuntimeError("an exam question repeating a training question survived the check")
         with atomic_file(out_dir / EXAM_FILE) as fh:
@@ -142,6 +157,8 @@ async def build_exam(
             with atomic_file(out_dir / REFERENCES_FILE) as fh:
                 for item, ref in zip(items, references, strict=True):
                     row = {"id": item["id"], "model": ref_client.backend.model, "answer": ref.text}
+                    if ref.finish_reason:
+                        row["finish_reason"] = ref.finish_reason
                     if ref.error:
                         row["error"] = ref.error
                     fh.write(orjson.dumps(row) + b"\n")
@@ -149,6 +166,13 @@ async def build_exam(
         manifest = _manifest(
             cfg, taxonomy, settings, run_dir, exams, kept, dropped, remaining, checker, builder
         )
+        manifest["overlap"]["semantic"] = (
+            {"model": MODEL, "threshold": holdout.question_threshold} if semantic else None
+        )
+        manifest["held_out"]["subject_thresholds"] = {
+            "tokens": holdout.token_threshold,
+            **({"embedding": holdout.subject_threshold} if encode is not None else {}),
+        }
         manifest["references"] = (
             None
             if references is None
@@ -156,6 +180,7 @@ async def build_exam(
                 "endpoint": describe(reference),
                 "answered": sum(1 for r in references if not r.error),
                 "failed": sum(1 for r in references if r.error),
+                "cut_at_token_limit": sum(1 for r in references if r.finish_reason == answer.CUT),
                 "file": REFERENCES_FILE,
             }
         )
@@ -205,8 +230,10 @@ def _manifest(
             "method": METHOD,
             "why": WHY,
             "listing_sample_base": LISTING_BASE,
-            "run_subject_names": len(builder.excluded),
+            "run_subject_names": len(builder.screen),
+            "subject_checks": builder.screen.checks,
             "listed_subjects_skipped_as_run_subjects": counts.skipped_run_subjects,
+            "subjects_too_close": [m.as_dict() for m in counts.too_close],
         },
         "per_discipline": settings.per_discipline,
         "per_subject": settings.per_subject,
@@ -220,9 +247,12 @@ def _manifest(
         "overlap": {
             "checked_against": str(run_dir / "instructions.jsonl") if run_dir else None,
             "training_questions": checker.training,
-            "method": "glan clean dedup: exact after normalisation, MinHash-LSH near duplicates",
+            "method": "glan clean dedup: exact after normalisation, MinHash-LSH near duplicates"
+            + ("; embeddings (cosine to a training question)" if checker.semantic else ""),
+            "checks": ["exact", "near", *(["semantic"] if checker.semantic else [])],
             "near_threshold": checker.settings.near_threshold,
             "found_with_training": sum(1 for o in dropped if o.source == "training"),
+            "found_semantic_with_training": sum(1 for o in dropped if o.kind == "semantic"),
             "found_within_exam": sum(1 for o in dropped if o.source == "exam"),
             "dropped": [o.as_dict() for o in dropped],
             "with_training_after_filtering": sum(1 for o in remaining if o.source == "training"),

@@ -2,7 +2,9 @@
 
 Held out by construction: each discipline's subjects come from new listing calls (sample
 indices from LISTING_BASE on, far beyond any the run's planner draws: at most
-max_subject_samples + 3), and a listed subject whose name the run holds is skipped. Syllabi and
+max_subject_samples + 3), and a listed subject too close to one the run holds is skipped
+(glan.glantest.subject_match: the same name once normalised, most of the same words, or, with
+glan[semantic], a near embedding). Syllabi and
 questions are then made exactly as `glan generate` makes them (glan.stages).
 """
 
@@ -21,6 +23,7 @@ from pydantic import BaseModel, Field
 from glan.aio import gather_all
 from glan.config import STAGES, GenerateConfig, StageName
 from glan.errors import UserError
+from glan.glantest.subject_match import SubjectMatch, SubjectScreen
 from glan.llm import ChatRequest, ChatResponse, RequestFailed
 from glan.post.clean import read_records
 from glan.records import QuestionPlan, Subject, Syllabus
@@ -34,9 +37,11 @@ LISTING_BASE = 1_000_000  # the run's listings use indices below max_subject_sam
 EXTRA_LISTINGS = 3
 METHOD = (
     "subjects the run did not use: new listing calls (sample indices from "
-    f"{LISTING_BASE:,}) per discipline, skipping every subject name the run holds; syllabi and "
-    "questions made by the generation stages; then every question checked against the run's "
-    "training questions with glan clean's exact and MinHash near-duplicate dedup"
+    f"{LISTING_BASE:,}) per discipline, skipping every subject too close to one the run holds "
+    "(the same normalised name, a similar word set, or with glan[semantic] a near embedding); "
+    "syllabi and questions made by the generation stages; then every question checked against "
+    "the run's training questions with glan clean's exact and MinHash near-duplicate dedup "
+    "(and, with glan[semantic], by embedding)"
 )
 
 WHY = (
@@ -64,22 +69,24 @@ class _Course:
 class _Counts:
     listed: int = 0
     skipped_run_subjects: int = 0
+    too_close: list[SubjectMatch] = field(default_factory=list)
     failed: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STAGES[:3], 0))
 
 
-def run_subjects(run_dir: Path) -> set[str]:
-    """Every subject name (normalised) the run holds: those with a syllabus, those with pairs."""
+def run_subjects(run_dir: Path) -> list[str]:
+    """Every subject name the run holds (once each, by normalised name): those with a
+    syllabus, those with pairs."""
     readers: tuple[tuple[str, Callable[[dict[str, Any]], Any]], ...] = (
         ("subjects.jsonl", lambda r: r.get("name")),
         ("instructions.jsonl", lambda r: (r.get("meta") or {}).get("subject")),
     )
-    names: set[str] = set()
+    names: dict[str, str] = {}
     for file, name_of in readers:
         if (run_dir / file).is_file():
-            names.update(
-                subjects.normalise(n) for n in map(name_of, read_records(run_dir / file)) if n
-            )
-    return names
+            for name in map(name_of, read_records(run_dir / file)):
+                if name:
+                    names.setdefault(subjects.normalise(name), name)
+    return list(names.values())
 
 
 class ExamBuilder:
@@ -88,12 +95,12 @@ class ExamBuilder:
         cfg: GenerateConfig,
         clients: dict[StageName, Any],
         settings: ExamSettings,
-        excluded: set[str],
+        screen: SubjectScreen,
     ) -> None:
         self.cfg = cfg
         self.clients = clients
         self.settings = settings
-        self.excluded = excluded
+        self.screen = screen
         self.counts = _Counts()
         self.models = {s: clients[s].backend.model for s in STAGES[:3]}
 
@@ -183,15 +190,18 @@ class DisciplineExam:
         return added
 
     def _take(self, listing: list[Subject]) -> None:
+        new = []
         for subject in listing:
             key = subjects.normalise(subject.name)
-            if key in self.seen:
-                continue
-            self.seen.add(key)
-            if key in self.b.excluded:
+            if key not in self.seen:
+                self.seen.add(key)
+                new.append(subject)
+        for subject, close in zip(new, self.b.screen.match([s.name for s in new]), strict=True):
+            if close is None:
+                self.pool.append(subject)
+            else:
                 self.b.counts.skipped_run_subjects += 1
-                continue
-            self.pool.append(subject)
+                self.b.counts.too_close.append(close)
 
     async def _list(self, i: int) -> list[Subject] | None:
         b, d = self.b, self.d

@@ -96,7 +96,10 @@ def grading_estimate(
     judge_max_tokens: int,
     references: dict[str, str],
     prices: dict[str, Price],
+    absolute: bool = False,
 ) -> list[StageEstimate]:
+    """Pairwise: one judge call per item and order, both answers shown; absolute: one per
+    item and model, its answer alone."""
     n = len(items)
     question = sum(len(i["question"]) for i in items) / max(1, n) / 4
     reference = sum(len(r) for r in references.values()) / max(1, len(references)) / 4
@@ -106,15 +109,14 @@ def grading_estimate(
         reply = answer_tokens[label] * REPLY_SHARE
         replies += reply
         rows.append(_row(f"answers {label}", settings, n, question + 10, reply, prices))
-    judge_prompt = len(template("judge")) / 4 + question + replies + reference
+    if absolute:
+        calls = n * len(models)
+        shown = replies / max(1, len(models))
+        judge_prompt = len(template("judge_absolute")) / 4 + question + shown + reference
+    else:
+        calls = 2 * n
+        judge_prompt = len(template("judge")) / 4 + question + replies + reference
     rows.append(
-        _row(
-            "judge",
-            judge,
-            2 * n,
-            judge_prompt,
-            min(JUDGE_REPLY_TOKENS, judge_max_tokens),
-            prices,
-        )
+        _row("judge", judge, calls, judge_prompt, min(JUDGE_REPLY_TOKENS, judge_max_tokens), prices)
     )
     return rows

@@ -45,32 +45,48 @@ class Judgment(BaseModel):
     retry_later: bool = False
 
 
-def prompt(item: dict[str, Any], answer_1: str, answer_2: str, reference: str | None) -> str:
+def question_context(item: dict[str, Any], reference: str | None) -> dict[str, str]:
+    """What every judge prompt shows besides the answers: the course, the question and the
+    reference answer if any."""
     meta = item.get("meta") or {}
+    return {
+        "discipline": meta.get("discipline", "?"),
+        "field": meta.get("field", "?"),
+        "subfield": meta.get("subfield", "?"),
+        "question": item["question"],
+        "reference": render("judge_reference", reference=reference) + "\n" if reference else "",
+    }
+
+
+def prompt(item: dict[str, Any], answer_1: str, answer_2: str, reference: str | None) -> str:
     return render(
         "judge",
-        discipline=meta.get("discipline", "?"),
-        field=meta.get("field", "?"),
-        subfield=meta.get("subfield", "?"),
-        question=item["question"],
-        reference=render("judge_reference", reference=reference) + "\n" if reference else "",
+        **question_context(item, reference),
         answer_1=answer_1 or NO_ANSWER,
         answer_2=answer_2 or NO_ANSWER,
+    )
+
+
+def scoring_request(
+    text: str, schema: dict[str, Any], schema_name: str, tag: str, max_tokens: int
+) -> ChatRequest:
+    """A judge's request: greedy, so a re-run sends the same request and the cache answers."""
+    return ChatRequest(
+        messages=user(text),
+        temperature=0.0,
+        top_p=1.0,
+        max_tokens=max_tokens,
+        json_schema=schema,
+        schema_name=schema_name,
+        tag=tag,
     )
 
 
 def request(
     item: dict[str, Any], answer_1: str, answer_2: str, reference: str | None, max_tokens: int
 ) -> ChatRequest:
-    return ChatRequest(
-        messages=user(prompt(item, answer_1, answer_2, reference)),
-        temperature=0.0,
-        top_p=1.0,
-        max_tokens=max_tokens,
-        json_schema=SCHEMA,
-        schema_name="scores",
-        tag=JUDGE_TAG,
-    )
+    text = prompt(item, answer_1, answer_2, reference)
+    return scoring_request(text, SCHEMA, "scores", JUDGE_TAG, max_tokens)
 
 
 def _scores(reply: ChatResponse) -> tuple[int, int, str]:

@@ -4,6 +4,7 @@ tables and plots, one self-contained page in the style of `glan report`)."""
 from __future__ import annotations
 
 import html
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ import orjson
 import plotly.graph_objects as go
 
 from glan.glantest.exam import group_of
-from glan.glantest.stats import outcome, summarise
+from glan.glantest.stats import MIN_ITEMS_FOR_INTERVAL, NO_INTERVAL, outcome, summarise
 from glan.run.files import atomic_write_json, atomic_write_text
 
 
@@ -37,6 +38,7 @@ def build_report(
     resamples: int = 2000,
     seed: int = 0,
 ) -> dict[str, Any]:
+    records = sorted(records, key=lambda r: str(r["id"]))  # the resamples index items by order
     scored: list[tuple[dict[str, Any], Any]] = []
     unscored = []
     first_higher = second_higher = judged_orders = 0
@@ -92,8 +94,47 @@ def build_report(
 def _cell(row: dict[str, Any], label: str) -> str:
     if not row["items"]:
         return "-"
-    lo, hi = row["ci95"][label]
-    return f"{row['mean'][label]:.2f} [{lo:.2f}, {hi:.2f}]"
+    return interval_cell(row["mean"][label], (row["ci95"] or {}).get(label))
+
+
+def interval_cell(value: float, ci95: list[float] | None, signed: bool = False) -> str:
+    """`value [lo, hi]`, or `value (n<10)` on a row too small for intervals; signed for a
+    difference, so its direction reads at a glance."""
+    f = "{:+.2f}" if signed else "{:.2f}"
+    if ci95 is None:
+        return f"{f.format(value)} ({NO_INTERVAL})"
+    return f"{f.format(value)} [{f.format(ci95[0])}, {f.format(ci95[1])}]"
+
+
+def error_bars(values: list[float], intervals: list[list[float] | None]) -> dict[str, Any]:
+    """Plotly error bars of values with their intervals (none where a row has no interval)."""
+    return {
+        "type": "data",
+        "array": [0 if c is None else c[1] - v for v, c in zip(values, intervals, strict=True)],
+        "arrayminus": [
+            0 if c is None else v - c[0] for v, c in zip(values, intervals, strict=True)
+        ],
+    }
+
+
+def p_cell(p: float) -> str:
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def comparison_head(a: str, b: str) -> list[str]:
+    return [f"{b} - {a} [95% CI]", "p", f"{b} win rate [95% CI]"]
+
+
+def comparison_cells(row: dict[str, Any]) -> list[str]:
+    """The paired difference B - A, its p-value and B's win rate, each with its interval."""
+    if not row["items"]:
+        return ["-", "-", "-"]
+    d, w = row["difference"], row["win_rate"]
+    return [
+        interval_cell(d["mean"], d["ci95"], signed=True),
+        p_cell(d["p_value"]),
+        interval_cell(w["value"], w["ci95"]),
+    ]
 
 
 def table_rows(report: dict[str, Any], rows: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
@@ -107,6 +148,7 @@ def table_rows(report: dict[str, Any], rows: dict[str, Any]) -> tuple[list[str],
         "ties",
         f"{b} wins",
         "order flips",
+        *comparison_head(a, b),
     ]
     body = []
     for name, row in rows.items():
@@ -122,6 +164,7 @@ def table_rows(report: dict[str, Any], rows: dict[str, Any]) -> tuple[list[str],
                 str(wins["tie"]),
                 str(wins[b]),
                 flips,
+                *comparison_cells(row),
             ]
         )
     return head, body
@@ -152,27 +195,78 @@ def _headline(report: dict[str, Any]) -> list[str]:
         )
     lines.append(
         f"Scores are 1-10, each the mean of both orders; intervals are 95% bootstraps over items "
-        f"({report['bootstrap']['resamples']} resamples, seed {report['bootstrap']['seed']}). "
-        f"Wins compare {a} with {b} item by item."
+        f"({report['bootstrap']['resamples']} resamples, seed {report['bootstrap']['seed']}; "
+        f"{SMALL_ROWS}). Wins compare {a} with {b} item by item."
     )
-    return lines
+    lines.append(comparison_note(a, b))
+    return lines + cut_line(report)
 
 
-def markdown(report: dict[str, Any], disciplines: bool = True) -> str:
-    """The report's tables; without the per-discipline one for a terminal (it may be long)."""
-    a, b = report["pair"]
-    parts = [f"# GLAN-Test: {a} vs {b}", "", *_headline(report), ""]
-    sections = [("Overall", {"all items": report["overall"]})]
-    sections.append(("By GLAN-Test group", report["groups"]))
+CUT_IDS_SHOWN = 10  # per model; report.json lists them all
+
+
+def cut_line(report: dict[str, Any]) -> list[str]:
+    """The answers cut at the token limit, per model with the first item ids, when any was."""
+    cut = report.get("cut_at_token_limit") or {}
+    if not any(c["count"] for c in cut.values()):
+        return []
+
+    def one(label: str, c: dict[str, Any]) -> str:
+        if not c["count"]:
+            return f"{label} 0"
+        ids = ", ".join(c["ids"][:CUT_IDS_SHOWN])
+        more = c["count"] - CUT_IDS_SHOWN
+        return f"{label} {c['count']} ({ids}{f' and {more} more' if more > 0 else ''})"
+
+    counts = ", ".join(one(label, c) for label, c in cut.items())
+    return [
+        f"Answers cut at the token limit (graded as given): {counts}. "
+        "A low score may be only a cut answer; report.json lists them (cut_at_token_limit)."
+    ]
+
+
+SMALL_ROWS = (
+    f"no interval on rows of fewer than {MIN_ITEMS_FOR_INTERVAL} items, marked {NO_INTERVAL}"
+)
+
+
+def comparison_note(a: str, b: str) -> str:
+    return (
+        f"{b} - {a}: the mean of the per-item differences, with its paired bootstrap interval "
+        f"and a two-sided sign-flip permutation p-value (no difference: p is uniform). "
+        f"{b} win rate: the share of items {b} wins, ties counted half (0.5: even)."
+    )
+
+
+Table = Callable[[dict[str, Any], dict[str, Any]], tuple[list[str], list[list[str]]]]
+
+
+def sections(report: dict[str, Any], disciplines: bool = True) -> list[tuple[str, dict[str, Any]]]:
+    rows = [("Overall", {"all items": report["overall"]})]
+    rows.append(("By GLAN-Test group", report["groups"]))
     if disciplines:
-        sections.append(("By discipline", report["disciplines"]))
-    for title, rows in sections:
-        parts += [f"## {title}", "", _md_table(*table_rows(report, rows)), ""]
+        rows.append(("By discipline", report["disciplines"]))
+    return rows
+
+
+def render_markdown(
+    report: dict[str, Any], title: str, headline: list[str], table: Table, disciplines: bool
+) -> str:
+    """A report's tables under its headline, then the items not scored and why."""
+    parts = [f"# GLAN-Test: {title}", "", *headline, ""]
+    for name, rows in sections(report, disciplines):
+        parts += [f"## {name}", "", _md_table(*table(report, rows)), ""]
     if report["unscored"]:
         parts += ["## Not scored", ""]
         parts += [f"- `{u['id']}` ({u['discipline']}): {u['why']}" for u in report["unscored"]]
         parts.append("")
     return "\n".join(parts)
+
+
+def markdown(report: dict[str, Any], disciplines: bool = True) -> str:
+    """The report's tables; without the per-discipline one for a terminal (it may be long)."""
+    a, b = report["pair"]
+    return render_markdown(report, f"{a} vs {b}", _headline(report), table_rows, disciplines)
 
 
 # ---- HTML ----------------------------------------------------------------------------------
@@ -186,25 +280,19 @@ def _layout(fig: go.Figure, title: str, height: int = 420) -> go.Figure:
     return fig
 
 
-def mean_bars(report: dict[str, Any], rows: dict[str, Any], title: str) -> go.Figure:
+def mean_bars(
+    report: dict[str, Any], rows: dict[str, Any], title: str, labels: list[str] | None = None
+) -> go.Figure:
     names = [n for n, r in rows.items() if r["items"]]
     fig = go.Figure()
-    for label in report["pair"]:
+    for label in labels or report["pair"]:
         means = [rows[n]["mean"][label] for n in names]
         fig.add_trace(
             go.Bar(
                 x=names,
                 y=means,
                 name=label,
-                error_y={
-                    "type": "data",
-                    "array": [
-                        rows[n]["ci95"][label][1] - m for n, m in zip(names, means, strict=True)
-                    ],
-                    "arrayminus": [
-                        m - rows[n]["ci95"][label][0] for n, m in zip(names, means, strict=True)
-                    ],
-                },
+                error_y=error_bars(means, [(rows[n]["ci95"] or {}).get(label) for n in names]),
             )
         )
     fig.update_layout(barmode="group", yaxis={"range": [0, 10.5], "title": "mean score (1-10)"})
@@ -258,6 +346,42 @@ def _html_table(head: list[str], body: list[list[str]]) -> str:
     return f"<table><tr>{cells}</tr>{rows}</table>"
 
 
+def render_page(
+    report: dict[str, Any],
+    title: str,
+    headline: list[str],
+    figures: list[go.Figure],
+    tables: list[tuple[str, dict[str, Any]]],
+    table: Table,
+) -> str:
+    """One self-contained page: the headline, the figures (plotly inline, once), the tables
+    and the items not scored."""
+    cards = [
+        '<div class="card">'
+        + fig.to_html(full_html=False, include_plotlyjs=(i == 0), div_id=f"fig{i}")
+        + "</div>"
+        for i, fig in enumerate(figures)
+    ]
+    body = "".join(
+        f"<h2>{html.escape(name)}</h2>" + _html_table(*table(report, rows)) for name, rows in tables
+    )
+    if report["unscored"]:
+        body += (
+            "<h2>Not scored</h2><ul>"
+            + "".join(
+                f"<li>{html.escape(u['id'])} ({html.escape(u['discipline'])}): {html.escape(u['why'])}</li>"
+                for u in report["unscored"]
+            )
+            + "</ul>"
+        )
+    return PAGE.format(
+        title=html.escape(title),
+        headline="".join(f"<p>{html.escape(line)}</p>" for line in headline),
+        figures="".join(cards),
+        tables=body,
+    )
+
+
 def page(report: dict[str, Any]) -> str:
     figures = [
         mean_bars(
@@ -269,42 +393,21 @@ def page(report: dict[str, Any]) -> str:
         mean_bars(report, report["disciplines"], "Mean score per discipline (95% CI)"),
         flip_bars(report),
     ]
-    parts = [
-        '<div class="card">'
-        + fig.to_html(full_html=False, include_plotlyjs=(i == 0), div_id=f"fig{i}")
-        + "</div>"
-        for i, fig in enumerate(figures)
-    ]
-    tables = ""
-    for title, rows in (
-        ("By GLAN-Test group", report["groups"]),
-        ("By discipline", report["disciplines"]),
-    ):
-        tables += f"<h2>{html.escape(title)}</h2>" + _html_table(*table_rows(report, rows))
-    if report["unscored"]:
-        tables += (
-            "<h2>Not scored</h2><ul>"
-            + "".join(
-                f"<li>{html.escape(u['id'])} ({html.escape(u['discipline'])}): {html.escape(u['why'])}</li>"
-                for u in report["unscored"]
-            )
-            + "</ul>"
-        )
     a, b = report["pair"]
-    return PAGE.format(
-        title=html.escape(f"{a} vs {b}"),
-        headline="".join(f"<p>{html.escape(line)}</p>" for line in _headline(report)),
-        figures="".join(parts),
-        tables=tables,
-    )
+    tables = sections(report)[1:]  # the overall row is in the plots' "all"
+    return render_page(report, f"{a} vs {b}", _headline(report), figures, tables, table_rows)
+
+
+def write_files(report: dict[str, Any], out_dir: Path, md: str, page_html: str) -> list[Path]:
+    paths = [out_dir / "report.json", out_dir / "report.md", out_dir / "report.html"]
+    atomic_write_json(paths[0], report)
+    atomic_write_text(paths[1], md)
+    atomic_write_text(paths[2], page_html)
+    return paths
 
 
 def write_report(report: dict[str, Any], out_dir: Path) -> list[Path]:
-    paths = [out_dir / "report.json", out_dir / "report.md", out_dir / "report.html"]
-    atomic_write_json(paths[0], report)
-    atomic_write_text(paths[1], markdown(report))
-    atomic_write_text(paths[2], page(report))
-    return paths
+    return write_files(report, out_dir, markdown(report), page(report))
 
 
 def read_report(out_dir: Path) -> dict[str, Any]:
