@@ -58,7 +58,7 @@ class LLMClient:
             )
         self.admission = admission
         self.settings = admission.settings
-        self.bodies = BodyFaults(self.settings.body_fault_repeats, cache)
+        self.bodies = BodyFaults(self.settings.body_fault_repeats, cache, backend.endpoint_id)
         self.usage = usage or UsageLedger()
         self.witness = Witness(backend, admission, self.usage)
         self.outages = OutageWatch(self.bodies, self.witness, backend.endpoint_id)
