@@ -11,7 +11,7 @@ good. So a suspect is judged against its own shape as well:
   served since the body's previous failure (`Witness.served_alike_since`); else a check is
   sent: requests of the body's shape without its text (`shape_check`: neutral text as long as
   the body's prompt, the same schema, reply limit and sampling, another seed; counted as
-  "probe", replies dropped), up to `CHECK_TRIES` while they fail with the body's error.
+  "probe", replies dropped), up to `CHECK_TRIES` while they fail.
   Served: the endpoint serves that shape, and the body's failures are its own (at K it is
   given up).
 - All failed with the body's error: the check is held, `backoff_base_s` and a request served
@@ -21,7 +21,7 @@ good. So a suspect is judged against its own shape as well:
   stops (EndpointDown, one line naming the error), and every count of that error is
   forgotten, so nothing of the incident is kept and the same command resumes once the
   endpoint serves again.
-- Failed otherwise (another error, nothing served between the rounds): nothing told; at K the
+- Failed otherwise (another error too, nothing served between rounds): nothing told; at K the
   body waits `backoff_base_s` and tries again, up to `HOLD_WAITS` times, then is deferred.
 
 Bodies of one shape asking at once share one check.
@@ -105,6 +105,7 @@ class OutageWatch:
                 await asyncio.sleep(backoff_s)
                 if not await witness.served_since(witness.admission.successes, backoff_s):
                     return Shape.UNTOLD
+            alike = True
             for _ in range(CHECK_TRIES):
                 if self.down is not None:
                     raise EndpointDown(self.down)
@@ -112,8 +113,9 @@ class OutageWatch:
                 sent += 1
                 if failed is None:
                     return Shape.SERVED
-                if getattr(failed, "signature", None) != signature:
-                    return Shape.UNTOLD
+                alike = alike and getattr(failed, "signature", None) == signature
+            if not alike:
+                return Shape.UNTOLD
         return Shape.ALIKE
 
     def _stop(self, signature: str, request: ChatRequest, exc: TransientError) -> None:
