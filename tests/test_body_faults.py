@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 from collections import Counter
 
 import orjson
@@ -14,8 +15,10 @@ import pytest
 from glan.llm import ChatRequest, EndpointDown, RequestFailed, user
 from glan.llm.admission import AdmissionSettings, LocalAdmission
 from glan.llm.backend import Backend, Completion
+from glan.llm.bodyfaults import BodyFaults
 from glan.llm.client import LLMClient
 from glan.llm.openai_http import OpenAIBackend
+from glan.llm.outage import CHECK_TRIES
 from glan.llm.signatures import error_signature
 from glan.llm.usage import UsageLedger
 from glan.llm.witness import PROBE_BODIES, PROBE_TOKENS, Witness
@@ -128,7 +131,7 @@ async def test_a_suspects_count_goes_on_in_the_next_run(make_client, fake_server
     with contextlib.suppress(asyncio.CancelledError):
         await testing
     cache = ResponseCache(path)
-    [(_, counted)] = cache.failing_bodies().values()
+    [(_, counted)] = cache.failing_bodies(first.backend.endpoint_id).values()
     cache.close()
     assert 2 <= counted < k
     fake_server.seen_bodies.clear()
@@ -146,15 +149,23 @@ def serves_only_probes(body) -> str | None:
     return None if is_probe(body) else "500"
 
 
+def is_check(body) -> bool:
+    """A request of a body's shape without its text (glan.llm.witness.shape_check)."""
+    return "(check " in body["messages"][-1]["content"]
+
+
+ENDPOINT_FAILS_THE_SHAPE = "whatever their text, while other requests are served"
+
+
 @pytest.mark.parametrize(("concurrency", "bodies"), [(1, 1), (1, 12), (16, 12)])
 async def test_an_endpoint_that_serves_only_the_probes_stops_the_run(
     make_client, fake_server, concurrency, bodies
 ):
     """The endpoint fails every request of the run's own with one error and serves only the
     client's probes. That is no set of bodies that break the server, however few are in
-    flight: before a body is given up on the word of probes, a request the endpoint served
-    before is sent again, and fails alike. The run stops with one line naming the error,
-    nothing is given up for its own sake, and no count is kept for a later run."""
+    flight: before a body is given up, a request of its shape without its text is sent, and
+    fails alike. The run stops with one line naming the error, nothing is given up for its
+    own sake, and no count is kept for a later run."""
     client = make_client(concurrency=concurrency, breaker_failures=10_000, body_fault_repeats=6)
     await client.chat(ask("served before the incident"))
     fake_server.fault_when = serves_only_probes
@@ -162,72 +173,120 @@ async def test_an_endpoint_that_serves_only_the_probes_stops_the_run(
         *(client.chat(ask(f"a long prompt {i}")) for i in range(bodies)), return_exceptions=True
     )
     assert all(isinstance(r, EndpointDown) for r in results), results
-    assert "every request fails with" in str(results[0])
-    assert "only short probes are served" in str(results[0])
-    assert client.cache.failing_bodies() == {}
+    assert ENDPOINT_FAILS_THE_SHAPE in str(results[0])
+    assert "HTTP 500" in str(results[0])
+    assert client.cache.failing_bodies(client.backend.endpoint_id) == {}
 
 
-async def test_a_smaller_request_served_before_that_fails_alike_shows_the_endpoints_failure(
-    make_client, fake_server
-):
-    """The structured-output engine breaks while a body larger than any served before is
-    alone in flight; the stages without a schema are still served. The request sent again to
-    check is smaller: served, it would tell nothing of a larger body, but it fails with the
-    body's error, which shows the endpoint fails every request with a schema: the run stops
-    and the body is not given up."""
-    schema = {"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}
+async def test_a_stage_whose_schema_the_engine_cannot_serve_stops_the_run(make_client, fake_server):
+    """The structured-output engine breaks on one stage's schema (a keyword of it, say) while
+    a body of that stage is alone in flight; another stage's requests, with their own schema
+    and larger prompts, go on being served, as do the probes. Those tell nothing of the
+    body's schema, and the check of the body's own shape fails alike, which shows the
+    endpoint fails every request with that schema: the run stops and the body is not given
+    up."""
+
+    def schema(key: str) -> dict:
+        return {"type": "object", "properties": {key: {"type": "string"}}, "required": [key]}
+
+    def syllabus(text: str) -> ChatRequest:
+        return ask(text, json_schema=schema("name"), schema_name="syllabus", tag="syllabus")
+
+    def engine_fails_the_syllabus_schema(body) -> str | None:
+        fmt = body.get("response_format") or {}
+        return "500" if fmt.get("json_schema", {}).get("name") == "syllabus" else None
+
     client = make_client(body_fault_repeats=4, breaker_failures=10_000)
-    await client.chat(ask("short", json_schema=schema, tag="syllabus"))
-    fake_server.fault_when = lambda body: "500" if body.get("response_format") else None
-    others = [
-        asyncio.ensure_future(client.chat(ask(f"an answer {i}", tag="answers"))) for i in range(40)
-    ]
-    long_body = ask("a prompt longer than any served before", json_schema=schema, tag="syllabus")
-    with pytest.raises(EndpointDown, match="only short probes are served"):
-        await client.chat(long_body)
-    await asyncio.gather(*others)
+    await client.chat(syllabus("short"))
+    fake_server.fault_when = engine_fails_the_syllabus_schema
+    body = asyncio.ensure_future(client.chat(syllabus("a prompt longer than any served before")))
+    answered = 0
+    with contextlib.suppress(EndpointDown):  # once the run stops, so do the answers
+        while not body.done():
+            prompt = f"an answer's prompt, longer than any syllabus's {answered} " * 3
+            await client.chat(ask(prompt, json_schema=schema("text"), tag="answers"))
+            answered += 1
+    with pytest.raises(EndpointDown, match=ENDPOINT_FAILS_THE_SHAPE):
+        await body
+    assert answered > 1
 
 
-async def test_a_random_error_on_the_request_sent_to_check_does_not_stop_the_run(
-    make_client, fake_server
-):
-    """A body that breaks the server, alone among the last requests, is judged by probes:
-    before it is given up, a request served before is sent again to show the endpoint serves
-    the run's own. A flaky endpoint's random 500 on that request reads like the body's error;
-    one is not taken for an outage: the request is sent again, served, and the body given up."""
-    asked = Counter()
+async def test_a_random_error_on_the_check_does_not_stop_the_run(make_client, fake_server):
+    """A body that breaks the server, alone among the last requests, is checked against its
+    own shape before it is given up. A flaky endpoint's random 500 reads like the body's
+    error: here the first round of checks all meet it. That is not taken for the endpoint's
+    failure: the check is held and sent again once a probe was served, then served, and the
+    body is given up for its own sake."""
+    checks = Counter()
 
-    def poison_and_one_random_500(body) -> str | None:
-        text = body["messages"][-1]["content"]
-        asked[text] += 1
-        if text == "poison" or (text == "an ordinary body" and asked[text] == 2):
-            return "500"
-        return None
+    def poison_and_random_500s_on_the_first_checks(body) -> str | None:
+        if is_check(body):
+            checks["sent"] += 1
+            return "500" if checks["sent"] <= CHECK_TRIES else None
+        return "500" if body["messages"][-1]["content"] == "poison" else None
 
-    fake_server.fault_when = poison_and_one_random_500
+    fake_server.fault_when = poison_and_random_500s_on_the_first_checks
     client = make_client(body_fault_repeats=4)
     await client.chat(ask("an ordinary body"))
     with pytest.raises(RequestFailed, match="the same error 4 times in a row") as given_up:
         await client.chat(ask("poison"))
     assert given_up.value.permanent
-    assert asked["an ordinary body"] == 3  # served, failed once when sent again, served
+    assert checks["sent"] > CHECK_TRIES  # the first round failed alike, the next was served
 
 
 @pytest.mark.parametrize("concurrency", [1, 16])
 async def test_an_endpoint_that_serves_only_the_probes_from_the_start_stops_the_run(
     make_client, fake_server, concurrency
 ):
-    """Nothing of the run's own was ever served, so there is nothing to send again: four
-    bodies or more failing alike, each twice, while probes are served stop the run (fewer
-    cannot be told from bodies that break the server: the first requests of a run may all
-    be such bodies, tests/test_reliability.py)."""
+    """Nothing of the run's own was ever served: each body's check of its own shape fails
+    alike all the same, and the run stops."""
     client = make_client(concurrency=concurrency, breaker_failures=10_000, body_fault_repeats=6)
     fake_server.fault_when = serves_only_probes
     results = await asyncio.gather(
         *(client.chat(ask(f"a long prompt {i}")) for i in range(12)), return_exceptions=True
     )
     assert all(isinstance(r, EndpointDown) for r in results), results
-    assert "each twice" in str(results[0])
+    assert ENDPOINT_FAILS_THE_SHAPE in str(results[0])
+
+
+@pytest.mark.parametrize("concurrency", [1, 16])
+async def test_an_endpoint_out_of_memory_on_long_prompts_stops_the_run(
+    make_client, fake_server, concurrency
+):
+    """Every long prompt fails with one error while the short requests of the run (a
+    listing, a probe) go on being served: served requests smaller than a body tell nothing
+    of it, and its own shape's check fails alike. The run stops; nothing is given up."""
+    fake_server.fault_when = lambda body: (
+        "500" if len(body["messages"][-1]["content"]) > 200 else None
+    )
+    client = make_client(concurrency=concurrency, breaker_failures=10_000, body_fault_repeats=6)
+    long_ones = asyncio.gather(
+        *(client.chat(ask(f"a long prompt {i} " * 20)) for i in range(40)),
+        return_exceptions=True,
+    )
+    served = 0
+    with contextlib.suppress(EndpointDown):  # once the run stops, so do the short ones
+        while not long_ones.done():
+            await client.chat(ask(f"a short one {served}"))
+            served += 1
+    results = await long_ones
+    assert all(isinstance(r, EndpointDown) for r in results), Counter(map(repr, results))
+    assert served > 1
+
+
+async def test_the_first_bodies_of_a_run_that_all_break_the_server_are_given_up(
+    make_client, fake_server
+):
+    """Six bodies that break the server are the first requests of a run (a resumed run whose
+    missing units are all such bodies): nothing of the run's own was ever served. Each is
+    checked against its own shape, which is served: each is given up for its own sake, none
+    stops the run, whatever how many there are."""
+    fake_server.fault_when = poison_fails
+    client = make_client(breaker_failures=10_000, body_fault_repeats=6)
+    results = await asyncio.gather(
+        *(client.chat(ask(f"poison {i}")) for i in range(6)), return_exceptions=True
+    )
+    assert all(isinstance(r, RequestFailed) and r.permanent for r in results), results
 
 
 async def test_bodies_that_break_the_server_sent_beside_others_are_given_up(
@@ -394,3 +453,33 @@ async def test_a_waiting_request_probes_as_soon_as_nothing_else_is_in_flight():
     failing = asyncio.ensure_future(that_request_fails())
     assert await asyncio.wait_for(witness.served_since(0, patience_s=60.0), timeout=5.0)
     await failing
+
+
+def test_a_bodys_count_belongs_to_its_endpoint(tmp_path):
+    """Two endpoints fail bodies with the same generic 500. One of them is found to fail
+    every request so and forgets that error's counts: the other's count stays, and neither
+    client loads the other's. A store an older glan made (no endpoint noted) keeps its
+    counts readable."""
+    path = tmp_path / "glan.sqlite"
+    older = sqlite3.connect(path)
+    older.execute(
+        "CREATE TABLE failing_bodies (key TEXT PRIMARY KEY, signature TEXT NOT NULL, "
+        "count INTEGER NOT NULL) WITHOUT ROWID"
+    )
+    older.execute("INSERT INTO failing_bodies VALUES ('an older glan noted', '500|older', 5)")
+    older.commit()
+    older.close()
+    cache = ResponseCache(path)
+    mine, theirs = BodyFaults(16, cache, "endpoint a"), BodyFaults(16, cache, "endpoint b")
+    assert mine.run("an older glan noted").count == 5
+    for faults, key in ((mine, "a's body"), (theirs, "b's body")):
+        for successes in range(3):  # counted twice more, each after a success
+            faults.failed(key, "500|server error", successes)
+    assert BodyFaults(16, cache, "endpoint a").run("b's body") is None
+    mine.forget("500|server error")
+    assert cache.failing_bodies("endpoint a") == {"an older glan noted": ("500|older", 5)}
+    assert cache.failing_bodies("endpoint b") == {
+        "b's body": ("500|server error", 3),
+        "an older glan noted": ("500|older", 5),
+    }
+    cache.close()

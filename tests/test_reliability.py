@@ -284,27 +284,43 @@ async def test_a_stop_while_the_clients_close_still_publishes(tmp_path, fake_ser
     assert orjson.loads((tmp_path / "run" / "manifest.json").read_bytes())["status"] == "complete"
 
 
-def test_an_endpoint_whose_structured_output_breaks_mid_run_changes_no_record(tmp_path):
-    """After 10 replies the server's structured-output engine breaks: every request with a
-    response_format is answered HTTP 500, and only the client's probes (which carry none)
-    are served. Judged by the probes, every stage request would be a body that breaks the
-    server, given up and replaced. Instead the run stops with one line naming the error,
-    nothing is replaced, and once the endpoint serves again the same command gives the
-    records of an undisturbed run."""
-    with FakeServer() as server:
-        generate(tmp_path / "undisturbed", 20, config_for(server, concurrency=8))
+def every_schema_after_ten_replies():
+    """The structured-output engine breaks mid-run: only the probes (no schema) are served."""
     served = 0
 
-    def schema_engine_breaks(body) -> str | None:
+    def breaks(body) -> str | None:
         nonlocal served
         if not body.get("response_format"):
             return None
         served += 1
         return "500" if served > 10 else None
 
-    with FakeServer(fault_when=schema_engine_breaks) as server:
+    return breaks
+
+
+def the_question_schema():
+    """One stage's schema breaks the engine (a keyword of it, say) from the start: every
+    other stage, and the probes, are served."""
+
+    def breaks(body) -> str | None:
+        fmt = body.get("response_format") or {}
+        return "500" if fmt.get("json_schema", {}).get("name") == "question" else None
+
+    return breaks
+
+
+@pytest.mark.parametrize("breaking", [every_schema_after_ten_replies, the_question_schema])
+def test_an_endpoint_whose_structured_output_breaks_changes_no_record(tmp_path, breaking):
+    """The server's structured-output engine fails every request of a schema with HTTP 500.
+    Judged by repetition alone, every request of it would be a body that breaks the server,
+    given up and replaced. Instead the run stops with one line naming the error, nothing is
+    replaced, and once the endpoint serves again the same command gives the records of an
+    undisturbed run."""
+    with FakeServer() as server:
+        generate(tmp_path / "undisturbed", 20, config_for(server, concurrency=8))
+    with FakeServer(fault_when=breaking()) as server:
         cfg = config_for(server, concurrency=8)
-        with pytest.raises(EndpointDown, match="only short probes are served"):
+        with pytest.raises(EndpointDown, match="whatever their text"):
             generate(tmp_path / "run", 20, cfg)
         server.fault_when = None
         assert generate(tmp_path / "run", 20, cfg).manifest["status"] == "complete"
@@ -312,17 +328,18 @@ def test_an_endpoint_whose_structured_output_breaks_mid_run_changes_no_record(tm
     assert published == (tmp_path / "undisturbed" / "instructions.jsonl").read_bytes()
 
 
-def test_a_run_whose_first_requests_all_break_the_server_completes(tmp_path):
-    """Optics's two planned listings break the server, and they are the run's first requests:
+@pytest.mark.parametrize(("n", "listings"), [(40, 2), (80, 4)])
+def test_a_run_whose_first_requests_all_break_the_server_completes(tmp_path, n, listings):
+    """Optics's planned listings break the server, and they are the run's first requests:
     nothing is served between their tries, so the client probes the endpoint to show that it
-    works. Each listing is given up for its own sake after K tries and an extra listing takes
-    their place: the run completes, instead of ending short or stopping as if the endpoint
-    never answered."""
+    works, and checks that it serves requests of their shape. Each listing is given up for
+    its own sake after K tries and an extra listing takes their place: the run completes,
+    instead of ending short or stopping as if the endpoint failed every listing."""
     taxonomy = physics_taxonomy("Optics")
     with FakeServer() as server:
         cfg = config_for(server, max_retries=2, plan={"subjects_per_call": 4})
-        planned = plan(40, cfg, taxonomy).disciplines[0].subject_samples
-        assert planned == 2
+        planned = plan(n, cfg, taxonomy).disciplines[0].subject_samples
+        assert planned == listings
         seeds = {
             ChatRequest(messages=user(""), seed=cfg.seed, sample_index=i).effective_seed
             for i in range(planned)
@@ -334,8 +351,8 @@ def test_a_run_whose_first_requests_all_break_the_server_completes(tmp_path):
             return "500" if listing and body["seed"] in seeds else None
 
         server.fault_when = planned_listing_breaks
-        result = generate(tmp_path / "run", 40, cfg, taxonomy)
-    assert result.manifest["status"] == "complete" and result.instructions == 40
+        result = generate(tmp_path / "run", n, cfg, taxonomy)
+    assert result.manifest["status"] == "complete" and result.instructions == n
     assert result.manifest["failures"]["subjects"] == planned  # given up, never deferred
     k = AdmissionSettings().body_fault_repeats
     assert k * planned <= server.by_status["500"] <= (k + 1) * planned

@@ -229,22 +229,22 @@ def test_a_bodys_count_a_ray_shard_ended_or_raised_stays_so(tmp_path):
     folded back into the run; a count the shard raised is the one the run keeps."""
     run_store = tmp_path / STATE_FILE
     run_cache = ResponseCache(run_store)
-    run_cache.put_failing_body("served since", "500|server error", 12)
-    run_cache.put_failing_body("failing still", "500|server error", 3)
+    run_cache.put_failing_body("served since", "500|server error", 12, "e")
+    run_cache.put_failing_body("failing still", "500|server error", 3, "e")
     run_cache.close()
     shard_store = shard_dir(tmp_path, 0) / STATE_FILE
 
     def shard_client() -> BodyFaults:
-        return BodyFaults(16, ResponseCache(shard_store, fallback=RunReplies(run_store)))
+        return BodyFaults(16, ResponseCache(shard_store, fallback=RunReplies(run_store)), "e")
 
     shard = shard_client()
     shard.ended("served since")
     shard.failed("failing still", "500|server error", successes=1)  # counted: 4
     shard.cache.close()
     next_client = shard_client()
-    assert next_client.cache.failing_bodies() == {"failing still": ("500|server error", 4)}
+    assert next_client.cache.failing_bodies("e") == {"failing still": ("500|server error", 4)}
     next_client.cache.close()
     fold_shards(tmp_path)
     folded = ResponseCache(run_store)
-    assert folded.failing_bodies() == {"failing still": ("500|server error", 4)}
+    assert folded.failing_bodies("e") == {"failing still": ("500|server error", 4)}
     folded.close()

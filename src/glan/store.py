@@ -29,7 +29,8 @@ CREATE TABLE IF NOT EXISTS responses (
 CREATE TABLE IF NOT EXISTS failing_bodies (
     key TEXT PRIMARY KEY,
     signature TEXT NOT NULL,
-    count INTEGER NOT NULL
+    count INTEGER NOT NULL,
+    endpoint TEXT NOT NULL DEFAULT ''
 ) WITHOUT ROWID;
 DROP TABLE IF EXISTS suspects;
 """
@@ -37,6 +38,20 @@ DROP TABLE IF EXISTS suspects;
 
 #: The most replies a crash can lose: those of the last `COMMIT_INTERVAL_S` seconds.
 COMMIT_INTERVAL_S = 0.02
+
+
+# A client's rows, and those a glan that did not note the endpoint left (endpoint ''): their
+# keys name their endpoint all the same (ChatRequest.cache_key), so they match no other's body.
+FAILING_BODIES_OF = "SELECT key, signature, count FROM failing_bodies WHERE endpoint IN (?, '')"
+
+
+def add_endpoint_column(conn: sqlite3.Connection, schema: str = "main") -> None:
+    """A store an older glan made: its failing_bodies rows gain an endpoint, '' (unknown)."""
+    columns = {row[1] for row in conn.execute(f"PRAGMA {schema}.table_info(failing_bodies)")}
+    if "endpoint" not in columns:
+        conn.execute(
+            f"ALTER TABLE {schema}.failing_bodies ADD COLUMN endpoint TEXT NOT NULL DEFAULT ''"
+        )
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -121,7 +136,7 @@ class ReplySource(Protocol):
 
     def get(self, key: str) -> dict[str, Any] | None: ...
 
-    def failing_bodies(self) -> dict[str, tuple[str, int]]: ...
+    def failing_bodies(self, endpoint: str) -> dict[str, tuple[str, int]]: ...
 
     def close(self) -> None: ...
 
@@ -133,6 +148,7 @@ class ResponseCache:
         self.path = Path(path)
         self._conn = connect(self.path)
         self._conn.executescript(_SCHEMA)
+        add_endpoint_column(self._conn)
         self._pending: list[tuple[str, str, str, bytes, float]] = []
         self._commits = GroupCommit(self.flush)
         self._lock = threading.Lock()
@@ -179,26 +195,30 @@ class ResponseCache:
                 raise
             self._conn.execute("COMMIT")
 
-    def failing_bodies(self) -> dict[str, tuple[str, int]]:
-        """Each body suspected of breaking the server (glan.llm.bodyfaults): its hard error
-        and how many times in a row it met it, as earlier passes and runs left them."""
+    def failing_bodies(self, endpoint: str) -> dict[str, tuple[str, int]]:
+        """Each body sent to `endpoint` suspected of breaking the server (glan.llm.bodyfaults):
+        its hard error and how many times in a row it met it, as earlier passes and runs left
+        them (with the rows of a glan that did not note the endpoint)."""
         with self._lock:
-            rows = self._conn.execute("SELECT key, signature, count FROM failing_bodies")
+            rows = self._conn.execute(FAILING_BODIES_OF, (endpoint,))
             mine = {key: (signature, count) for key, signature, count in rows}
         # A Ray shard also counts what its run noted before it was cut into shards, unless
         # its own row (a tombstone, count 0, when the run of failures ended here) says later.
-        earlier = self._fallback.failing_bodies() if self._fallback is not None else {}
+        fallback = self._fallback
+        earlier = fallback.failing_bodies(endpoint) if fallback is not None else {}
         return {key: row for key, row in {**earlier, **mine}.items() if row[1] > 0}
 
-    def put_failing_body(self, key: str, signature: str, count: int) -> None:
+    def put_failing_body(self, key: str, signature: str, count: int, endpoint: str) -> None:
         """Note a suspect's run of failures so far. Rare (a path of failures), so written at
         once, outside the group commit."""
         with self._lock:
             self._conn.execute(
-                "INSERT OR REPLACE INTO failing_bodies VALUES (?, ?, ?)", (key, signature, count)
+                "INSERT OR REPLACE INTO failing_bodies (key, signature, count, endpoint) "
+                "VALUES (?, ?, ?, ?)",
+                (key, signature, count, endpoint),
             )
 
-    def drop_failing_body(self, key: str) -> None:
+    def drop_failing_body(self, key: str, endpoint: str) -> None:
         """The suspect's run of failures ended: it succeeded, or failed another way. Where a
         run's older row may stand behind this cache (a Ray shard's `fallback`), a tombstone
         (count 0) hides it, and goes back to the run with the shard's rows
@@ -208,7 +228,9 @@ class ResponseCache:
                 self._conn.execute("DELETE FROM failing_bodies WHERE key = ?", (key,))
             else:
                 self._conn.execute(
-                    "INSERT OR REPLACE INTO failing_bodies VALUES (?, '', 0)", (key,)
+                    "INSERT OR REPLACE INTO failing_bodies (key, signature, count, endpoint) "
+                    "VALUES (?, '', 0, ?)",
+                    (key, endpoint),
                 )
 
     def __len__(self) -> int:

@@ -22,9 +22,9 @@ or the records would depend on luck. Only repetition tells the two apart, so the
   every run of the same command reaches the same decision, whatever the concurrency, the
   timing, the breaker, or where a run was cut. Two requests sending one body at once share its
   count, and once one gives the body up, so does the other.
-- An endpoint that fails every request of the run's own with one error while it serves the
-  client's probes is not a set of bodies that break it: the run stops instead, and nothing of
-  the incident is kept (glan.llm.outage).
+- A suspect is also judged against its own shape (a request of its schema and size without
+  its text): an endpoint that fails every request of a shape with one error while it serves
+  others is no set of bodies that break it, and stops the run instead (glan.llm.outage).
 - False replacement: a body the endpoint would serve is given up only when K of its tries in a
   row meet a random error with the suspect's text. If each try fails so with probability p
   and with an error that names nothing with probability g (independently; worst case, all
@@ -55,9 +55,10 @@ class FailureRun:
     # run an earlier process left, so that any success of this one counts as in between.
     mark: int
     tries: int = 1  # failures, counted or not
-    # The client's own requests served (glan.llm.witness.Witness.real_served) when it was
-    # first a suspect in this process, and the times it waited undecided at K (glan.llm.outage).
-    suspect_real: int | None = None
+    # For glan.llm.outage: the client's own requests served (Witness.real_served) at its last
+    # failure, whether its shape was judged in this process, the times it waited at K.
+    seen: int = 0
+    checked: bool = False
     held: int = 0
 
     @property
@@ -66,17 +67,21 @@ class FailureRun:
 
 
 class BodyFaults:
-    """The runs of failures of one client's bodies: in memory, and in the response cache from
-    a suspect's second failure on (a single failure is common and forgotten with the process)."""
+    """The runs of failures of one client's bodies sent to `endpoint`: in memory, and in the
+    response cache from a suspect's second failure on (a single failure is common and
+    forgotten with the process)."""
 
-    def __init__(self, repeats: int, cache: ResponseCache | None = None) -> None:
+    def __init__(
+        self, repeats: int, cache: ResponseCache | None = None, endpoint: str = ""
+    ) -> None:
         self.repeats = repeats
         self.cache = cache
+        self.endpoint = endpoint
         self._runs: dict[str, FailureRun] = {}
         # Bodies given up here: another request sending the same body at once gives up too.
         self._given_up: dict[str, FailureRun] = {}
         if cache is not None:
-            for key, (signature, count) in cache.failing_bodies().items():
+            for key, (signature, count) in cache.failing_bodies(endpoint).items():
                 self._runs[key] = FailureRun(signature, count, 0, count)
 
     def failed(self, key: str, signature: str, successes: int) -> FailureRun:
@@ -94,12 +99,12 @@ class BodyFaults:
             run.count += 1
             run.mark = successes
             if self.cache is not None and run.suspect:
-                self.cache.put_failing_body(key, signature, run.count)
+                self.cache.put_failing_body(key, signature, run.count, self.endpoint)
         return run
 
     def forget(self, signature: str) -> None:
-        """The endpoint fails every request with this error: no failure with it says anything
-        of a body, so every run of them ends (kept nowhere)."""
+        """The endpoint fails requests alike with this error: no failure with it says anything
+        of a body, so every run of them here ends (kept nowhere)."""
         for key in [k for k, run in self._runs.items() if run.signature == signature]:
             self.ended(key)
 
@@ -126,4 +131,4 @@ class BodyFaults:
         """The body was served, or failed another way: its run of failures is over."""
         run = self._runs.pop(key, None)
         if run is not None and run.suspect and self.cache is not None:
-            self.cache.drop_failing_body(key)
+            self.cache.drop_failing_body(key, self.endpoint)

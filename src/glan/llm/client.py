@@ -58,7 +58,7 @@ class LLMClient:
             )
         self.admission = admission
         self.settings = admission.settings
-        self.bodies = BodyFaults(self.settings.body_fault_repeats, cache)
+        self.bodies = BodyFaults(self.settings.body_fault_repeats, cache, backend.endpoint_id)
         self.usage = usage or UsageLedger()
         self.witness = Witness(backend, admission, self.usage)
         self.outages = OutageWatch(self.bodies, self.witness, backend.endpoint_id)
@@ -276,8 +276,8 @@ class LLMClient:
     ) -> FailureRun | None:
         """Count a hard error of the body `key`: its run of failures, or None when its fate
         waits (glan.llm.outage). Raises RequestFailed when the body is given up (permanent)
-        or deferred undecided, EndpointDown when the error is the endpoint's for every
-        request."""
+        or deferred undecided, EndpointDown when the endpoint fails every request
+        of the body's shape with it."""
         assert exc.signature is not None
         run = self.bodies.failed(key, exc.signature, self.admission.successes)
         if not self.bodies.is_given_up(key):

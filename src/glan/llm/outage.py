@@ -1,50 +1,46 @@
-"""An endpoint that fails every request of the run's own while it serves the client's probes,
-told from bodies that break the server (glan.llm.bodyfaults).
+"""An endpoint that fails every request of one shape (a stage's schema its engine cannot serve
+any more, every long prompt out of memory) while it serves others, told from bodies that break
+the server (glan.llm.bodyfaults).
 
-A probe shows only that the endpoint serves a few tokens without a schema. An endpoint out of
-memory on any long prompt, or whose structured-output engine broke (every stage request
-carries a schema, a probe does not), fails every real body with one error while the probes
-are served: judged by the probes alone, every body would be given up for its own sake, and
-the run's records would change for good. So where only probes speak for the endpoint, a
-request of the run's own is asked too:
+Every body of such a shape fails with one error while other requests are served, so judged by
+repetition alone each would be given up for its own sake and the run's records changed for
+good. So a suspect is judged against its own shape as well:
 
-- When: a body's count reaches K with no request of the run's own as large (see below)
-  served since it became a suspect (the last requests of a run may all be bodies that break
-  the server; a broken structured-output engine still serves the stages without a schema); or
-  `OUTAGE_BODIES` distinct bodies began failing with the same error since the client last
-  served a request of its own, each failed with it again, and a probe was served since.
-- A check: a request the endpoint served before, with a schema if the body has one, at least
-  as large (prompt and reply limit) when one is, the largest of the body's stage first, is
-  sent again, up to 3 times while it fails (`Witness.reference`, `Witness.check`; its reply
-  dropped, its tokens counted as "probe"). Failed with the body's error at the last time: the
-  endpoint fails every request with it (a random error does so with p**3), and the run stops
-  (EndpointDown, one line naming the error); every run of failures with that error is
+- When: as it becomes a suspect (once per process), and as its count reaches K.
+- Served: a request of the body's exact schema, prompt and reply limit at least as large, was
+  served since the body's previous failure (`Witness.served_alike_since`); else a check is
+  sent: requests of the body's shape without its text (`shape_check`: neutral text as long as
+  the body's prompt, the same schema, reply limit and sampling, another seed; counted as
+  "probe", replies dropped), up to `CHECK_TRIES` while they fail.
+  Served: the endpoint serves that shape, and the body's failures are its own (at K it is
+  given up).
+- All failed with the body's error: the check is held, `backoff_base_s` and a request served
+  (a probe's) later it runs again, up to `HOLD_WAITS` times; failed alike every time (a
+  random error does so with p**(CHECK_TRIES * (HOLD_WAITS + 1)), as does a body that breaks
+  the server only when each check body is one), the endpoint fails that shape: the run
+  stops (EndpointDown, one line naming the error), and every count of that error is
   forgotten, so nothing of the incident is kept and the same command resumes once the
-  endpoint serves again. Failed otherwise: nothing told; a body at K waits `backoff_base_s`
-  and tries again, up to `HOLD_WAITS` times, then is deferred. Served, and as large: the
-  endpoint serves the run's own, and the body's failures are its own.
-- Served but smaller, or nothing to check with (the first requests of a run): judged by
-  numbers. Those bodies failing alike stop the run as above; a body whose count reaches K
-  while that many began so and some have not tried again yet (a first failure is retried
-  after a backoff, a suspect's tries follow the probes at once) waits `backoff_base_s` for
-  their next tries, up to `HOLD_WAITS` times; fewer bodies cannot be told from bodies that
-  break the server (the first requests of a run may all be such bodies) and are judged by
-  the probes.
+  endpoint serves again.
+- Failed otherwise (another error too, nothing served between rounds): nothing told; at K the
+  body waits `backoff_base_s` and tries again, up to `HOLD_WAITS` times, then is deferred.
+
+Bodies of one shape asking at once share one check.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import asyncio
 from enum import Enum
 
 from glan.llm.bodyfaults import BodyFaults, FailureRun
 from glan.llm.errors import EndpointDown, TransientError
 from glan.llm.types import ChatRequest
-from glan.llm.witness import Witness
+from glan.llm.witness import Witness, shape_check, shared
 
-#: Distinct bodies failing alike while only probes are served: the endpoint's error.
-OUTAGE_BODIES = 4
-#: How many times a body whose count reached K waits for what decides its fate.
+#: Check requests sent in a row while each fails with the body's error.
+CHECK_TRIES = 3
+#: How many times a check failed alike runs again before the run stops, and how many times a
+#: body at K waits when a check told nothing.
 HOLD_WAITS = 8
 
 
@@ -55,110 +51,81 @@ class Verdict(Enum):
     DEFER = "defer"  # undecided for too long: asked again by a later pass
 
 
-@dataclass(slots=True)
-class _Fresh:
-    """The bodies that began failing with one error while the client's requests served were
-    `real`, and those of them that failed with it again."""
-
-    real: int
-    began: set[str] = field(default_factory=set)
-    again: set[str] = field(default_factory=set)
+class Shape(Enum):
+    SERVED = "served"  # the endpoint serves the body's shape
+    ALIKE = "alike"  # it fails the body's shape with the body's error
+    UNTOLD = "untold"
 
 
 class OutageWatch:
-    """One client's judge of bodies that fail while only probes are served."""
+    """One client's judge of suspects against their own shape."""
 
     def __init__(self, bodies: BodyFaults, witness: Witness, endpoint: str) -> None:
         self.bodies = bodies
         self.witness = witness
         self.endpoint = endpoint
-        #: Once set, the endpoint fails every request of the run's own: each stops the run.
+        #: Once set, the endpoint fails requests of the run's own: each stops the run.
         self.down: str | None = None
-        self._fresh: dict[str, _Fresh] = {}
+        self._checks: dict[object, asyncio.Future[Shape]] = {}
 
     async def judge(
         self, key: str, run: FailureRun, request: ChatRequest, exc: TransientError
     ) -> Verdict:
         """What becomes of the body `key` (sent as `request`) after this hard error `exc`,
-        its run of failures counted already; raises EndpointDown when the error is the
-        endpoint's for every request."""
-        witness = self.witness
-        self._note(key, run, witness.real_served)
-        if run.suspect and run.suspect_real is None:
-            run.suspect_real = witness.real_served
-        fresh = self._now(run.signature)
-        alike = fresh is not None and len(fresh.again) >= OUTAGE_BODIES
+        its run of failures counted already; raises EndpointDown when the endpoint fails
+        every request of its shape with it."""
+        since, run.seen = run.seen, self.witness.real_served
         at_k = run.count >= self.bodies.repeats
-        if not alike and (not at_k or witness.served_alike_since(request, run.suspect_real or 0)):
-            # Tested further, or given up: a request of the run's own as large was served
-            # since it became a suspect.
-            return Verdict.GIVE_UP if at_k else Verdict.GO_ON
-        found = witness.reference(request)
-        if found is not None:
-            reference, as_large = found
-            failed = await witness.check(reference)
-            if failed is not None:
-                if failed.signature == run.signature:
-                    self._stop(run.signature, exc, "a request served before failed so too")
-                return self._hold(run, Verdict.DEFER) if at_k else Verdict.GO_ON
-            if as_large:  # the run's own are served: the body's failures are its own
-                return Verdict.GIVE_UP if at_k else Verdict.GO_ON
-        return self._judge_by_numbers(run, fresh, at_k, exc)
-
-    def _judge_by_numbers(
-        self, run: FailureRun, fresh: _Fresh | None, at_k: bool, exc: TransientError
-    ) -> Verdict:
-        """Nothing as large was served to check with: judged by how many bodies fail alike
-        while only probes are served (`fresh`, as it was before any check)."""
-        if fresh is not None and len(fresh.again) >= OUTAGE_BODIES:
-            self._stop(run.signature, exc, f"{len(fresh.again)} requests, each twice")
+        if not run.suspect or (run.checked and not at_k):
+            return Verdict.GO_ON
+        run.checked = True
+        shape = Shape.SERVED
+        if not self.witness.served_alike_since(request, since):
+            first = shape_check(request, 0).cache_key(self.endpoint)
+            work = lambda: self._check(request, run.signature)  # noqa: E731
+            shape = await shared(self._checks, (first, run.signature), work, Shape.UNTOLD)
+        if shape is Shape.ALIKE:
+            self._stop(run.signature, request, exc)
         if not at_k:
             return Verdict.GO_ON
-        if fresh is not None and len(fresh.began) >= OUTAGE_BODIES and self._pending(fresh):
-            return self._hold(run, Verdict.GIVE_UP)
-        return Verdict.GIVE_UP
-
-    def _hold(self, run: FailureRun, then: Verdict) -> Verdict:
+        if shape is Shape.SERVED:
+            return Verdict.GIVE_UP
         if run.held >= HOLD_WAITS:
-            return then
+            return Verdict.DEFER
         run.held += 1
         return Verdict.WAIT
 
-    def _note(self, key: str, run: FailureRun, real: int) -> None:
-        fresh = self._fresh.get(run.signature)
-        if run.tries == 1:
-            if fresh is None or fresh.real != real:
-                fresh = self._fresh[run.signature] = _Fresh(real)
-            fresh.began.add(key)
-        elif fresh is not None and fresh.real == real and key in fresh.began:
-            fresh.again.add(key)
-
-    def _now(self, signature: str) -> _Fresh | None:
-        """The bodies failing with `signature` while only probes were served since the
-        client's last request of its own; None when one of its own was served since, or no
-        probe was."""
-        fresh = self._fresh.get(signature)
+    async def _check(self, body: ChatRequest, signature: str) -> Shape:
+        """Whether the endpoint serves `body`'s shape (module docstring)."""
         witness = self.witness
-        if fresh is None or fresh.real != witness.real_served or not witness.only_probes_served:
-            return None
-        return fresh
+        backoff_s = witness.admission.settings.backoff_base_s
+        sent = 0
+        for hold in range(HOLD_WAITS + 1):
+            if hold:
+                await asyncio.sleep(backoff_s)
+                if not await witness.served_since(witness.admission.successes, backoff_s):
+                    return Shape.UNTOLD
+            alike = True
+            for _ in range(CHECK_TRIES):
+                if self.down is not None:
+                    raise EndpointDown(self.down)
+                failed = await witness.check(shape_check(body, sent))
+                sent += 1
+                if failed is None:
+                    return Shape.SERVED
+                alike = alike and getattr(failed, "signature", None) == signature
+            if not alike:
+                return Shape.UNTOLD
+        return Shape.ALIKE
 
-    def _pending(self, fresh: _Fresh) -> bool:
-        """Whether some of these bodies, failing still, have not tried again yet."""
-        for key in fresh.began - fresh.again:
-            run = self.bodies.run(key)
-            if run is not None and run.tries == 1:
-                return True
-        return False
-
-    def _stop(self, signature: str, exc: TransientError, why: str) -> None:
-        """The endpoint fails every request of the run's own with this error: no failure with
-        it tells anything of a body, so every run of them ends, kept nowhere; the run stops."""
+    def _stop(self, signature: str, request: ChatRequest, exc: TransientError) -> None:
+        """The endpoint fails every request of this shape with this error: no failure with it
+        tells anything of a body, so every run of them ends, kept nowhere; the run stops."""
         self.bodies.forget(signature)
-        self._fresh.pop(signature, None)
         self.down = (
-            f"{self.endpoint}: every request fails with {str(exc)[:200]!r} while only short "
-            f"probes are served ({why}). Finished work is kept; re-run the same command once "
-            "the endpoint serves them."
+            f"{self.endpoint}: {request.tag!r} requests fail with {str(exc)[:200]!r} whatever "
+            "their text, while other requests are served (one of the same shape without the "
+            f"body's text failed alike {CHECK_TRIES * (HOLD_WAITS + 1)} times). Finished work "
+            "is kept; re-run the same command once the endpoint serves them."
         )
         raise EndpointDown(self.down)

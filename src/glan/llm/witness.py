@@ -10,30 +10,43 @@ a gateway's random error, so one that fails is followed at once by another body,
 `PROBE_BODIES`. A rate-limited probe is no answer: it waits as any rate-limited request does
 and goes again.
 
-A probe shows only that the endpoint serves a few tokens without a schema; this client's own
-requests served (`real_served`) are counted apart, and the largest of each stage kept to be
-sent again (`check`), for what a probe cannot show: an endpoint failing every real request
-while it serves probes (glan.llm.outage). A request waiting for another to be served is woken
-when one is, or when nothing of the client is in flight any more; it never polls.
+A probe shows only that the endpoint serves a few tokens without a schema. What it cannot
+show (an endpoint that fails every request of a stage's schema, or every long prompt) is told
+by the client's own requests served, kept per exact schema (`served_alike_since`), or by a
+check: a request of the body's shape without its text (`shape_check`, sent by `check`;
+glan.llm.outage). A request waiting for another to be served is woken when one is, or when
+nothing of the client is in flight any more; it never polls.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
+from typing import NamedTuple, TypeVar
+
+import orjson
 
 from glan.llm.admission import Admission
 from glan.llm.backend import Backend
 from glan.llm.errors import BadRequest, RateLimited, RequestFailed, TransientError
+from glan.llm.memo import IdentityMemo
 from glan.llm.types import ChatRequest, user
 from glan.llm.usage import UsageLedger
 
 #: Probe bodies tried in a row while each fails.
 PROBE_BODIES = 3
-#: How many times a check sends its request again while it fails (glan.llm.outage).
-CHECK_TRIES = 3
 #: A probe's reply limit, hidden reasoning included (no reasoning headroom is added to it).
 PROBE_TOKENS = 8
+#: The seed of every check (a body's own seed may be what breaks the server).
+CHECK_SEED = 0x5EED
+CHECK_FILLER = "This sentence only gives the request its length. "
+
+T = TypeVar("T")
+
+# A schema, as the key its requests are kept under (the stage schemas are a few long-lived
+# dicts, so this is one lookup per request served).
+_schema_key = IdentityMemo(lambda schema: orjson.dumps(schema, option=orjson.OPT_SORT_KEYS))
 
 
 def prompt_size(request: ChatRequest) -> int:
@@ -41,14 +54,72 @@ def prompt_size(request: ChatRequest) -> int:
     return sum(len(message.content) for message in request.messages)
 
 
-def _as_large(size: int, served: ChatRequest, body_size: int, body: ChatRequest) -> bool:
-    """Whether `served` (its prompt `size` characters) is at least as large as `body` and
-    has a schema if `body` has one: what fails where `body`'s failure is the endpoint's."""
-    return size >= body_size and served.max_tokens >= body.max_tokens and _schema_fits(served, body)
+def schema_key(request: ChatRequest) -> bytes | None:
+    return None if request.json_schema is None else _schema_key(request.json_schema)
 
 
-def _schema_fits(served: ChatRequest, body: ChatRequest) -> bool:
-    return body.json_schema is None or served.json_schema is not None
+def shape_check(body: ChatRequest, n: int) -> ChatRequest:
+    """The `n`-th request of `body`'s shape without its text: the same schema, reply limit and
+    sampling, a prompt of neutral text as long as `body`'s, another seed. It fails wherever
+    `body`'s failure is the endpoint's (a stage's schema the engine cannot serve, out of
+    memory on long prompts), and is served where the failure is the body's own text's."""
+    head = f"Reply briefly. (check {n}) "
+    size = max(prompt_size(body) - len(head), 0)
+    filler = (CHECK_FILLER * (size // len(CHECK_FILLER) + 1))[:size]
+    return ChatRequest(
+        messages=user(head + filler),
+        temperature=body.temperature,
+        top_p=body.top_p,
+        max_tokens=body.max_tokens,
+        seed=CHECK_SEED,
+        sample_index=n,
+        json_schema=body.json_schema,
+        schema_name=body.schema_name,
+        tag=body.tag,
+        reasoning_headroom=body.reasoning_headroom,
+    )
+
+
+class _Served(NamedTuple):
+    size: int  # the prompt's characters
+    max_tokens: int
+    at: int  # Witness.real_served once it was served
+
+    def as_large(self, request: ChatRequest, since: int) -> bool:
+        return (
+            self.at > since
+            and self.size >= prompt_size(request)
+            and (self.max_tokens >= request.max_tokens)
+        )
+
+
+async def shared(
+    table: dict[object, asyncio.Future[T]],
+    key: object,
+    work: Callable[[], Awaitable[T]],
+    cancelled: T,
+) -> T:
+    """`work()`, or its run under `key` still out, awaited: every caller asking at once shares
+    one. A run cancelled (its caller was) answers `cancelled` to the others; an error raised
+    there is raised in its own task at once and heard by the others a moment later."""
+    out = table.get(key)
+    if out is not None and not out.done():
+        return await asyncio.shield(out)
+    out = table[key] = asyncio.get_running_loop().create_future()
+    out.add_done_callback(lambda done: done.exception())  # heard, or nobody waits
+    try:
+        result = await work()
+    except asyncio.CancelledError:
+        out.set_result(cancelled)
+        raise
+    except BaseException as exc:
+        out.set_exception(exc)
+        raise
+    finally:
+        if table.get(key) is out:
+            del table[key]
+    out.set_result(result)
+    return result
 
 
 class Witness:
@@ -61,13 +132,10 @@ class Witness:
         self.usage = usage
         self.in_flight = 0  # this client's attempts out now, probes included
         self.real_served = 0  # this client's requests served, probes left out
-        self.probe_served_at = -1  # real_served when a probe was last served
-        self._round: asyncio.Future[bool | None] | None = None
-        # Per stage (tag): the largest request served (its prompt's characters), to check with.
-        self._served: dict[str, tuple[int, ChatRequest]] = {}
-        # Per stage: the last request served, its prompt's size, and `real_served` then.
-        self._last: dict[str, tuple[int, ChatRequest, int]] = {}
-        self._checks: dict[str, asyncio.Future[TransientError | None]] = {}
+        self._rounds: dict[object, asyncio.Future[bool | None]] = {}  # one round out at a time
+        # Per exact schema (None: none): the last request served and the largest.
+        self._served: dict[bytes | None, tuple[_Served, _Served]] = {}
+        self._checks: dict[object, asyncio.Future[Exception | None]] = {}
         self._next: asyncio.Future[None] | None = None  # done at this client's next success
         self._probes = 0
 
@@ -86,15 +154,13 @@ class Witness:
     def served(self, request: ChatRequest | None = None) -> None:
         """One of this client's requests was served (after admission heard it): `request`,
         or a probe (None)."""
-        if request is None:
-            self.probe_served_at = self.real_served
-        else:
+        if request is not None:
             self.real_served += 1
-            size = prompt_size(request)
-            largest = self._served.get(request.tag)
-            if largest is None or size >= largest[0]:
-                self._served[request.tag] = (size, request)
-            self._last[request.tag] = (size, request, self.real_served)
+            key = schema_key(request)
+            last = _Served(prompt_size(request), request.max_tokens, self.real_served)
+            kept = self._served.get(key)
+            largest = last if kept is None or last.size >= kept[1].size else kept[1]
+            self._served[key] = (last, largest)
         self._wake()
 
     def _wake(self) -> None:
@@ -102,12 +168,6 @@ class Witness:
         if waiting is not None:
             self._next = None
             waiting.set_result(None)
-
-    @property
-    def only_probes_served(self) -> bool:
-        """Whether probes were served since this client's last request of its own was (or
-        before any was)."""
-        return self.probe_served_at == self.real_served
 
     async def rate_limited(self, epoch: int, exc: RateLimited, again: bool) -> None:
         """An attempt admitted in `epoch` met a rate limit; its permit goes back here. The
@@ -156,21 +216,7 @@ class Witness:
         so the request asks again, at no cost. The round runs in the task that started it, so
         an EndpointDown a probe opens is raised there at once (the others hear it a moment
         later, as they would from any request)."""
-        shared = self._round
-        if shared is not None and not shared.done():
-            return await asyncio.shield(shared)
-        shared = self._round = asyncio.get_running_loop().create_future()
-        shared.add_done_callback(lambda done: done.exception())  # heard, or nobody waits
-        try:
-            served = await self._probe_round()
-        except asyncio.CancelledError:
-            shared.set_result(None)
-            raise
-        except BaseException as exc:
-            shared.set_exception(exc)
-            raise
-        shared.set_result(served)
-        return served
+        return await shared(self._rounds, "probes", self._probe_round, None)
 
     async def _probe_round(self) -> bool:
         for _ in range(PROBE_BODIES):
@@ -195,68 +241,23 @@ class Witness:
             return None
         return outcome is None
 
-    def reference(self, request: ChatRequest) -> tuple[ChatRequest, bool] | None:
-        """A request of the run's own to `check` the endpoint with before `request` is judged
-        on the word of probes, and whether it is as large: one served here with a schema if
-        `request` has one, at least as large (prompt, reply limit) when there is such a one,
-        so that it fails wherever `request`'s failure is the endpoint's (out of memory on long
-        prompts, a broken structured-output engine); the largest of `request`'s stage first.
-        A smaller one that fails alike still shows the endpoint's failure; served, it tells
-        nothing of a larger body. None when none has a schema where one is needed."""
-        size = prompt_size(request)
-        tags = (request.tag, *self._served)
-        for tag in tags:
-            largest = self._served.get(tag)
-            if largest is not None and _as_large(largest[0], largest[1], size, request):
-                return largest[1], True
-        for tag in tags:
-            largest = self._served.get(tag)
-            if largest is not None and _schema_fits(largest[1], request):
-                return largest[1], False
-        return None
-
     def served_alike_since(self, request: ChatRequest, since: int) -> bool:
-        """Whether a request as large as `request` (as `reference` has it) was served since
-        `real_served` was `since`: the last one served of some stage, when it is so."""
-        size = prompt_size(request)
-        return any(
-            served_at > since and _as_large(last_size, last, size, request)
-            for last_size, last, served_at in self._last.values()
-        )
+        """Whether a request of `request`'s exact schema, its prompt and reply limit at least
+        as large, was served since `real_served` was `since` (the last one served of that
+        schema or the largest): the endpoint serves that shape."""
+        kept = self._served.get(schema_key(request))
+        return kept is not None and any(served.as_large(request, since) for served in kept)
 
-    async def check(self, reference: ChatRequest) -> TransientError | None:
-        """Whether the endpoint serves requests of the run's own now, which a probe cannot
-        show: `reference`, served before, is sent again (up to `CHECK_TRIES` times while it
-        fails) and its reply dropped. None when it was served (counted in `real_served`);
-        else the last error it met (a refusal says nothing of the endpoint: an error without
-        a signature). Requests of one stage asking at once share one check."""
-        shared = self._checks.get(reference.tag)
-        if shared is not None and not shared.done():
-            return await asyncio.shield(shared)
-        shared = self._checks[reference.tag] = asyncio.get_running_loop().create_future()
-        shared.add_done_callback(lambda done: done.exception())  # heard, or nobody waits
-        try:
-            for _ in range(CHECK_TRIES):  # a random error must not pass for the endpoint's
-                outcome = await self._attempt(reference, own=True)
-                if outcome is None:
-                    break
-        except asyncio.CancelledError:
-            shared.set_result(TransientError("the check was cancelled"))  # nothing told
-            raise
-        except BaseException as exc:
-            shared.set_exception(exc)
-            raise
-        failed = None
-        if outcome is not None:
-            failed = (
-                outcome if isinstance(outcome, TransientError) else TransientError(str(outcome))
-            )
-        shared.set_result(failed)
-        return failed
+    async def check(self, request: ChatRequest) -> Exception | None:
+        """`request` (a `shape_check`) sent once, its reply dropped: None when it was served
+        (counted in `real_served`), else the failure. Requests asking for the same one at
+        once share it."""
+        key = request.cache_key(self.backend.endpoint_id)
+        cancelled = TransientError("the check was cancelled")  # nothing told
+        return await shared(self._checks, key, lambda: self._attempt(request, own=True), cancelled)
 
     async def _attempt(self, request: ChatRequest, own: bool = False) -> Exception | None:
-        """Send `request` (a probe, or `own`: one of the run's own sent again to check the
-        endpoint), its rate limits waited out as any request's (the breaker's rate-limit
+        """Send `request` (a probe, or `own`: a check of the run's own shape), its rate limits waited out as any request's (the breaker's rate-limit
         window bounds them); reported to admission and counted in the usage as "probe".
         None when it was served, else the failure."""
         admission = self.admission

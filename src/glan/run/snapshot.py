@@ -150,10 +150,10 @@ class RunStoresReplies:
                 }
         return None
 
-    def failing_bodies(self) -> dict[str, tuple[str, int]]:
+    def failing_bodies(self, endpoint: str) -> dict[str, tuple[str, int]]:
         counts: dict[str, tuple[str, int]] = {}
         for source in self._sources:
-            counts.update(source.failing_bodies())
+            counts.update(source.failing_bodies(endpoint))
         return counts
 
     def close(self) -> None:

@@ -37,13 +37,14 @@ import orjson
 from glan.errors import UserError
 from glan.run.rundir import INPUTS_FILE, STAGE_ORDER, STATE_FILE
 from glan.run.state import DOWNSTREAM
-from glan.store import connect
+from glan.store import FAILING_BODIES_OF, connect
 
 SHARDS = "shards"
 # Rows whose later copy is the truth (a job's status moves on, a spend row grows, a staged unit
 # is replaced, a body's run of failures goes on or ends: a tombstone, count 0); any other row is
 # written once and the first copy stands.
 _NEWER_WINS = ("batch_jobs", "spend", "failing_bodies")
+_ALL_FAILING_BODIES = "SELECT key, signature, count FROM failing_bodies"
 
 
 def shard_dir(out_dir: Path, shard: int) -> Path:
@@ -188,10 +189,16 @@ class RunReplies:
         rows = self._rows("batch_results", sql, key)
         return orjson.loads(rows[0][0]) if rows else None
 
-    def failing_bodies(self) -> dict[str, tuple[str, int]]:
-        """Bodies suspected of breaking the server, as the run counted them (glan.store)."""
-        sql = "SELECT key, signature, count FROM failing_bodies"
-        return {key: (sig, count) for key, sig, count in self._rows("failing_bodies", sql)}
+    def failing_bodies(self, endpoint: str) -> dict[str, tuple[str, int]]:
+        """Bodies sent to `endpoint` suspected of breaking the server, as the run counted them
+        (glan.store; a store an older glan made notes no endpoint: all its rows)."""
+        if "failing_bodies" not in self._has:
+            return {}
+        columns = {row[1] for row in self._conn.execute("PRAGMA table_info(failing_bodies)")}
+        sql = FAILING_BODIES_OF if "endpoint" in columns else _ALL_FAILING_BODIES
+        params = (endpoint,) if "endpoint" in columns else ()
+        rows = self._conn.execute(sql, params)
+        return {key: (sig, count) for key, sig, count in rows}
 
     def close(self) -> None:
         self._conn.close()
