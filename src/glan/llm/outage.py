@@ -35,13 +35,16 @@ from enum import Enum
 from glan.llm.bodyfaults import BodyFaults, FailureRun
 from glan.llm.errors import EndpointDown, TransientError
 from glan.llm.types import ChatRequest
-from glan.llm.witness import Witness, shape_check, shared
+from glan.llm.witness import Witness, prompt_size, shape_check, shared
 
 #: Check requests sent in a row while each fails with the body's error.
 CHECK_TRIES = 3
 #: How many times a check failed alike runs again before the run stops, and how many times a
 #: body at K waits when a check told nothing.
 HOLD_WAITS = 8
+#: The prompt of a check of the body's shape, smaller (in characters): sent after each round
+#: of checks that failed alike, when the body's prompt is larger.
+SMALL_CHECK_CHARS = 200
 
 
 class Verdict(Enum):
@@ -49,11 +52,13 @@ class Verdict(Enum):
     WAIT = "wait"  # undecided: tried again after `backoff_base_s`
     GIVE_UP = "give up"  # for its own sake
     DEFER = "defer"  # undecided for too long: asked again by a later pass
+    TOO_LARGE = "too large"  # the endpoint fails requests this large now: asked again later
 
 
 class Shape(Enum):
     SERVED = "served"  # the endpoint serves the body's shape
-    ALIKE = "alike"  # it fails the body's shape with the body's error
+    ALIKE = "alike"  # it fails the body's shape with the body's error, at any size
+    SMALLER = "smaller"  # it fails the body's shape alike, and serves it smaller
     UNTOLD = "untold"
 
 
@@ -66,6 +71,9 @@ class OutageWatch:
         self.endpoint = endpoint
         #: Once set, the endpoint fails requests of the run's own: each stops the run.
         self.down: str | None = None
+        #: The bodies deferred because the endpoint fails requests that large (by the error's
+        #: text), until one is served.
+        self.too_large: dict[str, set[str]] = {}
         self._checks: dict[object, asyncio.Future[Shape]] = {}
 
     async def judge(
@@ -86,6 +94,11 @@ class OutageWatch:
             shape = await shared(self._checks, (first, run.signature), work, Shape.UNTOLD)
         if shape is Shape.ALIKE:
             self._stop(run.signature, request, exc)
+        if shape is Shape.SMALLER:
+            # Nothing of its failures is the body's: none counts toward K, here or later.
+            self.bodies.ended(key)
+            self.too_large.setdefault(str(exc)[:200], set()).add(key)
+            return Verdict.TOO_LARGE
         if not at_k:
             return Verdict.GO_ON
         if shape is Shape.SERVED:
@@ -94,6 +107,16 @@ class OutageWatch:
             return Verdict.DEFER
         run.held += 1
         return Verdict.WAIT
+
+    def served(self, key: str) -> None:
+        """The body `key` was served: if it was deferred as too large, it is no longer."""
+        for keys in self.too_large.values():
+            keys.discard(key)
+
+    def deferred_too_large(self) -> dict[str, int]:
+        """How many bodies are deferred because the endpoint fails requests that large now,
+        by the error's text."""
+        return {error: len(keys) for error, keys in self.too_large.items() if keys}
 
     async def _check(self, body: ChatRequest, signature: str) -> Shape:
         """Whether the endpoint serves `body`'s shape (module docstring)."""
@@ -107,16 +130,27 @@ class OutageWatch:
                     return Shape.UNTOLD
             alike = True
             for _ in range(CHECK_TRIES):
-                if self.down is not None:
-                    raise EndpointDown(self.down)
-                failed = await witness.check(shape_check(body, sent))
+                failed = await self._send(shape_check(body, sent))
                 sent += 1
                 if failed is None:
                     return Shape.SERVED
                 alike = alike and getattr(failed, "signature", None) == signature
             if not alike:
                 return Shape.UNTOLD
+            if prompt_size(body) > SMALL_CHECK_CHARS:
+                # As large, it fails alike: is it the size? One of the same shape, small.
+                failed = await self._send(shape_check(body, sent, SMALL_CHECK_CHARS))
+                sent += 1
+                if failed is None:
+                    return Shape.SMALLER
+                if getattr(failed, "signature", None) != signature:
+                    return Shape.UNTOLD
         return Shape.ALIKE
+
+    async def _send(self, check: ChatRequest) -> Exception | None:
+        if self.down is not None:
+            raise EndpointDown(self.down)
+        return await self.witness.check(check)
 
     def _stop(self, signature: str, request: ChatRequest, exc: TransientError) -> None:
         """The endpoint fails every request of this shape with this error: no failure with it
