@@ -388,8 +388,10 @@ def test_an_endpoint_that_fails_the_longest_prompts_leaves_the_run_short(tmp_pat
         args += ["--base-url", server.base_url, "--model", "fake-model"]
         short = glan(*args)
         assert short.returncode == 1, short.stderr
-        assert f"{too_long} request fail with 'HTTP 500: " in short.stderr
-        assert "smaller ones like them are served" in short.stderr
+        assert (
+            f"{too_long} request deferred: the endpoint fails requests that large" in short.stderr
+        )
+        assert "with 'HTTP 500: " in short.stderr
         manifest = orjson.loads((tmp_path / "run" / "manifest.json").read_bytes())
         assert manifest["status"] == "short" and manifest["missing"] == too_long
         assert manifest["deferred_units"] == too_long  # deferred, never given up

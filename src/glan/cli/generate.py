@@ -209,9 +209,9 @@ def generate(
         )
         for too_large in m.get("deferred_too_large") or ():
             console.print(
-                f"warning: {plural(too_large['requests'], 'request')} fail with "
-                f"{too_large['error']!r} at their size while smaller ones like them are served "
-                "(the endpoint's context or memory limit?): the same command tries them again",
+                f"warning: {plural(too_large['requests'], 'request')} deferred: the endpoint "
+                f"fails requests that large with {too_large['error']!r} while it serves smaller "
+                "ones like them (its context or memory limit?); the same command tries again",
                 highlight=False,
                 markup=False,
                 soft_wrap=True,

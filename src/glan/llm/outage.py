@@ -1,6 +1,6 @@
 """An endpoint that fails every request of one shape (a stage's schema its engine cannot serve
-any more, every long prompt out of memory) while it serves others, told from bodies that break
-the server (glan.llm.bodyfaults).
+any more, every long prompt out of memory, a chat template that breaks on some turns) while it
+serves others, told from bodies that break the server (glan.llm.bodyfaults).
 
 Every body of such a shape fails with one error while other requests are served, so judged by
 repetition alone each would be given up for its own sake and the run's records changed for
@@ -9,22 +9,31 @@ good. So a suspect is judged against its own shape as well:
 - When: as it becomes a suspect (once per process), and as its count reaches K.
 - Served: a request of the body's exact schema, prompt and reply limit at least as large, was
   served since the body's previous failure (`Witness.served_alike_since`); else a check is
-  sent: requests of the body's shape without its text (`shape_check`: neutral text as long as
-  the body's prompt, the same schema, reply limit and sampling, another seed; counted as
-  "probe", replies dropped), up to `CHECK_TRIES` while they fail.
-  Served: the endpoint serves that shape, and the body's failures are its own (at K it is
-  given up).
-- All failed with the body's error: the check is held, `backoff_base_s` and a request served
-  (a probe's) later it runs again, up to `HOLD_WAITS` times; failed alike every time (a
-  random error does so with p**(CHECK_TRIES * (HOLD_WAITS + 1)), as does a body that breaks
-  the server only when each check body is one), the endpoint fails that shape: the run
-  stops (EndpointDown, one line naming the error), and every count of that error is
-  forgotten, so nothing of the incident is kept and the same command resumes once the
-  endpoint serves again.
+  sent: requests of the body's shape without its text (`shape_check`: the body's own turns,
+  each disguised so its words are gone and its density in tokens kept, the same schema,
+  reply limit and sampling, another seed; counted as "probe", replies dropped), up to
+  `CHECK_TRIES` while they fail. Served: the endpoint serves that shape, and the body's
+  failures are its own (at K it is given up).
+- All failed with the body's error: one check of the same shape cut to `SMALL_CHECK_CHARS`
+  (when the body is larger) is sent. Served: the endpoint fails requests this large now (a
+  context or memory limit, one that may pass): the body is deferred at once, its run of
+  failures ended (none of them was its own), and counted in `too_large` for the run's last
+  line; nothing is given up and the rest of the run goes on. Sent now rather than read from
+  requests served earlier: those cannot tell a size limit from a schema that broke since,
+  and a resumed run whose last units are the large ones has served nothing of their kind.
+- Failed alike too: the check is held, `backoff_base_s` and a request served (a probe's)
+  later it runs again (the small one included), up to `HOLD_WAITS` times; failed alike every
+  time (a random error does so with p**(CHECK_TRIES * (HOLD_WAITS + 1)), as does a body that
+  breaks the server only when each check body is one), the endpoint fails that shape at any
+  size: the run stops (EndpointDown, one line naming the error), and every count of that
+  error this process's client holds is forgotten (another shard's client keeps its own: it
+  costs that one retries, not records), so nothing of the incident is kept and the same
+  command resumes once the endpoint serves again.
 - Failed otherwise (another error too, nothing served between rounds): nothing told; at K the
   body waits `backoff_base_s` and tries again, up to `HOLD_WAITS` times, then is deferred.
 
-Bodies of one shape asking at once share one check.
+Bodies asking at once for the same check (one body sent twice, or bodies alike but for their
+first words, which the check's marker replaces) share it.
 """
 
 from __future__ import annotations
