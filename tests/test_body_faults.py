@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import sqlite3
+import unicodedata
 from collections import Counter
 
 import orjson
@@ -21,7 +23,7 @@ from glan.llm.openai_http import OpenAIBackend
 from glan.llm.outage import CHECK_TRIES
 from glan.llm.signatures import error_signature
 from glan.llm.usage import UsageLedger
-from glan.llm.witness import PROBE_BODIES, PROBE_TOKENS, Witness
+from glan.llm.witness import PROBE_BODIES, PROBE_TOKENS, Witness, shape_check
 from glan.store import ResponseCache
 from glan.testing.fake_server import FakeServer
 
@@ -249,29 +251,109 @@ async def test_an_endpoint_that_serves_only_the_probes_from_the_start_stops_the_
     assert ENDPOINT_FAILS_THE_SHAPE in str(results[0])
 
 
+TOO_LARGE = "the endpoint fails requests this large now"
+
+
 @pytest.mark.parametrize("concurrency", [1, 16])
-async def test_an_endpoint_out_of_memory_on_long_prompts_stops_the_run(
+async def test_an_endpoint_out_of_memory_on_long_prompts_defers_them(
     make_client, fake_server, concurrency
 ):
-    """Every long prompt fails with one error while the short requests of the run (a
-    listing, a probe) go on being served: served requests smaller than a body tell nothing
-    of it, and its own shape's check fails alike. The run stops; nothing is given up."""
+    """Every long prompt fails with one error while the short requests of the run go on
+    being served: served requests smaller than a body tell nothing of it, and its own
+    shape's check fails alike, but the same shape smaller is served. The failure is the
+    size's: each long body is deferred (neither given up, which would change the records
+    for a limit that may pass, nor stopping the run, which would leave everything else
+    undone), and no count of them is kept. Once the endpoint serves them, they are served."""
     fake_server.fault_when = lambda body: (
-        "500" if len(body["messages"][-1]["content"]) > 200 else None
+        "500" if sum(len(m["content"]) for m in body["messages"]) > 300 else None
     )
     client = make_client(concurrency=concurrency, breaker_failures=10_000, body_fault_repeats=6)
-    long_ones = asyncio.gather(
-        *(client.chat(ask(f"a long prompt {i} " * 20)) for i in range(40)),
-        return_exceptions=True,
-    )
+    long_ones = [ask(f"a long prompt {i} " * 20) for i in range(40)]
+    deferred = asyncio.gather(*map(client.chat, long_ones), return_exceptions=True)
     served = 0
-    with contextlib.suppress(EndpointDown):  # once the run stops, so do the short ones
-        while not long_ones.done():
-            await client.chat(ask(f"a short one {served}"))
-            served += 1
-    results = await long_ones
-    assert all(isinstance(r, EndpointDown) for r in results), Counter(map(repr, results))
+    while not deferred.done():
+        await client.chat(ask(f"a short one {served}"))
+        served += 1
+    results = await deferred
+    assert all(
+        isinstance(r, RequestFailed) and not r.permanent and TOO_LARGE in str(r) for r in results
+    ), Counter(map(repr, results))
     assert served > 1
+    assert list(client.outages.deferred_too_large().values()) == [40]
+    assert client.cache.failing_bodies(client.backend.endpoint_id) == {}
+    fake_server.fault_when = None
+    await asyncio.gather(*map(client.chat, long_ones))
+    assert client.outages.deferred_too_large() == {}
+
+
+async def test_a_long_body_whose_shape_the_endpoint_serves_at_no_size_stops_the_run(
+    make_client, fake_server
+):
+    """The endpoint fails every request of the run's own, long or short, and serves only
+    the probes: a long body's shape fails alike as large and smaller. That is no size limit:
+    the run stops, nothing is deferred."""
+    client = make_client(breaker_failures=10_000, body_fault_repeats=6)
+    fake_server.fault_when = serves_only_probes
+    with pytest.raises(EndpointDown, match=ENDPOINT_FAILS_THE_SHAPE):
+        await client.chat(ask("a long prompt " * 40))
+    assert client.outages.deferred_too_large() == {}
+
+
+def dense_tokens(text: str) -> int:
+    """Tokens as a tokenizer counts them, roughly: a word is one, every other sign one."""
+    return len(re.findall(r"[^\W\d_]+|\d|[^\w\s]", text))
+
+
+MATH = r"Show $\int_0^1 x^2\,dx=\frac{1}{3}$ and $\sum_{k=1}^{n} k^3=(\frac{n(n+1)}{2})^2$. "
+
+
+async def test_a_dense_body_over_a_token_limit_is_not_given_up(make_client, fake_server):
+    """The endpoint's limit is in tokens, and a math body has many more per character than
+    prose: a check of prose as long as the body would be under the limit and served, and the
+    body given up for its own sake. The check keeps the body's own kinds of character, so
+    its tokens are the body's: it fails alike, and the body is deferred as too large."""
+    fake_server.fault_when = lambda body: (
+        "500" if sum(dense_tokens(m["content"]) for m in body["messages"]) > 400 else None
+    )
+    client = make_client(breaker_failures=10_000, body_fault_repeats=4)
+    await client.chat(ask("an ordinary body"))
+    with pytest.raises(RequestFailed, match=TOO_LARGE) as deferred:
+        await client.chat(ask(MATH * 12))
+    assert not deferred.value.permanent
+
+
+async def test_a_chat_template_that_breaks_on_a_system_turn_gives_no_body_up(
+    make_client, fake_server
+):
+    """The endpoint's chat template fails every request with a system turn, at any size,
+    and serves the rest: a body with one fails, and so does the check of its shape, which
+    keeps its turns. The run stops; the body is not given up for its own sake."""
+    fake_server.fault_when = lambda body: "500" if body["messages"][0]["role"] == "system" else None
+    client = make_client(breaker_failures=10_000, body_fault_repeats=4)
+    await client.chat(ask("an ordinary body"))
+    with pytest.raises(EndpointDown, match=ENDPOINT_FAILS_THE_SHAPE):
+        await client.chat(ChatRequest(messages=user("a body", system="be kind"), max_tokens=64))
+
+
+def test_a_check_keeps_the_bodys_turns_size_and_kinds_of_character_but_not_its_words():
+    body = ChatRequest(
+        messages=user(
+            "Compute $\\frac{12}{7}$ - 光合作用 Ωμέγα, twice.", system="You are a tutor."
+        ),
+        max_tokens=64,
+    )
+    check = shape_check(body, 3)
+    assert [m.role for m in check.messages] == ["system", "user"]
+    assert "(check 3)" in check.messages[-1].content
+    for mine, theirs in zip(body.messages, check.messages, strict=True):
+        assert len(mine.content) == len(theirs.content)
+    system, asked = body.messages[0].content, check.messages[0].content
+    assert [unicodedata.category(c) for c in system] == [unicodedata.category(c) for c in asked]
+    text = check.messages[-1].content[len("Reply briefly. (check 3) ") :]
+    original = body.messages[-1].content[len("Reply briefly. (check 3) ") :]
+    assert [unicodedata.category(c) for c in text] == [unicodedata.category(c) for c in original]
+    assert not set(re.findall(r"\w+", text)) & set(re.findall(r"\w+", original))
+    assert len(shape_check(body, 3, at_most=20).messages[0].content) == 10
 
 
 async def test_the_first_bodies_of_a_run_that_all_break_the_server_are_given_up(
@@ -343,8 +425,8 @@ def test_an_errors_signature_leaves_out_what_changes_at_every_answer():
 
 @pytest.mark.parametrize(
     ("between", "given_up"),
-    [("503", True), ("500_request_id", False)],
-    ids=["a gateway error", "another hard error"],
+    [("503", True), ("520", True), ("500_request_id", False)],
+    ids=["a gateway error", "a Cloudflare error", "another hard error"],
 )
 async def test_what_falls_between_a_bodys_failures(make_client, fake_server, between, given_up):
     """A body that breaks the server behind a gateway that fails now and then: every other

@@ -505,3 +505,15 @@ def test_the_drivers_display_sums_the_shards_and_names_the_workers_alive():
     assert "27/100 pairs" in line and "workers 2/3 alive" in line and "429s 4" in line
     # Shards that send batches: their batches summed, the finished shards' lines included.
     assert "batches: 2 in_progress; 29 lines done" in line and "oldest 2 min" in line
+
+
+def test_the_shards_requests_too_large_for_their_endpoint_reach_the_runs_manifest():
+    from glan.executors.ray.driver import _too_large
+
+    row = {"endpoint": "openai|u|m", "error": "HTTP 500: input too long"}
+    shards = [
+        {"deferred_too_large": [{**row, "requests": 2}]},
+        {"deferred_too_large": []},
+        {"deferred_too_large": [{**row, "requests": 1}, {**row, "error": "x", "requests": 4}]},
+    ]
+    assert _too_large(shards) == [{**row, "requests": 3}, {**row, "error": "x", "requests": 4}]

@@ -18,6 +18,7 @@ from glan.api import generate, plan
 from glan.config import GenerateConfig
 from glan.errors import UserError
 from glan.llm import AdmissionSettings, ChatRequest, EndpointDown, user
+from glan.testing.cli import glan
 from glan.testing.fake_server import FakeServer, default_replier
 from glan.testing.runs import physics_taxonomy, staged_pairs
 
@@ -356,3 +357,46 @@ def test_a_run_whose_first_requests_all_break_the_server_completes(tmp_path, n, 
     assert result.manifest["failures"]["subjects"] == planned  # given up, never deferred
     k = AdmissionSettings().body_fault_repeats
     assert k * planned <= server.by_status["500"] <= (k + 1) * planned
+
+
+def prompt_chars(body: dict) -> int:
+    return sum(len(message["content"]) for message in body["messages"])
+
+
+def test_an_endpoint_that_fails_the_longest_prompts_leaves_the_run_short(tmp_path):
+    """The endpoint answers 500 to any prompt over a size (a context or memory limit it
+    reports as a server error) and serves everything else: here the run's longest question
+    prompt. That body is neither given up (its record would change for a limit that may
+    pass) nor a reason to stop (every re-run would stop there and never finish): it is
+    deferred, everything else is made, and the run ends short saying why. Once the endpoint
+    serves it, the same command completes with the records of an undisturbed run."""
+    with FakeServer() as server:
+        server.record_bodies = True
+        generate(
+            tmp_path / "undisturbed",
+            20,
+            GenerateConfig.model_validate(
+                {"llm": {"backend": "openai", "base_url": server.base_url, "model": "fake-model"}}
+            ),
+        )
+        limit = max(map(prompt_chars, server.seen_bodies)) - 1
+        too_long = sum(prompt_chars(body) > limit for body in server.seen_bodies)
+    args = ["generate", "--out", str(tmp_path / "run"), "-n", "20", "--backend", "openai"]
+    with FakeServer(
+        fault_when=lambda body: "500" if prompt_chars(body) > limit else None
+    ) as server:
+        args += ["--base-url", server.base_url, "--model", "fake-model"]
+        short = glan(*args)
+        assert short.returncode == 1, short.stderr
+        assert (
+            f"{too_long} request deferred: the endpoint fails requests that large" in short.stderr
+        )
+        assert "with 'HTTP 500: " in short.stderr
+        manifest = orjson.loads((tmp_path / "run" / "manifest.json").read_bytes())
+        assert manifest["status"] == "short" and manifest["missing"] == too_long
+        assert manifest["deferred_units"] == too_long  # deferred, never given up
+        assert all("this large" in why for why in manifest["failure_examples"]["questions"])
+        server.fault_when = None
+        assert glan(*args).returncode == 0
+    published = (tmp_path / "run" / "instructions.jsonl").read_bytes()
+    assert published == (tmp_path / "undisturbed" / "instructions.jsonl").read_bytes()

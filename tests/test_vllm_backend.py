@@ -12,6 +12,7 @@ import inspect
 import os
 import subprocess
 import sys
+import zlib
 
 import orjson
 import pytest
@@ -28,7 +29,7 @@ from glan.llm import (
     user,
     wire_schema,
 )
-from glan.llm.errors import BadRequest, EndpointFatal, TransientError
+from glan.llm.errors import BadRequest, EndpointDown, EndpointFatal, TransientError
 from glan.llm.settings import VLLMSettings
 from glan.llm.vllm_engine import VLLMBackend, engine_identity, require_structured_outputs
 from glan.testing import vllm_standin
@@ -382,28 +383,46 @@ async def test_engine_errors_map_to_the_llm_error_kinds(error, kind, message):
         await backend.complete(ask())
 
 
-async def test_a_repeated_engine_error_gives_the_request_up_and_the_run_goes_on():
-    """xgrammar cannot compile one schema: the engine fails that body the same way at every
-    try while it serves others (here the client's probes), so it is given up for its own sake."""
+async def test_a_repeated_engine_error_on_one_body_gives_it_up_and_the_run_goes_on():
+    """The engine fails one body the same way at every try while it serves others (here the
+    client's probes and the body's own shape without its text): given up for its own sake."""
     standin = StandIn()
     backend = backend_on(standin)
     client = LLMClient(backend, admission=AdmissionSettings(backoff_base_s=0.01))
     await client.chat(ask("first"))  # a success: the endpoint works
+    word = zlib.crc32(b"second")  # the stand-in's token for the word
+    fails_when(standin, lambda prompt, params: word in prompt["prompt_token_ids"])
+    with pytest.raises(RequestFailed, match="same error 16 times in a row") as caught:
+        await client.chat(ask("the second body", json_schema=SCHEMA))
+    assert caught.value.permanent
+    assert (await client.chat(ask("third"))).text  # the run goes on
+
+
+async def test_an_engine_that_cannot_compile_a_stages_schema_stops_the_run():
+    """xgrammar cannot compile the schema: every body of the stage carries it, so giving each
+    up would empty the stage. The body's shape fails alike, and the run stops instead."""
+    standin = StandIn()
+    backend = backend_on(standin)
+    client = LLMClient(backend, admission=AdmissionSettings(backoff_base_s=0.01))
+    await client.chat(ask("first"))
+    fails_when(standin, lambda prompt, params: params.structured_outputs is not None)
+    with pytest.raises(EndpointDown, match="cannot compile this schema"):
+        await client.chat(ask("second", json_schema=SCHEMA))
+
+
+def fails_when(standin, condition) -> None:
+    """The engine fails a request with xgrammar's error when `condition(prompt, params)`."""
     error = vllm_standin.EngineGenerateError()
     error.__cause__ = RuntimeError("xgrammar: cannot compile this schema")
     generate = standin.engine.generate
 
-    async def fails_with_a_schema(prompt, params, request_id):
-        if params.structured_outputs is not None:
+    async def failing(prompt, params, request_id):
+        if condition(prompt, params):
             raise error
         async for output in generate(prompt, params, request_id):
             yield output
 
-    standin.engine.generate = fails_with_a_schema
-    with pytest.raises(RequestFailed, match="same error 16 times in a row") as caught:
-        await client.chat(ask("second", json_schema=SCHEMA))
-    assert caught.value.permanent
-    assert (await client.chat(ask("third"))).text  # the run goes on
+    standin.engine.generate = failing
 
 
 async def test_an_aborted_request_is_transient():

@@ -367,6 +367,13 @@ class Pipeline:
             "target": self.target,
             "missing": max(0, planned - made),
             "deferred_units": self.walk.deferred,
+            # Of this invocation's deferred requests, those the endpoint fails at their size
+            # while it serves the same kind smaller (glan.llm.outage), by endpoint and error.
+            "deferred_too_large": [
+                {"endpoint": c.backend.endpoint_id, "error": error, "requests": count}
+                for c in self.endpoints
+                for error, count in c.outages.deferred_too_large().items()
+            ],
             "seed": self.cfg.seed,
             "shard": list(self.shard) if self.shard else None,
             "executor": self.cfg.executor.kind,

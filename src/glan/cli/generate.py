@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from glan.cli.app import Opt, app, console, endpoint_config, fail, out
+from glan.cli.app import Opt, app, console, endpoint_config, fail, out, plural
 from glan.errors import UserError
 
 
@@ -207,6 +207,15 @@ def generate(
             markup=False,
             soft_wrap=True,
         )
+        for too_large in m.get("deferred_too_large") or ():
+            console.print(
+                f"warning: {plural(too_large['requests'], 'request')} deferred: the endpoint "
+                f"fails requests that large with {too_large['error']!r} while it serves smaller "
+                "ones like them (its context or memory limit?); the same command tries again",
+                highlight=False,
+                markup=False,
+                soft_wrap=True,
+            )
         raise typer.Exit(1)
 
 

@@ -1,7 +1,7 @@
 """Bodies that break the server, told from an endpoint's random failures by one rule.
 
-A request body may break the server at every try (a schema its grammar engine crashes on, a
-prompt that trips a bug) while every other body is served: the unit should be given up for its
+A request body may break the server at every try (a prompt that trips a bug) while every other
+body is served: the unit should be given up for its
 own sake and replaced. An endpoint may also fail at random, with the very same status and text
 (a worker that fell over answers 500 whatever it was asked): no unit may be replaced for that,
 or the records would depend on luck. Only repetition tells the two apart, so the rule is:
@@ -22,9 +22,10 @@ or the records would depend on luck. Only repetition tells the two apart, so the
   every run of the same command reaches the same decision, whatever the concurrency, the
   timing, the breaker, or where a run was cut. Two requests sending one body at once share its
   count, and once one gives the body up, so does the other.
-- A suspect is also judged against its own shape (a request of its schema and size without
-  its text): an endpoint that fails every request of a shape with one error while it serves
-  others is no set of bodies that break it, and stops the run instead (glan.llm.outage).
+- A suspect is also judged against its own shape (a request of its turns, schema and size
+  without its words): an endpoint that fails every request of a shape with one error while
+  it serves others is no set of bodies that break it, and stops the run instead; one that
+  fails it only this large defers the body (glan.llm.outage).
 - False replacement: a body the endpoint would serve is given up only when K of its tries in a
   row meet a random error with the suspect's text. If each try fails so with probability p
   and with an error that names nothing with probability g (independently; worst case, all

@@ -267,8 +267,10 @@ class LLMClient:
             self.witness.release()
             admission.on_success()
             self.witness.served(request)
-            if self.bodies.open:  # this body's run of failures, if any, is over
-                self.bodies.ended(key or request.cache_key(endpoint))
+            if self.bodies.open or self.outages.too_large:  # its failures, if any, are over
+                key = key or request.cache_key(endpoint)
+                self.bodies.ended(key)
+                self.outages.served(key)
             return completion, time.perf_counter() - started
 
     async def _failed(
@@ -276,7 +278,7 @@ class LLMClient:
     ) -> FailureRun | None:
         """Count a hard error of the body `key`: its run of failures, or None when its fate
         waits (glan.llm.outage). Raises RequestFailed when the body is given up (permanent)
-        or deferred undecided, EndpointDown when the endpoint fails every request
+        or deferred (undecided, or too large for the endpoint now), EndpointDown when the endpoint fails every request
         of the body's shape with it."""
         assert exc.signature is not None
         run = self.bodies.failed(key, exc.signature, self.admission.successes)
@@ -286,6 +288,10 @@ class LLMClient:
                 return None
             if verdict is Verdict.DEFER:
                 raise RequestFailed(f"undecided whether the body or the endpoint fails: {exc}")
+            if verdict is Verdict.TOO_LARGE:
+                raise RequestFailed(
+                    f"the endpoint fails requests this large now (it serves them smaller): {exc}"
+                )
             if verdict is Verdict.GO_ON:
                 return run
         self.bodies.give_up(key, run)

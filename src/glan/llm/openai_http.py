@@ -37,7 +37,9 @@ _DOWNGRADE: dict[str, SchemaMode] = {
     "json_schema": "json_object",
     "json_object": "prompt",
 }
-_GATEWAY_STATUSES = frozenset({502, 503, 504})
+# A gateway's errors (a proxy's 502/503/504, Cloudflare's 520-527: the origin down, timed
+# out, unreachable, its TLS refused): they say nothing of the body they answered.
+_GATEWAY_STATUSES = frozenset({502, 503, 504, *range(520, 528)})
 SCHEMA_WORDS = ("response_format", "json_schema", "json_object", "schema", "grammar", "guided")
 
 

@@ -29,9 +29,10 @@ import orjson
 
 from glan.llm.admission import Admission
 from glan.llm.backend import Backend
+from glan.llm.disguise import disguise
 from glan.llm.errors import BadRequest, RateLimited, RequestFailed, TransientError
 from glan.llm.memo import IdentityMemo
-from glan.llm.types import ChatRequest, user
+from glan.llm.types import ChatRequest, Message, user
 from glan.llm.usage import UsageLedger
 
 #: Probe bodies tried in a row while each fails.
@@ -40,7 +41,6 @@ PROBE_BODIES = 3
 PROBE_TOKENS = 8
 #: The seed of every check (a body's own seed may be what breaks the server).
 CHECK_SEED = 0x5EED
-CHECK_FILLER = "This sentence only gives the request its length. "
 
 T = TypeVar("T")
 
@@ -58,16 +58,25 @@ def schema_key(request: ChatRequest) -> bytes | None:
     return None if request.json_schema is None else _schema_key(request.json_schema)
 
 
-def shape_check(body: ChatRequest, n: int) -> ChatRequest:
-    """The `n`-th request of `body`'s shape without its text: the same schema, reply limit and
-    sampling, a prompt of neutral text as long as `body`'s, another seed. It fails wherever
-    `body`'s failure is the endpoint's (a stage's schema the engine cannot serve, out of
-    memory on long prompts), and is served where the failure is the body's own text's."""
+def shape_check(body: ChatRequest, n: int, at_most: int | None = None) -> ChatRequest:
+    """The `n`-th request of `body`'s shape without its text: the same messages and roles,
+    each disguised (glan.llm.disguise: its words replaced, its density in tokens kept), the
+    same schema, reply limit and sampling, another seed. It fails wherever `body`'s failure
+    is the endpoint's (a stage's schema the engine cannot serve, out of memory on long
+    prompts, a chat template that breaks on its turns), and is served where the failure is
+    the body's own text's. `at_most`: each message cut so the prompt holds about that many
+    characters (the same shape, smaller)."""
     head = f"Reply briefly. (check {n}) "
-    size = max(prompt_size(body) - len(head), 0)
-    filler = (CHECK_FILLER * (size // len(CHECK_FILLER) + 1))[:size]
+    texts = [disguise(message.content) for message in body.messages]
+    if at_most is not None:
+        share = max(at_most // len(texts), 1)
+        texts = [text[:share] for text in texts]
+    texts[-1] = head + texts[-1][len(head) :]  # as long as the body's, and each check differs
     return ChatRequest(
-        messages=user(head + filler),
+        messages=tuple(
+            Message.model_construct(role=message.role, content=text)
+            for message, text in zip(body.messages, texts, strict=True)
+        ),
         temperature=body.temperature,
         top_p=body.top_p,
         max_tokens=body.max_tokens,
@@ -244,7 +253,9 @@ class Witness:
     def served_alike_since(self, request: ChatRequest, since: int) -> bool:
         """Whether a request of `request`'s exact schema, its prompt and reply limit at least
         as large, was served since `real_served` was `since` (the last one served of that
-        schema or the largest): the endpoint serves that shape."""
+        schema or the largest): the endpoint serves that shape. Sizes are in characters,
+        which stand for tokens only between texts of one density: a body and its own checks
+        (`shape_check` keeps its density), or bodies of one stage."""
         kept = self._served.get(schema_key(request))
         return kept is not None and any(served.as_large(request, since) for served in kept)
 

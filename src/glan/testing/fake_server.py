@@ -36,6 +36,7 @@ FAULTS = (
     "500",
     "500_request_id",
     "503",
+    "520",
     "429",
     "429_retry_after",
     "timeout",
@@ -309,7 +310,7 @@ class FakeServer:
         if fault in ("malformed", "schema_invalid") and not wants_json:
             return None  # a free-text request has no JSON to break: answer normally
         self._count(fault)
-        if fault in ("500", "503"):
+        if fault in ("500", "503", "520"):  # 520: Cloudflare's "unknown error"
             return web.json_response(SERVER_ERROR, status=int(fault))
         if fault == "500_request_id":
             message = OPENAI_SERVER_ERROR.format(uuid.uuid4().hex)

@@ -325,6 +325,7 @@ class RayRun:
             "target": self.target,
             "missing": max(0, planned - made),
             "deferred_units": sum(s["deferred_units"] for s in summaries),
+            "deferred_too_large": _too_large(summaries),
             "seed": self.cfg.seed,
             "shard": None,
             "executor": "ray",
@@ -387,3 +388,14 @@ def merged_notes(previous: dict[str, Any], summaries: list[dict[str, Any]]) -> d
                 notes.append(note)
         merged[key] = [*previous.get(key, []), *notes]
     return merged
+
+
+def _too_large(summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The shards' requests deferred as too large for their endpoint, summed per endpoint and
+    error (the local run's manifest key)."""
+    counts: dict[tuple[str, str], int] = {}
+    for summary in summaries:
+        for row in summary.get("deferred_too_large") or ():
+            key = (row["endpoint"], row["error"])
+            counts[key] = counts.get(key, 0) + row["requests"]
+    return [{"endpoint": e, "error": err, "requests": n} for (e, err), n in counts.items()]

@@ -152,6 +152,7 @@ class ShardWorker:
             "planned": sum(d.quota for d in pipeline.plan.disciplines),
             "missing": m["missing"],
             "deferred_units": m["deferred_units"],
+            "deferred_too_large": m["deferred_too_large"],
             "resumed_pairs": m["resumed_pairs"],
             "usage": m["usage"],
             "usage_this_invocation": m["usage_this_invocation"],
