@@ -252,6 +252,7 @@ def test_wrong_inputs_are_refused_before_anything_is_written(results, tmp_path):
     runner = CliRunner()
     for args, said in (
         (["--test", str(tmp_path)], "no report.json"),
+        (["--eval", str(tmp_path)], "no eval_results.json"),
         ([], "give RUN --base M --tuned M2"),
         ([str(tmp_path), "--eval", str(tmp_path)], "give one or the other"),
         (["--eval", str(tmp_path), "--base", "m"], "--base goes with RUN"),

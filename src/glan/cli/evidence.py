@@ -94,6 +94,8 @@ def evidence(
             if given is not None:
                 raise UserError(f"{flag} goes with RUN (it runs the steps); composing needs none")
         missing = Missing()
+        if eval_dir is not None and not (eval_dir / "eval_results.json").is_file():
+            raise UserError(f"--eval {eval_dir}: no eval_results.json (a `glan eval` output?)")
         tests = list(test or [])
         for folder in tests:
             if not (folder / "report.json").is_file():
