@@ -25,6 +25,7 @@ from glan.glantest.grade import GradeSettings, grade, results_name
 from glan.glantest.report import build_report
 from glan.glantest.report_absolute import build_absolute_report, write_absolute_report
 from glan.glantest.stats import score_rows, sign_flip_p
+from glan.testing.fake_judge import judge_reply
 from glan.testing.fake_server import FakeServer
 
 DISCIPLINES = [
@@ -54,15 +55,6 @@ def write_planted_exam(test_dir: Path, n: int, offsets: dict[str, int]) -> None:
     (test_dir / "exam.jsonl").write_bytes(b"\n".join(lines) + b"\n")
 
 
-def _quality(answer: str) -> int:
-    found = re.search(r"of quality (\d+)", answer)
-    return int(found.group(1)) if found else 1  # "(no answer)"
-
-
-def _between(text: str, start: str, end: str) -> str:
-    return text.split(start, 1)[1].split(end, 1)[0]
-
-
 def planted_replier(body: dict[str, Any]) -> Any:
     """model-X answers with X's quality for the question; the judge scores an answer its
     quality (alone), or the pair their qualities with 2 more for the one shown first."""
@@ -71,12 +63,7 @@ def planted_replier(body: dict[str, Any]) -> Any:
         label = body["model"].removeprefix("model-").upper()
         quality = re.search(rf"\b{label}=(\d+)", prompt).group(1)
         return f"An answer of quality {quality} by {body['model']}."
-    if "[The start of the answer]" in prompt:
-        answer = _between(prompt, "[The start of the answer]", "[The end of the answer]")
-        return {"explanation": "known score", "score": _quality(answer)}
-    first = _between(prompt, "[The start of Assistant 1's answer]", "[The end of Assistant 1's")
-    second = _between(prompt, "[The start of Assistant 2's answer]", "[The end of Assistant 2's")
-    return {"explanation": "known", "score_1": _quality(first) + 2, "score_2": _quality(second)}
+    return judge_reply(prompt, first_bonus=2)
 
 
 def specs(server: FakeServer, labels: str) -> list[str]:

@@ -3,6 +3,7 @@
 from glan.cli import (  # noqa: F401 - registers the commands
     batches,
     evaluate,
+    evidence,
     generate,
     glantest,
     glantest_check,

@@ -25,6 +25,7 @@ WORKFLOW = (
     "train",
     "eval",
     "test",
+    "evidence",
 )
 TAXONOMY_WORKFLOW = ("build", "review", "export-review", "validate", "show", "stats", "add")
 

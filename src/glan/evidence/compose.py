@@ -1,0 +1,246 @@
+"""One evidence page from result folders that exist: the headline, the parts, every source
+file with its sha256, the provenance the files record, and the commands that make them again."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from glan import __version__
+from glan.evaluate.results import EvalReport
+from glan.evidence.commands import eval_commands, exam_command, grading_command, leakage_command
+from glan.evidence.parts import Part, eval_part, exam_dir_of, glantest_part, leakage_part
+from glan.evidence.sources import Source, Sources
+from glan.glantest.stats import NO_INTERVAL
+
+
+class Missing(BaseModel):
+    """What a part that did not run says instead (one line each: what to pass or run)."""
+
+    eval: str = "Eval: not run. Give --eval DIR (a `glan eval` output), or RUN --base --tuned."
+    leakage: str = (
+        "Leakage: not run. `glan eval --leakage --model ... --out EVAL_DIR` writes "
+        "EVAL_DIR/leakage/leakage.json."
+    )
+    pairwise: str = "GLAN-Test (pairwise): not run. Pass --judge (or --test RESULTS_DIR)."
+    absolute: str = "GLAN-Test (absolute): not run. Pass --absolute with --judge."
+
+
+class Evidence(BaseModel):
+    glan_version: str
+    headline: list[str]
+    parts: list[Part]
+    sources: list[Source]
+    provenance: dict[str, Any]
+    commands: list[str]
+
+
+def compose(
+    page_dir: Path,
+    eval_dir: Path | None = None,
+    test_dirs: list[Path] | None = None,
+    leakage_file: Path | None = None,
+    missing: Missing | None = None,
+    invocation: str | None = None,
+) -> Evidence:
+    """The page's content. `leakage_file` defaults to EVAL_DIR/leakage/leakage.json, where
+    `glan eval --leakage --out EVAL_DIR` writes it."""
+    missing = missing or Missing()
+    sources = Sources(page_dir)
+    report = None
+    if eval_dir is not None:
+        evaluated, report = eval_part(eval_dir, sources, missing.eval)
+    else:
+        evaluated = Part(name="Eval", shown=False, why=missing.eval)
+    if leakage_file is None and eval_dir is not None:
+        leakage_file = eval_dir / "leakage" / "leakage.json"
+    leaked = (
+        leakage_part(leakage_file, sources, missing.leakage)
+        if leakage_file is not None
+        else Part(name="Leakage", shown=False, why=missing.leakage)
+    )
+    graded = [glantest_part(d, sources) for d in test_dirs or []]
+    parts = [evaluated]
+    modes = {data.get("mode", "pairwise") for _, data in graded}
+    parts += [part for part, _ in graded]
+    for mode in ("pairwise", "absolute"):
+        if mode not in modes:
+            parts.append(Part(name=f"GLAN-Test ({mode})", shown=False, why=getattr(missing, mode)))
+    parts.append(leaked)
+    leakage_data = _read_leakage(leakage_file) if leaked.shown and leakage_file else None
+    commands = [invocation] if invocation else []
+    if report is not None and eval_dir is not None:
+        commands += eval_commands(report, eval_dir)
+    if leakage_data is not None and leakage_file is not None:
+        commands.append(leakage_command(leakage_data, leakage_file.parent.parent))
+    for (_, data), results_dir in zip(graded, test_dirs or [], strict=True):
+        exam = exam_dir_of(data, results_dir)
+        manifest = _manifest(exam)
+        if exam is not None and manifest is not None:
+            commands.append(exam_command(manifest, exam))
+        commands.append(grading_command(data, exam or Path(str(data.get("exam"))), results_dir))
+    return Evidence(
+        glan_version=__version__,
+        headline=headline(report, [d for _, d in graded], leakage_data, parts),
+        parts=parts,
+        sources=sources.all(),
+        provenance=provenance(report, graded, test_dirs or [], leakage_data),
+        commands=list(dict.fromkeys(commands)),
+    )
+
+
+def _exam_record(manifest: dict[str, Any]) -> dict[str, Any]:
+    """What the exam's manifest says of where it came from and how it was held out."""
+    source, overlap = manifest.get("source") or {}, manifest.get("overlap") or {}
+    return {
+        "held out from run": source.get("run_dir"),
+        "taxonomy fingerprint": source.get("taxonomy_fingerprint"),
+        "questions": (manifest.get("counts") or {}).get("items"),
+        "training questions checked against": overlap.get("training_questions"),
+        "overlap checks": overlap.get("checks"),
+        "overlap with training after filtering": overlap.get("with_training_after_filtering"),
+        "built by glan": manifest.get("glan_version"),
+    }
+
+
+def _read_leakage(path: Path) -> dict[str, Any]:
+    import orjson
+
+    return orjson.loads(path.read_bytes())
+
+
+def _manifest(exam: Path | None) -> dict[str, Any] | None:
+    import orjson
+
+    if exam is None or not (exam / "manifest.json").is_file():
+        return None
+    return orjson.loads((exam / "manifest.json").read_bytes())
+
+
+def _points(value: float) -> str:
+    return f"{100 * value:+.1f}"
+
+
+def headline(
+    report: EvalReport | None,
+    graded: list[dict[str, Any]],
+    leakage: dict[str, Any] | None,
+    parts: list[Part],
+) -> list[str]:
+    """What was compared, on what, and each part's verdicts, in a few lines; a part that did
+    not run says so."""
+    lines = []
+    if report is not None:
+        models = ", ".join(f"{label} = {path}" for label, path in report.models.items())
+        limit = f"first {report.limit} items" if report.limit else "all items"
+        lines.append(f"Compared: {models} (first is the reference).")
+        verdicts = []
+        for r in report.results:
+            if r.status != "run":
+                verdicts.append(f"{r.benchmark} {r.status}")
+            for c in r.comparisons:
+                verdicts.append(
+                    f"{r.benchmark} {c.tuned} - {c.base} {_points(c.difference)} points "
+                    f"[{_points(c.ci_low)}, {_points(c.ci_high)}], Holm p "
+                    f"{c.p_holm:.3g}: {c.verdict}"
+                    if c.p_holm is not None
+                    else f"{r.benchmark}: {c.tuned} - {c.base} {_points(c.difference)} points"
+                )
+            if r.paired_note:
+                verdicts.append(f"{r.benchmark}: {r.paired_note}")
+        lines.append(f"Eval ({limit} of each benchmark): " + "; ".join(verdicts) + ".")
+    for data in graded:
+        lines.append(_glantest_headline(data))
+    if leakage is not None:
+        readings = [
+            f"{r['benchmark']} {r['model']}: {r['warning'] or r['reading'] or r['status']}"
+            for r in leakage["rows"]
+        ]
+        lines.append("Leakage: " + "; ".join(readings) + ".")
+    lines += [p.why for p in parts if not p.shown]
+    return lines
+
+
+def _glantest_headline(data: dict[str, Any]) -> str:
+    judge = data["judge"]["model"]
+    overall = data["overall"]
+    if data.get("mode") == "absolute":
+        base = data["baseline"]
+        said = [
+            f"{label} - {base} {c['difference']['mean']:+.2f} "
+            f"{_interval(c['difference']['ci95'])}, p {c['difference']['p_value']:.3g}"
+            for label, c in (overall.get("against_baseline") or {}).items()
+        ]
+        means = ", ".join(f"{k} {v:.2f}" for k, v in (overall.get("mean") or {}).items())
+        return (
+            f"GLAN-Test absolute (judge {judge}, {data['scored']} of {data['items']} items): "
+            f"means {means}" + (f"; {'; '.join(said)}" if said else "") + "."
+        )
+    a, b = data["pair"]
+    if not overall["items"]:
+        return f"GLAN-Test pairwise (judge {judge}): no item scored."
+    d, w = overall["difference"], overall["win_rate"]
+    return (
+        f"GLAN-Test pairwise (judge {judge}, {data['scored']} of {data['items']} items): "
+        f"{b} - {a} {d['mean']:+.2f} {_interval(d['ci95'])}, p {d['p_value']:.3g}; "
+        f"{b} win rate {w['value']:.2f} {_interval(w['ci95'], signed=False)}."
+    )
+
+
+def _interval(ci: list[float] | None, signed: bool = True) -> str:
+    if ci is None:
+        return f"({NO_INTERVAL}: no interval)"
+    f = "{:+.2f}" if signed else "{:.2f}"
+    return f"[{f.format(ci[0])}, {f.format(ci[1])}]"
+
+
+def provenance(
+    report: EvalReport | None,
+    graded: list[tuple[Part, dict[str, Any]]],
+    test_dirs: list[Path],
+    leakage: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """What the files record of versions, models, data, seeds and settings, by part."""
+    found: dict[str, Any] = {}
+    if report is not None and report.provenance is not None:
+        run = report.provenance
+        found["eval"] = {
+            "versions": {"glan": run.glan_version, "lm_eval": run.lm_eval_version}
+            | run.versions
+            | run.machine,
+            "finished_utc": run.finished_utc,
+            "models": {k: m.model_dump(exclude_none=True) for k, m in run.models.items()},
+            "seeds": run.seeds,
+            "settings": run.settings,
+            "data": {
+                r.benchmark: r.provenance.model_dump(exclude_defaults=True)
+                for r in report.results
+                if r.provenance is not None
+            },
+        }
+    for (part, data), results_dir in zip(graded, test_dirs, strict=True):
+        exam = exam_dir_of(data, results_dir)
+        manifest = _manifest(exam)
+        found[part.name] = {
+            "versions": {"glan": data.get("glan_version")},
+            "models": data.get("models"),
+            "judge": data.get("judge"),
+            "settings": data.get("settings"),
+            "seeds": {"bootstrap": data["bootstrap"]}
+            | ({"exam": manifest.get("seed")} if manifest else {}),
+            "exam": {"folder": str(exam) if exam else data.get("exam")}
+            | (_exam_record(manifest) if manifest else {}),
+        }
+    if leakage is not None:
+        found["Leakage"] = {
+            "models": leakage["models"],
+            "scoring": leakage["scoring"],
+            "seeds": {"bootstrap": leakage["bootstrap"]},
+            "data": {
+                r["benchmark"]: {"'train' split": r["train_split"], "from": r["train_source"]}
+                for r in leakage["rows"]
+            },
+        }
+    return found

