@@ -198,3 +198,11 @@ def test_batches_on_a_directory_without_a_run_is_one_clear_line(tmp_path):
     proc = glan("batches", str(tmp_path))
     assert proc.returncode == 2 and "not a run directory" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_the_progress_line_says_one_request_not_one_requests():
+    progress = RunProgress(target=8)
+    progress.stages["questions"].done = 1
+    assert " 1 request (" in progress_line(progress)
+    progress.stages["answers"].done = 1
+    assert " 2 requests (" in progress_line(progress)

@@ -98,7 +98,7 @@ def progress_line(progress: RunProgress) -> str:
     left = max(0, progress.target - pairs)
     batches = batch_text(progress)
     return (
-        f"glan: {pairs:,}/{progress.target:,} pairs, {requests:,} requests "
+        f"glan: {pairs:,}/{progress.target:,} pairs, {plural(requests, 'request')} "
         f"({requests / elapsed:.1f}/s), {tokens / elapsed:,.0f} tokens/s, "
         f"ETA {_eta(left, new_pairs, elapsed) if new_pairs else 'estimating'}, {elapsed:.0f} s"
         + (f"; {batches}" if batches else "")
