@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +20,18 @@ from glan.aio import run as run_async
 from glan.api import generate
 from glan.cli import app
 from glan.errors import UserError
-from glan.evaluate import leakage, paired
+from glan.evaluate import leakage, paired, provenance
 from glan.evaluate import results as res
 from glan.evaluate.provenance import ModelProvenance, RunProvenance, TaskProvenance
+from glan.evaluate.registry import BENCHMARKS
+from glan.evaluate.runner import EvalSettings
+from glan.evidence import steps
 from glan.evidence.compose import compose
 from glan.evidence.render import markdown, write
+from glan.glantest.discipline import ExamSettings
 from glan.glantest.endpoints import parse_endpoint, parse_labelled
 from glan.glantest.grade import GradeSettings, grade
+from glan.glantest.holdout import HoldoutSettings
 from glan.testing.deps import need
 from glan.testing.fake_judge import judge_reply
 from glan.testing.fake_server import FakeServer, default_replier
@@ -153,13 +159,17 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return {"root": root, "eval": report, "leakage": rows, "tests": graded}
 
 
+def leakage_of(root: Path) -> Path:
+    return root / "eval" / "leakage" / "leakage.json"
+
+
 def _read(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
 def test_each_part_shows_the_numbers_of_its_file_and_the_headline_their_verdicts(results):
     root = results["root"]
-    made = compose(root / "page", root / "eval", results["tests"])
+    made = compose(root / "page", root / "eval", results["tests"], leakage_of(root))
     page = markdown(made)
     c = results["eval"].results[0].comparisons[0]
     # Eval: the delta, its interval and Holm verdict as `glan eval` formats them.
@@ -186,7 +196,9 @@ def test_each_part_shows_the_numbers_of_its_file_and_the_headline_their_verdicts
 
 def test_every_source_file_is_listed_with_the_sha256_of_its_bytes(results):
     root = results["root"]
-    paths = write(compose(root / "page", root / "eval", results["tests"]), root / "page")
+    paths = write(
+        compose(root / "page", root / "eval", results["tests"], leakage_of(root)), root / "page"
+    )
     listed = _read(paths[0])["sources"]
     expected = {
         root / "eval" / "eval_results.json",
@@ -210,7 +222,7 @@ def test_every_source_file_is_listed_with_the_sha256_of_its_bytes(results):
 
 def test_the_provenance_and_the_commands_come_from_what_the_files_record(results):
     root = results["root"]
-    made = compose(root / "page", root / "eval", results["tests"])
+    made = compose(root / "page", root / "eval", results["tests"], leakage_of(root))
     run = made.provenance["eval"]
     assert run["models"]["tuned"]["fingerprint"] == "e" * 64 and run["versions"]["lm_eval"]
     assert run["data"]["arc_easy"]["data_files"] == {"tasks/x.jsonl": "ab" * 32}
@@ -311,3 +323,101 @@ def test_evidence_runs_each_missing_step_on_the_tiny_model_and_a_rerun_asks_noth
     assert {"eval/eval_results.json", "eval/leakage/leakage.json", "exam/manifest.json"} <= listed
     assert made["commands"][0].startswith(f"glan evidence {tmp_path / 'run'} --out {out}")
     assert made["provenance"]["GLAN-Test (pairwise): base vs tuned"]["exam"]["held out from run"]
+
+
+# A step already in OUT is reused only for the very same inputs; any other is refused, naming
+# what differs, and nothing in the folder changes.
+MODELS = {"base": "m/base", "tuned": "m/tuned"}
+
+
+def recorded_eval(eval_dir: Path, models: dict[str, str], fingerprints: dict[str, str]) -> None:
+    eval_dir.mkdir(parents=True, exist_ok=True)
+    provenance = {
+        "benchmarks": ["arc_easy"],
+        "settings": asdict(EvalSettings(limit=3)),
+        "models": {k: {"given": models[k], "fingerprint": v} for k, v in fingerprints.items()},
+    }
+    (eval_dir / "eval_results.json").write_text(
+        json.dumps({"models": models, "provenance": provenance})
+    )
+
+
+def recorded_leakage(eval_dir: Path, items: int, batch_size: int) -> None:
+    rows = [{"benchmark": "arc_easy", "model": m, "items": items} for m in MODELS]
+    payload = {"models": MODELS, "rows": rows, "scoring": {"batch_size": batch_size}}
+    (eval_dir / "leakage").mkdir(parents=True)
+    (eval_dir / "leakage" / "leakage.json").write_text(json.dumps(payload))
+
+
+def refused_eval(tmp_path: Path, models: dict[str, str], settings: EvalSettings) -> str:
+    before = (tmp_path / "eval" / "eval_results.json").read_bytes()
+    with pytest.raises(UserError) as refused:
+        steps.ensure_eval(models, [BENCHMARKS["arc_easy"]], settings, tmp_path / "eval", print)
+    assert (tmp_path / "eval" / "eval_results.json").read_bytes() == before
+    return str(refused.value)
+
+
+def test_an_eval_of_other_models_in_out_is_refused(tmp_path):
+    recorded_eval(tmp_path / "eval", MODELS, {})
+    said = refused_eval(tmp_path, {"base": "m/base", "tuned": "m/other"}, EvalSettings(limit=3))
+    assert "other models" in said and "give another --out" in said
+
+
+def test_an_eval_with_other_settings_in_out_is_refused(tmp_path):
+    recorded_eval(tmp_path / "eval", MODELS, {})
+    said = refused_eval(tmp_path, MODELS, EvalSettings(limit=5))
+    assert "other settings (limit) (recorded 3, now 5)" in said
+
+
+def test_an_eval_of_a_model_retrained_in_place_is_refused(tmp_path):
+    """The same path, other weights: the fingerprint the eval recorded tells them apart."""
+    model = tmp_path / "tuned"
+    model.mkdir()
+    (model / "config.json").write_text('{"layers": 2}')
+    models = {"base": "m/base", "tuned": str(model)}
+    recorded_eval(tmp_path / "eval", models, {"tuned": provenance.fingerprint(model) or ""})
+    assert steps.reusable_eval(
+        models, [BENCHMARKS["arc_easy"]], EvalSettings(limit=3), tmp_path / "eval"
+    )
+    (model / "config.json").write_text('{"layers": 3}')
+    said = refused_eval(tmp_path, models, EvalSettings(limit=3))
+    assert "tuned model weights (folder fingerprint)" in said
+
+
+@pytest.mark.parametrize(
+    ("models", "items", "batch_size", "said"),
+    [
+        ({"base": "m/base", "tuned": "m/other"}, 3, 8, "other models"),
+        (MODELS, 100, 8, "other items per split (--leakage-items) (recorded 3, now 100)"),
+        (MODELS, 3, 1, "other batch size (recorded 8, now 1)"),
+    ],
+    ids=["models", "items", "batch-size"],
+)
+def test_a_leakage_test_of_other_inputs_in_out_is_refused(
+    tmp_path, models, items, batch_size, said
+):
+    recorded_leakage(tmp_path / "eval", items=3, batch_size=8)
+    with pytest.raises(UserError, match=re.escape(said)):
+        steps.ensure_leakage(models, ["arc_easy"], items, batch_size, tmp_path / "eval", print)
+    assert steps.reusable_leakage(MODELS, ["arc_easy"], 3, 8, tmp_path / "eval")
+
+
+@pytest.mark.parametrize(
+    ("run", "per_discipline", "said"),
+    [("B", 50, "exam inputs (run)"), ("A", 5, "exam inputs (per_discipline) (recorded 50, now 5)")],
+    ids=["other-run", "other-size"],
+)
+def test_an_exam_of_other_inputs_in_out_is_refused(tmp_path, run, per_discipline, said):
+    exam = tmp_path / "exam"
+    write_exam(exam, 1)
+    holdout = HoldoutSettings(semantic=False)
+    built = ExamSettings(per_discipline=50)
+    manifest = {"source": {"run_dir": str(tmp_path / "A")}, "per_discipline": 50}
+    manifest |= {"per_subject": 5, "seed": 7, "overlap": {"semantic": None}}
+    manifest |= {"held_out": {"subject_thresholds": {"tokens": holdout.token_threshold}}}
+    (exam / "manifest.json").write_text(json.dumps(manifest))
+    assert steps.reusable_exam(exam, tmp_path / "A", built, holdout, 7)
+    with pytest.raises(UserError, match=re.escape(said)):
+        steps.reusable_exam(
+            exam, tmp_path / run, ExamSettings(per_discipline=per_discipline), holdout, 7
+        )

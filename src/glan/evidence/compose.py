@@ -45,8 +45,8 @@ def compose(
     missing: Missing | None = None,
     invocation: str | None = None,
 ) -> Evidence:
-    """The page's content. `leakage_file` defaults to EVAL_DIR/leakage/leakage.json, where
-    `glan eval --leakage --out EVAL_DIR` writes it."""
+    """The page's content; the leakage part is `leakage_file`'s alone (default_leakage finds
+    the one beside an eval)."""
     missing = missing or Missing()
     sources = Sources(page_dir)
     report = None
@@ -54,8 +54,6 @@ def compose(
         evaluated, report = eval_part(eval_dir, sources, missing.eval)
     else:
         evaluated = Part(name="Eval", shown=False, why=missing.eval)
-    if leakage_file is None and eval_dir is not None:
-        leakage_file = eval_dir / "leakage" / "leakage.json"
     leaked = (
         leakage_part(leakage_file, sources, missing.leakage)
         if leakage_file is not None
@@ -89,6 +87,12 @@ def compose(
         provenance=provenance(report, graded, test_dirs or [], leakage_data),
         commands=list(dict.fromkeys(commands)),
     )
+
+
+def default_leakage(eval_dir: Path) -> Path | None:
+    """The leakage.json `glan eval --leakage --out EVAL_DIR` writes, where there is one."""
+    path = eval_dir / "leakage" / "leakage.json"
+    return path if path.is_file() else None
 
 
 def _exam_record(manifest: dict[str, Any]) -> dict[str, Any]:
