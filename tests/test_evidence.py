@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import shutil
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -421,3 +422,22 @@ def test_an_exam_of_other_inputs_in_out_is_refused(tmp_path, run, per_discipline
         steps.reusable_exam(
             exam, tmp_path / run, ExamSettings(per_discipline=per_discipline), holdout, 7
         )
+
+
+def test_a_run_without_the_leakage_test_shows_none_though_out_holds_an_old_one(results, tmp_path):
+    """--leakage-items 0: the page says the leakage test did not run, whatever OUT holds."""
+    out = tmp_path / "out"
+    shutil.copytree(results["root"] / "eval", out / "eval")
+    eval_file = out / "eval" / "eval_results.json"
+    made = _read(eval_file)
+    made["provenance"]["settings"] = asdict(EvalSettings(limit=40))
+    eval_file.write_text(json.dumps(made))
+    (tmp_path / "run").mkdir()
+    args = ["evidence", str(tmp_path / "run"), "--base", "models/base", "--tuned", "models/tuned"]
+    args += ["--benchmarks", "arc_easy,bbh", "--limit", "40", "--leakage-items", "0"]
+    shown = CliRunner().invoke(app, [*args, "--no-fetch", "--out", str(out)])
+    assert shown.exit_code == 0, shown.output
+    assert "eval: reused" in shown.output
+    page = (out / "evidence.md").read_text()
+    assert "## Leakage\n\nLeakage: not run (--leakage-items 0)." in page
+    assert "leakage.json" not in page
