@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import shlex
 import shutil
 from dataclasses import asdict
 from pathlib import Path
@@ -128,12 +129,16 @@ def write_exam(exam: Path, n: int = 12) -> None:
 
 def judged(body: dict[str, Any]) -> Any:
     """m1 and m2 answer question i with a known quality (m2 mostly better); the judge scores
-    each answer its quality, alone or side by side."""
+    each answer its quality side by side, and on a steeper scale alone (capped at 10), so that
+    the pairwise and the absolute report hold different numbers."""
     prompt = body["messages"][0]["content"]
     if body["model"] in ("m1", "m2"):
         i = int(re.search(r"Question (\d+)", prompt).group(1))
         return f"An answer of quality {4 + i % 3 + (i % 4 if body['model'] == 'm2' else 0)}."
-    return judge_reply(prompt)
+    reply = judge_reply(prompt)
+    if "score" in reply:
+        reply["score"] = min(10, reply["score"] * 3 // 2)
+    return reply
 
 
 def grade_both(exam: Path, server: FakeServer) -> list[Path]:
@@ -441,3 +446,70 @@ def test_a_run_without_the_leakage_test_shows_none_though_out_holds_an_old_one(r
     page = (out / "evidence.md").read_text()
     assert "## Leakage\n\nLeakage: not run (--leakage-items 0)." in page
     assert "leakage.json" not in page
+
+
+def test_the_headline_names_each_difference_and_win_rate_by_its_models(results):
+    root = results["root"]
+    made = compose(root / "page", root / "eval", results["tests"], leakage_of(root))
+    pairwise = _read(results["tests"][0] / "report.json")["overall"]
+    absolute = _read(results["tests"][1] / "report.json")["overall"]["against_baseline"]["tuned"]
+    d, w, a = pairwise["difference"], pairwise["win_rate"], absolute["difference"]
+    assert d["mean"] != a["mean"] and d["mean"] > 0 and w["value"] > 0.5
+    line = next(h for h in made.headline if h.startswith("GLAN-Test pairwise"))
+    assert f"): tuned - base {d['mean']:+.2f} [{d['ci95'][0]:+.2f}, {d['ci95'][1]:+.2f}]" in line
+    assert f"; tuned win rate {w['value']:.2f} [{w['ci95'][0]:.2f}, {w['ci95'][1]:.2f}]." in line
+    line = next(h for h in made.headline if h.startswith("GLAN-Test absolute"))
+    assert f"; tuned - base {a['mean']:+.2f} [{a['ci95'][0]:+.2f}, {a['ci95'][1]:+.2f}]" in line
+
+
+def test_the_leakage_table_puts_each_interval_under_its_column(results):
+    root = results["root"]
+    made = compose(root / "page", None, None, leakage_of(root))
+    table = next(p for p in made.parts if p.name == "Leakage").tables[0]
+    tuned = results["leakage"][1]
+    assert tuned.gap != tuned.shift
+    cells = dict(zip(table.head, table.body[1], strict=True))
+    assert cells["model"] == "tuned"
+    assert (
+        cells["gap [95% CI]"] == f"{tuned.gap:+.3f} [{tuned.gap_low:+.3f}, {tuned.gap_high:+.3f}]"
+    )
+    shift = f"{tuned.shift:+.3f} [{tuned.shift_low:+.3f}, {tuned.shift_high:+.3f}]"
+    assert cells["shift [95% CI]"] == shift
+
+
+BAD = "<script>alert(1)</script>|t`x"
+
+
+def test_a_label_with_markup_and_a_bar_is_shown_as_text_in_both_pages(results, tmp_path):
+    """A model label is the user's text: escaped, never markup or a table's extra column."""
+    eval_dir = tmp_path / "eval"
+    shutil.copytree(results["root"] / "eval", eval_dir)
+    made = _read(eval_dir / "eval_results.json")
+    made["models"] = {"base": "models/base", BAD: "models/tuned"}
+    for r in made["results"]:
+        r["scores"] = {BAD if k == "tuned" else k: v for k, v in r["scores"].items()}
+        for c in r["comparisons"]:
+            c["tuned"] = BAD
+    made["provenance"]["models"][BAD] = made["provenance"]["models"].pop("tuned")
+    (eval_dir / "eval_results.json").write_text(json.dumps(made))
+    md, page = (p.read_text() for p in write(compose(tmp_path, eval_dir), tmp_path)[1:])
+    # Markdown shows code (a span, a fenced block) as it is; everything else is escaped.
+    prose = re.sub(r"`[^`]*`", "", re.sub(r"(?s)```bash.*?```", "", md))
+    assert "<script>" not in prose and "&lt;script&gt;" in prose and "<script>" not in page
+    header = next(line for line in md.splitlines() if line.startswith("| benchmark |"))
+    assert "| base | &lt;script&gt;alert(1)&lt;/script&gt;\\|t`x |" in header
+    assert "<th>&lt;script&gt;alert(1)&lt;/script&gt;|t`x</th>" in page
+
+
+def test_the_commands_quote_a_path_with_a_space(results, tmp_path):
+    folder = tmp_path / "my results"
+    shutil.copytree(results["root"] / "eval", folder / "eval")
+    made = compose(
+        tmp_path / "page", folder / "eval", None, folder / "eval" / "leakage" / "leakage.json"
+    )
+    made_again = [c for c in made.commands if c.startswith("glan eval")]
+    assert len(made_again) == 3  # the eval, its rerun, the leakage test
+    for command in made_again:
+        assert shlex.split(command)[-1] in (str(folder / "eval"), "NEW_DIR"), command
+    rerun = shlex.split(next(c for c in made_again if "--rerun" in c))
+    assert rerun[rerun.index("--rerun") + 1] == str(folder / "eval" / "eval_results.json")
