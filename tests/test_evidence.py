@@ -513,3 +513,37 @@ def test_the_commands_quote_a_path_with_a_space(results, tmp_path):
         assert shlex.split(command)[-1] in (str(folder / "eval"), "NEW_DIR"), command
     rerun = shlex.split(next(c for c in made_again if "--rerun" in c))
     assert rerun[rerun.index("--rerun") + 1] == str(folder / "eval" / "eval_results.json")
+
+
+@pytest.mark.parametrize(
+    ("given", "said"),
+    [
+        ("leakage-is-eval", "is not a `glan eval --leakage` leakage.json"),
+        ("leakage-absent", "--leakage no-such.json: no such file"),
+        ("report-malformed", "is not a `glan test run` report.json"),
+        ("eval-old-format", "is not a `glan eval` eval_results.json"),
+        ("out-is-a-file", "is a file: give a folder for the page"),
+        ("run-option-composing", "--limit goes with RUN"),
+    ],
+)
+def test_a_wrong_input_file_is_one_line_naming_it(results, tmp_path, monkeypatch, given, said):
+    monkeypatch.chdir(tmp_path)
+    eval_file = str(results["root"] / "eval" / "eval_results.json")
+    Path("bad").mkdir()
+    Path("bad/report.json").write_text('{"mode": "pairwise"}')
+    Path("old").mkdir()
+    Path("old/eval_results.json").write_text('{"models": {"a": "x"}, "results": [{"x": 1}]}')
+    Path("a-file").write_text("")
+    args = {
+        "leakage-is-eval": ["--leakage", eval_file, "--out", "page"],
+        "leakage-absent": ["--leakage", "no-such.json", "--out", "page"],
+        "report-malformed": ["--test", "bad", "--out", "page"],
+        "eval-old-format": ["--eval", "old", "--out", "page"],
+        "out-is-a-file": ["--eval", str(results["root"] / "eval"), "--out", "a-file"],
+        "run-option-composing": ["--eval", str(results["root"] / "eval"), "--limit", "3"],
+    }[given]
+    refused = CliRunner().invoke(app, ["evidence", *args])
+    error = refused.exception
+    assert isinstance(error, UserError) and error.exit_code == 2, refused.output
+    assert said in str(error) and "\n" not in str(error)
+    assert not Path("page").exists()
