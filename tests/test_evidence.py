@@ -547,3 +547,30 @@ def test_a_wrong_input_file_is_one_line_naming_it(results, tmp_path, monkeypatch
     assert isinstance(error, UserError) and error.exit_code == 2, refused.output
     assert said in str(error) and "\n" not in str(error)
     assert not Path("page").exists()
+
+
+def test_a_leakage_test_of_other_models_than_the_eval_is_refused(results, tmp_path):
+    leaked = _read(leakage_of(results["root"]))
+    leaked["models"]["tuned"] = "models/other"
+    (tmp_path / "leakage.json").write_text(json.dumps(leaked))
+    with pytest.raises(
+        UserError, match="is a leakage test of base = models/base, tuned = models/other"
+    ):
+        compose(tmp_path / "page", results["root"] / "eval", None, tmp_path / "leakage.json")
+
+
+def test_gradings_whose_models_cannot_be_known_to_be_the_eval_s_are_said_so(results, tmp_path):
+    root = results["root"]
+    made = compose(root / "page", root / "eval", results["tests"][:1], leakage_of(root))
+    caution = [h for h in made.headline if h.startswith("Caution: GLAN-Test (pairwise)")]
+    assert len(caution) == 1 and "base = openai:m1@http" in caution[0]
+    assert "the eval's base = models/base, tuned = models/tuned" in caution[0]
+    # Endpoints that load the eval's very model paths: nothing to caution.
+    graded = tmp_path / "graded"
+    shutil.copytree(results["tests"][0], graded)
+    report = _read(graded / "report.json")
+    for label in ("base", "tuned"):
+        report["models"][label] = {"kind": "vllm", "model": f"models/{label}", "address": ""}
+    (graded / "report.json").write_text(json.dumps(report))
+    made = compose(root / "page", root / "eval", [graded], leakage_of(root))
+    assert not [h for h in made.headline if h.startswith("Caution")]
