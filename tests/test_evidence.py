@@ -28,6 +28,7 @@ from glan.evaluate.provenance import ModelProvenance, RunProvenance, TaskProvena
 from glan.evaluate.registry import BENCHMARKS
 from glan.evaluate.runner import EvalSettings
 from glan.evidence import steps
+from glan.evidence.commands import exam_command
 from glan.evidence.compose import compose
 from glan.evidence.render import markdown, write
 from glan.glantest.discipline import ExamSettings
@@ -574,3 +575,21 @@ def test_gradings_whose_models_cannot_be_known_to_be_the_eval_s_are_said_so(resu
     (graded / "report.json").write_text(json.dumps(report))
     made = compose(root / "page", root / "eval", [graded], leakage_of(root))
     assert not [h for h in made.headline if h.startswith("Caution")]
+
+
+def test_the_exam_command_repeats_the_hold_out_and_the_reference_the_manifest_records():
+    manifest = {"source": {"run_dir": "run"}, "per_discipline": 5, "per_subject": 2, "seed": 3}
+    manifest |= {"overlap": {"semantic": {"model": "minilm", "threshold": 0.85}}}
+    manifest |= {"held_out": {"subject_thresholds": {"tokens": 0.7, "embedding": 0.95}}}
+    manifest |= {
+        "references": {"endpoint": {"kind": "openai", "model": "ref", "address": "http://r/v1"}}
+    }
+    words = shlex.split(exam_command(manifest, Path("my exam")))
+    assert words[:6] == ["glan", "test", "build", "run", "--out", "my exam"]
+    given = {word: words[i + 1] for i, word in enumerate(words[:-1]) if word.startswith("--")}
+    assert given["--semantic-threshold"] == "0.85" and "--semantic" in words
+    assert given["--subject-token-threshold"] == "0.7"
+    assert given["--subject-semantic-threshold"] == "0.95"
+    assert given["--reference-model"] == "openai:ref@http://r/v1"
+    manifest["overlap"]["semantic"] = None
+    assert "--no-semantic" in shlex.split(exam_command(manifest, Path("exam")))
