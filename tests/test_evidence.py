@@ -593,3 +593,19 @@ def test_the_exam_command_repeats_the_hold_out_and_the_reference_the_manifest_re
     assert given["--reference-model"] == "openai:ref@http://r/v1"
     manifest["overlap"]["semantic"] = None
     assert "--no-semantic" in shlex.split(exam_command(manifest, Path("exam")))
+
+
+def test_the_exam_is_found_by_the_results_folder_not_a_relative_path_elsewhere(
+    results, tmp_path, monkeypatch
+):
+    graded = tmp_path / "true" / "exam" / "results" / "pairwise"
+    write_exam(tmp_path / "true" / "exam", 3)
+    shutil.copytree(results["tests"][0], graded)
+    report = _read(graded / "report.json")
+    report["exam"] = "exam"  # as recorded by a grading run from another folder
+    (graded / "report.json").write_text(json.dumps(report))
+    write_exam(tmp_path / "exam", 2)  # a decoy where that relative path now points
+    monkeypatch.chdir(tmp_path)
+    made = compose(tmp_path / "page", None, [graded])
+    listed = {s.path for s in made.sources}
+    assert "../true/exam/exam.jsonl" in listed and "../exam/exam.jsonl" not in listed

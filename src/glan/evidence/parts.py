@@ -171,8 +171,12 @@ def _leakage_part(data: dict[str, Any], source: str) -> Part:
 
 
 def exam_dir_of(report: dict[str, Any], results_dir: Path) -> Path | None:
-    """The exam a grading ran on: as recorded, else the folder the default results sit in."""
-    for candidate in (Path(report.get("exam") or ""), results_dir.parent.parent):
+    """The exam a grading ran on: the folder its default results sit in (EXAM/results/NAME),
+    else the path it recorded, where that is absolute (a relative one was relative to a
+    folder the report does not name)."""
+    recorded = Path(report.get("exam") or "")
+    candidates = [results_dir.parent.parent, *([recorded] if recorded.is_absolute() else [])]
+    for candidate in candidates:
         if (candidate / "exam.jsonl").is_file():
             return candidate
     return None
