@@ -609,3 +609,16 @@ def test_the_exam_is_found_by_the_results_folder_not_a_relative_path_elsewhere(
     made = compose(tmp_path / "page", None, [graded])
     listed = {s.path for s in made.sources}
     assert "../true/exam/exam.jsonl" in listed and "../exam/exam.jsonl" not in listed
+
+
+def test_two_gradings_of_the_same_labels_keep_their_own_provenance(results, tmp_path):
+    again = tmp_path / "exam" / "results" / "pairwise-again"
+    write_exam(tmp_path / "exam")
+    shutil.copytree(results["tests"][0], again)
+    report = _read(again / "report.json")
+    report["judge"]["model"] = "other-judge"
+    (again / "report.json").write_text(json.dumps(report))
+    made = compose(tmp_path / "page", None, [results["tests"][0], again])
+    graded = {k: v for k, v in made.provenance.items() if k.startswith("GLAN-Test (pairwise)")}
+    assert sorted(v["judge"]["model"] for v in graded.values()) == ["judge", "other-judge"]
+    assert len({p.name for p in made.parts}) == len(made.parts)

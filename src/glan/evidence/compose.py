@@ -3,6 +3,7 @@ file with its sha256, the provenance the files record, and the commands that mak
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,7 @@ def compose(
         else Part(name="Leakage", shown=False, why=missing.leakage)
     )
     graded = [glantest_part(d, sources) for d in test_dirs or []]
+    _name_apart([part for part, _ in graded], test_dirs or [], page_dir)
     parts = [evaluated]
     modes = {data.get("mode", "pairwise") for _, data in graded}
     parts += [part for part, _ in graded]
@@ -97,6 +99,18 @@ def compose(
         provenance=provenance(report, graded, test_dirs or [], leakage_data),
         commands=list(dict.fromkeys(commands)),
     )
+
+
+def _name_apart(parts: list[Part], folders: list[Path], page_dir: Path) -> None:
+    """Gradings of the same labels and mode, named by their folder too: each part, and its
+    provenance, its own."""
+    names = [p.name for p in parts]
+    for part, folder in zip(parts, folders, strict=True):
+        if names.count(part.name) > 1:
+            where = Path(os.path.relpath(folder.resolve(), page_dir.resolve())).as_posix()
+            part.name = f"{part.name} ({where})"
+            for table in part.tables:
+                table.title = f"{part.name} (per group)"
 
 
 def _labelled(models: dict[str, Any]) -> str:
