@@ -328,7 +328,8 @@ def test_evidence_runs_each_missing_step_on_the_tiny_model_and_a_rerun_asks_noth
     assert compared["difference"] == 0.0  # the same model twice
     listed = {s["path"] for s in made["sources"]}
     assert {"eval/eval_results.json", "eval/leakage/leakage.json", "exam/manifest.json"} <= listed
-    assert made["commands"][0].startswith(f"glan evidence {tmp_path / 'run'} --out {out}")
+    assert made["commands"][0] == f"cd {Path.cwd()}"
+    assert made["commands"][1].startswith(f"glan evidence {tmp_path / 'run'} --out {out}")
     assert made["provenance"]["GLAN-Test (pairwise): base vs tuned"]["exam"]["held out from run"]
 
 
@@ -622,3 +623,22 @@ def test_two_gradings_of_the_same_labels_keep_their_own_provenance(results, tmp_
     graded = {k: v for k, v in made.provenance.items() if k.startswith("GLAN-Test (pairwise)")}
     assert sorted(v["judge"]["model"] for v in graded.values()) == ["judge", "other-judge"]
     assert len({p.name for p in made.parts}) == len(made.parts)
+
+
+def test_the_commands_say_the_folder_their_relative_paths_are_from(results, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(results["root"] / "eval", "my eval")
+    made = compose(Path("page"), Path("my eval"))
+    assert shlex.split(made.commands[0]) == ["cd", str(tmp_path)]
+    assert any(shlex.split(c)[-2:] == ["--out", "my eval"] for c in made.commands)
+
+
+def test_a_source_s_sha256_is_of_the_bytes_its_numbers_were_read_from(results, monkeypatch):
+    """Read once: hashing the file again could list bytes other than those shown."""
+    import glan.evidence.sources as sources
+
+    root = results["root"]
+    read = root / "eval" / "leakage" / "leakage.json"
+    monkeypatch.setattr(sources, "sha256", lambda path: "read again" if path == read else "x")
+    listed = compose(root / "page", None, None, leakage_of(root)).sources
+    assert listed[0].sha256 == hashlib.sha256(read.read_bytes()).hexdigest()

@@ -4,6 +4,7 @@ file with its sha256, the provenance the files record, and the commands that mak
 from __future__ import annotations
 
 import os
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +81,8 @@ def compose(
     if report is not None and leakage_data is not None and leakage_file is not None:
         _same_models(report, leakage_data, leakage_file)
     cautions = [_caution(report, data) for _, data in graded] if report is not None else []
-    commands = [invocation] if invocation else []
+    # The paths in the commands are as given: relative ones to the folder they were run from.
+    commands = [shlex.join(["cd", str(Path.cwd())])] + ([invocation] if invocation else [])
     if report is not None and eval_dir is not None:
         commands += eval_commands(report, eval_dir)
     if leakage_data is not None and leakage_file is not None:
