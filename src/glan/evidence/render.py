@@ -16,8 +16,9 @@ TITLE = "glan evidence: does the tuned model beat its base, and where does each 
 
 
 def _md_text(text: Any) -> str:
-    """User text (labels, paths, reasons) as markdown shows it, not as HTML it would run."""
-    return html.escape(str(text), quote=False)
+    """User text (labels, paths, reasons) as markdown shows it, not as HTML it would run nor
+    a code span it would open."""
+    return html.escape(str(text), quote=False).replace("`", "\\`")
 
 
 def _md_cell(text: str) -> str:
