@@ -642,3 +642,19 @@ def test_a_source_s_sha256_is_of_the_bytes_its_numbers_were_read_from(results, m
     monkeypatch.setattr(sources, "sha256", lambda path: "read again" if path == read else "x")
     listed = compose(root / "page", None, None, leakage_of(root)).sources
     assert listed[0].sha256 == hashlib.sha256(read.read_bytes()).hexdigest()
+
+
+def test_a_run_folder_the_exam_cannot_use_is_refused_before_the_eval_runs(tmp_path, monkeypatch):
+    def ran(*args: Any) -> None:
+        raise AssertionError("the eval ran before the exam's inputs were checked")
+
+    monkeypatch.setattr(steps, "ensure_eval", ran)
+    (tmp_path / "run").mkdir()  # no manifest.json, no taxonomy: not a glan run
+    url = "http://127.0.0.1:9/v1"
+    args = ["evidence", str(tmp_path / "run"), "--base", "models/base", "--tuned", "models/tuned"]
+    args += ["--judge", f"openai:j@{url}", "--base-endpoint", f"openai:a@{url}"]
+    args += ["--tuned-endpoint", f"openai:b@{url}", "--no-fetch", "--out", str(tmp_path / "out")]
+    refused = CliRunner().invoke(app, args)
+    assert isinstance(refused.exception, UserError), refused.output
+    assert "holds no readable manifest.json" in str(refused.exception)
+    assert not (tmp_path / "out").exists()
