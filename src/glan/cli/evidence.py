@@ -15,6 +15,12 @@ from glan.cli.glantest import SemanticOpt
 from glan.errors import UserError
 from glan.evaluate.registry import DEFAULT
 
+# The options that shape the steps RUN runs; composing results that exist takes none of them.
+RUN_ONLY = {
+    "base", "tuned", "judge", "absolute", "base_endpoint", "tuned_endpoint", "benchmarks",
+    "limit", "batch_size", "backend", "chat_template", "leakage_items", "per_discipline",
+    "semantic", "no_fetch",
+}  # fmt: skip
 SPEC = "KIND\\[:MODEL]\\[@BASE_URL]: openai:NAME@URL, local:FILE.gguf, vllm:FOLDER"
 
 
@@ -78,7 +84,7 @@ def evidence(
     commands to reproduce it. With RUN --base --tuned [--judge J], the missing steps run
     first (each reused or resumed on a re-run); with --eval/--test, existing results are
     composed as they are. Nothing is recomputed: every number is read from a result file."""
-    from glan.evidence.compose import Missing, compose
+    from glan.evidence.compose import Missing, compose, default_leakage
     from glan.evidence.render import write
 
     composing = eval_dir is not None or bool(test) or leakage_file is not None
@@ -89,19 +95,28 @@ def evidence(
         )
     if run_dir is None and not composing:
         raise UserError("give RUN --base M --tuned M2 [--judge J], or --eval DIR / --test DIR")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"--out {out_dir} is a file: give a folder for the page")
     if run_dir is None:
-        for flag, given in (("--base", base), ("--tuned", tuned), ("--judge", judge)):
-            if given is not None:
-                raise UserError(f"{flag} goes with RUN (it runs the steps); composing needs none")
+        for param in ctx.command.params:
+            given = ctx.get_parameter_source(param.name or "")
+            if param.name in RUN_ONLY and given is not None and given.name != "DEFAULT":
+                raise UserError(
+                    f"{param.opts[0]} goes with RUN (it runs the steps); composing takes none"
+                )
         missing = Missing()
         if eval_dir is not None and not (eval_dir / "eval_results.json").is_file():
             raise UserError(f"--eval {eval_dir}: no eval_results.json (a `glan eval` output?)")
+        if leakage_file is not None and not leakage_file.is_file():
+            raise UserError(f"--leakage {leakage_file}: no such file (a leakage.json?)")
+        if leakage_file is None and eval_dir is not None:
+            leakage_file = default_leakage(eval_dir)
         tests = list(test or [])
         for folder in tests:
             if not (folder / "report.json").is_file():
                 raise UserError(f"--test {folder}: no report.json (a `glan test run` output?)")
     else:
-        tests = _run_steps(
+        tests, leakage_file = _run_steps(
             run_dir, out_dir, base, tuned, judge, absolute, base_endpoint, tuned_endpoint,
             benchmarks, limit, batch_size, backend, chat_template, leakage_items,
             per_discipline, semantic, no_fetch,
@@ -155,10 +170,10 @@ def _run_steps(
     per_discipline: int,
     semantic: bool | None,
     no_fetch: bool,
-) -> list[Path]:
-    """Every step the page needs, missing ones run; the GLAN-Test results folders."""
+) -> tuple[list[Path], Path | None]:
+    """Every step the page needs, missing ones run; the GLAN-Test results folders and the
+    leakage.json (None: no leakage test asked)."""
     from glan import benchmark_packages as data
-    from glan.cli.glantest import exam_config, holdout_settings
     from glan.evaluate.runner import EvalSettings, check_models, parse_benchmarks
     from glan.evidence import steps
 
@@ -182,28 +197,60 @@ def _run_steps(
             "tuned": _endpoint(tuned_endpoint, tuned, "--tuned-endpoint"),
         }
     check_models(models)
-    data.fetch_for([b.name for b in chosen], console, no_fetch)
+    names = [b.name for b in chosen]
+    settings = EvalSettings(
+        limit=limit, batch_size=batch_size, backend=backend, chat_template=chat_template
+    )
+    exam = out_dir / "exam"
+    eval_out = out_dir / "eval"
+    built = None
+    if judge_settings is not None:  # the exam's config, settings and taxonomy: before any step
+        built = _exam_inputs(run_dir, per_discipline, semantic)
+    # Every step already in OUT is checked against this command's inputs before any runs.
+    steps.reusable_eval(models, chosen, settings, eval_out)
+    if leakage_items > 0:
+        steps.reusable_leakage(models, names, leakage_items, batch_size, eval_out)
+    if built is not None:
+        steps.reusable_exam(exam, run_dir, built[2], built[3], built[0].seed)
+    data.fetch_for(names, console, no_fetch)
 
     def say(line: str) -> None:
         console.print(line, highlight=False, soft_wrap=True)
 
-    settings = EvalSettings(
-        limit=limit, batch_size=batch_size, backend=backend, chat_template=chat_template
-    )
-    steps.ensure_eval(models, chosen, settings, out_dir / "eval", say)
+    steps.ensure_eval(models, chosen, settings, eval_out, say)
+    leaked = None
     if leakage_items > 0:
-        names = [b.name for b in chosen]
-        steps.ensure_leakage(models, names, leakage_items, batch_size, out_dir / "eval", say)
-    if judge_settings is None or endpoints is None:
-        return []
-    exam = out_dir / "exam"
-    cfg = exam_config(run_dir, None, {}, {})
-    holdout = holdout_settings(semantic)
-    steps.ensure_exam(cfg, run_dir, exam, per_discipline, holdout, say)
+        leaked = steps.ensure_leakage(models, names, leakage_items, batch_size, eval_out, say)
+    if built is None or judge_settings is None or endpoints is None:
+        return [], leaked
+    cfg, taxonomy, exam_settings, holdout = built
+    steps.ensure_exam(cfg, taxonomy, run_dir, exam, exam_settings, holdout, say)
     results = [steps.grade_exam(exam, endpoints, judge_settings, False, say)]
     if absolute:
         results.append(steps.grade_exam(exam, endpoints, judge_settings, True, say))
-    return results
+    return results, leaked
+
+
+def _exam_inputs(run_dir: Path, per_discipline: int, semantic: bool | None) -> tuple:
+    """The exam's config (the run's own), settings, taxonomy and hold-out settings: each the
+    user's one-line error here, before the eval spends anything."""
+    from glan.cli.glantest import exam_config, holdout_settings
+    from glan.glantest.discipline import ExamSettings
+    from glan.glantest.holdout import semantic_installed
+    from glan.taxonomy import load_taxonomy
+
+    cfg = exam_config(run_dir, None, {}, {})
+    try:
+        exam_settings = ExamSettings(per_discipline=per_discipline)
+    except ValueError:
+        raise UserError("--per-discipline must be at least 1") from None
+    for file in ("taxonomy.yaml", "instructions.jsonl"):
+        if not (run_dir / file).is_file():
+            raise UserError(f"{run_dir} holds no {file}: is it a glan run directory?")
+    if semantic and not semantic_installed():
+        raise UserError("--semantic needs: pip install torch==2.13.0 'glan[semantic]'")
+    taxonomy = load_taxonomy(run_dir / "taxonomy.yaml")
+    return cfg, taxonomy, exam_settings, holdout_settings(semantic)
 
 
 def _invocation(ctx: typer.Context) -> str:

@@ -103,4 +103,19 @@ def exam_command(manifest: dict[str, Any], exam: Path) -> str:
     words += ["--per-subject", str(manifest["per_subject"])]
     if manifest.get("seed") is not None:
         words += ["--seed", str(manifest["seed"])]
+    semantic = (manifest.get("overlap") or {}).get("semantic")
+    if semantic:
+        words += ["--semantic", "--semantic-threshold", str(semantic["threshold"])]
+    elif "overlap" in manifest:  # recorded as off (null): not the default "when installed"
+        words += ["--no-semantic"]
+    thresholds = (manifest.get("held_out") or {}).get("subject_thresholds") or {}
+    for key, option in (
+        ("tokens", "--subject-token-threshold"),
+        ("embedding", "--subject-semantic-threshold"),
+    ):
+        if thresholds.get(key) is not None:
+            words += [option, str(thresholds[key])]
+    reference = (manifest.get("references") or {}).get("endpoint")
+    if reference:
+        words += ["--reference-model", spec(reference)]
     return _join(words)

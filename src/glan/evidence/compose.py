@@ -3,14 +3,23 @@ file with its sha256, the provenance the files record, and the commands that mak
 
 from __future__ import annotations
 
+import os
+import shlex
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
 
 from glan import __version__
+from glan.errors import UserError
 from glan.evaluate.results import EvalReport
-from glan.evidence.commands import eval_commands, exam_command, grading_command, leakage_command
+from glan.evidence.commands import (
+    eval_commands,
+    exam_command,
+    grading_command,
+    leakage_command,
+    spec,
+)
 from glan.evidence.parts import Part, eval_part, exam_dir_of, glantest_part, leakage_part
 from glan.evidence.sources import Source, Sources
 from glan.glantest.stats import NO_INTERVAL
@@ -45,8 +54,8 @@ def compose(
     missing: Missing | None = None,
     invocation: str | None = None,
 ) -> Evidence:
-    """The page's content. `leakage_file` defaults to EVAL_DIR/leakage/leakage.json, where
-    `glan eval --leakage --out EVAL_DIR` writes it."""
+    """The page's content; the leakage part is `leakage_file`'s alone (default_leakage finds
+    the one beside an eval)."""
     missing = missing or Missing()
     sources = Sources(page_dir)
     report = None
@@ -54,14 +63,13 @@ def compose(
         evaluated, report = eval_part(eval_dir, sources, missing.eval)
     else:
         evaluated = Part(name="Eval", shown=False, why=missing.eval)
-    if leakage_file is None and eval_dir is not None:
-        leakage_file = eval_dir / "leakage" / "leakage.json"
     leaked = (
         leakage_part(leakage_file, sources, missing.leakage)
         if leakage_file is not None
         else Part(name="Leakage", shown=False, why=missing.leakage)
     )
     graded = [glantest_part(d, sources) for d in test_dirs or []]
+    _name_apart([part for part, _ in graded], test_dirs or [], page_dir)
     parts = [evaluated]
     modes = {data.get("mode", "pairwise") for _, data in graded}
     parts += [part for part, _ in graded]
@@ -70,7 +78,11 @@ def compose(
             parts.append(Part(name=f"GLAN-Test ({mode})", shown=False, why=getattr(missing, mode)))
     parts.append(leaked)
     leakage_data = _read_leakage(leakage_file) if leaked.shown and leakage_file else None
-    commands = [invocation] if invocation else []
+    if report is not None and leakage_data is not None and leakage_file is not None:
+        _same_models(report, leakage_data, leakage_file)
+    cautions = [_caution(report, data) for _, data in graded] if report is not None else []
+    # The paths in the commands are as given: relative ones to the folder they were run from.
+    commands = [shlex.join(["cd", str(Path.cwd())])] + ([invocation] if invocation else [])
     if report is not None and eval_dir is not None:
         commands += eval_commands(report, eval_dir)
     if leakage_data is not None and leakage_file is not None:
@@ -83,12 +95,64 @@ def compose(
         commands.append(grading_command(data, exam or Path(str(data.get("exam"))), results_dir))
     return Evidence(
         glan_version=__version__,
-        headline=headline(report, [d for _, d in graded], leakage_data, parts),
+        headline=headline(report, [d for _, d in graded], leakage_data, parts, cautions),
         parts=parts,
         sources=sources.all(),
         provenance=provenance(report, graded, test_dirs or [], leakage_data),
         commands=list(dict.fromkeys(commands)),
     )
+
+
+def _name_apart(parts: list[Part], folders: list[Path], page_dir: Path) -> None:
+    """Gradings of the same labels and mode, named by their folder too: each part, and its
+    provenance, its own."""
+    names = [p.name for p in parts]
+    for part, folder in zip(parts, folders, strict=True):
+        if names.count(part.name) > 1:
+            where = Path(os.path.relpath(folder.resolve(), page_dir.resolve())).as_posix()
+            part.name = f"{part.name} ({where})"
+            for table in part.tables:
+                table.title = f"{part.name} (per group)"
+
+
+def _labelled(models: dict[str, Any]) -> str:
+    return ", ".join(f"{k} = {v if isinstance(v, str) else spec(v)}" for k, v in models.items())
+
+
+def _same_models(report: EvalReport, leakage: dict[str, Any], path: Path) -> None:
+    """A leakage test of other models than the eval's would sit on its page as if of them."""
+    if leakage.get("models") != report.models:
+        raise UserError(
+            f"{path} is a leakage test of {_labelled(leakage.get('models') or {})}, the eval "
+            f"one of {_labelled(report.models)}: compose the parts of the same models"
+        )
+
+
+# Endpoints that load the model from the path or hub id they name: the eval's, if the same.
+LOADING_KINDS = ("vllm", "local", "hf")
+
+
+def _caution(report: EvalReport, graded: dict[str, Any]) -> str | None:
+    """A warning where a grading's answering models cannot be known to be the eval's: other
+    labels, or endpoints (a server's name) that do not name the eval's model paths."""
+    answered = graded.get("models") or {}
+    known = list(answered) == list(report.models) and all(
+        e.get("kind") in LOADING_KINDS and e.get("model") == report.models[label]
+        for label, e in answered.items()
+    )
+    if known:
+        return None
+    mode = graded.get("mode", "pairwise")
+    return (
+        f"Caution: GLAN-Test ({mode}) was answered by {_labelled(answered)}; the page cannot "
+        f"tell that these are the eval's {_labelled(report.models)}."
+    )
+
+
+def default_leakage(eval_dir: Path) -> Path | None:
+    """The leakage.json `glan eval --leakage --out EVAL_DIR` writes, where there is one."""
+    path = eval_dir / "leakage" / "leakage.json"
+    return path if path.is_file() else None
 
 
 def _exam_record(manifest: dict[str, Any]) -> dict[str, Any]:
@@ -128,6 +192,7 @@ def headline(
     graded: list[dict[str, Any]],
     leakage: dict[str, Any] | None,
     parts: list[Part],
+    cautions: list[str | None] | None = None,
 ) -> list[str]:
     """What was compared, on what, and each part's verdicts, in a few lines; a part that did
     not run says so."""
@@ -151,6 +216,7 @@ def headline(
             if r.paired_note:
                 verdicts.append(f"{r.benchmark}: {r.paired_note}")
         lines.append(f"Eval ({limit} of each benchmark): " + "; ".join(verdicts) + ".")
+        lines += [c for c in cautions or [] if c]
     for data in graded:
         lines.append(_glantest_headline(data))
     if leakage is not None:

@@ -5,11 +5,14 @@ run."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
+from glan.errors import UserError
 from glan.evaluate.results import EvalReport, how_to_read, rows
 from glan.evidence.sources import Sources
 from glan.glantest.report import comparison_note, cut_line, table_rows
@@ -32,6 +35,30 @@ class Part(BaseModel):
     numbers: Any = None  # the figures as the file holds them
 
 
+SHAPE_ERRORS = (KeyError, TypeError, ValueError, IndexError, AttributeError, ValidationError)
+
+
+@contextmanager
+def reading(path: Path, what: str) -> Iterator[None]:
+    """A file that is not the result it was given as (another command's, another glan
+    version's, hand-edited) is the user's one-line error, naming it and what was expected."""
+    try:
+        yield
+    except UserError:
+        raise
+    except SHAPE_ERRORS as exc:
+        found = f"{type(exc).__name__}: {exc}".splitlines()[0][:120]
+        raise UserError(f"{path} is not {what} as this glan writes it ({found})") from None
+
+
+def _require(data: Any, *keys: str) -> None:
+    """Touch each dotted key, so that a file of another shape fails here, by name."""
+    for key in keys:
+        value = data
+        for part in key.split("."):
+            value = value[part]
+
+
 EVAL_HOLDS = "eval scores, deltas, 95% intervals, McNemar/Holm p, verdicts, detectable"
 
 
@@ -40,7 +67,8 @@ def eval_part(eval_dir: Path, sources: Sources, why_missing: str) -> tuple[Part,
     if not path.is_file():
         return Part(name="Eval", shown=False, why=why_missing), None
     data, source = sources.read_json(path, EVAL_HOLDS)
-    report = EvalReport.model_validate(data)
+    with reading(path, "a `glan eval` eval_results.json"):
+        report = EvalReport.model_validate(data)
     for result in report.results:
         for label, name in result.samples_files.items():
             if (eval_dir / name).is_file():
@@ -114,6 +142,12 @@ def leakage_part(path: Path, sources: Sources, why_missing: str) -> Part:
     if not path.is_file():
         return Part(name="Leakage", shown=False, why=why_missing)
     data, source = sources.read_json(path, "leakage losses, gaps, shifts and their intervals")
+    with reading(path, "a `glan eval --leakage` leakage.json"):
+        _require(data, "models", "rows", "warn_shift", "bootstrap.seed", "scoring.batch_size")
+        return _leakage_part(data, source.path)
+
+
+def _leakage_part(data: dict[str, Any], source: str) -> Part:
     reference = next(iter(data["models"]), "")
     boot = data["bootstrap"]
     lines = [
@@ -128,7 +162,7 @@ def leakage_part(path: Path, sources: Sources, why_missing: str) -> Part:
     ]
     table = Table(
         title="leakage test: loss on test items - loss on 'train' items (nats)",
-        source=source.path,
+        source=source,
         head=LEAKAGE_HEAD,
         body=[_leakage_cells(r) for r in data["rows"]],
     )
@@ -137,8 +171,12 @@ def leakage_part(path: Path, sources: Sources, why_missing: str) -> Part:
 
 
 def exam_dir_of(report: dict[str, Any], results_dir: Path) -> Path | None:
-    """The exam a grading ran on: as recorded, else the folder the default results sit in."""
-    for candidate in (Path(report.get("exam") or ""), results_dir.parent.parent):
+    """The exam a grading ran on: the folder its default results sit in (EXAM/results/NAME),
+    else the path it recorded, where that is absolute (a relative one was relative to a
+    folder the report does not name)."""
+    recorded = Path(report.get("exam") or "")
+    candidates = [results_dir.parent.parent, *([recorded] if recorded.is_absolute() else [])]
+    for candidate in candidates:
         if (candidate / "exam.jsonl").is_file():
             return candidate
     return None
@@ -160,9 +198,16 @@ def _judge_line(report: dict[str, Any], alone: bool) -> str:
 
 
 def glantest_part(results_dir: Path, sources: Sources) -> tuple[Part, dict[str, Any]]:
-    data, source = sources.read_json(
-        results_dir / "report.json", "GLAN-Test means, differences, intervals, p, win rates"
-    )
+    path = results_dir / "report.json"
+    data, source = sources.read_json(path, "GLAN-Test means, differences, intervals, p, win rates")
+    with reading(path, "a `glan test run` report.json"):
+        _require(data, "judge.model", "overall", "groups", "bootstrap.seed", "items", "scored")
+        return _glantest_part(data, results_dir, source.path, sources)
+
+
+def _glantest_part(
+    data: dict[str, Any], results_dir: Path, source: str, sources: Sources
+) -> tuple[Part, dict[str, Any]]:
     if (results_dir / "judgments.jsonl").is_file():
         sources.add(results_dir / "judgments.jsonl", "the answers and the judge's every verdict")
     alone = data.get("mode") == "absolute"
@@ -197,7 +242,7 @@ def glantest_part(results_dir: Path, sources: Sources) -> tuple[Part, dict[str, 
         for key in ("mode", "pair", "labels", "items", "scored", "overall", "groups")
         if key in data
     } | {"cut_at_token_limit": data.get("cut_at_token_limit"), "unscored": data["unscored"]}
-    table = Table(title=f"{name} (per group)", source=source.path, head=head, body=body)
+    table = Table(title=f"{name} (per group)", source=source, head=head, body=body)
     return Part(name=name, shown=True, lines=lines, tables=[table], numbers=numbers), data
 
 

@@ -4,6 +4,7 @@ self-contained page, no scripts)."""
 from __future__ import annotations
 
 import html
+import re
 from pathlib import Path
 from typing import Any
 
@@ -14,12 +15,36 @@ from glan.run.files import atomic_write_json, atomic_write_text
 TITLE = "glan evidence: does the tuned model beat its base, and where does each number come from"
 
 
+def _md_text(text: Any) -> str:
+    """User text (labels, paths, reasons) as markdown shows it, not as HTML it would run nor
+    a code span it would open."""
+    return html.escape(str(text), quote=False).replace("`", "\\`")
+
+
 def _md_cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", "<br>")
+    return _md_text(text).replace("|", "\\|").replace("\n", "<br>")
+
+
+def _fence(text: str, least: int = 1) -> str:
+    """Backticks enough to hold `text` (a run of them inside cannot close it)."""
+    longest = max((len(run) for run in re.findall("`+", text)), default=0)
+    return "`" * max(least, longest + 1)
+
+
+def _code(text: Any) -> str:
+    shown = str(text)
+    fence = _fence(shown)
+    pad = " " if shown.startswith("`") or shown.endswith("`") else ""
+    return f"{fence}{pad}{shown}{pad}{fence}"
+
+
+def _code_cell(text: str) -> str:
+    """Code in a table cell: shown as is, but a `|` would end the cell."""
+    return _code(text).replace("|", "\\|")
 
 
 def _md_table(table: Table) -> list[str]:
-    lines = [f"**{table.title}** (from `{table.source}`)", ""]
+    lines = [f"**{_md_text(table.title)}** (from {_code(table.source)})", ""]
     lines.append("| " + " | ".join(_md_cell(h) for h in table.head) + " |")
     lines.append("|" + "---|" * len(table.head))
     lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in table.body]
@@ -32,32 +57,33 @@ def _md_tree(value: Any, depth: int = 0) -> list[str]:
     lines = []
     for key, item in value.items():
         if isinstance(item, dict) and item:
-            lines += [f"{pad}- {key}:", *_md_tree(item, depth + 1)]
+            lines += [f"{pad}- {_md_text(key)}:", *_md_tree(item, depth + 1)]
         else:
             shown = ", ".join(map(str, item)) if isinstance(item, list) else item
-            lines.append(f"{pad}- {key}: `{shown}`")
+            lines.append(f"{pad}- {_md_text(key)}: {_code(shown)}")
     return lines
 
 
 def markdown(evidence: Evidence) -> str:
-    lines = [f"# {TITLE}", "", *[f"- {line}" for line in evidence.headline], ""]
+    lines = [f"# {TITLE}", "", *[f"- {_md_text(line)}" for line in evidence.headline], ""]
     for part in evidence.parts:
-        lines += [f"## {part.name}", ""]
+        lines += [f"## {_md_text(part.name)}", ""]
         if not part.shown:
-            lines += [part.why, ""]
+            lines += [_md_text(part.why), ""]
             continue
         for table in part.tables:
             lines += _md_table(table)
-        lines += [line for text in part.lines for line in (text, "")]
+        lines += [line for text in part.lines for line in (_md_text(text), "")]
     lines += ["## Provenance", "", "### Source files (every number above is read from one)", ""]
     lines += ["| file | sha256 | bytes | holds |", "|---|---|---|---|"]
     lines += [
-        f"| `{s.path}` | `{s.sha256}` | {s.bytes:,} | {_md_cell(s.holds)} |"
+        f"| {_code_cell(s.path)} | `{s.sha256}` | {s.bytes:,} | {_md_cell(s.holds)} |"
         for s in evidence.sources
     ]
     lines += ["", "### Versions, models, data, seeds, settings (as the files record them)", ""]
     lines += _md_tree(evidence.provenance) or ["Nothing recorded: no part ran."]
-    lines += ["", "### Commands to reproduce", "", "```bash", *evidence.commands, "```", ""]
+    fence = _fence("\n".join(evidence.commands), 3)
+    lines += ["", "### Commands to reproduce", "", f"{fence}bash", *evidence.commands, fence, ""]
     lines.append(f"Composed by glan {evidence.glan_version}; evidence.json holds all of it.")
     return "\n".join(lines) + "\n"
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -28,13 +29,15 @@ class Sources:
         self.page_dir = page_dir
         self.listed: dict[Path, Source] = {}
 
-    def add(self, path: Path, holds: str) -> Source:
+    def add(self, path: Path, holds: str, content: bytes | None = None) -> Source:
+        """List a file; `content`, where given, is the bytes its numbers were read from (so the
+        sha256 is theirs even if the file changes meanwhile)."""
         resolved = path.resolve()
         if resolved not in self.listed:
             self.listed[resolved] = Source(
                 path=_relative(resolved, self.page_dir),
-                sha256=sha256(resolved),
-                bytes=resolved.stat().st_size,
+                sha256=sha256(resolved) if content is None else hashlib.sha256(content).hexdigest(),
+                bytes=resolved.stat().st_size if content is None else len(content),
                 holds=holds,
             )
         return self.listed[resolved]
@@ -42,12 +45,13 @@ class Sources:
     def read_json(self, path: Path, holds: str) -> tuple[dict[str, Any], Source]:
         """The file's JSON and its entry; an unreadable file is the user's one-line error."""
         try:
-            data = orjson.loads(path.read_bytes())
+            content = path.read_bytes()
+            data = orjson.loads(content)
         except OSError as exc:
             raise UserError(f"cannot read {path}: {exc.strerror}") from None
         except orjson.JSONDecodeError:
             raise UserError(f"{path} is not JSON: is it a glan result file?") from None
-        return data, self.add(path, holds)
+        return data, self.add(path, holds, content)
 
     def all(self) -> list[Source]:
         return list(self.listed.values())
