@@ -11,6 +11,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from glan.post.progress import Step
 from glan.train.models import resolve_model
 
 MAX_TOKENS = 2048
@@ -74,11 +75,15 @@ def answer_loss(model: Any, tokenizer: Any, prompt: Messages, answer: str) -> fl
 
 
 def answer_losses(
-    model: Any, tokenizer: Any, items: Sequence[Item], batch_size: int = BATCH_SIZE
+    model: Any,
+    tokenizer: Any,
+    items: Sequence[Item],
+    batch_size: int = BATCH_SIZE,
+    step: Step | None = None,
 ) -> list[float]:
     """Each item's mean loss on its answer tokens (nan for an item whose answer was cut off
     entirely), in the order given. Items are batched longest first so that a batch holds
-    similar lengths and little padding."""
+    similar lengths and little padding; each batch scored counts its items into `step`."""
     encoded = [encode(tokenizer, prompt, answer) for prompt, answer in items]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i][0]))
@@ -87,6 +92,8 @@ def answer_losses(
         chunk = order[start : start + max(1, batch_size)]
         for i, loss in zip(chunk, _batch(model, [encoded[i] for i in chunk], pad), strict=True):
             losses[i] = loss
+        if step is not None:
+            step.done += len(chunk)
     return losses
 
 

@@ -19,6 +19,7 @@ from glan.evaluate import provenance as prov
 from glan.evaluate import results as res
 from glan.evaluate.code_eval import sandboxed_code_eval
 from glan.evaluate.paired import BOOTSTRAP_ITERS, BOOTSTRAP_SEED, compare, judge
+from glan.evaluate.progress import LOADING, EvalSteps, lm_eval_counted
 from glan.evaluate.registry import BENCHMARKS, Benchmark, how_to_get, offline
 from glan.evaluate.sandbox import code_execution_allowed
 from glan.evaluate.standard import STANDARD, write_standard
@@ -253,6 +254,16 @@ def _run_task(lm: Any, item: Planned, manager: Any, settings: EvalSettings) -> d
         )
 
 
+def _run_and_record(
+    lm: Any, item: Planned, label: str, manager: Any, settings: EvalSettings, out_dir: Path
+) -> dict[str, Any]:
+    """One task on one model, recorded; lm-eval's config of the run. Its output (every sample,
+    with its document) goes out of scope here rather than lingering into the next task."""
+    output = _run_task(lm, item, manager, settings)
+    _record(item, label, output, out_dir)
+    return output.get("config", {})
+
+
 def _file_name(label: str) -> str:
     """A folder name for a model's label: the label where it is one, else its safe characters
     and a hash of the label, so that labels such as "a/b" and "a_b" never share a folder."""
@@ -328,8 +339,14 @@ def _unpaired(
 
 
 def evaluate(
-    models: dict[str, str], benchmarks: list[Benchmark], out_dir: Path, settings: EvalSettings
+    models: dict[str, str],
+    benchmarks: list[Benchmark],
+    out_dir: Path,
+    settings: EvalSettings,
+    steps: EvalSteps | None = None,
 ) -> res.EvalReport:
+    """Every benchmark on every model, one model loaded at a time (each freed before the next
+    loads); `steps` hears each model's loading and each benchmark as it runs."""
     require("eval")
     from lm_eval.tasks import TaskManager
 
@@ -341,21 +358,25 @@ def evaluate(
     hub_tasks = any(p.task and not p.local for p in planned)
     manager = TaskManager(include_path=str(tasks_dir), include_defaults=hub_tasks)
     _quiet_lm_eval()
+    steps = steps if steps is not None else EvalSteps()
+    steps.plan("eval", list(models), [p.result.benchmark for p in planned if p.task])
     model_records = {}
     for label, name in models.items():
-        resolved = resolve_model(name)
-        lm = _lm(resolved, settings)
+        with steps.step("eval", label, LOADING, unit="models") as step:
+            resolved = resolve_model(name)
+            lm = _lm(resolved, settings)
+            step.done = 1
         lm_eval_config: dict[str, Any] = {}
         for item in planned:
             if item.task is None:
                 continue
-            try:
-                output = _run_task(lm, item, manager, settings)
-                lm_eval_config = output.get("config", {})
-                _record(item, label, output, out_dir)
-            except Exception as exc:  # one benchmark failing must not hide the others
-                item.result.scores[label] = None
-                item.result.status, item.result.reason = "failed", f"{label}: {_one_line(exc)}"
+            with steps.step("eval", label, item.result.benchmark) as step, lm_eval_counted(step):
+                try:
+                    lm_eval_config = _run_and_record(lm, item, label, manager, settings, out_dir)
+                except Exception as exc:  # one benchmark failing must not hide the others
+                    item.result.scores[label] = None
+                    item.result.status = "failed"
+                    item.result.reason = f"{label}: {_one_line(exc)}"
         template = getattr(getattr(lm, "tokenizer", None), "chat_template", None)
         model_records[label] = prov.model(
             name,
