@@ -28,6 +28,7 @@ from glan.evaluate.answer_loss import (
     answer_loss,  # the one-item form, re-exported: tests import it from here
     answer_losses,
     device_and_dtype,
+    free_memory,
     load,
 )
 from glan.evaluate.leakage_interval import BOOTSTRAP_ITERS, BOOTSTRAP_SEED, LEVEL, GapIntervals
@@ -138,7 +139,8 @@ def check(
                 row.gap = row.test_loss - row.train_loss
                 row.gap_pct = 100 * row.gap / row.train_loss if row.train_loss else None
             rows.append(row)
-        del model
+        del model, tokenizer  # the next model loads only once this one is gone
+        free_memory()
     reference = next(iter(models))
     for splits in chosen:
         _intervals([r for r in rows if r.benchmark == splits.name], reference)

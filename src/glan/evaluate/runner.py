@@ -17,6 +17,7 @@ from glan.errors import UserError
 from glan.evaluate import per_item
 from glan.evaluate import provenance as prov
 from glan.evaluate import results as res
+from glan.evaluate.answer_loss import free_memory
 from glan.evaluate.code_eval import sandboxed_code_eval
 from glan.evaluate.paired import BOOTSTRAP_ITERS, BOOTSTRAP_SEED, compare, judge
 from glan.evaluate.progress import LOADING, EvalSteps, lm_eval_counted
@@ -176,9 +177,9 @@ def _lm(path: str, settings: EvalSettings) -> Any:
         from lm_eval.models.vllm_causallms import VLLM
 
         return VLLM(pretrained=path, batch_size="auto")
-    from lm_eval.models.huggingface import HFLM
+    from glan.evaluate.bounded_lm import BoundedHFLM
 
-    return HFLM(pretrained=path, batch_size=settings.batch_size, device=device)
+    return BoundedHFLM(pretrained=path, batch_size=settings.batch_size, device=device)
 
 
 def _count(output: dict[str, Any], task: str) -> int | None:
@@ -385,7 +386,8 @@ def evaluate(
             *backend(settings),
             template if isinstance(template, str) else None,
         )
-        del lm
+        del lm  # the next model loads only once this one is gone
+        free_memory()
     _compare(planned, list(models))
     report = res.EvalReport(
         models=models,
