@@ -9,6 +9,8 @@ LOGITS_BYTES, which lm-eval's batches in glan share (glan.evaluate.bounded_lm).
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import gc
 import math
 from collections.abc import Sequence
@@ -19,7 +21,9 @@ from glan.train.models import resolve_model
 
 MAX_TOKENS = 2048
 BATCH_SIZE = 8
-LOGITS_BYTES = 1 << 30  # one batch's fp32 logits: a 135M model's whole evaluation fits in 4 GB
+LOGITS_BYTES = (
+    1 << 29
+)  # one batch's fp32 logits (lm-eval briefly holds two): a 135M run fits in 4 GB
 FP32 = 4
 
 Messages = list[dict[str, str]]
@@ -51,13 +55,21 @@ def vocab_size(model: Any) -> int:
 
 def free_memory() -> None:
     """What a model dropped by its last reference left: objects in reference cycles (collected
-    now rather than whenever Python next runs its collector) and, on a GPU, torch's cached
-    blocks; called after each model, before the next loads."""
+    now rather than whenever Python next runs its collector), the C heap's free pages (glibc
+    keeps them otherwise) and, on a GPU, torch's cached blocks; called after each model, before
+    the next loads."""
     gc.collect()
+    _trim_heap()
     import torch
 
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
+
+
+def _trim_heap() -> None:
+    """glibc's malloc_trim(0): free heap pages go back to the system (a no-op elsewhere)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def load(name: str) -> tuple[Any, Any]:
