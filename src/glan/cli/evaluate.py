@@ -142,10 +142,14 @@ def eval_(
 
 @contextlib.contextmanager
 def _progress(quiet: bool) -> Iterator[EvalSteps]:
-    """Each model's loading and each benchmark as it runs, with an ETA for all (on stderr)."""
+    """Each model's loading and each benchmark as it runs, with an ETA for all (on stderr);
+    transformers' bar per model loaded is left out (the steps say so)."""
+    import transformers
+
     from glan.cli.progress import show_steps
     from glan.evaluate.progress import EvalSteps
 
+    transformers.utils.logging.disable_progress_bar()
     steps = EvalSteps()
     with show_steps(steps, console, quiet):
         yield steps

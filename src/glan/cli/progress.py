@@ -171,7 +171,9 @@ def step_line(steps: Steps) -> str:
         return "glan: starting" + (f" ({outlook})" if outlook else "")
     elapsed = max(1e-6, time.monotonic() - step.started)
     rate = step.done / elapsed
-    if step.total:
+    if not step.unit:  # a step that counts nothing, such as loading a model
+        line = f"glan: {step.name}"
+    elif step.total:
         left = max(0, step.total - step.done)
         line = (
             f"glan: {step.name}: {_fraction(step.done, step.total, step.unit)} "
@@ -213,7 +215,7 @@ def show_steps(steps: Steps, console: Console, quiet: bool = False) -> Iterator[
             if outlook:  # the whole command: a line above its steps' bars
                 bars.update(whole, description=outlook, visible=True)
             for i, step in enumerate(list(steps.steps)):
-                amount = _fraction(step.done, step.total, step.unit)
+                amount = _fraction(step.done, step.total, step.unit) if step.unit else ""
                 if i not in tasks:
                     tasks[i] = bars.add_task(step.name, total=step.total, amount=amount)
                 bars.update(tasks[i], completed=step.done, total=step.total, amount=amount)

@@ -21,9 +21,9 @@ from glan.train.models import resolve_model
 
 MAX_TOKENS = 2048
 BATCH_SIZE = 8
-LOGITS_BYTES = (
-    1 << 29
-)  # one batch's fp32 logits (lm-eval briefly holds two): a 135M run fits in 4 GB
+# One batch's fp32 logits; a forward pass and lm-eval's log-softmax each briefly hold two
+# copies. At 512 MiB a 135M model's evaluation peaks under 3 GB (BENCHMARKS.md).
+LOGITS_BYTES = 1 << 29
 FP32 = 4
 
 Messages = list[dict[str, str]]

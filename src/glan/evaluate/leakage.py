@@ -119,9 +119,8 @@ def check(
     steps.plan("leakage", list(models), [n for n, d in drawn.items() if not isinstance(d, str)])
     rows: list[LeakageRow] = []
     for label, name in models.items():
-        with steps.step("leakage", label, LOADING, unit="models") as step:
+        with steps.step("leakage", label, LOADING, unit=""):
             model, tokenizer = load(name)
-            step.done = 1
         for splits in chosen:
             sample = drawn[splits.name]
             row = LeakageRow(benchmark=splits.name, model=label, status="skipped")
@@ -213,9 +212,8 @@ def pairs_view(
     require("eval")
     steps = steps if steps is not None else EvalSteps()
     steps.plan("pairs view", ["tuned"], benchmarks)
-    with steps.step("pairs view", "tuned", LOADING, unit="models") as step:
+    with steps.step("pairs view", "tuned", LOADING, unit=""):
         model, tokenizer = load(model_name)
-        step.done = 1
     pairs: list[Pair] = load_pairs(train_source)
     rng = random.Random(seed)
     rows = []

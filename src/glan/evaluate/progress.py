@@ -43,13 +43,19 @@ class EvalSteps(Steps):
 
     @contextlib.contextmanager
     def step(
-        self, phase: str, model: str, benchmark: str, total: int | None = None, unit: str = ""
+        self,
+        phase: str,
+        model: str,
+        benchmark: str,
+        total: int | None = None,
+        unit: str = "requests",
     ) -> Iterator[Step]:
-        """One step, timed; listeners hear "begin" and "end" (also when the step fails)."""
+        """One step, timed; listeners hear "begin" and "end" (also when the step fails). A step
+        with no unit (a model's loading) counts nothing."""
         key = (phase, model, benchmark)
         self._tell("begin", key)
         self._running = key
-        step = self.begin(f"{phase} {model}: {benchmark}", total, unit or "requests")
+        step = self.begin(f"{phase} {model}: {benchmark}", total, unit)
         try:
             yield step
         finally:
@@ -90,6 +96,8 @@ class EvalSteps(Steps):
         return left if (todo or running is not None) else None
 
     def outlook(self) -> str:
+        if not self.planned:
+            return ""
         done = len(self.seconds)
         eta = self.eta_s()
         return f"step {min(done + 1, len(self.planned))}/{len(self.planned)}, " + (
@@ -120,14 +128,18 @@ def count_requests(step: Step) -> Any:
 
 @contextlib.contextmanager
 def lm_eval_counted(step: Step) -> Iterator[None]:
-    """lm-eval's Hugging Face request bars counted into `step`, and its bar per task's documents
-    (one per MMLU subject) hidden, while the block runs."""
+    """lm-eval's Hugging Face request bars counted into `step`, and its other bars (the
+    documents of each task, one per MMLU subject; tokenizing) hidden, while the block runs."""
+    import lm_eval.api.model as model
     import lm_eval.api.task as task
     import lm_eval.models.huggingface as hf
 
-    own = hf.tqdm, task.tqdm
-    hf.tqdm = task.tqdm = count_requests(step)
+    modules = (hf, task, model)
+    own = [m.tqdm for m in modules]
+    for module in modules:
+        module.tqdm = count_requests(step)
     try:
         yield
     finally:
-        hf.tqdm, task.tqdm = own
+        for module, bar in zip(modules, own, strict=True):
+            module.tqdm = bar

@@ -363,10 +363,9 @@ def evaluate(
     steps.plan("eval", list(models), [p.result.benchmark for p in planned if p.task])
     model_records = {}
     for label, name in models.items():
-        with steps.step("eval", label, LOADING, unit="models") as step:
+        with steps.step("eval", label, LOADING, unit=""):
             resolved = resolve_model(name)
             lm = _lm(resolved, settings)
-            step.done = 1
         lm_eval_config: dict[str, Any] = {}
         for item in planned:
             if item.task is None:
