@@ -164,8 +164,8 @@ def test_the_leakage_test_frees_each_model_before_the_next_loads(
 def test_a_batch_holds_fewer_rows_where_its_logits_would_pass_the_bound() -> None:
     vocab = 49_152  # SmolLM2's
     assert rows_within(100, vocab, 8) == 8  # short items: the batch asked for
-    wide = rows_within(2_500, vocab, 8)  # MMLU's longest 5-shot prompts
-    assert 1 <= wide < 8 and wide * 2_500 * vocab * 4 <= LOGITS_BYTES
+    wide = rows_within(2_700, vocab, 8)  # MMLU's longest 5-shot prompts
+    assert 1 <= wide < 8 and wide * 2_700 * vocab * 4 <= LOGITS_BYTES
     assert rows_within(100_000, vocab, 8) == 1  # never none
 
 

@@ -2,8 +2,8 @@
 
 A forward pass returns a logit for every position and every vocabulary entry, in fp32 on the
 CPU: rows x width x vocabulary x 4 bytes, and the pass and lm-eval's log-softmax each briefly
-hold a second copy. At lm-eval's fixed batch of 8 rows, MMLU's 5-shot prompts (up to ~2,500
-tokens) under SmolLM2's 49,152-entry vocabulary made 8 x 2,500 x 49,152 x 4 B ~ 3.9 GB twice
+hold a second copy. At lm-eval's fixed batch of 8 rows, MMLU's 5-shot prompts (up to ~2,700
+tokens) under SmolLM2's 49,152-entry vocabulary made 8 x 2,700 x 49,152 x 4 B ~ 4.2 GB twice
 over: the 8-10 GB peaks of a 135M model's evaluation (BENCHMARKS.md). Here a batch holds
 --batch-size rows at most, and fewer where its logits would pass answer_loss.LOGITS_BYTES (never
 fewer than one row), so long prompts go through one or two at a time and short ones eight at a
