@@ -739,7 +739,7 @@ def _planning_only(monkeypatch: pytest.MonkeyPatch) -> list[EvalSettings]:
 
     given: list[EvalSettings] = []
 
-    def evaluate(models, chosen, out_dir, settings):
+    def evaluate(models, chosen, out_dir, settings, steps=None):
         from dataclasses import asdict
 
         from glan.evaluate import provenance as prov

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -15,6 +17,7 @@ if TYPE_CHECKING:
     from rich.text import Text
 
     from glan.evaluate.leakage import LeakageRow
+    from glan.evaluate.progress import EvalSteps
     from glan.evaluate.splits import Splits
 
 
@@ -71,6 +74,7 @@ def eval_(
             "with this machine's consent, never the file's"
         ),
     ] = None,
+    quiet: Annotated[bool, Opt("--quiet", "-q", help="no progress display")] = False,
 ) -> None:
     r"""Evaluate models with lm-evaluation-harness (glan\[eval]). Offline, from local benchmark
     data (the first run fetches it: docs/train-eval.md); every benchmark is reported as run,
@@ -96,7 +100,7 @@ def eval_(
         return
     if rerun is not None:
         _refuse_with_rerun(ctx)
-        _rerun(rerun, out_dir, no_fetch, allow_code_execution)
+        _rerun(rerun, out_dir, no_fetch, allow_code_execution, quiet)
         return
     if not model:
         raise UserError("give at least one --model (or --fetch-only, or --rerun)")
@@ -119,7 +123,7 @@ def eval_(
     data.fetch_for(read, console, no_fetch)
     if leakage:
         named = [user_splits.get(b.name, b.name) for b in chosen]
-        _leakage(models, named, train_data, out_dir, leakage_items, batch_size)
+        _leakage(models, named, train_data, out_dir, leakage_items, batch_size, quiet)
         return
     settings = EvalSettings(
         limit=limit,
@@ -131,8 +135,24 @@ def eval_(
         backend=backend,
     )
     _warn_protections(allow_code_execution)
-    report = evaluate(models, chosen, out_dir, settings)
+    with _progress(quiet) as steps:
+        report = evaluate(models, chosen, out_dir, settings, steps)
     _show(report, out_dir)
+
+
+@contextlib.contextmanager
+def _progress(quiet: bool) -> Iterator[EvalSteps]:
+    """Each model's loading and each benchmark as it runs, with an ETA for all (on stderr);
+    transformers' bar per model loaded is left out (the steps say so)."""
+    import transformers
+
+    from glan.cli.progress import show_steps
+    from glan.evaluate.progress import EvalSteps
+
+    transformers.utils.logging.disable_progress_bar()
+    steps = EvalSteps()
+    with show_steps(steps, console, quiet):
+        yield steps
 
 
 def _warn_protections(allow_code_execution: bool) -> None:
@@ -153,7 +173,7 @@ def _warn_protections(allow_code_execution: bool) -> None:
             )
 
 
-RERUN_TAKES = ("rerun", "out_dir", "no_fetch", "allow_code_execution")
+RERUN_TAKES = ("rerun", "out_dir", "no_fetch", "allow_code_execution", "quiet")
 
 
 def _refuse_with_rerun(ctx: typer.Context) -> None:
@@ -184,7 +204,9 @@ def _show(report, out_dir: Path) -> None:
     )
 
 
-def _rerun(recorded: Path, out_dir: Path, no_fetch: bool, allow_code_execution: bool) -> None:
+def _rerun(
+    recorded: Path, out_dir: Path, no_fetch: bool, allow_code_execution: bool, quiet: bool
+) -> None:
     from glan import benchmark_packages as data
     from glan.evaluate import rerun
     from glan.evaluate.runner import check_models, evaluate
@@ -196,7 +218,8 @@ def _rerun(recorded: Path, out_dir: Path, no_fetch: bool, allow_code_execution: 
     check_models(models)
     data.fetch_for([b.name for b in chosen], console, no_fetch)
     _warn_protections(allow_code_execution)
-    report = evaluate(models, chosen, out_dir, settings)
+    with _progress(quiet) as steps:
+        report = evaluate(models, chosen, out_dir, settings, steps)
     _show(report, out_dir)
     differ = rerun.differences(old, report)
     for difference in differ:
@@ -241,19 +264,23 @@ def _leakage(
     out_dir: Path,
     items: int,
     batch_size: int,
+    quiet: bool,
 ) -> None:
     from rich.table import Table
 
     from glan.evaluate import leakage as lk
 
-    rows = lk.check(models, chosen, items, batch_size=batch_size)
     reference, tuned = next(iter(models)), list(models)[-1]
     names = [c if isinstance(c, str) else c.name for c in chosen]
-    pairs = (
-        lk.pairs_view(models[tuned], train_data, names, items, batch_size=batch_size)
-        if train_data
-        else []
-    )
+    with _progress(quiet) as steps:
+        rows = lk.check(models, chosen, items, batch_size=batch_size, steps=steps)
+        pairs = (
+            lk.pairs_view(
+                models[tuned], train_data, names, items, batch_size=batch_size, steps=steps
+            )
+            if train_data
+            else []
+        )
     lk.write(rows, pairs, out_dir / "leakage", models, batch_size)
     table = Table(title="leakage test (the paper's): loss on test items - loss on train items")
     columns = ("benchmark", "model", "n", "'train' split (from)", "loss test", "loss train")

@@ -164,22 +164,25 @@ def _fraction(done: int, total: int | None, unit: str) -> str:
 
 
 def step_line(steps: Steps) -> str:
-    """One plain line about the current step of clean, export or upload."""
-    step = steps.current
+    """One plain line about the current step of clean, export, upload or eval (and, where the
+    steps are known ahead, the whole command's)."""
+    step, outlook = steps.current, steps.outlook()
     if step is None:
-        return "glan: starting"
+        return "glan: starting" + (f" ({outlook})" if outlook else "")
     elapsed = max(1e-6, time.monotonic() - step.started)
     rate = step.done / elapsed
-    if step.total:
+    if not step.unit:  # a step that counts nothing, such as loading a model
+        line = f"glan: {step.name}"
+    elif step.total:
         left = max(0, step.total - step.done)
-        return (
+        line = (
             f"glan: {step.name}: {_fraction(step.done, step.total, step.unit)} "
             f"({100 * step.done / step.total:.0f}%), "
             f"{_amount(rate, step.unit)}/s, ETA {_eta(left, step.done, elapsed)}"
         )
-    return (
-        f"glan: {step.name}: {_fraction(step.done, None, step.unit)}, {_amount(rate, step.unit)}/s"
-    )
+    else:
+        line = f"glan: {step.name}: {_fraction(step.done, None, step.unit)}, {_amount(rate, step.unit)}/s"
+    return f"{line}; {outlook}" if outlook else line
 
 
 @contextlib.contextmanager
@@ -205,10 +208,14 @@ def show_steps(steps: Steps, console: Console, quiet: bool = False) -> Iterator[
             console=console,
         )
         tasks: dict[int, TaskID] = {}
+        whole = bars.add_task("", total=None, amount="", visible=False)
 
         def refresh() -> None:
+            outlook = steps.outlook()
+            if outlook:  # the whole command: a line above its steps' bars
+                bars.update(whole, description=outlook, visible=True)
             for i, step in enumerate(list(steps.steps)):
-                amount = _fraction(step.done, step.total, step.unit)
+                amount = _fraction(step.done, step.total, step.unit) if step.unit else ""
                 if i not in tasks:
                     tasks[i] = bars.add_task(step.name, total=step.total, amount=amount)
                 bars.update(tasks[i], completed=step.done, total=step.total, amount=amount)

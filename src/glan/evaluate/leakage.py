@@ -28,10 +28,13 @@ from glan.evaluate.answer_loss import (
     answer_loss,  # the one-item form, re-exported: tests import it from here
     answer_losses,
     device_and_dtype,
+    free_memory,
     load,
 )
 from glan.evaluate.leakage_interval import BOOTSTRAP_ITERS, BOOTSTRAP_SEED, LEVEL, GapIntervals
+from glan.evaluate.progress import LOADING, EvalSteps
 from glan.evaluate.splits import SPLITS, Doc, Splits, how_to_get, test_docs
+from glan.post.progress import Step
 from glan.run.files import atomic_write_json
 from glan.train.data import Pair, load_pairs
 from glan.train.models import require
@@ -76,9 +79,11 @@ def doc_pair(doc: Doc) -> tuple[str, str]:
     return doc["question"], doc["answer"].replace("#### ", "The answer is ")
 
 
-def _doc_losses(model: Any, tokenizer: Any, docs: list[Doc], batch_size: int) -> list[float]:
+def _doc_losses(
+    model: Any, tokenizer: Any, docs: list[Doc], batch_size: int, step: Step | None = None
+) -> list[float]:
     items = [([{"role": "user", "content": q}], a) for q, a in map(doc_pair, docs)]
-    return answer_losses(model, tokenizer, items, batch_size)
+    return answer_losses(model, tokenizer, items, batch_size, step)
 
 
 def samples(splits: Splits, items: int, seed: int) -> tuple[list[Doc], list[Doc]] | str:
@@ -100,17 +105,22 @@ def check(
     items: int = 100,
     seed: int = 0,
     batch_size: int = BATCH_SIZE,
+    steps: EvalSteps | None = None,
 ) -> list[LeakageRow]:
     """Rows per benchmark and model (models in the order given; the first is the reference).
-    Every model is scored on the same drawn items, one model loaded at a time."""
+    Every model is scored on the same drawn items, one model loaded at a time (each freed
+    before the next loads); `steps` hears each model's loading and each benchmark's scoring."""
     require("eval")
     chosen = [
         SPLITS.get(b, Splits(b, missing="unknown")) if isinstance(b, str) else b for b in benchmarks
     ]
     drawn = {s.name: samples(s, items, seed) for s in chosen}
+    steps = steps if steps is not None else EvalSteps()
+    steps.plan("leakage", list(models), [n for n, d in drawn.items() if not isinstance(d, str)])
     rows: list[LeakageRow] = []
     for label, name in models.items():
-        model, tokenizer = load(name)
+        with steps.step("leakage", label, LOADING, unit=""):
+            model, tokenizer = load(name)
         for splits in chosen:
             sample = drawn[splits.name]
             row = LeakageRow(benchmark=splits.name, model=label, status="skipped")
@@ -120,14 +130,16 @@ def check(
             else:
                 test, train = sample
                 row.status, row.items = "run", len(test)
-                row.test_losses = _doc_losses(model, tokenizer, test, batch_size)
-                row.train_losses = _doc_losses(model, tokenizer, train, batch_size)
+                with steps.step("leakage", label, splits.name, 2 * len(test), "items") as step:
+                    row.test_losses = _doc_losses(model, tokenizer, test, batch_size, step)
+                    row.train_losses = _doc_losses(model, tokenizer, train, batch_size, step)
                 row.test_loss = sum(row.test_losses) / len(test)
                 row.train_loss = sum(row.train_losses) / len(train)
                 row.gap = row.test_loss - row.train_loss
                 row.gap_pct = 100 * row.gap / row.train_loss if row.train_loss else None
             rows.append(row)
-        del model
+        del model, tokenizer  # the next model loads only once this one is gone
+        free_memory()
     reference = next(iter(models))
     for splits in chosen:
         _intervals([r for r in rows if r.benchmark == splits.name], reference)
@@ -192,12 +204,16 @@ def pairs_view(
     items: int = 100,
     seed: int = 0,
     batch_size: int = BATCH_SIZE,
+    steps: EvalSteps | None = None,
 ) -> list[PairsRow]:
     """Test loss minus loss on a same-size sample of the tuning pairs. Positive for any tuned
     model by construction (it has seen its pairs): how far each benchmark lies from the tuning
     data, not leakage."""
     require("eval")
-    model, tokenizer = load(model_name)
+    steps = steps if steps is not None else EvalSteps()
+    steps.plan("pairs view", ["tuned"], benchmarks)
+    with steps.step("pairs view", "tuned", LOADING, unit=""):
+        model, tokenizer = load(model_name)
     pairs: list[Pair] = load_pairs(train_source)
     rng = random.Random(seed)
     rows = []
@@ -208,9 +224,11 @@ def pairs_view(
             rows.append(PairsRow(benchmark=name, status="skipped", reason=reason))
             continue
         n = min(items, len(test), len(pairs))
-        test_loss = sum(_doc_losses(model, tokenizer, rng.sample(test, n), batch_size)) / n
-        tuning = [(p["prompt"], p["completion"][0]["content"]) for p in rng.sample(pairs, n)]
-        pairs_loss = sum(answer_losses(model, tokenizer, tuning, batch_size)) / n
+        with steps.step("pairs view", "tuned", name, 2 * n, "items") as step:
+            test_loss = sum(_doc_losses(model, tokenizer, rng.sample(test, n), batch_size, step))
+            tuning = [(p["prompt"], p["completion"][0]["content"]) for p in rng.sample(pairs, n)]
+            pairs_loss = sum(answer_losses(model, tokenizer, tuning, batch_size, step)) / n
+        test_loss /= n
         rows.append(
             PairsRow(
                 benchmark=name,

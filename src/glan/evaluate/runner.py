@@ -17,8 +17,10 @@ from glan.errors import UserError
 from glan.evaluate import per_item
 from glan.evaluate import provenance as prov
 from glan.evaluate import results as res
+from glan.evaluate.answer_loss import free_memory
 from glan.evaluate.code_eval import sandboxed_code_eval
 from glan.evaluate.paired import BOOTSTRAP_ITERS, BOOTSTRAP_SEED, compare, judge
+from glan.evaluate.progress import LOADING, EvalSteps, lm_eval_counted
 from glan.evaluate.registry import BENCHMARKS, Benchmark, how_to_get, offline
 from glan.evaluate.sandbox import code_execution_allowed
 from glan.evaluate.standard import STANDARD, write_standard
@@ -175,9 +177,9 @@ def _lm(path: str, settings: EvalSettings) -> Any:
         from lm_eval.models.vllm_causallms import VLLM
 
         return VLLM(pretrained=path, batch_size="auto")
-    from lm_eval.models.huggingface import HFLM
+    from glan.evaluate.bounded_lm import BoundedHFLM
 
-    return HFLM(pretrained=path, batch_size=settings.batch_size, device=device)
+    return BoundedHFLM(pretrained=path, batch_size=settings.batch_size, device=device)
 
 
 def _count(output: dict[str, Any], task: str) -> int | None:
@@ -251,6 +253,16 @@ def _run_task(lm: Any, item: Planned, manager: Any, settings: EvalSettings) -> d
             gen_kwargs=gen_kwargs,
             **LM_EVAL_SEEDS,
         )
+
+
+def _run_and_record(
+    lm: Any, item: Planned, label: str, manager: Any, settings: EvalSettings, out_dir: Path
+) -> dict[str, Any]:
+    """One task on one model, recorded; lm-eval's config of the run. Its output (every sample,
+    with its document) goes out of scope here rather than lingering into the next task."""
+    output = _run_task(lm, item, manager, settings)
+    _record(item, label, output, out_dir)
+    return output.get("config", {})
 
 
 def _file_name(label: str) -> str:
@@ -328,8 +340,14 @@ def _unpaired(
 
 
 def evaluate(
-    models: dict[str, str], benchmarks: list[Benchmark], out_dir: Path, settings: EvalSettings
+    models: dict[str, str],
+    benchmarks: list[Benchmark],
+    out_dir: Path,
+    settings: EvalSettings,
+    steps: EvalSteps | None = None,
 ) -> res.EvalReport:
+    """Every benchmark on every model, one model loaded at a time (each freed before the next
+    loads); `steps` hears each model's loading and each benchmark as it runs."""
     require("eval")
     from lm_eval.tasks import TaskManager
 
@@ -341,21 +359,24 @@ def evaluate(
     hub_tasks = any(p.task and not p.local for p in planned)
     manager = TaskManager(include_path=str(tasks_dir), include_defaults=hub_tasks)
     _quiet_lm_eval()
+    steps = steps if steps is not None else EvalSteps()
+    steps.plan("eval", list(models), [p.result.benchmark for p in planned if p.task])
     model_records = {}
     for label, name in models.items():
-        resolved = resolve_model(name)
-        lm = _lm(resolved, settings)
+        with steps.step("eval", label, LOADING, unit=""):
+            resolved = resolve_model(name)
+            lm = _lm(resolved, settings)
         lm_eval_config: dict[str, Any] = {}
         for item in planned:
             if item.task is None:
                 continue
-            try:
-                output = _run_task(lm, item, manager, settings)
-                lm_eval_config = output.get("config", {})
-                _record(item, label, output, out_dir)
-            except Exception as exc:  # one benchmark failing must not hide the others
-                item.result.scores[label] = None
-                item.result.status, item.result.reason = "failed", f"{label}: {_one_line(exc)}"
+            with steps.step("eval", label, item.result.benchmark) as step, lm_eval_counted(step):
+                try:
+                    lm_eval_config = _run_and_record(lm, item, label, manager, settings, out_dir)
+                except Exception as exc:  # one benchmark failing must not hide the others
+                    item.result.scores[label] = None
+                    item.result.status = "failed"
+                    item.result.reason = f"{label}: {_one_line(exc)}"
         template = getattr(getattr(lm, "tokenizer", None), "chat_template", None)
         model_records[label] = prov.model(
             name,
@@ -364,7 +385,8 @@ def evaluate(
             *backend(settings),
             template if isinstance(template, str) else None,
         )
-        del lm
+        del lm  # the next model loads only once this one is gone
+        free_memory()
     _compare(planned, list(models))
     report = res.EvalReport(
         models=models,

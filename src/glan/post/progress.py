@@ -35,6 +35,11 @@ class Steps:
     def current(self) -> Step | None:
         return self.steps[-1] if self.steps else None
 
+    def outlook(self) -> str:
+        """Where the command as a whole stands (e.g. "step 3/8, all done in ~5 min"), "" when
+        its steps are not known ahead."""
+        return ""
+
 
 def begin(steps: Steps | None, name: str, total: int | None = None, unit: str = "records") -> Step:
     """A step to count on, shown when `steps` is being displayed (a throwaway one otherwise)."""
