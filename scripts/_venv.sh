@@ -20,7 +20,7 @@ llama_cmake_args() {
 install_llama_cpp() {
   local spec="$1" start=$SECONDS last=-10 line n total
   echo "glan: installing llama-cpp-python (the first time on a machine it compiles llama.cpp," \
-    "about 6 minutes on 2 cores; later a cached wheel installs in seconds)" >&2
+    "about 3 minutes on 2 free cores, more on a busy machine; later a cached wheel installs in seconds)" >&2
   set +e
   CMAKE_ARGS="${CMAKE_ARGS:-$(llama_cmake_args)}" CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" \
     "$venv/bin/python" -m pip install -v --disable-pip-version-check "$spec" 2>&1 |
